@@ -1,0 +1,258 @@
+//! Starting the engine, and the handle applications keep.
+
+use std::fmt;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use futures::channel::oneshot;
+
+use crate::backoff::{Backoff, RandomSource};
+use crate::buffer::{lock, Buffer, OverflowPolicy, SharedBuffer};
+use crate::config::Config;
+use crate::error::{CloseError, ConfigError, ConnectError, SendError};
+use crate::events::{Event, Inbound, State};
+use crate::frame::Message;
+use crate::hub::Hub;
+use crate::queue::{Queue, Wake};
+use crate::supervisor::{Close, ConnectInfo, GetStats, Parts, Subscribe, Supervisor};
+use crate::transport::{ConnectRequest, Transport};
+
+/// Produces the request for each attempt (given the attempt number), so the
+/// URL, a token or headers can change between attempts.
+pub type RequestProvider = Box<dyn FnMut(u32) -> Result<ConnectRequest, ConnectError>>;
+
+/// Produces the setup lane for each new link: messages (authentication,
+/// resubscription) written before anything queued.
+pub type OnConnect = Box<dyn FnMut(&ConnectInfo) -> Vec<Message>>;
+
+/// Assembles and starts the actors of one client.
+///
+/// `actix-tether`'s `ClientBuilder` wraps this with URL handling and the awc
+/// transport; use it directly to plug in another transport.
+#[must_use]
+pub struct Engine {
+    config: Config,
+    transport: Box<dyn Transport>,
+    provider: RequestProvider,
+    on_connect: Option<OnConnect>,
+    random: Option<Box<dyn RandomSource>>,
+    inbound: Vec<Recipient<Inbound>>,
+    events: Vec<Recipient<Event>>,
+}
+
+impl fmt::Debug for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Engine")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// An engine that opens links through `transport` with the requests
+    /// `provider` makes.
+    pub fn new(config: Config, transport: Box<dyn Transport>, provider: RequestProvider) -> Self {
+        Self {
+            config,
+            transport,
+            provider,
+            on_connect: None,
+            random: None,
+            inbound: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    /// Sets the on-connect hook that fills the setup lane. Default is none.
+    pub fn on_connect(mut self, hook: OnConnect) -> Self {
+        self.on_connect = Some(hook);
+        self
+    }
+
+    /// Sets the random source of the backoff jitter. Default is a generator
+    /// seeded by the operating system.
+    pub fn random(mut self, random: Box<dyn RandomSource>) -> Self {
+        self.random = Some(random);
+        self
+    }
+
+    /// Adds a subscriber to inbound messages, present from the first link.
+    pub fn subscribe(mut self, r: Recipient<Inbound>) -> Self {
+        self.inbound.push(r);
+        self
+    }
+
+    /// Adds a subscriber to events, present from the first attempt.
+    pub fn subscribe_events(mut self, r: Recipient<Event>) -> Self {
+        self.events.push(r);
+        self
+    }
+
+    /// Validates the configuration and starts the actors on the current
+    /// arbiter. Must be called inside a running actix `System`.
+    pub fn start(self) -> Result<Client, ConfigError> {
+        self.config.validate()?;
+        if actix_rt::System::try_current().is_none() {
+            return Err(ConfigError::NoSystem);
+        }
+        let backoff = match self.random {
+            Some(r) => Backoff::with_random(self.config.backoff, r),
+            None => Backoff::new(self.config.backoff),
+        };
+        let hub = Rc::new(Hub::default());
+        for r in self.inbound {
+            hub.subscribe_inbound(r);
+        }
+        for r in self.events {
+            hub.subscribe_events(r);
+        }
+        let buffer: SharedBuffer = Arc::new(Mutex::new(Buffer::new(self.config.queue)));
+        let queue = Queue::new(buffer.clone(), hub.clone(), self.config.write_batch).start();
+        let supervisor = Supervisor::new(Parts {
+            config: Rc::new(self.config),
+            transport: self.transport,
+            provider: self.provider,
+            on_connect: self.on_connect,
+            backoff,
+            hub,
+            buffer: buffer.clone(),
+            queue: queue.clone(),
+        })
+        .start();
+        Ok(Client {
+            supervisor,
+            queue,
+            buffer,
+        })
+    }
+}
+
+/// The handle to a running client: cheap to clone, `Send`, usable from any
+/// thread.
+///
+/// Dropping every handle does not stop the client; [`Client::close`] does.
+#[derive(Clone)]
+pub struct Client {
+    supervisor: Addr<Supervisor>,
+    queue: Addr<Queue>,
+    buffer: SharedBuffer,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let buf = lock(&self.buffer);
+        f.debug_struct("Client")
+            .field("queue_depth", &buf.depth())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Queues `msg` without waiting. While the link is up it is written in
+    /// order; while it is down it is held and written after the reconnect.
+    ///
+    /// On a full queue the overflow policy decides: `Reject` and `Wait` hand
+    /// the message back in [`SendError::Full`]; `DropOldest` makes room.
+    pub fn try_send(&self, msg: impl Into<Message>) -> Result<(), SendError> {
+        let accepted = lock(&self.buffer).push(msg.into())?;
+        if accepted.wake {
+            self.queue.do_send(Wake);
+        }
+        Ok(())
+    }
+
+    /// Queues `msg`, waiting for room when the policy is
+    /// [`OverflowPolicy::Wait`]; otherwise the same as [`Client::try_send`].
+    pub async fn send(&self, msg: impl Into<Message>) -> Result<(), SendError> {
+        let rx = {
+            let mut buf = lock(&self.buffer);
+            match buf.push(msg.into()) {
+                Ok(accepted) => {
+                    drop(buf);
+                    if accepted.wake {
+                        self.queue.do_send(Wake);
+                    }
+                    return Ok(());
+                }
+                Err(SendError::Full(m)) if buf.policy() == OverflowPolicy::Wait => {
+                    let (tx, rx) = oneshot::channel();
+                    buf.park((m, tx))?;
+                    rx
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        // The buffer owns the parked sender and always answers it (admitted
+        // or sealed); it outlives this call because `self` holds it.
+        match rx.await {
+            Ok(res) => {
+                if res.is_ok() {
+                    self.queue.do_send(Wake);
+                }
+                res
+            }
+            Err(_) => Err(SendError::Closed(Message::Binary(Bytes::new()))),
+        }
+    }
+
+    /// Subscribes an actor to inbound messages.
+    pub fn subscribe(&self, r: Recipient<Inbound>) {
+        self.supervisor.do_send(Subscribe::Inbound(r));
+    }
+
+    /// Subscribes an actor to events.
+    pub fn subscribe_events(&self, r: Recipient<Event>) {
+        self.supervisor.do_send(Subscribe::Events(r));
+    }
+
+    /// A snapshot of the client's statistics.
+    pub async fn stats(&self) -> Result<Stats, CloseError> {
+        self.supervisor
+            .send(GetStats)
+            .await
+            .map_err(|_| CloseError::AlreadyClosed)
+    }
+
+    /// Closes the client: stops accepting messages, writes what is queued
+    /// (reconnecting if needed) until `timeout`, sends Close 1000, stops every
+    /// actor and returns the messages left unsent, in order.
+    pub async fn close(&self, timeout: Duration) -> Result<Vec<Message>, CloseError> {
+        self.supervisor
+            .send(Close(timeout))
+            .await
+            .unwrap_or(Err(CloseError::AlreadyClosed))
+    }
+}
+
+/// A snapshot of a client's counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Where the client is.
+    pub state: State,
+    /// Connection attempts made in total.
+    pub attempts: u64,
+    /// Successful connects after the first.
+    pub reconnects: u64,
+    /// Inbound messages delivered.
+    pub messages_in: u64,
+    /// Inbound payload bytes delivered.
+    pub bytes_in: u64,
+    /// Outbound messages flushed (setup lane included).
+    pub messages_out: u64,
+    /// Outbound payload bytes flushed.
+    pub bytes_out: u64,
+    /// Messages queued or in flight.
+    pub queue_depth: usize,
+    /// Payload bytes queued or in flight.
+    pub queue_bytes: usize,
+    /// Messages dropped by the overflow policy.
+    pub dropped: u64,
+    /// The last measured ping round trip.
+    pub last_rtt: Option<Duration>,
+    /// How long the current link has been up.
+    pub uptime: Option<Duration>,
+}

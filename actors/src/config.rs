@@ -1,0 +1,144 @@
+//! Engine settings.
+
+use std::time::Duration;
+
+use crate::backoff::BackoffPolicy;
+use crate::buffer::QueueLimits;
+use crate::error::ConfigError;
+
+/// Heartbeat settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HeartbeatConfig {
+    /// Time between pings; `None` disables pings. Default is 20 s.
+    pub ping_interval: Option<Duration>,
+    /// How long a ping may go unanswered before the link is declared dead.
+    /// Default is 10 s.
+    pub pong_timeout: Duration,
+    /// Whether any inbound frame, not only the pong, proves the peer alive.
+    /// Default is false.
+    pub any_frame_is_alive: bool,
+    /// Reconnect a feed that sends nothing at all for this long (detected
+    /// between one and two timeouts after the last frame); `None` disables
+    /// it. Default is `None`.
+    pub silence_timeout: Option<Duration>,
+}
+
+impl Default for HeartbeatConfig {
+    fn default() -> Self {
+        Self {
+            ping_interval: Some(Duration::from_secs(20)),
+            pong_timeout: Duration::from_secs(10),
+            any_frame_is_alive: false,
+            silence_timeout: None,
+        }
+    }
+}
+
+/// Everything the engine needs to know, with defaults that suit a long-lived
+/// feed. Start from [`Config::default`] and change fields; [`Config::validate`]
+/// (called when the client starts) rejects what cannot work.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Config {
+    /// Delays between attempts. Default is [`BackoffPolicy::default`].
+    pub backoff: BackoffPolicy,
+    /// Give up after this many consecutive retries; `None` retries forever.
+    /// Default is `None`.
+    pub max_retries: Option<u32>,
+    /// A link must stay up this long before the backoff starts over. Default
+    /// is 5 s.
+    pub min_uptime: Duration,
+    /// Bound on connecting plus the upgrade. Default is 10 s.
+    pub connect_timeout: Duration,
+    /// Bound on the close handshake; after it the socket is dropped. Default
+    /// is 5 s.
+    pub close_handshake_timeout: Duration,
+    /// Bound on sending a Close to a link already found dead before dropping
+    /// it. Default is 250 ms.
+    pub dead_close_timeout: Duration,
+    /// Heartbeat settings.
+    pub heartbeat: HeartbeatConfig,
+    /// Largest reassembled message; larger ones close the link with 1009.
+    /// Default is 16 MiB.
+    pub max_message_size: usize,
+    /// Bounds and overflow policy of the outbound queue.
+    pub queue: QueueLimits,
+    /// Most queued messages written (and flushed) as one batch. Default is 256.
+    pub write_batch: usize,
+    /// Retry 4xx refusals other than 408 and 429 too. Default is false.
+    pub retry_client_errors: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            backoff: BackoffPolicy::default(),
+            max_retries: None,
+            min_uptime: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(10),
+            close_handshake_timeout: Duration::from_secs(5),
+            dead_close_timeout: Duration::from_millis(250),
+            heartbeat: HeartbeatConfig::default(),
+            max_message_size: 16 << 20,
+            queue: QueueLimits::default(),
+            write_batch: 256,
+            retry_client_errors: false,
+        }
+    }
+}
+
+impl Config {
+    /// Checks the settings that are not already checked by their own types.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = |d: Duration, name| {
+            if d.is_zero() {
+                Err(ConfigError::invalid(name, "must be above zero"))
+            } else {
+                Ok(())
+            }
+        };
+        positive(self.connect_timeout, "connect_timeout")?;
+        positive(self.close_handshake_timeout, "close_timeout")?;
+        positive(self.dead_close_timeout, "dead_close_timeout")?;
+        positive(self.heartbeat.pong_timeout, "pong_timeout")?;
+        if let Some(i) = self.heartbeat.ping_interval {
+            positive(i, "ping_interval")?;
+        }
+        if let Some(s) = self.heartbeat.silence_timeout {
+            positive(s, "silence_timeout")?;
+        }
+        if self.max_message_size == 0 {
+            return Err(ConfigError::invalid(
+                "max_message_size",
+                "must be above zero",
+            ));
+        }
+        if self.write_batch == 0 {
+            return Err(ConfigError::invalid("write_batch", "must be above zero"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_zeroes_are_not() {
+        assert_eq!(Config::default().validate(), Ok(()));
+        let mut c = Config::default();
+        c.heartbeat.pong_timeout = Duration::ZERO;
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::Invalid {
+                setting: "pong_timeout",
+                ..
+            })
+        ));
+        let mut c = Config::default();
+        c.max_message_size = 0;
+        assert!(c.validate().is_err());
+    }
+}

@@ -1,0 +1,352 @@
+//! The connection actor: owns one open socket.
+//!
+//! Lifecycle: the supervisor starts one per successful connect, with the
+//! [`Link`] already open, and never restarts it; a new link gets a new actor.
+//! It stops when the peer closes, the socket fails, the heartbeat declares the
+//! link dead, the peer violates the protocol, or the supervisor closes it. On
+//! stop it stops its heartbeat and sends the supervisor exactly one
+//! `LinkDown` with the first reason it recorded.
+//!
+//! Protocol duties awc leaves to the application live here, so that every
+//! transport (awc, the mock) gets them: Pong echoing each Ping, an answer to
+//! the server's Close, reassembly of fragments up to the maximum message size
+//! (else close 1009), UTF-8 validation of text (else close 1007).
+//!
+//! Writes go through one writer task that owns the sink: it feeds everything
+//! already queued, flushes once, then acknowledges, so a batch costs one flush.
+//! A closing link writes nothing after its Close frame.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use futures::channel::{mpsc, oneshot};
+use futures::{SinkExt, StreamExt};
+
+use crate::config::Config;
+use crate::error::{DisconnectReason, ProtocolViolation, TransportError};
+use crate::frame::{CloseFrame, Frame, Message, OutFrame};
+use crate::heartbeat::{Heartbeat, Pong, StopHeartbeat};
+use crate::hub::{Counters, Hub};
+use crate::reassembly::Reassembler;
+use crate::supervisor::{LinkDown, Supervisor};
+use crate::transport::{FrameSink, Link};
+
+/// Write a batch of messages; resolves once they are flushed.
+#[derive(Message)]
+#[rtype(result = "Result<(), WriteFailed>")]
+pub(crate) struct Write(pub(crate) Vec<Message>);
+
+/// A batch was not (known to be) flushed.
+#[derive(Debug)]
+pub(crate) struct WriteFailed;
+
+/// From the heartbeat: send a ping with this payload.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct SendPing(pub(crate) Bytes);
+
+/// From the heartbeat: the link is dead.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct LinkDead(pub(crate) DisconnectReason);
+
+/// From the supervisor: close the link with this code, then stop.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct CloseLink {
+    pub(crate) code: u16,
+}
+
+/// From the supervisor: stop now, without a close handshake.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Abort;
+
+struct WriteCmd {
+    frames: Vec<OutFrame>,
+    ack: Option<oneshot::Sender<()>>,
+}
+
+pub(crate) struct Connection {
+    id: u64,
+    config: Rc<Config>,
+    hub: Rc<Hub>,
+    supervisor: Addr<Supervisor>,
+    link: Option<Link>,
+    writer: Option<mpsc::UnboundedSender<WriteCmd>>,
+    reassembler: Reassembler,
+    heartbeat: Option<Addr<Heartbeat>>,
+    reason: Option<DisconnectReason>,
+    closing: bool,
+    span: tracing::Span,
+}
+
+impl Connection {
+    pub(crate) fn new(
+        id: u64,
+        link: Link,
+        config: Rc<Config>,
+        hub: Rc<Hub>,
+        supervisor: Addr<Supervisor>,
+        span: tracing::Span,
+    ) -> Self {
+        Self {
+            id,
+            reassembler: Reassembler::new(config.max_message_size),
+            config,
+            hub,
+            supervisor,
+            link: Some(link),
+            writer: None,
+            heartbeat: None,
+            reason: None,
+            closing: false,
+            span,
+        }
+    }
+
+    fn write(&self, frames: Vec<OutFrame>, ack: Option<oneshot::Sender<()>>) -> bool {
+        match &self.writer {
+            Some(w) => w.unbounded_send(WriteCmd { frames, ack }).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Records the first reason the link ends; later ones are consequences.
+    fn set_reason(&mut self, reason: DisconnectReason) {
+        if self.reason.is_none() {
+            self.reason = Some(reason);
+        }
+    }
+
+    /// Sends Close and stops once it is flushed or `wait` passes; with
+    /// `await_peer`, waits (within `wait`) for the peer's Close instead.
+    fn begin_close(
+        &mut self,
+        close: Option<CloseFrame>,
+        wait: Duration,
+        await_peer: bool,
+        ctx: &mut Context<Self>,
+    ) {
+        if self.closing {
+            return;
+        }
+        self.closing = true;
+        let (tx, rx) = oneshot::channel();
+        if !self.write(vec![OutFrame::Close(close)], Some(tx)) {
+            ctx.stop();
+            return;
+        }
+        if !await_peer {
+            ctx.spawn(rx.into_actor(self).map(|_, _, ctx| ctx.stop()));
+        }
+        ctx.run_later(wait, |_, ctx| ctx.stop());
+    }
+
+    fn violation(&mut self, v: ProtocolViolation, ctx: &mut Context<Self>) {
+        tracing::debug!(parent: &self.span, violation = %v, "closing on protocol violation");
+        self.set_reason(DisconnectReason::Protocol(v));
+        let wait = self.config.dead_close_timeout;
+        self.begin_close(Some(CloseFrame::new(v.close_code(), "")), wait, false, ctx);
+    }
+
+    fn deliver(&mut self, result: Result<Message, ProtocolViolation>, ctx: &mut Context<Self>) {
+        match result {
+            Ok(m) => self.hub.publish_inbound(m),
+            Err(v) => self.violation(v, ctx),
+        }
+    }
+
+    fn on_close_frame(&mut self, close: Option<CloseFrame>, ctx: &mut Context<Self>) {
+        if self.closing {
+            // The peer answered our Close: the handshake is complete.
+            ctx.stop();
+            return;
+        }
+        let (code, reason) = close
+            .as_ref()
+            .map_or((1005, String::new()), |c| (c.code, c.reason.clone()));
+        self.set_reason(DisconnectReason::ServerClosed { code, reason });
+        // Echo the status code (RFC 6455 §5.5.1); an empty Close answers one
+        // without a code.
+        let echo = close.map(|c| CloseFrame::new(c.code, ""));
+        let wait = self.config.dead_close_timeout;
+        self.begin_close(echo, wait, false, ctx);
+    }
+}
+
+async fn write_loop(
+    mut sink: FrameSink,
+    mut rx: mpsc::UnboundedReceiver<WriteCmd>,
+) -> Result<(), TransportError> {
+    let mut acks = Vec::new();
+    while let Some(first) = rx.next().await {
+        let mut next = Some(first);
+        while let Some(cmd) = next.take() {
+            for frame in cmd.frames {
+                sink.feed(frame).await?;
+            }
+            acks.extend(cmd.ack);
+            // Everything already queued joins this flush.
+            next = rx.try_recv().ok();
+        }
+        sink.flush().await?;
+        for ack in acks.drain(..) {
+            let _ = ack.send(());
+        }
+    }
+    Ok(())
+}
+
+impl Actor for Connection {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let Some(link) = self.link.take() else {
+            ctx.stop();
+            return;
+        };
+        ctx.add_stream(link.stream);
+        let (tx, rx) = mpsc::unbounded();
+        self.writer = Some(tx);
+        ctx.spawn(
+            write_loop(link.sink, rx)
+                .into_actor(self)
+                .map(|res, act, ctx| {
+                    if let Err(e) = res {
+                        act.set_reason(DisconnectReason::Transport(e));
+                    }
+                    ctx.stop();
+                }),
+        );
+        let hb = &self.config.heartbeat;
+        if hb.ping_interval.is_some() || hb.silence_timeout.is_some() {
+            let heartbeat = Heartbeat::new(ctx.address(), self.hub.clone(), *hb);
+            self.heartbeat = Some(heartbeat.start());
+        }
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        if let Some(hb) = self.heartbeat.take() {
+            hb.do_send(StopHeartbeat);
+        }
+        let reason = self.reason.take().unwrap_or(DisconnectReason::Dropped);
+        tracing::debug!(parent: &self.span, %reason, "link down");
+        self.supervisor.do_send(LinkDown {
+            link: self.id,
+            reason,
+        });
+    }
+}
+
+impl StreamHandler<Result<Frame, TransportError>> for Connection {
+    fn handle(&mut self, item: Result<Frame, TransportError>, ctx: &mut Context<Self>) {
+        Counters::add(&self.hub.counters.frames_in, 1);
+        let frame = match item {
+            Ok(frame) => frame,
+            Err(e) => {
+                let code = e.close_code();
+                self.set_reason(DisconnectReason::Transport(e));
+                match code {
+                    Some(code) => {
+                        let wait = self.config.dead_close_timeout;
+                        self.begin_close(Some(CloseFrame::new(code, "")), wait, false, ctx);
+                    }
+                    None => ctx.stop(),
+                }
+                return;
+            }
+        };
+        if self.closing && !matches!(frame, Frame::Close(_)) {
+            return;
+        }
+        match frame {
+            Frame::Text(data) => {
+                let r = self.reassembler.whole(false, data);
+                self.deliver(r, ctx);
+            }
+            Frame::Binary(data) => {
+                let r = self.reassembler.whole(true, data);
+                self.deliver(r, ctx);
+            }
+            Frame::Continuation(fragment, data) => {
+                match self.reassembler.fragment(fragment, data) {
+                    Ok(Some(m)) => self.hub.publish_inbound(m),
+                    Ok(None) => {}
+                    Err(v) => self.violation(v, ctx),
+                }
+            }
+            Frame::Ping(payload) => {
+                self.write(vec![OutFrame::Pong(payload)], None);
+            }
+            Frame::Pong(payload) => {
+                if let Some(hb) = &self.heartbeat {
+                    hb.do_send(Pong(payload));
+                }
+            }
+            Frame::Close(close) => self.on_close_frame(close, ctx),
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        self.set_reason(DisconnectReason::Dropped);
+        ctx.stop();
+    }
+}
+
+impl Handler<Write> for Connection {
+    type Result = ResponseFuture<Result<(), WriteFailed>>;
+
+    fn handle(&mut self, msg: Write, _: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        let frames = msg.0.into_iter().map(OutFrame::Message).collect();
+        if self.closing || !self.write(frames, Some(tx)) {
+            return Box::pin(async { Err(WriteFailed) });
+        }
+        Box::pin(async move { rx.await.map_err(|_| WriteFailed) })
+    }
+}
+
+impl Handler<SendPing> for Connection {
+    type Result = ();
+
+    fn handle(&mut self, msg: SendPing, _: &mut Context<Self>) {
+        if !self.closing {
+            self.write(vec![OutFrame::Ping(msg.0)], None);
+        }
+    }
+}
+
+impl Handler<LinkDead> for Connection {
+    type Result = ();
+
+    fn handle(&mut self, msg: LinkDead, ctx: &mut Context<Self>) {
+        tracing::debug!(parent: &self.span, reason = %msg.0, "link dead");
+        self.set_reason(msg.0);
+        // Never wait on a dead peer: send Close if the socket takes it, and
+        // drop the socket once it is flushed or the short bound passes.
+        let wait = self.config.dead_close_timeout;
+        self.begin_close(Some(CloseFrame::new(1001, "")), wait, false, ctx);
+    }
+}
+
+impl Handler<CloseLink> for Connection {
+    type Result = ();
+
+    fn handle(&mut self, msg: CloseLink, ctx: &mut Context<Self>) {
+        self.set_reason(DisconnectReason::ClientClosed);
+        let wait = self.config.close_handshake_timeout;
+        self.begin_close(Some(CloseFrame::new(msg.code, "")), wait, true, ctx);
+    }
+}
+
+impl Handler<Abort> for Connection {
+    type Result = ();
+
+    fn handle(&mut self, _: Abort, ctx: &mut Context<Self>) {
+        self.set_reason(DisconnectReason::ClientClosed);
+        ctx.stop();
+    }
+}

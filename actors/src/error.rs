@@ -1,0 +1,519 @@
+//! Typed errors of the engine.
+//!
+//! Every failure a user can observe is one of these types. They are cheap to
+//! clone (sources are shared behind an [`Arc`]) because the supervisor hands
+//! the same error to every subscriber.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::frame::Message;
+
+/// A shared, thread-safe error source.
+pub type BoxSource = Arc<dyn StdError + Send + Sync + 'static>;
+
+/// What went wrong while opening a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ConnectErrorKind {
+    /// Nothing listens at the address (connection refused).
+    Refused,
+    /// The peer reset the connection during the handshake.
+    Reset,
+    /// Connecting and upgrading took longer than the connect timeout.
+    Timeout,
+    /// The host name could not be resolved.
+    Dns,
+    /// The TLS handshake failed (certificate, protocol version, ...).
+    Tls,
+    /// The server answered the upgrade with an HTTP status other than 101.
+    Http,
+    /// The server answered 101 but the handshake was invalid (bad
+    /// `Sec-WebSocket-Accept`, missing `Upgrade`/`Connection` headers, ...).
+    Handshake,
+    /// The server selected a subprotocol the client did not offer.
+    ProtocolMismatch,
+    /// The request itself is invalid (bad URL, scheme, header name or value).
+    InvalidRequest,
+    /// Any other I/O failure.
+    Io,
+}
+
+/// An error from one connection attempt.
+///
+/// Use [`ConnectError::is_retryable`] to learn whether the supervisor will try
+/// again, [`ConnectError::status`] and [`ConnectError::retry_after`] for HTTP
+/// refusals.
+#[derive(Clone)]
+pub struct ConnectError {
+    kind: ConnectErrorKind,
+    status: Option<u16>,
+    retry_after: Option<Duration>,
+    source: Option<BoxSource>,
+}
+
+impl ConnectError {
+    /// Creates an error of the given kind without a source.
+    pub fn new(kind: ConnectErrorKind) -> Self {
+        Self {
+            kind,
+            status: None,
+            retry_after: None,
+            source: None,
+        }
+    }
+
+    /// Creates an error of the given kind caused by `source`.
+    pub fn with_source(
+        kind: ConnectErrorKind,
+        source: impl Into<Box<dyn StdError + Send + Sync>>,
+    ) -> Self {
+        Self {
+            source: Some(Arc::from(source.into())),
+            ..Self::new(kind)
+        }
+    }
+
+    /// An HTTP refusal of the upgrade with `status` and the server's
+    /// `Retry-After`, if it sent one.
+    pub fn http(status: u16, retry_after: Option<Duration>) -> Self {
+        Self {
+            status: Some(status),
+            retry_after,
+            ..Self::new(ConnectErrorKind::Http)
+        }
+    }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ConnectErrorKind {
+        self.kind
+    }
+
+    /// The HTTP status of an [`ConnectErrorKind::Http`] refusal.
+    pub fn status(&self) -> Option<u16> {
+        self.status
+    }
+
+    /// How long the server asked the client to wait (`Retry-After`).
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+
+    /// Whether another attempt may succeed, with 4xx statuses other than 408
+    /// and 429 treated as fatal.
+    ///
+    /// Refused, reset, timeouts, DNS and other I/O failures, 5xx, 408 and 429
+    /// are retryable; TLS failures, invalid handshakes, subprotocol mismatches
+    /// and invalid requests are not, because repeating them cannot help.
+    pub fn is_retryable(&self) -> bool {
+        self.is_retryable_with(false)
+    }
+
+    /// Like [`ConnectError::is_retryable`], but retries every 4xx when
+    /// `retry_client_errors` is true.
+    pub fn is_retryable_with(&self, retry_client_errors: bool) -> bool {
+        match self.kind {
+            ConnectErrorKind::Refused
+            | ConnectErrorKind::Reset
+            | ConnectErrorKind::Timeout
+            | ConnectErrorKind::Dns
+            | ConnectErrorKind::Io => true,
+            ConnectErrorKind::Http => match self.status {
+                Some(408 | 429) => true,
+                Some(s) if (400..500).contains(&s) => retry_client_errors,
+                Some(s) => s >= 500,
+                None => false,
+            },
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Debug for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("ConnectError");
+        d.field("kind", &self.kind);
+        if let Some(status) = self.status {
+            d.field("status", &status);
+        }
+        if let Some(ra) = self.retry_after {
+            d.field("retry_after", &ra);
+        }
+        if let Some(src) = &self.source {
+            d.field("source", &format_args!("{src}"));
+        }
+        d.finish()
+    }
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            ConnectErrorKind::Refused => f.write_str("connection refused")?,
+            ConnectErrorKind::Reset => f.write_str("connection reset during handshake")?,
+            ConnectErrorKind::Timeout => f.write_str("connect timed out")?,
+            ConnectErrorKind::Dns => f.write_str("host name could not be resolved")?,
+            ConnectErrorKind::Tls => f.write_str("TLS handshake failed")?,
+            ConnectErrorKind::Http => match self.status {
+                Some(s) => write!(f, "server refused the upgrade with HTTP {s}")?,
+                None => f.write_str("server refused the upgrade")?,
+            },
+            ConnectErrorKind::Handshake => f.write_str("invalid WebSocket handshake")?,
+            ConnectErrorKind::ProtocolMismatch => {
+                f.write_str("server selected a subprotocol that was not offered")?
+            }
+            ConnectErrorKind::InvalidRequest => f.write_str("invalid connect request")?,
+            ConnectErrorKind::Io => f.write_str("I/O error while connecting")?,
+        }
+        if let Some(src) = &self.source {
+            write!(f, ": {src}")?;
+        }
+        Ok(())
+    }
+}
+
+impl StdError for ConnectError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source
+            .as_deref()
+            .map(|s| s as &(dyn StdError + 'static))
+    }
+}
+
+/// What kind of failure ended an established link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TransportErrorKind {
+    /// The socket failed (reset, broken pipe, ...).
+    Io,
+    /// A frame exceeded the transport's maximum frame size (close code 1009).
+    FrameTooBig,
+    /// The peer sent a frame the codec rejects: reserved opcode, RSV bits,
+    /// an oversized or fragmented control frame, ... (close code 1002).
+    Protocol,
+}
+
+/// A failure of an established link reported by the transport.
+#[derive(Clone)]
+pub struct TransportError {
+    kind: TransportErrorKind,
+    source: BoxSource,
+}
+
+impl TransportError {
+    /// A failure of `kind` caused by `source`.
+    pub fn new(
+        kind: TransportErrorKind,
+        source: impl Into<Box<dyn StdError + Send + Sync>>,
+    ) -> Self {
+        Self {
+            kind,
+            source: Arc::from(source.into()),
+        }
+    }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> TransportErrorKind {
+        self.kind
+    }
+
+    /// The close code the client answers this failure with, if the socket is
+    /// still usable enough to send one.
+    pub fn close_code(&self) -> Option<u16> {
+        match self.kind {
+            TransportErrorKind::Io => None,
+            TransportErrorKind::FrameTooBig => Some(1009),
+            TransportErrorKind::Protocol => Some(1002),
+        }
+    }
+}
+
+impl fmt::Debug for TransportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TransportError")
+            .field("kind", &self.kind)
+            .field("source", &format_args!("{}", self.source))
+            .finish()
+    }
+}
+
+impl fmt::Display for TransportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            TransportErrorKind::Io => write!(f, "socket error: {}", self.source),
+            TransportErrorKind::FrameTooBig => write!(f, "frame too big: {}", self.source),
+            TransportErrorKind::Protocol => write!(f, "protocol error: {}", self.source),
+        }
+    }
+}
+
+impl StdError for TransportError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&*self.source as &(dyn StdError + 'static))
+    }
+}
+
+/// A WebSocket protocol violation by the peer, answered with a close code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ProtocolViolation {
+    /// A text message was not valid UTF-8 (close code 1007).
+    InvalidUtf8,
+    /// A message or frame exceeded the configured maximum (close code 1009).
+    MessageTooBig,
+    /// A continuation frame arrived without a started message, or a new data
+    /// frame arrived in the middle of a fragmented one (close code 1002).
+    UnexpectedContinuation,
+}
+
+impl ProtocolViolation {
+    /// The close code the client sends when it detects this violation.
+    pub fn close_code(self) -> u16 {
+        match self {
+            ProtocolViolation::InvalidUtf8 => 1007,
+            ProtocolViolation::MessageTooBig => 1009,
+            ProtocolViolation::UnexpectedContinuation => 1002,
+        }
+    }
+}
+
+impl fmt::Display for ProtocolViolation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ProtocolViolation::InvalidUtf8 => "text message is not valid UTF-8",
+            ProtocolViolation::MessageTooBig => "message exceeds the maximum message size",
+            ProtocolViolation::UnexpectedContinuation => "unexpected continuation frame",
+        })
+    }
+}
+
+impl StdError for ProtocolViolation {}
+
+/// Why a link ended, or why an attempt to open one failed.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum DisconnectReason {
+    /// The attempt to connect failed.
+    ConnectFailed(ConnectError),
+    /// The server sent a Close frame.
+    ServerClosed {
+        /// The close code, if the server sent one (1005 means none).
+        code: u16,
+        /// The close reason text, possibly empty.
+        reason: String,
+    },
+    /// The connection ended without a Close frame (reset, EOF).
+    Dropped,
+    /// A ping went unanswered for the pong timeout.
+    PongTimeout(Duration),
+    /// Nothing arrived for the silence timeout.
+    Silence(Duration),
+    /// The peer violated the protocol and the client closed the link.
+    Protocol(ProtocolViolation),
+    /// The transport failed while the link was up.
+    Transport(TransportError),
+    /// The application closed the client.
+    ClientClosed,
+}
+
+impl DisconnectReason {
+    /// The connect error, when the reason is a failed attempt.
+    pub fn connect_error(&self) -> Option<&ConnectError> {
+        match self {
+            DisconnectReason::ConnectFailed(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for DisconnectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DisconnectReason::ConnectFailed(e) => write!(f, "connect failed: {e}"),
+            DisconnectReason::ServerClosed { code, reason } if reason.is_empty() => {
+                write!(f, "server closed the connection with code {code}")
+            }
+            DisconnectReason::ServerClosed { code, reason } => {
+                write!(f, "server closed the connection with code {code}: {reason}")
+            }
+            DisconnectReason::Dropped => f.write_str("connection dropped without a close frame"),
+            DisconnectReason::PongTimeout(t) => write!(f, "no pong within {t:?}"),
+            DisconnectReason::Silence(t) => write!(f, "nothing received for {t:?}"),
+            DisconnectReason::Protocol(v) => write!(f, "protocol violation: {v}"),
+            DisconnectReason::Transport(e) => e.fmt(f),
+            DisconnectReason::ClientClosed => f.write_str("closed by the client"),
+        }
+    }
+}
+
+impl StdError for DisconnectReason {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match self {
+            DisconnectReason::ConnectFailed(e) => Some(e),
+            DisconnectReason::Protocol(v) => Some(v),
+            DisconnectReason::Transport(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// A message the client could not accept, handed back to the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The queue is full and the overflow policy rejects the newest message.
+    Full(Message),
+    /// The client is closing, closed or gave up.
+    Closed(Message),
+    /// The message alone is larger than the queue's byte limit.
+    TooLarge(Message),
+}
+
+impl SendError {
+    /// Takes the message back.
+    pub fn into_message(self) -> Message {
+        match self {
+            SendError::Full(m) | SendError::Closed(m) | SendError::TooLarge(m) => m,
+        }
+    }
+
+    /// Whether the queue was full.
+    pub fn is_full(&self) -> bool {
+        matches!(self, SendError::Full(_))
+    }
+
+    /// Whether the client no longer accepts messages.
+    pub fn is_closed(&self) -> bool {
+        matches!(self, SendError::Closed(_))
+    }
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SendError::Full(_) => "outbound queue is full",
+            SendError::Closed(_) => "client is closed",
+            SendError::TooLarge(_) => "message is larger than the queue's byte limit",
+        })
+    }
+}
+
+impl StdError for SendError {}
+
+/// An invalid setting, reported by a constructor or builder instead of a panic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A setting is out of its valid range.
+    Invalid {
+        /// The name of the setting, as the builder method is called.
+        setting: &'static str,
+        /// What the setting must satisfy.
+        requirement: &'static str,
+    },
+    /// The URL cannot be parsed or has no host.
+    InvalidUrl {
+        /// The URL as given, with credentials removed.
+        url: String,
+    },
+    /// The URL's scheme is not ws, wss, http or https.
+    UnsupportedScheme {
+        /// The scheme found.
+        scheme: String,
+    },
+    /// A header name or value cannot be sent.
+    InvalidHeader {
+        /// The header name as given.
+        name: String,
+    },
+    /// A subprotocol name is not a valid HTTP token.
+    InvalidProtocol {
+        /// The protocol name as given.
+        protocol: String,
+    },
+    /// wss:// was requested but the crate was built without TLS support.
+    TlsUnavailable,
+    /// The client was started outside a running actix `System`.
+    NoSystem,
+}
+
+impl ConfigError {
+    pub(crate) fn invalid(setting: &'static str, requirement: &'static str) -> Self {
+        ConfigError::Invalid {
+            setting,
+            requirement,
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Invalid {
+                setting,
+                requirement,
+            } => write!(f, "invalid setting `{setting}`: {requirement}"),
+            ConfigError::InvalidUrl { url } => write!(f, "invalid URL `{url}`"),
+            ConfigError::UnsupportedScheme { scheme } => write!(
+                f,
+                "unsupported URL scheme `{scheme}` (expected ws, wss, http or https)"
+            ),
+            ConfigError::InvalidHeader { name } => write!(f, "invalid header `{name}`"),
+            ConfigError::InvalidProtocol { protocol } => {
+                write!(f, "invalid subprotocol name `{protocol}`")
+            }
+            ConfigError::TlsUnavailable => {
+                f.write_str("wss:// needs the `rustls` feature of actix-tether")
+            }
+            ConfigError::NoSystem => f.write_str("the client must start inside an actix System"),
+        }
+    }
+}
+
+impl StdError for ConfigError {}
+
+/// Why [`Client::close`](crate::Client::close) or a stats query failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseError {
+    /// The client was already closed (or its actors are gone).
+    AlreadyClosed,
+}
+
+impl fmt::Display for CloseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("client is already closed")
+    }
+}
+
+impl StdError for CloseError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_classification() {
+        let retry = |e: ConnectError| e.is_retryable();
+        assert!(retry(ConnectError::new(ConnectErrorKind::Refused)));
+        assert!(retry(ConnectError::new(ConnectErrorKind::Timeout)));
+        assert!(retry(ConnectError::http(503, None)));
+        assert!(retry(ConnectError::http(429, None)));
+        assert!(!retry(ConnectError::http(401, None)));
+        assert!(!retry(ConnectError::http(404, None)));
+        assert!(!retry(ConnectError::new(
+            ConnectErrorKind::ProtocolMismatch
+        )));
+        assert!(ConnectError::http(404, None).is_retryable_with(true));
+    }
+
+    #[test]
+    fn connect_error_exposes_source() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "nope");
+        let e = ConnectError::with_source(ConnectErrorKind::Refused, io);
+        assert_eq!(e.to_string(), "connection refused: nope");
+        assert!(e.source().is_some());
+    }
+}

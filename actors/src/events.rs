@@ -1,0 +1,105 @@
+//! What subscribers receive.
+
+use std::time::Duration;
+
+use crate::error::DisconnectReason;
+use crate::frame::Message;
+
+/// An inbound data message, delivered to every inbound subscriber.
+///
+/// The payload is shared, not copied, between subscribers.
+#[derive(Debug, Clone, PartialEq, Eq, actix::Message)]
+#[rtype(result = "()")]
+pub struct Inbound(pub Message);
+
+/// A change in the client's life, delivered to every event subscriber in the
+/// order it happened.
+///
+/// For one link, subscribers see `Connecting`, `Connected`, then the link's
+/// inbound messages, then `Disconnected` (and `Reconnecting` when a retry
+/// follows), never interleaved otherwise.
+#[derive(Debug, Clone, actix::Message)]
+#[rtype(result = "()")]
+#[non_exhaustive]
+pub enum Event {
+    /// An attempt to connect begins (1 is the first attempt since the last
+    /// stable connection).
+    Connecting {
+        /// The attempt number.
+        attempt: u32,
+    },
+    /// The link is up.
+    Connected {
+        /// The attempt that succeeded.
+        attempt: u32,
+        /// The subprotocol the server selected.
+        protocol: Option<String>,
+    },
+    /// The link went down, or an attempt failed.
+    Disconnected {
+        /// Why.
+        reason: DisconnectReason,
+        /// Whether a reconnect follows.
+        will_retry: bool,
+    },
+    /// The supervisor waits `delay` before attempt `attempt`.
+    Reconnecting {
+        /// The attempt that will follow the delay.
+        attempt: u32,
+        /// The (jittered) delay.
+        delay: Duration,
+    },
+    /// The supervisor stopped retrying: a fatal error, or the maximum number
+    /// of retries was reached. Queued messages stay queued until `close`
+    /// hands them back.
+    GaveUp {
+        /// The last failure.
+        reason: DisconnectReason,
+        /// How many attempts were made in the final streak.
+        attempts: u32,
+    },
+    /// The overflow policy dropped a queued message to make room.
+    Dropped {
+        /// The message that will never be sent.
+        message: Message,
+    },
+    /// The client closed; every actor has stopped.
+    Closed {
+        /// How many accepted messages were handed back unsent.
+        unsent: usize,
+    },
+}
+
+impl Event {
+    /// A short stable name: `connecting`, `connected`, `disconnected`,
+    /// `reconnecting`, `gave_up`, `dropped` or `closed`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::Connecting { .. } => "connecting",
+            Event::Connected { .. } => "connected",
+            Event::Disconnected { .. } => "disconnected",
+            Event::Reconnecting { .. } => "reconnecting",
+            Event::GaveUp { .. } => "gave_up",
+            Event::Dropped { .. } => "dropped",
+            Event::Closed { .. } => "closed",
+        }
+    }
+}
+
+/// Where the client is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum State {
+    /// An attempt to connect is under way.
+    Connecting,
+    /// The link is up.
+    Connected,
+    /// Waiting out a backoff delay before the next attempt.
+    Waiting,
+    /// `close` was called; the queue is draining.
+    Closing,
+    /// Retries stopped; see [`Event::GaveUp`].
+    GaveUp,
+    /// Closed; every actor has stopped.
+    Closed,
+}

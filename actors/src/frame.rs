@@ -1,0 +1,134 @@
+//! The data that crosses the transport seam.
+
+use bytes::Bytes;
+use bytestring::ByteString;
+
+/// A complete WebSocket data message, sent or received.
+///
+/// Payloads are reference-counted: cloning a message never copies its bytes,
+/// so one inbound message fans out to any number of subscribers for free.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Message {
+    /// A UTF-8 text message.
+    Text(ByteString),
+    /// A binary message.
+    Binary(Bytes),
+}
+
+impl Message {
+    /// The payload length in bytes.
+    pub fn len(&self) -> usize {
+        match self {
+            Message::Text(t) => t.len(),
+            Message::Binary(b) => b.len(),
+        }
+    }
+
+    /// Whether the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The text, for a text message.
+    pub fn as_text(&self) -> Option<&str> {
+        match self {
+            Message::Text(t) => Some(t),
+            Message::Binary(_) => None,
+        }
+    }
+}
+
+impl From<String> for Message {
+    fn from(s: String) -> Self {
+        Message::Text(s.into())
+    }
+}
+
+impl From<&str> for Message {
+    fn from(s: &str) -> Self {
+        Message::Text(s.into())
+    }
+}
+
+impl From<ByteString> for Message {
+    fn from(s: ByteString) -> Self {
+        Message::Text(s)
+    }
+}
+
+impl From<Bytes> for Message {
+    fn from(b: Bytes) -> Self {
+        Message::Binary(b)
+    }
+}
+
+impl From<Vec<u8>> for Message {
+    fn from(b: Vec<u8>) -> Self {
+        Message::Binary(b.into())
+    }
+}
+
+/// A close code and reason, as carried by a Close frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseFrame {
+    /// The close code (1000 normal, 1001 going away, ...).
+    pub code: u16,
+    /// The reason text, possibly empty.
+    pub reason: String,
+}
+
+impl CloseFrame {
+    /// A close frame with `code` and `reason`.
+    pub fn new(code: u16, reason: impl Into<String>) -> Self {
+        Self {
+            code,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Which part of a fragmented message a continuation frame carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fragment {
+    /// The first frame of a fragmented text message.
+    FirstText,
+    /// The first frame of a fragmented binary message.
+    FirstBinary,
+    /// A middle frame.
+    Continue,
+    /// The final frame.
+    Last,
+}
+
+/// A frame as the transport decoded it, before the connection reassembles
+/// fragments, checks UTF-8 and answers control frames.
+///
+/// Text payloads are raw bytes here: the connection validates them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// An unfragmented text frame (not yet UTF-8 checked).
+    Text(Bytes),
+    /// An unfragmented binary frame.
+    Binary(Bytes),
+    /// Part of a fragmented message.
+    Continuation(Fragment, Bytes),
+    /// A Ping; the connection answers with a Pong echoing the payload.
+    Ping(Bytes),
+    /// A Pong.
+    Pong(Bytes),
+    /// A Close, with the code and reason if the peer sent them.
+    Close(Option<CloseFrame>),
+}
+
+/// A frame the connection asks the transport to write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutFrame {
+    /// A data message.
+    Message(Message),
+    /// A Ping with a payload of at most 125 bytes.
+    Ping(Bytes),
+    /// A Pong echoing a Ping's payload.
+    Pong(Bytes),
+    /// A Close frame.
+    Close(Option<CloseFrame>),
+}

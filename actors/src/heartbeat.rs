@@ -1,0 +1,152 @@
+//! The heartbeat actor: pings, measures round trips, declares dead links.
+//!
+//! Lifecycle: started by each connection actor when its link is up, and
+//! stopped by it when the link ends (an actor with a timer never stops on its
+//! own). It sends a ping every interval, with an 8-byte sequence number as
+//! payload; a pong echoing the outstanding ping's payload records the RTT.
+//! When no such pong arrives within the pong timeout the heartbeat tells the
+//! connection the link is dead and stops; the connection drops the link and
+//! the supervisor reconnects. With `any_frame_is_alive`, any inbound frame
+//! since the ping also counts. With a silence timeout, a link that receives
+//! nothing at all for that long is declared dead as well.
+
+use std::rc::Rc;
+
+use actix::prelude::*;
+use actix_rt::time::Instant;
+use bytes::Bytes;
+
+use crate::config::HeartbeatConfig;
+use crate::connection::{Connection, LinkDead, SendPing};
+use crate::error::DisconnectReason;
+use crate::hub::Hub;
+
+/// A pong arrived with this payload.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Pong(pub(crate) Bytes);
+
+/// The link ended; stop.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct StopHeartbeat;
+
+struct Outstanding {
+    seq: u64,
+    sent_at: Instant,
+    frames_at_send: u64,
+}
+
+pub(crate) struct Heartbeat {
+    connection: Addr<Connection>,
+    hub: Rc<Hub>,
+    config: HeartbeatConfig,
+    seq: u64,
+    outstanding: Option<Outstanding>,
+    frames_at_silence_check: u64,
+}
+
+impl Heartbeat {
+    pub(crate) fn new(connection: Addr<Connection>, hub: Rc<Hub>, config: HeartbeatConfig) -> Self {
+        Self {
+            connection,
+            hub,
+            config,
+            seq: 0,
+            outstanding: None,
+            frames_at_silence_check: 0,
+        }
+    }
+
+    fn frames(&self) -> u64 {
+        self.hub.counters.frames_in.get()
+    }
+
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        if self.outstanding.is_some() {
+            // The previous ping's deadline has not passed yet (pong timeout
+            // longer than the interval): one ping in flight at a time.
+            return;
+        }
+        self.seq += 1;
+        let seq = self.seq;
+        self.outstanding = Some(Outstanding {
+            seq,
+            sent_at: Instant::now(),
+            frames_at_send: self.frames(),
+        });
+        self.connection
+            .do_send(SendPing(Bytes::copy_from_slice(&seq.to_be_bytes())));
+        ctx.run_later(self.config.pong_timeout, move |act, ctx| {
+            act.check_pong(seq, ctx)
+        });
+    }
+
+    fn check_pong(&mut self, seq: u64, ctx: &mut Context<Self>) {
+        let Some(out) = &self.outstanding else {
+            return;
+        };
+        if out.seq != seq {
+            return;
+        }
+        if self.config.any_frame_is_alive && self.frames() != out.frames_at_send {
+            self.outstanding = None;
+            return;
+        }
+        self.dead(DisconnectReason::PongTimeout(self.config.pong_timeout), ctx);
+    }
+
+    fn check_silence(&mut self, ctx: &mut Context<Self>) {
+        let Some(timeout) = self.config.silence_timeout else {
+            return;
+        };
+        let frames = self.frames();
+        if frames == self.frames_at_silence_check {
+            self.dead(DisconnectReason::Silence(timeout), ctx);
+            return;
+        }
+        self.frames_at_silence_check = frames;
+        ctx.run_later(timeout, |act, ctx| act.check_silence(ctx));
+    }
+
+    fn dead(&mut self, reason: DisconnectReason, ctx: &mut Context<Self>) {
+        self.connection.do_send(LinkDead(reason));
+        ctx.stop();
+    }
+}
+
+impl Actor for Heartbeat {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if let Some(interval) = self.config.ping_interval {
+            ctx.run_interval(interval, |act, ctx| act.tick(ctx));
+        }
+        if let Some(timeout) = self.config.silence_timeout {
+            self.frames_at_silence_check = self.frames();
+            ctx.run_later(timeout, |act, ctx| act.check_silence(ctx));
+        }
+    }
+}
+
+impl Handler<Pong> for Heartbeat {
+    type Result = ();
+
+    fn handle(&mut self, msg: Pong, _: &mut Context<Self>) {
+        let Some(out) = &self.outstanding else {
+            return;
+        };
+        if msg.0.as_ref() == out.seq.to_be_bytes() {
+            self.hub.counters.last_rtt.set(Some(out.sent_at.elapsed()));
+            self.outstanding = None;
+        }
+    }
+}
+
+impl Handler<StopHeartbeat> for Heartbeat {
+    type Result = ();
+
+    fn handle(&mut self, _: StopHeartbeat, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}

@@ -1,0 +1,87 @@
+//! Fan-out to subscribers, and the counters every actor updates.
+//!
+//! All actors of one client run on the same arbiter, so they share the hub
+//! through an `Rc` instead of paying a message per counter update.
+
+use std::cell::{Cell, RefCell};
+use std::time::Duration;
+
+use actix::prelude::SendError as MailboxSendError;
+use actix::Recipient;
+
+use crate::events::{Event, Inbound};
+use crate::frame::Message;
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) messages_in: Cell<u64>,
+    pub(crate) bytes_in: Cell<u64>,
+    pub(crate) messages_out: Cell<u64>,
+    pub(crate) bytes_out: Cell<u64>,
+    /// Every inbound frame, control frames included: proof of life.
+    pub(crate) frames_in: Cell<u64>,
+    pub(crate) last_rtt: Cell<Option<Duration>>,
+}
+
+impl Counters {
+    pub(crate) fn add(cell: &Cell<u64>, n: u64) {
+        cell.set(cell.get().wrapping_add(n));
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Hub {
+    inbound: RefCell<Vec<Recipient<Inbound>>>,
+    events: RefCell<Vec<Recipient<Event>>>,
+    pub(crate) counters: Counters,
+}
+
+impl Hub {
+    pub(crate) fn subscribe_inbound(&self, r: Recipient<Inbound>) {
+        self.inbound.borrow_mut().push(r);
+    }
+
+    pub(crate) fn subscribe_events(&self, r: Recipient<Event>) {
+        self.events.borrow_mut().push(r);
+    }
+
+    pub(crate) fn publish_inbound(&self, message: Message) {
+        Counters::add(&self.counters.messages_in, 1);
+        Counters::add(&self.counters.bytes_in, message.len() as u64);
+        fan_out(&self.inbound, Inbound(message));
+    }
+
+    pub(crate) fn publish(&self, event: Event) {
+        tracing::debug!(?event, "event");
+        fan_out(&self.events, event);
+    }
+}
+
+/// Delivers `msg` to every recipient, cloning it for all but the last, and
+/// forgets recipients whose actor has stopped.
+///
+/// `try_send` tells a stopped actor from a full mailbox; a full mailbox still
+/// gets the message (`do_send` ignores capacity), so a slow subscriber delays
+/// nobody and loses nothing.
+fn fan_out<M>(list: &RefCell<Vec<Recipient<M>>>, msg: M)
+where
+    M: actix::Message + Send + Clone + 'static,
+    M::Result: Send,
+{
+    let mut list = list.borrow_mut();
+    let mut msg = Some(msg);
+    let last = list.len().saturating_sub(1);
+    let mut i = 0;
+    list.retain(|r| {
+        let m = if i == last { msg.take() } else { msg.clone() };
+        i += 1;
+        match m.map(|m| r.try_send(m)) {
+            Some(Err(MailboxSendError::Full(m))) => {
+                r.do_send(m);
+                true
+            }
+            Some(Err(MailboxSendError::Closed(_))) => false,
+            Some(Ok(())) | None => true,
+        }
+    });
+}

@@ -1,0 +1,43 @@
+//! The engine of [actix-tether](https://docs.rs/actix-tether): actors that
+//! keep a WebSocket connection alive.
+//!
+//! - [`Supervisor`] connects, reconnects with jittered [`Backoff`], gives up
+//!   after `max_retries`, and closes.
+//! - The connection actor owns one socket and does the protocol duties
+//!   (Pong, Close, reassembly, UTF-8); the heartbeat actor pings and declares
+//!   dead links; the queue actor writes accepted messages in order, setup lane
+//!   first.
+//! - Subscribers receive [`Inbound`] messages and [`Event`]s.
+//! - The socket comes from a [`Transport`]: awc in `actix-tether`, a mock in
+//!   its test kit.
+//!
+//! Most applications use `actix-tether`'s `ClientBuilder`; [`Engine`] is the
+//! lower-level entry point for custom transports.
+
+mod backoff;
+mod buffer;
+mod client;
+mod config;
+mod connection;
+mod error;
+mod events;
+mod frame;
+mod heartbeat;
+mod hub;
+mod queue;
+mod reassembly;
+mod supervisor;
+mod transport;
+
+pub use backoff::{Backoff, BackoffPolicy, Jitter, RandomSource};
+pub use buffer::{OverflowPolicy, QueueLimits};
+pub use client::{Client, Engine, OnConnect, RequestProvider, Stats};
+pub use config::{Config, HeartbeatConfig};
+pub use error::{
+    BoxSource, CloseError, ConfigError, ConnectError, ConnectErrorKind, DisconnectReason,
+    ProtocolViolation, SendError, TransportError, TransportErrorKind,
+};
+pub use events::{Event, Inbound, State};
+pub use frame::{CloseFrame, Fragment, Frame, Message, OutFrame};
+pub use supervisor::{ConnectInfo, Supervisor};
+pub use transport::{redact_url, ConnectRequest, FrameSink, FrameStream, Link, Transport};

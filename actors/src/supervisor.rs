@@ -1,0 +1,446 @@
+//! The supervisor actor: connects, reconnects with backoff, gives up, closes.
+//!
+//! Lifecycle: one per client, started by [`Engine::start`](crate::Engine).
+//! Each attempt asks the request provider for a fresh request, opens a link
+//! through the transport (bounded by the connect timeout) and starts a new
+//! connection actor on it. When a link ends or an attempt fails, subscribers
+//! get `Disconnected` and, if the failure is retryable and retries remain,
+//! `Reconnecting` with the jittered delay (at least the server's
+//! `Retry-After`). The backoff starts over only after a link stayed up for
+//! the minimum uptime. Messages queued meanwhile stay in the queue and are
+//! written after the next connect, behind the on-connect hook's setup lane.
+//!
+//! On `close`: the queue is sealed (new sends are handed back), the client
+//! keeps (re)connecting until the queue is drained or the timeout passes,
+//! sends Close 1000, waits for the handshake, then stops every actor and
+//! hands back whatever was not written. After giving up the supervisor stays
+//! alive, idle, so that `close` can still hand the queue back.
+
+use std::fmt;
+use std::rc::Rc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix_rt::time::Instant;
+use futures::channel::oneshot;
+use futures::FutureExt;
+
+use crate::backoff::Backoff;
+use crate::buffer::{lock, SharedBuffer};
+use crate::client::{OnConnect, RequestProvider, Stats};
+use crate::config::Config;
+use crate::connection::{Abort, CloseLink, Connection};
+use crate::error::{CloseError, ConnectError, ConnectErrorKind, DisconnectReason};
+use crate::events::{Event, Inbound, State};
+use crate::frame::Message;
+use crate::hub::Hub;
+use crate::queue::{Attach, Detach, Queue, Shutdown, WhenDrained};
+use crate::transport::{Link, Transport};
+
+/// From a connection actor: its link ended.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct LinkDown {
+    pub(crate) link: u64,
+    pub(crate) reason: DisconnectReason,
+}
+
+/// Close the client; resolves with the messages left unsent.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<Message>, CloseError>")]
+pub(crate) struct Close(pub(crate) Duration);
+
+/// A statistics snapshot.
+#[derive(Message)]
+#[rtype(result = "Stats")]
+pub(crate) struct GetStats;
+
+/// Add subscribers.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) enum Subscribe {
+    Inbound(Recipient<Inbound>),
+    Events(Recipient<Event>),
+}
+
+struct Current {
+    id: u64,
+    addr: Addr<Connection>,
+    since: Instant,
+}
+
+type CloseReply = oneshot::Sender<Result<Vec<Message>, CloseError>>;
+
+/// Supervises the connection of one client. Created by [`crate::Engine`].
+pub struct Supervisor {
+    config: Rc<Config>,
+    transport: Box<dyn Transport>,
+    provider: RequestProvider,
+    on_connect: Option<OnConnect>,
+    backoff: Backoff,
+    hub: Rc<Hub>,
+    buffer: SharedBuffer,
+    queue: Addr<Queue>,
+    state: State,
+    attempt: u32,
+    attempts_total: u64,
+    reconnects: u64,
+    ever_connected: bool,
+    next_link: u64,
+    current: Option<Current>,
+    pending: Option<SpawnHandle>,
+    close_replies: Vec<CloseReply>,
+}
+
+impl fmt::Debug for Supervisor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Supervisor")
+            .field("state", &self.state)
+            .field("attempt", &self.attempt)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct Parts {
+    pub(crate) config: Rc<Config>,
+    pub(crate) transport: Box<dyn Transport>,
+    pub(crate) provider: RequestProvider,
+    pub(crate) on_connect: Option<OnConnect>,
+    pub(crate) backoff: Backoff,
+    pub(crate) hub: Rc<Hub>,
+    pub(crate) buffer: SharedBuffer,
+    pub(crate) queue: Addr<Queue>,
+}
+
+impl Supervisor {
+    pub(crate) fn new(p: Parts) -> Self {
+        Self {
+            config: p.config,
+            transport: p.transport,
+            provider: p.provider,
+            on_connect: p.on_connect,
+            backoff: p.backoff,
+            hub: p.hub,
+            buffer: p.buffer,
+            queue: p.queue,
+            state: State::Connecting,
+            attempt: 0,
+            attempts_total: 0,
+            reconnects: 0,
+            ever_connected: false,
+            next_link: 0,
+            current: None,
+            pending: None,
+            close_replies: Vec::new(),
+        }
+    }
+
+    fn closing(&self) -> bool {
+        self.state == State::Closing
+    }
+
+    fn try_connect(&mut self, ctx: &mut Context<Self>) {
+        self.pending = None;
+        self.attempt += 1;
+        self.attempts_total += 1;
+        if !self.closing() {
+            self.state = State::Connecting;
+        }
+        let attempt = self.attempt;
+        self.hub.publish(Event::Connecting { attempt });
+        let request = match (self.provider)(attempt) {
+            Ok(r) => r,
+            Err(e) => {
+                self.after_down(DisconnectReason::ConnectFailed(e), None, ctx);
+                return;
+            }
+        };
+        let span = tracing::info_span!(
+            "ws_connect",
+            url = %request.redacted_url(),
+            attempt,
+            outcome = tracing::field::Empty,
+        );
+        let timeout = self.config.connect_timeout;
+        let offered = request.protocols.clone();
+        let connect = self.transport.connect(&request, timeout);
+        let fut = actix_rt::time::timeout(timeout, connect).map(|r| match r {
+            Ok(r) => r,
+            Err(_) => Err(ConnectError::new(ConnectErrorKind::Timeout)),
+        });
+        let handle = ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+            act.pending = None;
+            let res = res.and_then(|link| check_protocol(link, &offered));
+            match res {
+                Ok(link) => {
+                    span.record("outcome", "connected");
+                    act.on_link(link, span, ctx);
+                }
+                Err(e) => {
+                    span.record("outcome", tracing::field::display(&e));
+                    tracing::info!(parent: &span, error = %e, "connect failed");
+                    act.after_down(DisconnectReason::ConnectFailed(e), None, ctx);
+                }
+            }
+        }));
+        self.pending = Some(handle);
+    }
+
+    fn on_link(&mut self, link: Link, span: tracing::Span, ctx: &mut Context<Self>) {
+        self.next_link += 1;
+        let id = self.next_link;
+        let protocol = link.protocol.clone();
+        let conn = Connection::new(
+            id,
+            link,
+            self.config.clone(),
+            self.hub.clone(),
+            ctx.address(),
+            span,
+        );
+        let addr = conn.start();
+        if self.ever_connected {
+            self.reconnects += 1;
+        }
+        self.ever_connected = true;
+        if !self.closing() {
+            self.state = State::Connected;
+        }
+        let attempt = self.attempt;
+        self.hub.publish(Event::Connected {
+            attempt,
+            protocol: protocol.clone(),
+        });
+        let info = ConnectInfo { attempt, protocol };
+        let closing = self.closing();
+        let setup = match &mut self.on_connect {
+            Some(hook) if !closing => hook(&info),
+            _ => Vec::new(),
+        };
+        self.queue.do_send(Attach {
+            link: id,
+            writer: addr.clone().recipient(),
+            setup,
+        });
+        self.current = Some(Current {
+            id,
+            addr,
+            since: Instant::now(),
+        });
+        if self.closing() {
+            self.drain_then_close(ctx);
+        }
+    }
+
+    /// A link ended (`uptime` is how long it was up) or an attempt failed.
+    fn after_down(
+        &mut self,
+        reason: DisconnectReason,
+        uptime: Option<Duration>,
+        ctx: &mut Context<Self>,
+    ) {
+        if uptime.is_some_and(|u| u >= self.config.min_uptime) {
+            self.backoff.reset();
+            self.attempt = 0;
+        }
+        if self.closing() && lock(&self.buffer).is_empty() {
+            self.hub.publish(Event::Disconnected {
+                reason,
+                will_retry: false,
+            });
+            self.finish_close(ctx);
+            return;
+        }
+        let retryable = match &reason {
+            DisconnectReason::ConnectFailed(e) => {
+                e.is_retryable_with(self.config.retry_client_errors)
+            }
+            DisconnectReason::ClientClosed => false,
+            _ => true,
+        };
+        let exhausted = self
+            .config
+            .max_retries
+            .is_some_and(|max| self.backoff.retries() >= max);
+        if !retryable || exhausted {
+            self.hub.publish(Event::Disconnected {
+                reason: reason.clone(),
+                will_retry: false,
+            });
+            self.give_up(reason, ctx);
+            return;
+        }
+        let mut delay = self.backoff.next_delay();
+        if let Some(ra) = reason.connect_error().and_then(ConnectError::retry_after) {
+            delay = delay.max(ra);
+        }
+        self.hub.publish(Event::Disconnected {
+            reason,
+            will_retry: true,
+        });
+        let attempt = self.attempt + 1;
+        self.hub.publish(Event::Reconnecting { attempt, delay });
+        if !self.closing() {
+            self.state = State::Waiting;
+        }
+        self.pending = Some(ctx.run_later(delay, |act, ctx| act.try_connect(ctx)));
+    }
+
+    fn give_up(&mut self, reason: DisconnectReason, ctx: &mut Context<Self>) {
+        tracing::warn!(%reason, attempts = self.attempt, "giving up");
+        lock(&self.buffer).seal();
+        self.state = State::GaveUp;
+        self.hub.publish(Event::GaveUp {
+            reason,
+            attempts: self.attempt,
+        });
+        if !self.close_replies.is_empty() {
+            self.finish_close(ctx);
+        }
+    }
+
+    fn drain_then_close(&mut self, ctx: &mut Context<Self>) {
+        let (tx, rx) = oneshot::channel();
+        self.queue.do_send(WhenDrained(tx));
+        ctx.spawn(rx.into_actor(self).map(|res, act, _| {
+            if res.is_ok() {
+                if let Some(cur) = &act.current {
+                    cur.addr.do_send(CloseLink { code: 1000 });
+                }
+            }
+        }));
+    }
+
+    /// Stops everything and hands back what was not written.
+    fn finish_close(&mut self, ctx: &mut Context<Self>) {
+        if self.state == State::Closed {
+            return;
+        }
+        self.state = State::Closed;
+        if let Some(h) = self.pending.take() {
+            ctx.cancel_future(h);
+        }
+        if let Some(cur) = self.current.take() {
+            cur.addr.do_send(Abort);
+        }
+        let queue = self.queue.send(Shutdown);
+        ctx.wait(queue.into_actor(self).map(|_, act, ctx| {
+            let unsent = lock(&act.buffer).take_all();
+            act.hub.publish(Event::Closed {
+                unsent: unsent.len(),
+            });
+            for reply in act.close_replies.drain(..) {
+                let _ = reply.send(Ok(unsent.clone()));
+            }
+            ctx.stop();
+        }));
+    }
+
+    fn stats(&self) -> Stats {
+        let c = &self.hub.counters;
+        let buf = lock(&self.buffer);
+        Stats {
+            state: self.state,
+            attempts: self.attempts_total,
+            reconnects: self.reconnects,
+            messages_in: c.messages_in.get(),
+            bytes_in: c.bytes_in.get(),
+            messages_out: c.messages_out.get(),
+            bytes_out: c.bytes_out.get(),
+            queue_depth: buf.depth(),
+            queue_bytes: buf.bytes(),
+            dropped: buf.dropped_total(),
+            last_rtt: c.last_rtt.get(),
+            uptime: self.current.as_ref().map(|c| c.since.elapsed()),
+        }
+    }
+}
+
+/// What the on-connect hook learns about the new link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectInfo {
+    /// The attempt that succeeded (1 = first since the last stable link).
+    pub attempt: u32,
+    /// The subprotocol the server selected.
+    pub protocol: Option<String>,
+}
+
+fn check_protocol(link: Link, offered: &[String]) -> Result<Link, ConnectError> {
+    match &link.protocol {
+        Some(p) if !offered.iter().any(|o| o == p) => Err(ConnectError::with_source(
+            ConnectErrorKind::ProtocolMismatch,
+            format!("server selected `{p}`, offered {offered:?}"),
+        )),
+        _ => Ok(link),
+    }
+}
+
+impl Actor for Supervisor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.try_connect(ctx);
+    }
+}
+
+impl Handler<LinkDown> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: LinkDown, ctx: &mut Context<Self>) {
+        let Some(cur) = self.current.take_if(|c| c.id == msg.link) else {
+            return;
+        };
+        self.queue.do_send(Detach { link: msg.link });
+        if self.state == State::Closed {
+            return;
+        }
+        self.after_down(msg.reason, Some(cur.since.elapsed()), ctx);
+    }
+}
+
+impl Handler<Close> for Supervisor {
+    type Result = ResponseFuture<Result<Vec<Message>, CloseError>>;
+
+    fn handle(&mut self, msg: Close, ctx: &mut Context<Self>) -> Self::Result {
+        if self.state == State::Closed {
+            return Box::pin(async { Err(CloseError::AlreadyClosed) });
+        }
+        let (tx, rx) = oneshot::channel();
+        self.close_replies.push(tx);
+        let reply = Box::pin(async move { rx.await.unwrap_or(Err(CloseError::AlreadyClosed)) });
+        if self.closing() {
+            return reply;
+        }
+        lock(&self.buffer).seal();
+        if self.state == State::GaveUp {
+            self.finish_close(ctx);
+            return reply;
+        }
+        self.state = State::Closing;
+        ctx.run_later(msg.0, |act, ctx| act.finish_close(ctx));
+        if self.current.is_some() {
+            self.drain_then_close(ctx);
+        }
+        reply
+    }
+}
+
+impl Handler<GetStats> for Supervisor {
+    type Result = MessageResult<GetStats>;
+
+    fn handle(&mut self, _: GetStats, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.stats())
+    }
+}
+
+impl Handler<Subscribe> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Subscribe, _: &mut Context<Self>) {
+        match msg {
+            Subscribe::Inbound(r) => self.hub.subscribe_inbound(r),
+            Subscribe::Events(r) => self.hub.subscribe_events(r),
+        }
+    }
+}

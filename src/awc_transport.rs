@@ -1,0 +1,263 @@
+//! The awc transport: ws:// and wss:// (rustls) connections for the engine.
+//!
+//! A fresh `awc::Client` is built for every attempt, on the supervisor's
+//! arbiter (awc's client is not `Send`). awc's handshake drops the response
+//! head when the server refuses the upgrade, so a small connector middleware
+//! records `Retry-After` on the way through.
+
+use std::cell::Cell;
+use std::io;
+use std::rc::Rc;
+use std::time::{Duration, SystemTime};
+
+use actix_http::ws::{CloseCode, CloseReason, Item};
+use actix_service::Service;
+use actix_tether_actors::{
+    CloseFrame, ConnectError, ConnectErrorKind, ConnectRequest, Fragment, Frame, Link, Message,
+    OutFrame, Transport, TransportError, TransportErrorKind,
+};
+use awc::error::{
+    ConnectError as AwcConnectError, SendRequestError, WsClientError, WsProtocolError,
+};
+use awc::http::header::{HeaderMap, RETRY_AFTER, SEC_WEBSOCKET_PROTOCOL};
+use awc::middleware::Transform;
+use awc::ws;
+use futures::future::{self, LocalBoxFuture};
+use futures::{SinkExt, StreamExt};
+
+use crate::validate;
+
+/// Opens links with awc.
+#[derive(Debug, Clone)]
+pub(crate) struct AwcTransport {
+    pub(crate) max_frame_size: usize,
+    #[cfg(feature = "rustls")]
+    pub(crate) tls: std::sync::Arc<rustls::ClientConfig>,
+}
+
+impl AwcTransport {
+    fn client(&self, timeout: Duration, retry_after: Rc<Cell<Option<Duration>>>) -> awc::Client {
+        let connector = awc::Connector::new().timeout(timeout);
+        #[cfg(feature = "rustls")]
+        let connector = connector.rustls_0_23(self.tls.clone());
+        awc::Client::builder()
+            .connector(connector)
+            .timeout(timeout)
+            .wrap(CaptureRetryAfter(retry_after))
+            .finish()
+    }
+}
+
+impl Transport for AwcTransport {
+    fn connect(
+        &mut self,
+        request: &ConnectRequest,
+        timeout: Duration,
+    ) -> LocalBoxFuture<'static, Result<Link, ConnectError>> {
+        // A request provider may hand us anything: check what awc would
+        // otherwise panic on or misreport.
+        if let Err(e) = validate::request(request) {
+            let err = ConnectError::with_source(ConnectErrorKind::InvalidRequest, e);
+            return Box::pin(future::ready(Err(err)));
+        }
+        let retry_after = Rc::new(Cell::new(None));
+        let client = self.client(timeout, retry_after.clone());
+        let mut ws = client
+            .ws(request.url.as_str())
+            .max_frame_size(self.max_frame_size);
+        for (name, value) in &request.headers {
+            ws = ws.header(name.as_str(), value.as_str());
+        }
+        if !request.protocols.is_empty() {
+            ws = ws.protocols(&request.protocols);
+        }
+        let secure = request.url.starts_with("wss:") || request.url.starts_with("https:");
+        Box::pin(async move {
+            let (response, framed) = ws
+                .connect()
+                .await
+                .map_err(|e| map_connect_error(e, secure, retry_after.get()))?;
+            let protocol = response
+                .headers()
+                .get(SEC_WEBSOCKET_PROTOCOL)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let (sink, stream) = framed.split();
+            let stream = stream.map(|item| item.map(frame_in).map_err(protocol_error));
+            let sink = sink
+                .sink_map_err(protocol_error)
+                .with(|f: OutFrame| future::ready(Ok::<_, TransportError>(frame_out(f))));
+            Ok(Link {
+                stream: Box::pin(stream),
+                sink: Box::pin(sink),
+                protocol,
+            })
+        })
+    }
+}
+
+fn frame_in(frame: ws::Frame) -> Frame {
+    match frame {
+        ws::Frame::Text(b) => Frame::Text(b),
+        ws::Frame::Binary(b) => Frame::Binary(b),
+        ws::Frame::Continuation(item) => match item {
+            Item::FirstText(b) => Frame::Continuation(Fragment::FirstText, b),
+            Item::FirstBinary(b) => Frame::Continuation(Fragment::FirstBinary, b),
+            Item::Continue(b) => Frame::Continuation(Fragment::Continue, b),
+            Item::Last(b) => Frame::Continuation(Fragment::Last, b),
+        },
+        ws::Frame::Ping(b) => Frame::Ping(b),
+        ws::Frame::Pong(b) => Frame::Pong(b),
+        ws::Frame::Close(reason) => Frame::Close(reason.map(|r| CloseFrame {
+            code: r.code.into(),
+            reason: r.description.unwrap_or_default(),
+        })),
+    }
+}
+
+fn frame_out(frame: OutFrame) -> ws::Message {
+    match frame {
+        OutFrame::Message(Message::Text(t)) => ws::Message::Text(t),
+        OutFrame::Message(Message::Binary(b)) => ws::Message::Binary(b),
+        OutFrame::Ping(b) => ws::Message::Ping(b),
+        OutFrame::Pong(b) => ws::Message::Pong(b),
+        OutFrame::Close(c) => ws::Message::Close(c.map(|c| CloseReason {
+            code: CloseCode::from(c.code),
+            description: (!c.reason.is_empty()).then_some(c.reason),
+        })),
+    }
+}
+
+fn protocol_error(e: WsProtocolError) -> TransportError {
+    let kind = match &e {
+        WsProtocolError::Overflow => TransportErrorKind::FrameTooBig,
+        WsProtocolError::Io(_) => TransportErrorKind::Io,
+        _ => TransportErrorKind::Protocol,
+    };
+    TransportError::new(kind, e.to_string())
+}
+
+fn io_kind(e: &io::Error, secure: bool) -> ConnectErrorKind {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => ConnectErrorKind::Refused,
+        io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => {
+            ConnectErrorKind::Reset
+        }
+        io::ErrorKind::TimedOut => ConnectErrorKind::Timeout,
+        io::ErrorKind::InvalidData if secure => ConnectErrorKind::Tls,
+        _ => ConnectErrorKind::Io,
+    }
+}
+
+fn map_connect_error(
+    e: WsClientError,
+    secure: bool,
+    retry_after: Option<Duration>,
+) -> ConnectError {
+    let kind = match &e {
+        WsClientError::InvalidResponseStatus(status) => {
+            return ConnectError::http(status.as_u16(), retry_after)
+        }
+        WsClientError::SendRequest(SendRequestError::Connect(c)) => match c {
+            AwcConnectError::Resolver(_)
+            | AwcConnectError::NoRecords
+            | AwcConnectError::Unresolved => ConnectErrorKind::Dns,
+            AwcConnectError::Timeout => ConnectErrorKind::Timeout,
+            AwcConnectError::Io(io) => io_kind(io, secure),
+            AwcConnectError::SslIsNotSupported => ConnectErrorKind::Tls,
+            _ => ConnectErrorKind::Io,
+        },
+        WsClientError::SendRequest(SendRequestError::Send(io)) => io_kind(io, secure),
+        WsClientError::SendRequest(SendRequestError::Timeout) => ConnectErrorKind::Timeout,
+        WsClientError::SendRequest(SendRequestError::Url(_) | SendRequestError::Http(_)) => {
+            ConnectErrorKind::InvalidRequest
+        }
+        WsClientError::SendRequest(SendRequestError::Response(_)) => ConnectErrorKind::Handshake,
+        WsClientError::SendRequest(_) => ConnectErrorKind::Io,
+        _ => ConnectErrorKind::Handshake,
+    };
+    // awc's errors are not `Send`; keep their text as the source.
+    ConnectError::with_source(kind, e.to_string())
+}
+
+/// Parses `Retry-After` as delay-seconds or an HTTP date.
+fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(
+        at.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// Connector middleware that records the `Retry-After` of the handshake
+/// response.
+struct CaptureRetryAfter(Rc<Cell<Option<Duration>>>);
+
+struct CaptureRetryAfterService<S> {
+    inner: S,
+    slot: Rc<Cell<Option<Duration>>>,
+}
+
+impl<S> Transform<S, awc::ConnectRequest> for CaptureRetryAfter
+where
+    S: Service<awc::ConnectRequest, Response = awc::ConnectResponse, Error = SendRequestError>,
+    S::Future: 'static,
+{
+    type Transform = CaptureRetryAfterService<S>;
+
+    fn new_transform(self, inner: S) -> Self::Transform {
+        CaptureRetryAfterService {
+            inner,
+            slot: self.0,
+        }
+    }
+}
+
+impl<S> Service<awc::ConnectRequest> for CaptureRetryAfterService<S>
+where
+    S: Service<awc::ConnectRequest, Response = awc::ConnectResponse, Error = SendRequestError>,
+    S::Future: 'static,
+{
+    type Response = awc::ConnectResponse;
+    type Error = SendRequestError;
+    type Future = LocalBoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    actix_service::forward_ready!(inner);
+
+    fn call(&self, req: awc::ConnectRequest) -> Self::Future {
+        let fut = self.inner.call(req);
+        let slot = self.slot.clone();
+        Box::pin(async move {
+            let res = fut.await?;
+            if let awc::ConnectResponse::Tunnel(head, _) = &res {
+                slot.set(parse_retry_after(&head.headers));
+            }
+            Ok(res)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use awc::http::header::HeaderValue;
+
+    #[test]
+    fn retry_after_seconds_and_dates() {
+        let mut h = HeaderMap::new();
+        assert_eq!(parse_retry_after(&h), None);
+        h.insert(RETRY_AFTER, HeaderValue::from_static("7"));
+        assert_eq!(parse_retry_after(&h), Some(Duration::from_secs(7)));
+        h.insert(
+            RETRY_AFTER,
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
+        assert_eq!(parse_retry_after(&h), Some(Duration::ZERO));
+        h.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
+        assert_eq!(parse_retry_after(&h), None);
+    }
+}

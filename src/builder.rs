@@ -1,0 +1,347 @@
+//! The client builder.
+
+use std::fmt;
+use std::time::Duration;
+
+use actix::Recipient;
+use actix_tether_actors::{
+    BackoffPolicy, Client, Config, ConfigError, ConnectError, ConnectInfo, ConnectRequest, Engine,
+    Event, Inbound, Jitter, Message, OverflowPolicy, QueueLimits, RandomSource, Transport,
+};
+
+use crate::awc_transport::AwcTransport;
+use crate::validate;
+
+type Provider = Box<dyn FnMut(u32) -> Result<ConnectRequest, ConnectError>>;
+
+/// Configures and starts a supervised WebSocket client.
+///
+/// Every setter takes and returns the builder; nothing is checked until
+/// [`ClientBuilder::start`], which reports the first invalid setting as a
+/// [`ConfigError`] instead of panicking.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use actix_tether::{ClientBuilder, OverflowPolicy};
+///
+/// # #[actix_rt::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let client = ClientBuilder::new("ws://127.0.0.1:9001/feed")
+///     .header("Authorization", "Bearer secret")
+///     .ping_interval(Duration::from_secs(15))
+///     .overflow(OverflowPolicy::DropOldest)
+///     .start()?;
+/// client.send("hello").await?;
+/// # Ok(()) }
+/// ```
+#[must_use]
+pub struct ClientBuilder {
+    url: String,
+    headers: Vec<(String, String)>,
+    protocols: Vec<String>,
+    provider: Option<Provider>,
+    config: Config,
+    backoff_initial: Duration,
+    backoff_max: Duration,
+    backoff_factor: f64,
+    jitter: Jitter,
+    queue_size: usize,
+    queue_bytes: usize,
+    overflow: OverflowPolicy,
+    max_frame_size: Option<usize>,
+    on_connect: Option<Box<dyn FnMut(&ConnectInfo) -> Vec<Message>>>,
+    random: Option<Box<dyn RandomSource>>,
+    inbound: Vec<Recipient<Inbound>>,
+    events: Vec<Recipient<Event>>,
+    transport: Option<Box<dyn Transport>>,
+    #[cfg(feature = "rustls")]
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+}
+
+impl fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("url", &actix_tether_actors::redact_url(&self.url))
+            .field("protocols", &self.protocols)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientBuilder {
+    /// A builder for a client of `url` (`ws://`, `wss://`, `http://` or
+    /// `https://`).
+    pub fn new(url: impl Into<String>) -> Self {
+        let config = Config::default();
+        let backoff = config.backoff;
+        let queue = config.queue;
+        Self {
+            url: url.into(),
+            headers: Vec::new(),
+            protocols: Vec::new(),
+            provider: None,
+            backoff_initial: backoff.initial(),
+            backoff_max: backoff.max(),
+            backoff_factor: backoff.factor(),
+            jitter: backoff.jitter(),
+            queue_size: queue.max_messages(),
+            queue_bytes: queue.max_bytes(),
+            overflow: queue.policy(),
+            config,
+            max_frame_size: None,
+            on_connect: None,
+            random: None,
+            inbound: Vec::new(),
+            events: Vec::new(),
+            transport: None,
+            #[cfg(feature = "rustls")]
+            tls: None,
+        }
+    }
+
+    /// Adds a request header sent with every handshake. Default is none.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Offers a subprotocol (repeat for several, in order of preference). A
+    /// server that selects one not offered fails the attempt fatally. Default
+    /// is none.
+    pub fn protocol(mut self, protocol: impl Into<String>) -> Self {
+        self.protocols.push(protocol.into());
+        self
+    }
+
+    /// Replaces the fixed URL, headers and protocols with a function called
+    /// before every attempt (with the attempt number), so a token or the URL
+    /// can change between attempts. Default is the fixed request.
+    pub fn request_provider(
+        mut self,
+        provider: impl FnMut(u32) -> Result<ConnectRequest, ConnectError> + 'static,
+    ) -> Self {
+        self.provider = Some(Box::new(provider));
+        self
+    }
+
+    /// Delay before the first retry. Default is 500 ms.
+    pub fn backoff_initial(mut self, d: Duration) -> Self {
+        self.backoff_initial = d;
+        self
+    }
+
+    /// Largest delay between retries. Default is 30 s.
+    pub fn backoff_max(mut self, d: Duration) -> Self {
+        self.backoff_max = d;
+        self
+    }
+
+    /// Growth factor of the delay. Default is 2.
+    pub fn backoff_factor(mut self, factor: f64) -> Self {
+        self.backoff_factor = factor;
+        self
+    }
+
+    /// How delays are randomised. Default is [`Jitter::Equal`].
+    pub fn jitter(mut self, jitter: Jitter) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
+    /// The random source of the jitter, for deterministic tests. Default is
+    /// a generator seeded by the operating system.
+    pub fn random(mut self, random: impl RandomSource) -> Self {
+        self.random = Some(Box::new(random));
+        self
+    }
+
+    /// Give up after this many consecutive failed retries. Default is to
+    /// retry forever.
+    pub fn max_retries(mut self, n: u32) -> Self {
+        self.config.max_retries = Some(n);
+        self
+    }
+
+    /// How long a link must stay up before the backoff starts over. Default
+    /// is 5 s.
+    pub fn min_uptime(mut self, d: Duration) -> Self {
+        self.config.min_uptime = d;
+        self
+    }
+
+    /// Retry 4xx refusals other than 408 and 429 instead of giving up.
+    /// Default is false.
+    pub fn retry_client_errors(mut self, yes: bool) -> Self {
+        self.config.retry_client_errors = yes;
+        self
+    }
+
+    /// Bound on connecting plus the upgrade handshake. Default is 10 s.
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.config.connect_timeout = d;
+        self
+    }
+
+    /// Bound on the close handshake. Default is 5 s.
+    pub fn close_timeout(mut self, d: Duration) -> Self {
+        self.config.close_handshake_timeout = d;
+        self
+    }
+
+    /// Time between pings. Default is 20 s.
+    pub fn ping_interval(mut self, d: Duration) -> Self {
+        self.config.heartbeat.ping_interval = Some(d);
+        self
+    }
+
+    /// Sends no pings. Default is to ping.
+    pub fn no_ping(mut self) -> Self {
+        self.config.heartbeat.ping_interval = None;
+        self
+    }
+
+    /// How long a ping may go unanswered before the link is declared dead.
+    /// Default is 10 s.
+    pub fn pong_timeout(mut self, d: Duration) -> Self {
+        self.config.heartbeat.pong_timeout = d;
+        self
+    }
+
+    /// Whether any inbound frame proves the peer alive, not only the pong.
+    /// Default is false.
+    pub fn any_frame_is_alive(mut self, yes: bool) -> Self {
+        self.config.heartbeat.any_frame_is_alive = yes;
+        self
+    }
+
+    /// Reconnect when nothing at all arrives for this long. Default is off.
+    pub fn silence_timeout(mut self, d: Duration) -> Self {
+        self.config.heartbeat.silence_timeout = Some(d);
+        self
+    }
+
+    /// Most messages held in the outbound queue. Default is 1024.
+    pub fn queue_size(mut self, n: usize) -> Self {
+        self.queue_size = n;
+        self
+    }
+
+    /// Most payload bytes held in the outbound queue. Default is 8 MiB.
+    pub fn queue_bytes(mut self, n: usize) -> Self {
+        self.queue_bytes = n;
+        self
+    }
+
+    /// What a full queue does with a new message. Default is
+    /// [`OverflowPolicy::Reject`].
+    pub fn overflow(mut self, policy: OverflowPolicy) -> Self {
+        self.overflow = policy;
+        self
+    }
+
+    /// Largest inbound message after reassembly; larger ones close the link
+    /// with 1009. Default is 16 MiB.
+    pub fn max_message_size(mut self, n: usize) -> Self {
+        self.config.max_message_size = n;
+        self
+    }
+
+    /// Largest single inbound frame. Default is the maximum message size
+    /// (awc's own default is 64 KiB).
+    pub fn max_frame_size(mut self, n: usize) -> Self {
+        self.max_frame_size = Some(n);
+        self
+    }
+
+    /// Messages to write first on every connect and reconnect, before the
+    /// queued backlog: authentication, resubscription. Default is none.
+    pub fn on_connect(mut self, hook: impl FnMut(&ConnectInfo) -> Vec<Message> + 'static) -> Self {
+        self.on_connect = Some(Box::new(hook));
+        self
+    }
+
+    /// Subscribes an actor to inbound messages from the first link on.
+    pub fn subscribe(mut self, r: Recipient<Inbound>) -> Self {
+        self.inbound.push(r);
+        self
+    }
+
+    /// Subscribes an actor to events from the first attempt on.
+    pub fn subscribe_events(mut self, r: Recipient<Event>) -> Self {
+        self.events.push(r);
+        self
+    }
+
+    /// Opens links through `transport` instead of awc (the test kit's mock,
+    /// for one). Default is awc.
+    pub fn transport(mut self, transport: impl Transport) -> Self {
+        self.transport = Some(Box::new(transport));
+        self
+    }
+
+    /// The rustls configuration for wss://. Its ALPN list should be
+    /// `http/1.1` only (WebSocket has no HTTP/2 upgrade here). Default is the
+    /// webpki root certificates with `http/1.1`.
+    #[cfg(feature = "rustls")]
+    pub fn tls_config(mut self, config: std::sync::Arc<rustls::ClientConfig>) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
+    /// Checks every setting and starts the client's actors on the current
+    /// arbiter. Must be called inside a running actix `System`.
+    pub fn start(self) -> Result<Client, ConfigError> {
+        let mut config = self.config;
+        config.backoff = BackoffPolicy::new(
+            self.backoff_initial,
+            self.backoff_max,
+            self.backoff_factor,
+            self.jitter,
+        )?;
+        config.queue = QueueLimits::new(self.queue_size, self.queue_bytes, self.overflow)?;
+        config.validate()?;
+        let max_frame_size = self.max_frame_size.unwrap_or(config.max_message_size);
+        if max_frame_size == 0 {
+            return Err(ConfigError::Invalid {
+                setting: "max_frame_size",
+                requirement: "must be above zero",
+            });
+        }
+        let provider: Provider = match self.provider {
+            Some(p) => p,
+            None => {
+                let request = ConnectRequest {
+                    url: self.url,
+                    headers: self.headers,
+                    protocols: self.protocols,
+                };
+                validate::request(&request)?;
+                Box::new(move |_| Ok(request.clone()))
+            }
+        };
+        let transport: Box<dyn Transport> = match self.transport {
+            Some(t) => t,
+            None => Box::new(AwcTransport {
+                max_frame_size,
+                #[cfg(feature = "rustls")]
+                tls: match self.tls {
+                    Some(tls) => tls,
+                    None => crate::tls::default_config()?,
+                },
+            }),
+        };
+        let mut engine = Engine::new(config, transport, provider);
+        if let Some(hook) = self.on_connect {
+            engine = engine.on_connect(hook);
+        }
+        if let Some(r) = self.random {
+            engine = engine.random(r);
+        }
+        for r in self.inbound {
+            engine = engine.subscribe(r);
+        }
+        for r in self.events {
+            engine = engine.subscribe_events(r);
+        }
+        engine.start()
+    }
+}

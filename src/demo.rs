@@ -1,0 +1,144 @@
+//! An embedded demo server (feature `demo`): a ticking feed on 127.0.0.1
+//! that pings its clients and drops them every few seconds, alternately with
+//! a Close 1001 and without one, so the whole reconnect cycle shows.
+//!
+//! It also answers every text message `m` with `echo: m`.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use actix_web::{web, App, Error, HttpRequest, HttpResponse, HttpServer};
+use actix_ws::{CloseCode, CloseReason, Message as WsMessage};
+
+/// Timing of the demo feed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DemoConfig {
+    /// Time between ticks. Default is 500 ms.
+    pub tick: Duration,
+    /// Time between server pings. Default is 1 s.
+    pub ping: Duration,
+    /// How long each connection lives before the server drops it. Default
+    /// is 4 s.
+    pub drop_after: Duration,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        Self {
+            tick: Duration::from_millis(500),
+            ping: Duration::from_secs(1),
+            drop_after: Duration::from_secs(4),
+        }
+    }
+}
+
+/// A running demo server.
+#[derive(Debug)]
+pub struct DemoServer {
+    addr: SocketAddr,
+    handle: ServerHandle,
+}
+
+impl DemoServer {
+    /// Binds 127.0.0.1 on a free port and serves the feed at `/feed`. Must be
+    /// called inside an actix `System`.
+    pub fn start(config: DemoConfig) -> io::Result<Self> {
+        let connections = Arc::new(AtomicU64::new(0));
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(web::Data::new(config))
+                .app_data(web::Data::from(connections.clone()))
+                .route("/feed", web::get().to(feed))
+        })
+        .workers(1)
+        .disable_signals()
+        .bind(("127.0.0.1", 0))?;
+        let addr =
+            server.addrs().first().copied().ok_or_else(|| {
+                io::Error::new(io::ErrorKind::AddrNotAvailable, "no address bound")
+            })?;
+        let server = server.run();
+        let handle = server.handle();
+        actix_rt::spawn(server);
+        Ok(Self { addr, handle })
+    }
+
+    /// The feed's URL.
+    pub fn url(&self) -> String {
+        format!("ws://{}/feed", self.addr)
+    }
+
+    /// Stops the server, ending every connection.
+    pub async fn stop(self) {
+        self.handle.stop(false).await;
+    }
+}
+
+async fn feed(
+    req: HttpRequest,
+    body: web::Payload,
+    config: web::Data<DemoConfig>,
+    connections: web::Data<AtomicU64>,
+) -> Result<HttpResponse, Error> {
+    let (response, mut session, mut stream) = actix_ws::handle(&req, body)?;
+    let config = **config;
+    let n = connections.fetch_add(1, Ordering::Relaxed);
+    actix_rt::spawn(async move {
+        let mut tick = actix_rt::time::interval(config.tick);
+        let mut ping = actix_rt::time::interval(config.ping);
+        let end = actix_rt::time::sleep(config.drop_after);
+        tokio::pin!(end);
+        let mut seq = 0u64;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    seq += 1;
+                    let text = format!("{{\"connection\":{n},\"tick\":{seq}}}");
+                    if session.text(text).await.is_err() {
+                        return;
+                    }
+                }
+                _ = ping.tick() => {
+                    if session.ping(b"demo").await.is_err() {
+                        return;
+                    }
+                }
+                () = &mut end => {
+                    if n % 2 == 0 {
+                        let reason = CloseReason {
+                            code: CloseCode::Away,
+                            description: Some("demo restart".into()),
+                        };
+                        let _ = session.close(Some(reason)).await;
+                    }
+                    // Odd connections just vanish: no Close frame.
+                    return;
+                }
+                msg = stream.recv() => match msg {
+                    Some(Ok(WsMessage::Text(t))) => {
+                        if session.text(format!("echo: {t}")).await.is_err() {
+                            return;
+                        }
+                    }
+                    Some(Ok(WsMessage::Ping(p))) => {
+                        if session.pong(&p).await.is_err() {
+                            return;
+                        }
+                    }
+                    Some(Ok(WsMessage::Close(reason))) => {
+                        let _ = session.close(reason).await;
+                        return;
+                    }
+                    Some(Err(_)) | None => return,
+                    Some(Ok(_)) => {}
+                },
+            }
+        }
+    });
+    Ok(response)
+}

@@ -1,0 +1,64 @@
+//! actix-tether: a WebSocket client for actix that stays connected.
+//!
+//! A supervisor actor reconnects with jittered exponential backoff, a
+//! heartbeat actor detects dead peers, a queue actor holds what you send while
+//! the link is down and writes it, in order, after the reconnect (behind your
+//! on-connect messages), and every subscribed actor receives inbound messages
+//! and state changes as typed actix messages.
+//!
+//! ```no_run
+//! use actix::prelude::*;
+//! use actix_tether::{ClientBuilder, Event, Inbound};
+//!
+//! struct Printer;
+//! impl Actor for Printer {
+//!     type Context = Context<Self>;
+//! }
+//! impl Handler<Inbound> for Printer {
+//!     type Result = ();
+//!     fn handle(&mut self, Inbound(msg): Inbound, _: &mut Context<Self>) {
+//!         println!("received {msg:?}");
+//!     }
+//! }
+//! impl Handler<Event> for Printer {
+//!     type Result = ();
+//!     fn handle(&mut self, event: Event, _: &mut Context<Self>) {
+//!         println!("event {event:?}");
+//!     }
+//! }
+//!
+//! #[actix::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let printer = Printer.start();
+//!     let client = ClientBuilder::new("ws://127.0.0.1:9001/feed")
+//!         .on_connect(|_| vec![r#"{"op":"subscribe","channel":"ticks"}"#.into()])
+//!         .subscribe(printer.clone().recipient())
+//!         .subscribe_events(printer.recipient())
+//!         .start()?;
+//!     client.send("hello").await?;
+//!     let unsent = client.close(std::time::Duration::from_secs(5)).await?;
+//!     assert!(unsent.is_empty());
+//!     Ok(())
+//! }
+//! ```
+//!
+//! The engine (actors, policies, the transport seam) lives in
+//! [`actix_tether_actors`], re-exported here as [`engine`].
+
+mod awc_transport;
+mod builder;
+#[cfg(feature = "demo")]
+pub mod demo;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+#[cfg(feature = "rustls")]
+mod tls;
+mod validate;
+
+pub use actix_tether_actors as engine;
+pub use actix_tether_actors::{
+    BackoffPolicy, Client, CloseError, CloseFrame, ConfigError, ConnectError, ConnectErrorKind,
+    ConnectInfo, ConnectRequest, DisconnectReason, Event, Inbound, Jitter, Message, OverflowPolicy,
+    ProtocolViolation, RandomSource, SendError, State, Stats, Transport, TransportError,
+};
+pub use builder::ClientBuilder;

@@ -1,0 +1,325 @@
+//! An in-memory transport with a server-side handle per accepted connection.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::fmt;
+use std::io;
+use std::rc::Rc;
+use std::time::Duration;
+
+use actix_tether_actors::{
+    CloseFrame, ConnectError, ConnectErrorKind, ConnectRequest, Frame, Link, Message, OutFrame,
+    Transport, TransportError, TransportErrorKind,
+};
+use bytes::Bytes;
+use futures::channel::mpsc;
+use futures::future::{self, LocalBoxFuture};
+use futures::{SinkExt, StreamExt};
+
+/// How the mock answers one connection attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// Accept at once.
+    Accept,
+    /// Accept and report that the server selected this subprotocol.
+    AcceptProtocol(String),
+    /// Accept after a delay (on the client's clock).
+    AcceptAfter(Duration),
+    /// Refuse the TCP connection.
+    Refuse,
+    /// Answer the upgrade with an HTTP status and an optional `Retry-After`.
+    Status(u16, Option<Duration>),
+    /// Never answer: the client's connect timeout decides.
+    Timeout,
+}
+
+struct Shared {
+    script: VecDeque<Outcome>,
+    requests: Vec<ConnectRequest>,
+    sent: Vec<(usize, OutFrame)>,
+    accepted: mpsc::UnboundedSender<MockConn>,
+    connections: usize,
+}
+
+/// Creates a mock transport and the server-side handle that controls it.
+pub fn mock() -> (MockTransport, MockServer) {
+    let (tx, rx) = mpsc::unbounded();
+    let shared = Rc::new(RefCell::new(Shared {
+        script: VecDeque::new(),
+        requests: Vec::new(),
+        sent: Vec::new(),
+        accepted: tx,
+        connections: 0,
+    }));
+    (
+        MockTransport {
+            shared: shared.clone(),
+        },
+        MockServer {
+            shared,
+            accepted: rx,
+        },
+    )
+}
+
+/// The client side: plug it in with
+/// [`ClientBuilder::transport`](crate::ClientBuilder::transport).
+pub struct MockTransport {
+    shared: Rc<RefCell<Shared>>,
+}
+
+impl fmt::Debug for MockTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MockTransport")
+    }
+}
+
+/// The server side: scripts attempt outcomes and hands out accepted
+/// connections.
+pub struct MockServer {
+    shared: Rc<RefCell<Shared>>,
+    accepted: mpsc::UnboundedReceiver<MockConn>,
+}
+
+impl fmt::Debug for MockServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.shared.borrow();
+        f.debug_struct("MockServer")
+            .field("attempts", &s.requests.len())
+            .field("connections", &s.connections)
+            .finish()
+    }
+}
+
+impl MockServer {
+    /// Queues outcomes for the next attempts, in order; once they run out,
+    /// attempts are accepted.
+    pub fn script(&self, outcomes: impl IntoIterator<Item = Outcome>) {
+        self.shared.borrow_mut().script.extend(outcomes);
+    }
+
+    /// The next accepted connection, or `None` once the transport is gone.
+    pub async fn accept(&mut self) -> Option<MockConn> {
+        self.accepted.next().await
+    }
+
+    /// Every request the client made, in order.
+    pub fn requests(&self) -> Vec<ConnectRequest> {
+        self.shared.borrow().requests.clone()
+    }
+
+    /// Every data message the client wrote, across all connections, in
+    /// order, with the index of the connection (0-based) it went to.
+    pub fn sent(&self) -> Vec<(usize, Message)> {
+        self.shared
+            .borrow()
+            .sent
+            .iter()
+            .filter_map(|(i, f)| match f {
+                OutFrame::Message(m) => Some((*i, m.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Every frame the client wrote, control frames included.
+    pub fn sent_frames(&self) -> Vec<(usize, OutFrame)> {
+        self.shared.borrow().sent.clone()
+    }
+}
+
+struct ConnState {
+    responsive: Cell<bool>,
+}
+
+/// One accepted connection, seen from the server.
+///
+/// The mock answers the client's pings with pongs and its Close with a Close
+/// (until [`MockConn::go_silent`]); every frame the client writes also lands
+/// in this handle's inbox ([`MockConn::next_frame`]).
+pub struct MockConn {
+    index: usize,
+    request: ConnectRequest,
+    to_client: mpsc::UnboundedSender<Result<Frame, TransportError>>,
+    inbox: mpsc::UnboundedReceiver<OutFrame>,
+    state: Rc<ConnState>,
+}
+
+impl fmt::Debug for MockConn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MockConn")
+            .field("index", &self.index)
+            .field("url", &self.request.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MockConn {
+    /// Which connection this is (0-based, in accept order).
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// The request the client connected with.
+    pub fn request(&self) -> &ConnectRequest {
+        &self.request
+    }
+
+    /// Sends a raw frame to the client (fragments, invalid UTF-8, ...).
+    pub fn send_frame(&self, frame: Frame) {
+        let _ = self.to_client.unbounded_send(Ok(frame));
+    }
+
+    /// Sends a text message.
+    pub fn send_text(&self, text: &str) {
+        self.send_frame(Frame::Text(Bytes::copy_from_slice(text.as_bytes())));
+    }
+
+    /// Sends a binary message.
+    pub fn send_binary(&self, data: impl Into<Bytes>) {
+        self.send_frame(Frame::Binary(data.into()));
+    }
+
+    /// Sends a Ping with `payload`.
+    pub fn ping(&self, payload: impl Into<Bytes>) {
+        self.send_frame(Frame::Ping(payload.into()));
+    }
+
+    /// Sends a Close with `code` and `reason`.
+    pub fn close(&self, code: u16, reason: &str) {
+        self.send_frame(Frame::Close(Some(CloseFrame::new(code, reason))));
+    }
+
+    /// Makes the client's socket fail with a transport error of `kind`.
+    pub fn fail(&self, kind: TransportErrorKind) {
+        let err = io::Error::new(io::ErrorKind::ConnectionReset, "mock failure");
+        let _ = self
+            .to_client
+            .unbounded_send(Err(TransportError::new(kind, err)));
+        self.drop_link();
+    }
+
+    /// Ends the connection abruptly, without a Close frame.
+    pub fn drop_link(&self) {
+        self.to_client.close_channel();
+    }
+
+    /// Stops answering pings and Close frames (a dead peer whose socket
+    /// stays open).
+    pub fn go_silent(&self) {
+        self.state.responsive.set(false);
+    }
+
+    /// The next frame the client wrote, or `None` once its side is gone.
+    pub async fn next_frame(&mut self) -> Option<OutFrame> {
+        self.inbox.next().await
+    }
+
+    /// The next data message the client wrote, skipping control frames.
+    pub async fn next_message(&mut self) -> Option<Message> {
+        loop {
+            if let OutFrame::Message(m) = self.next_frame().await? {
+                return Some(m);
+            }
+        }
+    }
+
+    /// The next text message the client wrote, skipping everything else.
+    pub async fn next_text(&mut self) -> Option<String> {
+        loop {
+            if let Message::Text(t) = self.next_message().await? {
+                return Some(t.to_string());
+            }
+        }
+    }
+}
+
+impl Transport for MockTransport {
+    fn connect(
+        &mut self,
+        request: &ConnectRequest,
+        _timeout: Duration,
+    ) -> LocalBoxFuture<'static, Result<Link, ConnectError>> {
+        let outcome = {
+            let mut s = self.shared.borrow_mut();
+            s.requests.push(request.clone());
+            s.script.pop_front().unwrap_or(Outcome::Accept)
+        };
+        let shared = self.shared.clone();
+        let request = request.clone();
+        match outcome {
+            Outcome::Accept => Box::pin(future::ready(Ok(accept(&shared, request, None)))),
+            Outcome::AcceptProtocol(p) => {
+                Box::pin(future::ready(Ok(accept(&shared, request, Some(p)))))
+            }
+            Outcome::AcceptAfter(d) => Box::pin(async move {
+                actix_rt::time::sleep(d).await;
+                Ok(accept(&shared, request, None))
+            }),
+            Outcome::Refuse => Box::pin(future::ready(Err(ConnectError::with_source(
+                ConnectErrorKind::Refused,
+                io::Error::new(io::ErrorKind::ConnectionRefused, "mock refused"),
+            )))),
+            Outcome::Status(status, retry_after) => {
+                Box::pin(future::ready(Err(ConnectError::http(status, retry_after))))
+            }
+            Outcome::Timeout => Box::pin(future::pending()),
+        }
+    }
+}
+
+fn accept(shared: &Rc<RefCell<Shared>>, request: ConnectRequest, protocol: Option<String>) -> Link {
+    let (to_client, client_stream) = mpsc::unbounded();
+    let (client_sink, mut from_client) = mpsc::unbounded::<OutFrame>();
+    let (to_inbox, inbox) = mpsc::unbounded();
+    let state = Rc::new(ConnState {
+        responsive: Cell::new(true),
+    });
+    let index = {
+        let mut s = shared.borrow_mut();
+        s.connections += 1;
+        s.connections - 1
+    };
+    let conn = MockConn {
+        index,
+        request,
+        to_client: to_client.clone(),
+        inbox,
+        state: state.clone(),
+    };
+    let log = shared.clone();
+    // The server's automatic duties: log, answer pings and the close
+    // handshake, forward to the test's inbox.
+    actix_rt::spawn(async move {
+        while let Some(frame) = from_client.next().await {
+            log.borrow_mut().sent.push((index, frame.clone()));
+            if state.responsive.get() {
+                match &frame {
+                    OutFrame::Ping(p) => {
+                        let _ = to_client.unbounded_send(Ok(Frame::Pong(p.clone())));
+                    }
+                    OutFrame::Close(c) => {
+                        let echo = c.as_ref().map(|c| CloseFrame::new(c.code, ""));
+                        let _ = to_client.unbounded_send(Ok(Frame::Close(echo)));
+                        to_client.close_channel();
+                    }
+                    _ => {}
+                }
+            }
+            let _ = to_inbox.unbounded_send(frame);
+        }
+    });
+    let _ = shared.borrow().accepted.unbounded_send(conn);
+    let sink = client_sink.sink_map_err(|e| {
+        TransportError::new(
+            TransportErrorKind::Io,
+            io::Error::new(io::ErrorKind::BrokenPipe, e),
+        )
+    });
+    Link {
+        stream: Box::pin(client_stream),
+        sink: Box::pin(sink),
+        protocol,
+    }
+}
