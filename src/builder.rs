@@ -6,13 +6,12 @@ use std::time::Duration;
 use actix::Recipient;
 use actix_tether_actors::{
     BackoffPolicy, Client, Config, ConfigError, ConnectError, ConnectInfo, ConnectRequest, Engine,
-    Event, Inbound, Jitter, Message, OverflowPolicy, QueueLimits, RandomSource, Transport,
+    Event, Inbound, Jitter, Message, OnConnect, OverflowPolicy, QueueLimits, RandomSource,
+    RequestProvider, Transport,
 };
 
 use crate::awc_transport::AwcTransport;
 use crate::validate;
-
-type Provider = Box<dyn FnMut(u32) -> Result<ConnectRequest, ConnectError>>;
 
 /// Configures and starts a supervised WebSocket client.
 ///
@@ -38,7 +37,7 @@ pub struct ClientBuilder {
     url: String,
     headers: Vec<(String, String)>,
     protocols: Vec<String>,
-    provider: Option<Provider>,
+    provider: Option<RequestProvider>,
     config: Config,
     backoff_initial: Duration,
     backoff_max: Duration,
@@ -48,7 +47,7 @@ pub struct ClientBuilder {
     queue_bytes: usize,
     overflow: OverflowPolicy,
     max_frame_size: Option<usize>,
-    on_connect: Option<Box<dyn FnMut(&ConnectInfo) -> Vec<Message>>>,
+    on_connect: Option<OnConnect>,
     random: Option<Box<dyn RandomSource>>,
     inbound: Vec<Recipient<Inbound>>,
     events: Vec<Recipient<Event>>,
@@ -306,7 +305,7 @@ impl ClientBuilder {
                 requirement: "must be above zero",
             });
         }
-        let provider: Provider = match self.provider {
+        let provider: RequestProvider = match self.provider {
             Some(p) => p,
             None => {
                 let request = ConnectRequest {

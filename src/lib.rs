@@ -45,6 +45,8 @@
 //! The engine (actors, policies, the transport seam) lives in
 //! [`actix_tether_actors`], re-exported here as [`engine`].
 
+#![doc(test(attr(deny(warnings))))]
+
 mod awc_transport;
 mod builder;
 #[cfg(feature = "demo")]

@@ -137,8 +137,10 @@ mod tests {
                 ..
             })
         ));
-        let mut c = Config::default();
-        c.max_message_size = 0;
+        let c = Config {
+            max_message_size: 0,
+            ..Config::default()
+        };
         assert!(c.validate().is_err());
     }
 }

@@ -14,6 +14,8 @@
 //! Most applications use `actix-tether`'s `ClientBuilder`; [`Engine`] is the
 //! lower-level entry point for custom transports.
 
+#![doc(test(attr(deny(warnings))))]
+
 mod backoff;
 mod buffer;
 mod client;

@@ -1,1 +1,183 @@
-fn main() {}
+//! `tether`: a resilient WebSocket client on the command line.
+//!
+//! Each stdin line goes out as a text message (queued while disconnected);
+//! inbound text goes to stdout. Exit codes: 0 done, 1 gave up or left
+//! messages undelivered, 2 invalid arguments.
+
+mod args;
+mod output;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix_tether::demo::{DemoConfig, DemoServer};
+use actix_tether::Client;
+use clap::Parser;
+use futures::channel::mpsc;
+use futures::StreamExt;
+use tokio::io::AsyncBufReadExt;
+
+use args::Args;
+use output::{Printer, Terminal};
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) if !e.use_stderr() => {
+            // --help, --version
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            eprintln!("tether: {}", first.trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let code = actix_rt::System::new().block_on(run(args));
+    ExitCode::from(code)
+}
+
+async fn run(args: Args) -> u8 {
+    let demo = match &args.url {
+        Some(_) => None,
+        None => match DemoServer::start(DemoConfig::default()) {
+            Ok(d) => {
+                eprintln!("tether: demo feed at {} (Ctrl-C to stop)", d.url());
+                Some(d)
+            }
+            Err(e) => {
+                eprintln!("tether: cannot start the demo server: {e}");
+                return 1;
+            }
+        },
+    };
+    let url = match (&args.url, &demo) {
+        (Some(u), _) => u.clone(),
+        (None, Some(d)) => d.url(),
+        (None, None) => return 1,
+    };
+    let (terminal_tx, mut terminal) = mpsc::unbounded();
+    let printer = Printer {
+        json: args.json,
+        terminal: terminal_tx,
+    }
+    .start();
+    let client = match args
+        .builder(url)
+        .subscribe(printer.clone().recipient())
+        .subscribe_events(printer.recipient())
+        .start()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tether: {e}");
+            return 2;
+        }
+    };
+    let code = tokio::select! {
+        refused = pump_stdin(&client) => {
+            if args.exit_on_eof {
+                finish(&client, args.close_timeout, refused, &mut terminal).await
+            } else {
+                wait_for_end(&client, args.close_timeout, &mut terminal).await
+            }
+        }
+        code = wait_for_end(&client, args.close_timeout, &mut terminal) => code,
+    };
+    if let Some(d) = demo {
+        d.stop().await;
+    }
+    code
+}
+
+/// Sends each stdin line; returns how many lines were not accepted.
+async fn pump_stdin(client: &Client) -> u64 {
+    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
+    let mut refused = 0;
+    let mut raw = Vec::new();
+    let mut number = 0u64;
+    loop {
+        raw.clear();
+        match stdin.read_until(b'\n', &mut raw).await {
+            Ok(0) => return refused,
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("tether: cannot read stdin: {e}");
+                return refused + 1;
+            }
+        }
+        number += 1;
+        let line = raw.strip_suffix(b"\n").unwrap_or(&raw);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Ok(text) = std::str::from_utf8(line) else {
+            eprintln!("tether: stdin line {number} is not valid UTF-8; not sent");
+            refused += 1;
+            continue;
+        };
+        if let Err(e) = client.send(text).await {
+            eprintln!("tether: stdin line {number} not sent: {e}");
+            refused += 1;
+        }
+    }
+}
+
+/// Runs until the client gives up (exit 1) or Ctrl-C (graceful close, exit 0).
+async fn wait_for_end(
+    client: &Client,
+    close_timeout: Duration,
+    terminal: &mut mpsc::UnboundedReceiver<Terminal>,
+) -> u8 {
+    tokio::select! {
+        t = terminal.next() => match t {
+            Some(Terminal::Closed) => 0,
+            Some(Terminal::GaveUp) | None => 1,
+        },
+        _ = actix_rt::signal::ctrl_c() => {
+            let _ = client.close(close_timeout).await;
+            0
+        }
+    }
+}
+
+/// `--exit-on-eof`: deliver everything, close, and report.
+async fn finish(
+    client: &Client,
+    close_timeout: Duration,
+    refused: u64,
+    terminal: &mut mpsc::UnboundedReceiver<Terminal>,
+) -> u8 {
+    let dropped = client.stats().await.map(|s| s.dropped).unwrap_or(0);
+    let unsent = match client.close(close_timeout).await {
+        Ok(unsent) => unsent.len(),
+        Err(e) => {
+            eprintln!("tether: {e}");
+            return 1;
+        }
+    };
+    // Let the printer write the final events before the process exits.
+    let mut gave_up = false;
+    while let Ok(Some(t)) = actix_rt::time::timeout(Duration::from_secs(1), terminal.next()).await {
+        match t {
+            Terminal::GaveUp => gave_up = true,
+            Terminal::Closed => break,
+        }
+    }
+    if unsent > 0 {
+        eprintln!("tether: {unsent} queued messages were not delivered");
+    }
+    if refused > 0 || dropped > 0 || unsent > 0 || gave_up {
+        1
+    } else {
+        0
+    }
+}

@@ -1,0 +1,150 @@
+//! Command-line parsing, kept apart from the validated client configuration
+//! it produces.
+
+use std::time::Duration;
+
+use actix_tether::{ClientBuilder, Jitter, OverflowPolicy};
+use clap::Parser;
+
+/// A resilient WebSocket client: stdin lines out, inbound messages on stdout,
+/// reconnecting with backoff. Without a URL it connects to an embedded demo
+/// feed that drops its clients every few seconds.
+#[derive(Debug, Parser)]
+#[command(name = "tether", version)]
+pub(crate) struct Args {
+    /// ws://, wss://, http:// or https:// URL; none starts the demo server.
+    pub(crate) url: Option<String>,
+    /// Print one JSON object per event on stdout.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// At stdin EOF, deliver everything queued, close with 1000 and exit.
+    #[arg(long)]
+    pub(crate) exit_on_eof: bool,
+    /// First retry delay.
+    #[arg(long, value_parser = duration, value_name = "DURATION")]
+    backoff_initial: Option<Duration>,
+    /// Largest retry delay.
+    #[arg(long, value_parser = duration, value_name = "DURATION")]
+    backoff_max: Option<Duration>,
+    /// Growth factor of the retry delay.
+    #[arg(long, value_name = "FACTOR")]
+    backoff_factor: Option<f64>,
+    /// Jitter mode: none, full, equal, decorrelated.
+    #[arg(long, value_name = "MODE")]
+    jitter: Option<Jitter>,
+    /// Give up after this many consecutive failed retries.
+    #[arg(long, value_name = "N")]
+    max_retries: Option<u32>,
+    /// Uptime after which the backoff starts over.
+    #[arg(long, value_parser = duration, value_name = "DURATION")]
+    min_uptime: Option<Duration>,
+    /// Time between pings (0s disables pings).
+    #[arg(long, value_parser = duration, value_name = "DURATION")]
+    ping_interval: Option<Duration>,
+    /// How long a ping may go unanswered.
+    #[arg(long, value_parser = duration, value_name = "DURATION")]
+    pong_timeout: Option<Duration>,
+    /// Most queued outbound messages.
+    #[arg(long, value_name = "N")]
+    queue_size: Option<usize>,
+    /// Most queued outbound bytes (e.g. 64KiB).
+    #[arg(long, value_parser = size, value_name = "SIZE")]
+    queue_bytes: Option<usize>,
+    /// What a full queue does: reject, drop-oldest (or wait).
+    #[arg(long, value_name = "POLICY")]
+    overflow: Option<OverflowPolicy>,
+    /// Request header 'Name: value' (repeatable).
+    #[arg(short = 'H', long = "header", value_parser = header, value_name = "HEADER")]
+    headers: Vec<(String, String)>,
+    /// Subprotocol to offer (repeatable).
+    #[arg(long = "protocol", value_name = "NAME")]
+    protocols: Vec<String>,
+    /// Largest inbound message (e.g. 16MiB).
+    #[arg(long, value_parser = size, value_name = "SIZE")]
+    max_message_size: Option<usize>,
+    /// Bound on connect plus handshake.
+    #[arg(long, value_parser = duration, value_name = "DURATION")]
+    connect_timeout: Option<Duration>,
+    /// Bound on draining and closing at exit.
+    #[arg(long, value_parser = duration, value_name = "DURATION", default_value = "5s")]
+    pub(crate) close_timeout: Duration,
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("`{s}` is not a duration like 250ms or 5s ({e})"))
+}
+
+fn size(s: &str) -> Result<usize, String> {
+    let bytes = s
+        .parse::<bytesize::ByteSize>()
+        .map_err(|_| format!("`{s}` is not a size like 64KiB or 16MiB"))?;
+    usize::try_from(bytes.as_u64()).map_err(|_| format!("`{s}` is too large"))
+}
+
+fn header(s: &str) -> Result<(String, String), String> {
+    match s.split_once(':') {
+        Some((name, value)) if !name.trim().is_empty() => {
+            Ok((name.trim().to_owned(), value.trim().to_owned()))
+        }
+        _ => Err(format!("`{s}` is not a header like 'Name: value'")),
+    }
+}
+
+impl Args {
+    /// The client configuration these arguments describe; the builder checks
+    /// the values when it starts.
+    pub(crate) fn builder(&self, url: String) -> ClientBuilder {
+        let mut b = ClientBuilder::new(url);
+        for (name, value) in &self.headers {
+            b = b.header(name, value);
+        }
+        for p in &self.protocols {
+            b = b.protocol(p);
+        }
+        macro_rules! set {
+            ($($field:ident),*) => {$(
+                if let Some(v) = self.$field {
+                    b = b.$field(v);
+                }
+            )*};
+        }
+        set!(
+            backoff_initial,
+            backoff_max,
+            backoff_factor,
+            jitter,
+            max_retries,
+            min_uptime,
+            pong_timeout,
+            queue_size,
+            queue_bytes,
+            overflow,
+            max_message_size,
+            connect_timeout
+        );
+        match self.ping_interval {
+            Some(d) if d.is_zero() => b = b.no_ping(),
+            Some(d) => b = b.ping_interval(d),
+            None => {}
+        }
+        b.close_timeout(self.close_timeout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_human_values() {
+        assert_eq!(duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(duration("soon").is_err());
+        assert_eq!(size("64KiB"), Ok(64 * 1024));
+        assert_eq!(size("16MiB"), Ok(16 << 20));
+        assert!(size("lots").is_err());
+        assert_eq!(header("X-A:  b c "), Ok(("X-A".into(), "b c".into())));
+        assert!(header("novalue").is_err());
+        assert!(header(": v").is_err());
+    }
+}

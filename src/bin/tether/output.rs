@@ -1,0 +1,173 @@
+//! What `tether` prints: inbound text on stdout, events on stderr, or one
+//! JSON object per event on stdout with `--json`.
+
+use std::io::Write;
+
+use actix::prelude::*;
+use actix_tether::{Event, Inbound, Message};
+use base64::Engine as _;
+use futures::channel::mpsc;
+use serde_json::{json, Value};
+
+/// Events that end the program.
+#[derive(Debug)]
+pub(crate) enum Terminal {
+    GaveUp,
+    Closed,
+}
+
+pub(crate) struct Printer {
+    pub(crate) json: bool,
+    pub(crate) terminal: mpsc::UnboundedSender<Terminal>,
+}
+
+impl Actor for Printer {
+    type Context = Context<Self>;
+}
+
+fn payload(m: &Message) -> (&'static str, Value) {
+    match m {
+        Message::Text(t) => ("data", json!(&**t)),
+        Message::Binary(b) => (
+            "base64",
+            json!(base64::engine::general_purpose::STANDARD.encode(b)),
+        ),
+    }
+}
+
+/// The JSON line for an event, or `None` for events the contract leaves out.
+fn event_json(event: &Event) -> Option<Value> {
+    let mut v = match event {
+        Event::Connected { attempt, protocol } => {
+            json!({ "attempt": attempt, "protocol": protocol })
+        }
+        Event::Disconnected { reason, will_retry } => {
+            json!({ "reason": reason.to_string(), "will_retry": will_retry })
+        }
+        Event::Reconnecting { attempt, delay } => {
+            json!({ "attempt": attempt, "delay_ms": delay.as_millis() as u64 })
+        }
+        Event::GaveUp { reason, attempts } => {
+            json!({ "reason": reason.to_string(), "attempts": attempts })
+        }
+        Event::Dropped { message } => {
+            let (key, value) = payload(message);
+            json!({ key: value })
+        }
+        Event::Closed { unsent } => json!({ "unsent": unsent }),
+        _ => return None,
+    };
+    v["event"] = json!(event.name());
+    Some(v)
+}
+
+fn event_text(event: &Event) -> String {
+    match event {
+        Event::Connecting { attempt } => format!("connecting (attempt {attempt})"),
+        Event::Connected { attempt, protocol } => match protocol {
+            Some(p) => format!("connected (attempt {attempt}, protocol {p})"),
+            None => format!("connected (attempt {attempt})"),
+        },
+        Event::Disconnected { reason, will_retry } => {
+            let then = if *will_retry {
+                "will retry"
+            } else {
+                "no retry"
+            };
+            format!("disconnected: {reason} ({then})")
+        }
+        Event::Reconnecting { attempt, delay } => {
+            format!(
+                "reconnecting in {} ms (attempt {attempt})",
+                delay.as_millis()
+            )
+        }
+        Event::GaveUp { reason, attempts } => {
+            format!("gave up after {attempts} attempts: {reason}")
+        }
+        Event::Dropped { message } => {
+            format!("dropped a queued message of {} bytes", message.len())
+        }
+        Event::Closed { unsent } => format!("closed ({unsent} unsent)"),
+        other => format!("{other:?}"),
+    }
+}
+
+fn line(out: &mut impl Write, text: &str) {
+    // A closed stdout (`tether | head`) is not worth a panic.
+    let _ = writeln!(out, "{text}");
+}
+
+impl Handler<Inbound> for Printer {
+    type Result = ();
+
+    fn handle(&mut self, Inbound(m): Inbound, _: &mut Context<Self>) {
+        let mut out = std::io::stdout().lock();
+        if self.json {
+            let (key, value) = payload(&m);
+            line(
+                &mut out,
+                &json!({ "event": "message", key: value }).to_string(),
+            );
+        } else {
+            match &m {
+                Message::Text(t) => line(&mut out, t),
+                Message::Binary(b) => line(
+                    &mut std::io::stderr(),
+                    &format!("tether: binary message of {} bytes", b.len()),
+                ),
+            }
+        }
+    }
+}
+
+impl Handler<Event> for Printer {
+    type Result = ();
+
+    fn handle(&mut self, event: Event, _: &mut Context<Self>) {
+        if self.json {
+            if let Some(v) = event_json(&event) {
+                line(&mut std::io::stdout().lock(), &v.to_string());
+            }
+        } else {
+            line(
+                &mut std::io::stderr(),
+                &format!("tether: {}", event_text(&event)),
+            );
+        }
+        let terminal = match event {
+            Event::GaveUp { .. } => Some(Terminal::GaveUp),
+            Event::Closed { .. } => Some(Terminal::Closed),
+            _ => None,
+        };
+        if let Some(t) = terminal {
+            let _ = self.terminal.unbounded_send(t);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn json_events_follow_the_contract() {
+        let e = Event::Reconnecting {
+            attempt: 3,
+            delay: Duration::from_millis(250),
+        };
+        assert_eq!(
+            event_json(&e),
+            Some(json!({"event": "reconnecting", "attempt": 3, "delay_ms": 250}))
+        );
+        let e = Event::Dropped {
+            message: Message::Binary(vec![1, 2].into()),
+        };
+        assert_eq!(
+            event_json(&e),
+            Some(json!({"event": "dropped", "base64": "AQI="}))
+        );
+        assert_eq!(event_json(&Event::Connecting { attempt: 1 }), None);
+    }
+}
