@@ -1,0 +1,699 @@
+//! The engine on a paused clock behind the mock transport: exact backoff and
+//! heartbeat timing, protocol duties, queue policies, close.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix_tether::engine::{Frame, OutFrame};
+use actix_tether::testkit::{mock, settle, MockTransport, Outcome, Recorder};
+use actix_tether::{
+    ClientBuilder, CloseFrame, ConnectErrorKind, ConnectRequest, DisconnectReason, Event, Inbound,
+    Jitter, Message, OverflowPolicy, ProtocolViolation, SendError, State,
+};
+use bytes::Bytes;
+
+const LONG: Duration = Duration::from_secs(60);
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn base(transport: MockTransport, rec: &Recorder) -> ClientBuilder {
+    ClientBuilder::new("ws://mock.test/feed")
+        .transport(transport)
+        .jitter(Jitter::None)
+        .backoff_initial(ms(100))
+        .backoff_max(Duration::from_secs(10))
+        .no_ping()
+        .subscribe(rec.inbound())
+        .subscribe_events(rec.events())
+}
+
+fn connected(e: &Event) -> bool {
+    matches!(e, Event::Connected { .. })
+}
+
+fn disconnected(e: &Event) -> bool {
+    matches!(e, Event::Disconnected { .. })
+}
+
+fn reconnecting_delays(rec: &Recorder) -> Vec<Duration> {
+    rec.recorded_events()
+        .into_iter()
+        .filter_map(|s| match s.value {
+            Event::Reconnecting { delay, .. } => Some(delay),
+            _ => None,
+        })
+        .collect()
+}
+
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn backoff_delays_are_exact_without_jitter() {
+    let (t, mut server) = mock();
+    server.script([Outcome::Refuse, Outcome::Refuse, Outcome::Refuse]);
+    let rec = Recorder::start();
+    let _client = base(t, &rec).start().unwrap();
+    let _conn = server.accept().await.unwrap();
+    let up = rec.wait_for(connected, LONG).await.unwrap();
+    assert_eq!(up.at - rec.start_time(), ms(100 + 200 + 400));
+    assert!(matches!(up.value, Event::Connected { attempt: 4, .. }));
+    assert_eq!(reconnecting_delays(&rec), [ms(100), ms(200), ms(400)]);
+    let connecting: Vec<_> = rec
+        .recorded_events()
+        .into_iter()
+        .filter(|s| matches!(s.value, Event::Connecting { .. }))
+        .map(|s| s.at - rec.start_time())
+        .collect();
+    assert_eq!(connecting, [ms(0), ms(100), ms(300), ms(700)]);
+}
+
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn jitter_draws_from_the_injected_random_source() {
+    let (t, mut server) = mock();
+    server.script([Outcome::Refuse, Outcome::Refuse]);
+    let rec = Recorder::start();
+    let _client = base(t, &rec)
+        .jitter(Jitter::Full)
+        .random(|| 0.25)
+        .start()
+        .unwrap();
+    let _conn = server.accept().await.unwrap();
+    assert_eq!(reconnecting_delays(&rec), [ms(25), ms(50)]);
+}
+
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn gives_up_after_max_retries_and_keeps_the_queue_for_close() {
+    let (t, server) = mock();
+    server.script([Outcome::Refuse, Outcome::Refuse, Outcome::Refuse]);
+    let rec = Recorder::start();
+    let client = base(t, &rec).max_retries(2).start().unwrap();
+    client.try_send("kept").unwrap();
+    let gave_up = rec
+        .wait_for(|e| matches!(e, Event::GaveUp { .. }), LONG)
+        .await
+        .unwrap();
+    match gave_up.value {
+        Event::GaveUp { reason, attempts } => {
+            assert_eq!(attempts, 3);
+            let err = reason.connect_error().unwrap();
+            assert_eq!(err.kind(), ConnectErrorKind::Refused);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(
+        rec.event_names(),
+        [
+            "connecting", "disconnected", "reconnecting", "connecting", "disconnected",
+            "reconnecting", "connecting", "disconnected", "gave_up"
+        ]
+    );
+    assert_eq!(server.requests().len(), 3);
+    assert_eq!(client.stats().await.unwrap().state, State::GaveUp);
+    assert_eq!(
+        client.try_send("late"),
+        Err(SendError::Closed(Message::from("late")))
+    );
+    let unsent = client.close(ms(100)).await.unwrap();
+    assert_eq!(unsent, [Message::from("kept")]);
+}
+
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn retry_after_is_honoured_and_401_is_fatal() {
+    let (t, server) = mock();
+    server.script([
+        Outcome::Status(503, Some(Duration::from_secs(3))),
+        Outcome::Status(401, None),
+    ]);
+    let rec = Recorder::start();
+    let _client = base(t, &rec).start().unwrap();
+    let gave_up = rec
+        .wait_for(|e| matches!(e, Event::GaveUp { .. }), LONG)
+        .await
+        .unwrap();
+    assert_eq!(reconnecting_delays(&rec), [Duration::from_secs(3)]);
+    assert_eq!(gave_up.at - rec.start_time(), Duration::from_secs(3));
+    match gave_up.value {
+        Event::GaveUp { reason, .. } => {
+            assert_eq!(reason.connect_error().unwrap().status(), Some(401))
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn client_errors_can_be_made_retryable() {
+    let (t, mut server) = mock();
+    server.script([Outcome::Status(404, None)]);
+    let rec = Recorder::start();
+    let _client = base(t, &rec).retry_client_errors(true).start().unwrap();
+    assert!(server.accept().await.is_some());
+    assert_eq!(reconnecting_delays(&rec), [ms(100)]);
+}
+
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn connect_timeout_is_exact() {
+    let (t, mut server) = mock();
+    server.script([Outcome::Timeout]);
+    let rec = Recorder::start();
+    let _client = base(t, &rec)
+        .connect_timeout(Duration::from_secs(2))
+        .start()
+        .unwrap();
+    let down = rec.wait_for(disconnected, LONG).await.unwrap();
+    assert_eq!(down.at - rec.start_time(), Duration::from_secs(2));
+    match down.value {
+        Event::Disconnected { reason, will_retry } => {
+            assert!(will_retry);
+            assert_eq!(reason.connect_error().unwrap().kind(), ConnectErrorKind::Timeout);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(server.accept().await.is_some());
+    let up = rec.wait_for(connected, LONG).await.unwrap();
+    assert_eq!(up.at - rec.start_time(), ms(2100));
+}
+
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn backoff_resets_only_after_min_uptime() {
+    let (t, mut server) = mock();
+    let rec = Recorder::start();
+    let _client = base(t, &rec)
+        .min_uptime(Duration::from_secs(5))
+        .start()
+        .unwrap();
+    // Up for 1 s: too short, the next drop continues the streak.
+    let c0 = server.accept().await.unwrap();
+    settle(Duration::from_secs(1)).await;
+    c0.drop_link();
+    let c1 = server.accept().await.unwrap();
+    c1.drop_link();
+    // Up for 6 s: long enough, the backoff starts over.
+    let c2 = server.accept().await.unwrap();
+    settle(Duration::from_secs(6)).await;
+    c2.drop_link();
+    let _c3 = server.accept().await.unwrap();
+    settle(ms(1)).await;
+    assert_eq!(reconnecting_delays(&rec), [ms(100), ms(200), ms(100)]);
+    let attempts: Vec<u32> = rec
+        .recorded_events()
+        .into_iter()
+        .filter_map(|s| match s.value {
+            Event::Connected { attempt, .. } => Some(attempt),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(attempts, [1, 2, 3, 1]);
+}
+
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn dead_peer_is_detected_at_interval_plus_pong_timeout() {
+    let (t, mut server) = mock();
+    let rec = Recorder::start();
+    let _client = base(t, &rec)
+        .ping_interval(Duration::from_secs(1))
+        .pong_timeout(ms(500))
+        .start()
+        .unwrap();
+    let mut conn = server.accept().await.unwrap();
+    conn.go_silent();
+    let up = rec.wait_for(connected, LONG).await.unwrap();
+    let down = rec.wait_for(disconnected, LONG).await.unwrap();
+    assert_eq!(down.at - up.at, ms(1500));
+    assert!(matches!(
+        down.value,
+        Event::Disconnected {
+            reason: DisconnectReason::PongTimeout(t),
+            will_retry: true
+        } if t == ms(500)
+    ));
+    assert!(matches!(conn.next_frame().await, Some(OutFrame::Ping(_))));
+    // Closing never waited on the dead peer: a Close went out, the link was
+    // dropped, and the next attempt followed the backoff.
+    assert_eq!(
+        conn.next_frame().await,
+        Some(OutFrame::Close(Some(CloseFrame::new(1001, ""))))
+    );
+    assert!(server.accept().await.is_some());
+    let again = rec.wait_for(connected, LONG).await.unwrap();
+    assert_eq!(again.at - down.at, ms(100));
+}
+
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn rtt_is_measured_from_the_matching_pong() {
+    let (t, mut server) = mock();
+    let rec = Recorder::start();
+    let client = base(t, &rec)
+        .ping_interval(Duration::from_secs(1))
+        .pong_timeout(ms(500))
+        .start()
+        .unwrap();
+    let mut conn = server.accept().await.unwrap();
+    conn.go_silent();
+    let Some(OutFrame::Ping(payload)) = conn.next_frame().await else {
+        panic!("expected a ping");
+    };
+    conn.send_frame(Frame::Pong(Bytes::from_static(b"unrelated")));
+    settle(ms(30)).await;
+    conn.send_frame(Frame::Pong(payload));
+    settle(ms(1)).await;
+    let stats = client.stats().await.unwrap();
+    assert_eq!(stats.last_rtt, Some(ms(30)));
+    // Answered in time: the link survives the deadline.
+    settle(ms(600)).await;
+    assert_eq!(client.stats().await.unwrap().state, State::Connected);
+}
+
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn any_inbound_frame_can_prove_the_peer_alive() {
+    let (t, mut server) = mock();
+    let rec = Recorder::start();
+    let client = base(t, &rec)
+        .ping_interval(Duration::from_secs(1))
+        .pong_timeout(ms(500))
+        .any_frame_is_alive(true)
+        .start()
+        .unwrap();
+    let conn = server.accept().await.unwrap();
+    conn.go_silent();
+    for i in 0..25 {
+        conn.send_text(&format!("tick {i}"));
+        settle(ms(200)).await;
+    }
+    assert_eq!(client.stats().await.unwrap().state, State::Connected);
+    assert!(rec.wait_for(disconnected, Duration::ZERO).await.is_none());
+    // Silence now: the next deadline finds nothing and drops the link.
+    assert!(rec.wait_for(disconnected, Duration::from_secs(3)).await.is_some());
+}
+
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn silence_timeout_reconnects_a_quiet_feed() {
+    let (t, mut server) = mock();
+    let rec = Recorder::start();
+    let _client = base(t, &rec)
+        .silence_timeout(Duration::from_secs(2))
+        .start()
+        .unwrap();
+    let conn = server.accept().await.unwrap();
+    let up = rec.wait_for(connected, LONG).await.unwrap();
+    for _ in 0..10 {
+        conn.send_text("tick");
+        settle(ms(500)).await;
+    }
+    assert!(rec.wait_for(disconnected, Duration::ZERO).await.is_none());
+    let down = rec.wait_for(disconnected, LONG).await.unwrap();
+    assert!(matches!(
+        down.value,
+        Event::Disconnected {
+            reason: DisconnectReason::Silence(_),
+            ..
+        }
+    ));
+    let quiet_since = up.at + ms(4500);
+    let waited = down.at - quiet_since;
+    assert!(waited >= Duration::from_secs(2) && waited < Duration::from_secs(4));
+}
+
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn pings_are_answered_with_an_echoing_pong() {
+    let (t, mut server) = mock();
+    let rec = Recorder::start();
+    let _client = base(t, &rec).start().unwrap();
+    let mut conn = server.accept().await.unwrap();
+    conn.ping(Bytes::from_static(b"are you there"));
+    assert_eq!(
+        conn.next_frame().await,
+        Some(OutFrame::Pong(Bytes::from_static(b"are you there")))
+    );
+}
+
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn server_close_is_answered_and_reported() {
+    let (t, mut server) = mock();
+    let rec = Recorder::start();
+    let _client = base(t, &rec).start().unwrap();
+    let mut conn = server.accept().await.unwrap();
+    conn.go_silent();
+    conn.close(4000, "maintenance");
+    assert_eq!(
+        conn.next_frame().await,
+        Some(OutFrame::Close(Some(CloseFrame::new(4000, ""))))
+    );
+    let down = rec.wait_for(disconnected, LONG).await.unwrap();
+    match down.value {
+        Event::Disconnected {
+            reason: DisconnectReason::ServerClosed { code, reason },
+            will_retry,
+        } => {
+            assert_eq!((code, reason.as_str(), will_retry), (4000, "maintenance", true));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn fragments_are_reassembled() {
+    use actix_tether::engine::Fragment;
+    let (t, mut server) = mock();
+    let rec = Recorder::start();
+    let _client = base(t, &rec).start().unwrap();
+    let conn = server.accept().await.unwrap();
+    let part = |f, s: &'static [u8]| Frame::Continuation(f, Bytes::from_static(s));
+    conn.send_frame(part(Fragment::FirstText, b"hello "));
+    conn.ping(Bytes::from_static(b"interleaved control frame"));
+    conn.send_frame(part(Fragment::Continue, b"wor"));
+    conn.send_frame(part(Fragment::Last, b"ld"));
+    conn.send_frame(part(Fragment::FirstBinary, &[1, 2]));
+    conn.send_frame(part(Fragment::Last, &[3]));
+    assert!(rec.wait_for_text("hello world", LONG).await.is_some());
+    let bin = rec
+        .wait_for_inbound(|m| matches!(m, Message::Binary(_)), LONG)
+        .await
+        .unwrap();
+    assert_eq!(bin.value, Message::Binary(Bytes::from_static(&[1, 2, 3])));
+}
+
+async fn violation_closes_with(
+    max_message_size: usize,
+    frames: Vec<Frame>,
+    code: u16,
+    violation: ProtocolViolation,
+) {
+    let (t, mut server) = mock();
+    let rec = Recorder::start();
+    let _client = base(t, &rec)
+        .max_message_size(max_message_size)
+        .start()
+        .unwrap();
+    let mut conn = server.accept().await.unwrap();
+    for f in frames {
+        conn.send_frame(f);
+    }
+    assert_eq!(
+        conn.next_frame().await,
+        Some(OutFrame::Close(Some(CloseFrame::new(code, ""))))
+    );
+    let down = rec.wait_for(disconnected, LONG).await.unwrap();
+    assert!(matches!(
+        down.value,
+        Event::Disconnected { reason: DisconnectReason::Protocol(v), will_retry: true } if v == violation
+    ));
+    assert!(rec.recorded_inbound().is_empty());
+    // The client reconnects after a violation.
+    assert!(server.accept().await.is_some());
+}
+
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn oversized_messages_close_with_1009() {
+    use actix_tether::engine::Fragment;
+    let big = Frame::Text(Bytes::from_static(b"0123456789"));
+    violation_closes_with(8, vec![big], 1009, ProtocolViolation::MessageTooBig).await;
+    let parts = vec![
+        Frame::Continuation(Fragment::FirstBinary, Bytes::from_static(b"01234")),
+        Frame::Continuation(Fragment::Last, Bytes::from_static(b"56789")),
+    ];
+    violation_closes_with(8, parts, 1009, ProtocolViolation::MessageTooBig).await;
+}
+
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn invalid_utf8_closes_with_1007() {
+    let bad = Frame::Text(Bytes::from_static(&[b'o', b'k', 0xC3, 0x28]));
+    violation_closes_with(1 << 20, vec![bad], 1007, ProtocolViolation::InvalidUtf8).await;
+}
+
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn queued_while_down_is_flushed_in_order_behind_the_setup_lane() {
+    let (t, mut server) = mock();
+    server.script([Outcome::Refuse]);
+    let rec = Recorder::start();
+    let client = base(t, &rec)
+        .on_connect(|info| vec![Message::from(format!("auth {}", info.attempt)), "subscribe".into()])
+        .start()
+        .unwrap();
+    for m in ["m1", "m2", "m3"] {
+        client.try_send(m).unwrap();
+    }
+    let mut c0 = server.accept().await.unwrap();
+    for want in ["auth 2", "subscribe", "m1", "m2", "m3"] {
+        assert_eq!(c0.next_text().await.as_deref(), Some(want));
+    }
+    c0.drop_link();
+    rec.wait_for(disconnected, LONG).await.unwrap();
+    for m in ["m4", "m5"] {
+        client.try_send(m).unwrap();
+    }
+    let mut c1 = server.accept().await.unwrap();
+    for want in ["auth 3", "subscribe", "m4", "m5"] {
+        assert_eq!(c1.next_text().await.as_deref(), Some(want));
+    }
+    let order: Vec<(usize, String)> = server
+        .sent()
+        .into_iter()
+        .map(|(i, m)| (i, m.as_text().unwrap_or_default().to_owned()))
+        .collect();
+    let expect = [
+        (0, "auth 2"), (0, "subscribe"), (0, "m1"), (0, "m2"), (0, "m3"),
+        (1, "auth 3"), (1, "subscribe"), (1, "m4"), (1, "m5"),
+    ];
+    assert_eq!(order, expect.map(|(i, s)| (i, s.to_owned())));
+    let stats = client.stats().await.unwrap();
+    assert_eq!((stats.messages_out, stats.queue_depth, stats.reconnects), (9, 0, 1));
+}
+
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn reject_policy_hands_the_newest_message_back() {
+    let (t, server) = mock();
+    server.script([Outcome::Timeout]);
+    let rec = Recorder::start();
+    let client = base(t, &rec)
+        .connect_timeout(Duration::from_secs(3600))
+        .queue_size(2)
+        .start()
+        .unwrap();
+    client.try_send("a").unwrap();
+    settle(ms(10)).await;
+    client.send("b").await.unwrap();
+    assert_eq!(client.try_send("c"), Err(SendError::Full(Message::from("c"))));
+    assert_eq!(client.send("d").await, Err(SendError::Full(Message::from("d"))));
+    let stats = client.stats().await.unwrap();
+    assert_eq!((stats.queue_depth, stats.queue_bytes, stats.dropped), (2, 2, 0));
+}
+
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn byte_limit_rejects_and_oversized_messages_are_refused() {
+    let (t, server) = mock();
+    server.script([Outcome::Timeout]);
+    let rec = Recorder::start();
+    let client = base(t, &rec)
+        .connect_timeout(Duration::from_secs(3600))
+        .queue_bytes(10)
+        .start()
+        .unwrap();
+    client.try_send("123456").unwrap();
+    assert!(matches!(client.try_send("12345"), Err(SendError::Full(_))));
+    assert!(matches!(
+        client.try_send("0123456789ab"),
+        Err(SendError::TooLarge(_))
+    ));
+    client.try_send("1234").unwrap();
+}
+
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn drop_oldest_tells_subscribers_what_it_dropped() {
+    let (t, mut server) = mock();
+    server.script([Outcome::AcceptAfter(Duration::from_secs(1))]);
+    let rec = Recorder::start();
+    let client = base(t, &rec)
+        .queue_size(2)
+        .overflow(OverflowPolicy::DropOldest)
+        .start()
+        .unwrap();
+    for m in ["a", "b", "c"] {
+        client.try_send(m).unwrap();
+    }
+    let dropped = rec
+        .wait_for(|e| matches!(e, Event::Dropped { .. }), LONG)
+        .await
+        .unwrap();
+    assert!(matches!(dropped.value, Event::Dropped { message } if message == Message::from("a")));
+    let mut conn = server.accept().await.unwrap();
+    assert_eq!(conn.next_text().await.as_deref(), Some("b"));
+    assert_eq!(conn.next_text().await.as_deref(), Some("c"));
+    assert_eq!(client.stats().await.unwrap().dropped, 1);
+}
+
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn wait_policy_makes_send_wait_for_room() {
+    let (t, mut server) = mock();
+    server.script([Outcome::AcceptAfter(Duration::from_secs(1))]);
+    let rec = Recorder::start();
+    let client = base(t, &rec)
+        .queue_size(1)
+        .overflow(OverflowPolicy::Wait)
+        .start()
+        .unwrap();
+    client.send("first").await.unwrap();
+    let waiting = client.clone();
+    let second = actix_rt::spawn(async move { waiting.send("second").await });
+    settle(ms(10)).await;
+    assert!(!second.is_finished());
+    assert_eq!(
+        client.try_send("third"),
+        Err(SendError::Full(Message::from("third")))
+    );
+    let mut conn = server.accept().await.unwrap();
+    assert_eq!(conn.next_text().await.as_deref(), Some("first"));
+    assert_eq!(conn.next_text().await.as_deref(), Some("second"));
+    assert_eq!(second.await.unwrap(), Ok(()));
+}
+
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn close_drains_the_queue_and_sends_close_1000() {
+    let (t, mut server) = mock();
+    let rec = Recorder::start();
+    let client = base(t, &rec).start().unwrap();
+    let mut conn = server.accept().await.unwrap();
+    for i in 0..50 {
+        client.try_send(format!("m{i}")).unwrap();
+    }
+    let unsent = client.close(Duration::from_secs(5)).await.unwrap();
+    assert!(unsent.is_empty());
+    for i in 0..50 {
+        assert_eq!(conn.next_text().await, Some(format!("m{i}")));
+    }
+    assert_eq!(
+        conn.next_frame().await,
+        Some(OutFrame::Close(Some(CloseFrame::new(1000, ""))))
+    );
+    rec.wait_for(|e| matches!(e, Event::Closed { unsent: 0 }), LONG)
+        .await
+        .unwrap();
+    assert!(client.stats().await.is_err());
+    assert!(client.close(ms(10)).await.is_err());
+    assert!(matches!(client.try_send("after"), Err(SendError::Closed(_))));
+}
+
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn close_waits_for_a_reconnect_to_drain_then_hands_back_the_rest() {
+    let (t, mut server) = mock();
+    server.script([Outcome::Refuse, Outcome::Refuse]);
+    let rec = Recorder::start();
+    let client = base(t, &rec).start().unwrap();
+    client.try_send("late but delivered").unwrap();
+    // Two refusals cost 100 + 200 ms; the close allows a second.
+    let unsent = client.close(Duration::from_secs(1)).await.unwrap();
+    assert!(unsent.is_empty());
+    let mut conn = server.accept().await.unwrap();
+    assert_eq!(conn.next_text().await.as_deref(), Some("late but delivered"));
+
+    let (t, server) = mock();
+    server.script(std::iter::repeat_n(Outcome::Refuse, 100));
+    let rec = Recorder::start();
+    let client = base(t, &rec).start().unwrap();
+    client.try_send("one").unwrap();
+    client.try_send("two").unwrap();
+    let started = actix_rt::time::Instant::now();
+    let unsent = client.close(Duration::from_secs(1)).await.unwrap();
+    assert_eq!(started.elapsed(), Duration::from_secs(1));
+    assert_eq!(unsent, [Message::from("one"), Message::from("two")]);
+    rec.wait_for(|e| matches!(e, Event::Closed { unsent: 2 }), LONG)
+        .await
+        .unwrap();
+}
+
+struct QuitsAfterOne;
+
+impl Actor for QuitsAfterOne {
+    type Context = Context<Self>;
+}
+
+impl Handler<Inbound> for QuitsAfterOne {
+    type Result = ();
+
+    fn handle(&mut self, _: Inbound, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn a_stopped_subscriber_is_removed_and_harms_nothing() {
+    let (t, mut server) = mock();
+    let rec = Recorder::start();
+    let quitter = QuitsAfterOne.start();
+    let client = base(t, &rec)
+        .subscribe(quitter.clone().recipient())
+        .start()
+        .unwrap();
+    let conn = server.accept().await.unwrap();
+    for i in 0..5 {
+        conn.send_text(&format!("n{i}"));
+        settle(ms(1)).await;
+    }
+    assert!(!quitter.connected());
+    assert!(rec.wait_for_text("n4", LONG).await.is_some());
+    assert_eq!(rec.recorded_inbound().len(), 5);
+    assert_eq!(client.stats().await.unwrap().state, State::Connected);
+}
+
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn the_request_provider_is_asked_before_every_attempt() {
+    let (t, mut server) = mock();
+    server.script([Outcome::Refuse]);
+    let rec = Recorder::start();
+    let _client = base(t, &rec)
+        .request_provider(|attempt| {
+            let mut r = ConnectRequest::new(format!("ws://mock.test/feed?try={attempt}"));
+            r.headers.push(("Authorization".into(), format!("Bearer t{attempt}")));
+            r.protocols.push("v1".into());
+            Ok(r)
+        })
+        .start()
+        .unwrap();
+    let conn = server.accept().await.unwrap();
+    let urls: Vec<String> = server.requests().into_iter().map(|r| r.url).collect();
+    assert_eq!(urls, ["ws://mock.test/feed?try=1", "ws://mock.test/feed?try=2"]);
+    assert_eq!(conn.request().headers, [("Authorization".into(), "Bearer t2".into())]);
+}
+
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn the_servers_subprotocol_is_checked() {
+    let (t, server) = mock();
+    server.script([Outcome::AcceptProtocol("v9".into())]);
+    let rec = Recorder::start();
+    let _client = base(t, &rec).protocol("v1").start().unwrap();
+    let gave_up = rec
+        .wait_for(|e| matches!(e, Event::GaveUp { .. }), LONG)
+        .await
+        .unwrap();
+    assert!(matches!(
+        gave_up.value,
+        Event::GaveUp { reason: DisconnectReason::ConnectFailed(e), .. }
+            if e.kind() == ConnectErrorKind::ProtocolMismatch
+    ));
+
+    let (t, mut server) = mock();
+    server.script([Outcome::AcceptProtocol("v2".into())]);
+    let rec = Recorder::start();
+    let _client = base(t, &rec).protocol("v1").protocol("v2").start().unwrap();
+    assert!(server.accept().await.is_some());
+    let up = rec.wait_for(connected, LONG).await.unwrap();
+    assert!(matches!(up.value, Event::Connected { protocol: Some(p), .. } if p == "v2"));
+}
+
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn stats_count_traffic_and_uptime() {
+    let (t, mut server) = mock();
+    let rec = Recorder::start();
+    let client = base(t, &rec).start().unwrap();
+    let mut conn = server.accept().await.unwrap();
+    conn.send_text("hello");
+    conn.send_binary(vec![0u8; 10]);
+    client.try_send("abc").unwrap();
+    assert_eq!(conn.next_text().await.as_deref(), Some("abc"));
+    settle(Duration::from_secs(2)).await;
+    let s = client.stats().await.unwrap();
+    assert_eq!((s.messages_in, s.bytes_in), (2, 15));
+    assert_eq!((s.messages_out, s.bytes_out), (1, 3));
+    assert_eq!((s.attempts, s.reconnects), (1, 0));
+    assert_eq!(s.uptime, Some(Duration::from_secs(2)));
+    assert_eq!(s.state, State::Connected);
+}
