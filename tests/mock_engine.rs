@@ -1,6 +1,8 @@
 //! The engine on a paused clock behind the mock transport: exact backoff and
 //! heartbeat timing, protocol duties, queue policies, close.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -103,8 +105,15 @@ async fn gives_up_after_max_retries_and_keeps_the_queue_for_close() {
     assert_eq!(
         rec.event_names(),
         [
-            "connecting", "disconnected", "reconnecting", "connecting", "disconnected",
-            "reconnecting", "connecting", "disconnected", "gave_up"
+            "connecting",
+            "disconnected",
+            "reconnecting",
+            "connecting",
+            "disconnected",
+            "reconnecting",
+            "connecting",
+            "disconnected",
+            "gave_up"
         ]
     );
     assert_eq!(server.requests().len(), 3);
@@ -164,7 +173,10 @@ async fn connect_timeout_is_exact() {
     match down.value {
         Event::Disconnected { reason, will_retry } => {
             assert!(will_retry);
-            assert_eq!(reason.connect_error().unwrap().kind(), ConnectErrorKind::Timeout);
+            assert_eq!(
+                reason.connect_error().unwrap().kind(),
+                ConnectErrorKind::Timeout
+            );
         }
         other => panic!("unexpected {other:?}"),
     }
@@ -282,7 +294,10 @@ async fn any_inbound_frame_can_prove_the_peer_alive() {
     assert_eq!(client.stats().await.unwrap().state, State::Connected);
     assert!(rec.wait_for(disconnected, Duration::ZERO).await.is_none());
     // Silence now: the next deadline finds nothing and drops the link.
-    assert!(rec.wait_for(disconnected, Duration::from_secs(3)).await.is_some());
+    assert!(rec
+        .wait_for(disconnected, Duration::from_secs(3))
+        .await
+        .is_some());
 }
 
 #[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
@@ -344,7 +359,10 @@ async fn server_close_is_answered_and_reported() {
             reason: DisconnectReason::ServerClosed { code, reason },
             will_retry,
         } => {
-            assert_eq!((code, reason.as_str(), will_retry), (4000, "maintenance", true));
+            assert_eq!(
+                (code, reason.as_str(), will_retry),
+                (4000, "maintenance", true)
+            );
         }
         other => panic!("unexpected {other:?}"),
     }
@@ -426,7 +444,12 @@ async fn queued_while_down_is_flushed_in_order_behind_the_setup_lane() {
     server.script([Outcome::Refuse]);
     let rec = Recorder::start();
     let client = base(t, &rec)
-        .on_connect(|info| vec![Message::from(format!("auth {}", info.attempt)), "subscribe".into()])
+        .on_connect(|info| {
+            vec![
+                Message::from(format!("auth {}", info.attempt)),
+                "subscribe".into(),
+            ]
+        })
         .start()
         .unwrap();
     for m in ["m1", "m2", "m3"] {
@@ -451,12 +474,22 @@ async fn queued_while_down_is_flushed_in_order_behind_the_setup_lane() {
         .map(|(i, m)| (i, m.as_text().unwrap_or_default().to_owned()))
         .collect();
     let expect = [
-        (0, "auth 2"), (0, "subscribe"), (0, "m1"), (0, "m2"), (0, "m3"),
-        (1, "auth 3"), (1, "subscribe"), (1, "m4"), (1, "m5"),
+        (0, "auth 2"),
+        (0, "subscribe"),
+        (0, "m1"),
+        (0, "m2"),
+        (0, "m3"),
+        (1, "auth 3"),
+        (1, "subscribe"),
+        (1, "m4"),
+        (1, "m5"),
     ];
     assert_eq!(order, expect.map(|(i, s)| (i, s.to_owned())));
     let stats = client.stats().await.unwrap();
-    assert_eq!((stats.messages_out, stats.queue_depth, stats.reconnects), (9, 0, 1));
+    assert_eq!(
+        (stats.messages_out, stats.queue_depth, stats.reconnects),
+        (9, 0, 1)
+    );
 }
 
 #[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
@@ -472,10 +505,19 @@ async fn reject_policy_hands_the_newest_message_back() {
     client.try_send("a").unwrap();
     settle(ms(10)).await;
     client.send("b").await.unwrap();
-    assert_eq!(client.try_send("c"), Err(SendError::Full(Message::from("c"))));
-    assert_eq!(client.send("d").await, Err(SendError::Full(Message::from("d"))));
+    assert_eq!(
+        client.try_send("c"),
+        Err(SendError::Full(Message::from("c")))
+    );
+    assert_eq!(
+        client.send("d").await,
+        Err(SendError::Full(Message::from("d")))
+    );
     let stats = client.stats().await.unwrap();
-    assert_eq!((stats.queue_depth, stats.queue_bytes, stats.dropped), (2, 2, 0));
+    assert_eq!(
+        (stats.queue_depth, stats.queue_bytes, stats.dropped),
+        (2, 2, 0)
+    );
 }
 
 #[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
@@ -569,7 +611,10 @@ async fn close_drains_the_queue_and_sends_close_1000() {
         .unwrap();
     assert!(client.stats().await.is_err());
     assert!(client.close(ms(10)).await.is_err());
-    assert!(matches!(client.try_send("after"), Err(SendError::Closed(_))));
+    assert!(matches!(
+        client.try_send("after"),
+        Err(SendError::Closed(_))
+    ));
 }
 
 #[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
@@ -583,7 +628,10 @@ async fn close_waits_for_a_reconnect_to_drain_then_hands_back_the_rest() {
     let unsent = client.close(Duration::from_secs(1)).await.unwrap();
     assert!(unsent.is_empty());
     let mut conn = server.accept().await.unwrap();
-    assert_eq!(conn.next_text().await.as_deref(), Some("late but delivered"));
+    assert_eq!(
+        conn.next_text().await.as_deref(),
+        Some("late but delivered")
+    );
 
     let (t, server) = mock();
     server.script(std::iter::repeat_n(Outcome::Refuse, 100));
@@ -642,7 +690,8 @@ async fn the_request_provider_is_asked_before_every_attempt() {
     let _client = base(t, &rec)
         .request_provider(|attempt| {
             let mut r = ConnectRequest::new(format!("ws://mock.test/feed?try={attempt}"));
-            r.headers.push(("Authorization".into(), format!("Bearer t{attempt}")));
+            r.headers
+                .push(("Authorization".into(), format!("Bearer t{attempt}")));
             r.protocols.push("v1".into());
             Ok(r)
         })
@@ -650,8 +699,14 @@ async fn the_request_provider_is_asked_before_every_attempt() {
         .unwrap();
     let conn = server.accept().await.unwrap();
     let urls: Vec<String> = server.requests().into_iter().map(|r| r.url).collect();
-    assert_eq!(urls, ["ws://mock.test/feed?try=1", "ws://mock.test/feed?try=2"]);
-    assert_eq!(conn.request().headers, [("Authorization".into(), "Bearer t2".into())]);
+    assert_eq!(
+        urls,
+        ["ws://mock.test/feed?try=1", "ws://mock.test/feed?try=2"]
+    );
+    assert_eq!(
+        conn.request().headers,
+        [("Authorization".into(), "Bearer t2".into())]
+    );
 }
 
 #[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
