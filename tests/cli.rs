@@ -1,0 +1,211 @@
+//! The `tether` program as a user runs it: exit codes, stdout contract,
+//! `--exit-on-eof`, `--json`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use actix_web::HttpResponse;
+use support::{eventually, record, Spec, TestServer};
+
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs tether with `args` and `stdin`, killing it after 30 s.
+fn tether(args: &[&str], stdin: &str) -> Run {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    // A program that exits early closes its stdin; that is not our failure.
+    let _ = input.write_all(stdin.as_bytes());
+    drop(input);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    Run {
+        code,
+        stdout,
+        stderr,
+    }
+}
+
+async fn tether_async(args: Vec<String>, stdin: &'static str) -> Run {
+    actix_rt::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        tether(&args, stdin)
+    })
+    .await
+    .unwrap()
+}
+
+#[test]
+fn invalid_input_is_one_line_on_stderr_and_exit_2() {
+    for args in [
+        &["not a url"][..],
+        &["ftp://127.0.0.1/"],
+        &["--queue-bytes", "lots", "ws://127.0.0.1:1/"],
+        &["--backoff-initial", "soon", "ws://127.0.0.1:1/"],
+        &["--overflow", "sometimes", "ws://127.0.0.1:1/"],
+        &["--no-such-flag"],
+        &["-H", "no colon", "ws://127.0.0.1:1/"],
+        &["--backoff-factor", "0.5", "ws://127.0.0.1:1/"],
+    ] {
+        let run = tether(args, "");
+        assert_eq!(run.code, Some(2), "{args:?}: {}", run.stderr);
+        assert_eq!(run.stderr.lines().count(), 1, "{args:?}: {}", run.stderr);
+        assert!(run.stderr.starts_with("tether: "), "{}", run.stderr);
+        assert!(!run.stderr.contains("panicked"));
+        assert!(run.stdout.is_empty());
+    }
+}
+
+#[actix_rt::test]
+async fn exit_on_eof_delivers_every_line_then_exits_0() {
+    let server = TestServer::start(Spec::new(record));
+    let run = tether_async(
+        vec!["--exit-on-eof".into(), server.url()],
+        "one\ntwo\nthree\n",
+    )
+    .await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(eventually(Duration::from_secs(5), || server.log.texts().len() == 3).await);
+    assert_eq!(server.log.texts(), ["one", "two", "three"]);
+}
+
+#[actix_rt::test]
+async fn json_events_follow_the_contract() {
+    let server = TestServer::start(Spec::new(support::echo));
+    let run = tether_async(
+        vec!["--json".into(), "--exit-on-eof".into(), server.url()],
+        "hello\n",
+    )
+    .await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let events: Vec<serde_json::Value> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let names: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.first(), Some(&"connected"));
+    assert_eq!(names.last(), Some(&"closed"));
+    assert!(names.contains(&"disconnected"));
+    let down = events
+        .iter()
+        .find(|e| e["event"] == "disconnected")
+        .unwrap();
+    assert_eq!(down["will_retry"], false);
+    assert!(down["reason"].is_string());
+    // The echo may or may not beat the close; when it does it is a message.
+    for e in events.iter().filter(|e| e["event"] == "message") {
+        assert_eq!(e["data"], "hello");
+    }
+}
+
+fn unauthorized(_: &actix_web::HttpRequest, _: usize) -> Option<HttpResponse> {
+    Some(HttpResponse::Unauthorized().finish())
+}
+
+#[actix_rt::test]
+async fn giving_up_prints_gave_up_and_exits_1() {
+    let mut spec = Spec::new(record);
+    spec.refusal = Some(unauthorized);
+    let server = TestServer::start(spec);
+    let run = tether_async(vec!["--json".into(), server.url()], "").await;
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    let last: serde_json::Value = serde_json::from_str(run.stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(last["event"], "gave_up");
+    assert!(last["reason"].as_str().unwrap().contains("401"));
+}
+
+#[actix_rt::test]
+async fn undelivered_lines_make_exit_on_eof_exit_1() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let args = vec![
+        "--exit-on-eof".into(),
+        "--close-timeout".into(),
+        "300ms".into(),
+        "--backoff-initial".into(),
+        "50ms".into(),
+        format!("ws://{free}/"),
+    ];
+    let run = tether_async(args, "lost\n").await;
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("1 queued messages were not delivered"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[actix_rt::test]
+async fn max_retries_gives_up_with_exit_1() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let args = vec![
+        "--json".into(),
+        "--max-retries".into(),
+        "2".into(),
+        "--backoff-initial".into(),
+        "10ms".into(),
+        format!("ws://{free}/"),
+    ];
+    let run = tether_async(args, "").await;
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    let lines: Vec<serde_json::Value> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let reconnecting: Vec<_> = lines
+        .iter()
+        .filter(|e| e["event"] == "reconnecting")
+        .collect();
+    assert_eq!(reconnecting.len(), 2);
+    assert_eq!(reconnecting[0]["attempt"], 2);
+    assert!(reconnecting[0]["delay_ms"].is_u64());
+    assert_eq!(lines.last().unwrap()["event"], "gave_up");
+    assert_eq!(lines.last().unwrap()["attempts"], 3);
+}
