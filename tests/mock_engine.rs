@@ -648,6 +648,21 @@ async fn close_waits_for_a_reconnect_to_drain_then_hands_back_the_rest() {
         .unwrap();
 }
 
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn close_while_down_with_nothing_queued_returns_at_once() {
+    let (t, server) = mock();
+    server.script(std::iter::repeat_n(Outcome::Refuse, 100));
+    let rec = Recorder::start();
+    let client = base(t, &rec).start().unwrap();
+    rec.wait_for(disconnected, LONG).await.unwrap();
+    let started = actix_rt::time::Instant::now();
+    assert_eq!(client.close(Duration::from_secs(30)).await, Ok(vec![]));
+    assert_eq!(started.elapsed(), Duration::ZERO);
+    let attempts = server.requests().len();
+    settle(Duration::from_secs(60)).await;
+    assert_eq!(server.requests().len(), attempts, "no attempts after close");
+}
+
 struct QuitsAfterOne;
 
 impl Actor for QuitsAfterOne {
@@ -751,4 +766,115 @@ async fn stats_count_traffic_and_uptime() {
     assert_eq!((s.attempts, s.reconnects), (1, 0));
     assert_eq!(s.uptime, Some(Duration::from_secs(2)));
     assert_eq!(s.state, State::Connected);
+}
+
+/// A sink that accepts frames but fails its first flush, losing what it
+/// held: a socket that died with a write in progress.
+struct FailFirstFlush {
+    inner: actix_tether::engine::FrameSink,
+    held: Vec<OutFrame>,
+    fail: bool,
+}
+
+impl futures::Sink<OutFrame> for FailFirstFlush {
+    type Error = actix_tether::TransportError;
+
+    fn poll_ready(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.as_mut().poll_ready(cx)
+    }
+
+    fn start_send(mut self: std::pin::Pin<&mut Self>, item: OutFrame) -> Result<(), Self::Error> {
+        if self.fail {
+            self.held.push(item);
+            Ok(())
+        } else {
+            self.inner.as_mut().start_send(item)
+        }
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        if self.fail {
+            self.held.clear();
+            let err = std::io::Error::new(std::io::ErrorKind::BrokenPipe, "died mid-write");
+            return std::task::Poll::Ready(Err(actix_tether::TransportError::new(
+                actix_tether::engine::TransportErrorKind::Io,
+                err,
+            )));
+        }
+        self.inner.as_mut().poll_flush(cx)
+    }
+
+    fn poll_close(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.as_mut().poll_close(cx)
+    }
+}
+
+/// Wraps the mock: the first link's first flush fails.
+struct FirstLinkDiesMidWrite {
+    inner: MockTransport,
+    links: usize,
+}
+
+impl actix_tether::Transport for FirstLinkDiesMidWrite {
+    fn connect(
+        &mut self,
+        request: &ConnectRequest,
+        timeout: Duration,
+    ) -> futures::future::LocalBoxFuture<
+        'static,
+        Result<actix_tether::engine::Link, actix_tether::ConnectError>,
+    > {
+        let fail = self.links == 0;
+        self.links += 1;
+        let fut = self.inner.connect(request, timeout);
+        Box::pin(async move {
+            let mut link = fut.await?;
+            link.sink = Box::pin(FailFirstFlush {
+                inner: link.sink,
+                held: Vec::new(),
+                fail,
+            });
+            Ok(link)
+        })
+    }
+}
+
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn a_batch_whose_flush_failed_goes_back_to_the_head_in_order() {
+    let (t, mut server) = mock();
+    let (unused, _) = mock();
+    let rec = Recorder::start();
+    let client = base(unused, &rec)
+        .transport(FirstLinkDiesMidWrite { inner: t, links: 0 })
+        .start()
+        .unwrap();
+    for m in ["m1", "m2", "m3"] {
+        client.try_send(m).unwrap();
+    }
+    let _c0 = server.accept().await.unwrap();
+    let down = rec.wait_for(disconnected, LONG).await.unwrap();
+    assert!(matches!(
+        down.value,
+        Event::Disconnected {
+            reason: DisconnectReason::Transport(_),
+            will_retry: true
+        }
+    ));
+    let mut c1 = server.accept().await.unwrap();
+    for want in ["m1", "m2", "m3"] {
+        assert_eq!(c1.next_text().await.as_deref(), Some(want));
+    }
+    let sent: Vec<usize> = server.sent().into_iter().map(|(i, _)| i).collect();
+    assert_eq!(sent, [1, 1, 1], "nothing reached the first link");
+    let stats = client.stats().await.unwrap();
+    assert_eq!((stats.messages_out, stats.queue_depth), (3, 0));
 }

@@ -103,20 +103,21 @@ impl Queue {
         for message in dropped {
             self.hub.publish(Event::Dropped { message });
         }
-        let Some((_, writer)) = &self.writer else {
+        let Some((link, writer)) = &self.writer else {
             return;
         };
         if batch.is_empty() {
             return;
         }
+        let link = *link;
         let send = writer.send(Write(batch.clone()));
         self.in_flight = Some(InFlight { setup, batch });
-        ctx.spawn(send.into_actor(self).map(|res, act, ctx| {
+        ctx.spawn(send.into_actor(self).map(move |res, act, ctx| {
             let flushed = matches!(res, Ok(Ok(())));
             act.finish_write(flushed);
-            if !flushed {
-                // The link is broken or closing; the supervisor attaches the
-                // next one.
+            if !flushed && act.writer.as_ref().is_some_and(|(id, _)| *id == link) {
+                // That link is broken or closing; the supervisor attaches
+                // the next one (which may already be here: leave it be).
                 act.writer = None;
             }
             act.pump(ctx);

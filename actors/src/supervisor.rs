@@ -417,10 +417,17 @@ impl Handler<Close> for Supervisor {
             self.finish_close(ctx);
             return reply;
         }
+        let nothing_to_write = lock(&self.buffer).is_empty();
         self.state = State::Closing;
-        ctx.run_later(msg.0, |act, ctx| act.finish_close(ctx));
         if self.current.is_some() {
+            ctx.run_later(msg.0, |act, ctx| act.finish_close(ctx));
             self.drain_then_close(ctx);
+        } else if nothing_to_write {
+            // Down, with nothing to deliver: no reason to wait for a link.
+            self.finish_close(ctx);
+        } else {
+            // Down with a backlog: keep reconnecting until the deadline.
+            ctx.run_later(msg.0, |act, ctx| act.finish_close(ctx));
         }
         reply
     }

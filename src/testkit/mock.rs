@@ -16,6 +16,11 @@ use futures::channel::mpsc;
 use futures::future::{self, LocalBoxFuture};
 use futures::{SinkExt, StreamExt};
 
+/// How long the server-side `accept` and `next_*` wait before giving up
+/// with `None`, so a broken expectation fails a test instead of hanging it.
+/// On a paused clock the wait costs no real time.
+pub const WAIT_LIMIT: Duration = Duration::from_secs(10);
+
 /// How the mock answers one connection attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -99,9 +104,13 @@ impl MockServer {
         self.shared.borrow_mut().script.extend(outcomes);
     }
 
-    /// The next accepted connection, or `None` once the transport is gone.
+    /// The next accepted connection, or `None` once the transport is gone
+    /// or after [`WAIT_LIMIT`] (on the client's clock).
     pub async fn accept(&mut self) -> Option<MockConn> {
-        self.accepted.next().await
+        tokio::time::timeout(WAIT_LIMIT, self.accepted.next())
+            .await
+            .ok()
+            .flatten()
     }
 
     /// Every request the client made, in order.
@@ -211,12 +220,17 @@ impl MockConn {
         self.state.responsive.set(false);
     }
 
-    /// The next frame the client wrote, or `None` once its side is gone.
+    /// The next frame the client wrote, or `None` once its side is gone or
+    /// after [`WAIT_LIMIT`] (on the client's clock).
     pub async fn next_frame(&mut self) -> Option<OutFrame> {
-        self.inbox.next().await
+        tokio::time::timeout(WAIT_LIMIT, self.inbox.next())
+            .await
+            .ok()
+            .flatten()
     }
 
-    /// The next data message the client wrote, skipping control frames.
+    /// The next data message the client wrote, skipping control frames
+    /// (each frame waits at most [`WAIT_LIMIT`]).
     pub async fn next_message(&mut self) -> Option<Message> {
         loop {
             if let OutFrame::Message(m) = self.next_frame().await? {
@@ -225,7 +239,8 @@ impl MockConn {
         }
     }
 
-    /// The next text message the client wrote, skipping everything else.
+    /// The next text message the client wrote, skipping everything else
+    /// (each frame waits at most [`WAIT_LIMIT`]).
     pub async fn next_text(&mut self) -> Option<String> {
         loop {
             if let Message::Text(t) = self.next_message().await? {

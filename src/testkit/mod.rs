@@ -36,6 +36,6 @@ mod mock;
 mod recorder;
 mod time;
 
-pub use mock::{mock, MockConn, MockServer, MockTransport, Outcome};
+pub use mock::{mock, MockConn, MockServer, MockTransport, Outcome, WAIT_LIMIT};
 pub use recorder::{Recorder, Stamped};
 pub use time::{run_paused, settle, PausedSystem};
