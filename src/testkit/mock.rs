@@ -8,13 +8,14 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use actix_tether_actors::{
-    CloseFrame, ConnectError, ConnectErrorKind, ConnectRequest, Frame, Link, Message, OutFrame,
-    Transport, TransportError, TransportErrorKind,
+    CloseFrame, ConnectError, ConnectErrorKind, ConnectRequest, Fragment, Frame, Link, Message,
+    OutFrame, Transport, TransportError, TransportErrorKind,
 };
 use bytes::Bytes;
 use futures::channel::mpsc;
 use futures::future::{self, LocalBoxFuture};
 use futures::{SinkExt, StreamExt};
+use tokio::sync::Notify;
 
 /// How long the server-side `accept` and `next_*` wait before giving up
 /// with `None`, so a broken expectation fails a test instead of hanging it.
@@ -140,7 +141,13 @@ impl MockServer {
 
 struct ConnState {
     responsive: Cell<bool>,
+    reading: Cell<bool>,
+    resume: Notify,
 }
+
+/// Frames the client can write before a server that stopped reading makes
+/// its writes wait.
+const CLIENT_WINDOW: usize = 8;
 
 /// One accepted connection, seen from the server.
 ///
@@ -220,6 +227,38 @@ impl MockConn {
         self.state.responsive.set(false);
     }
 
+    /// Stops reading what the client writes: after a few frames the client's
+    /// writes wait, as on a socket whose peer does not read (backpressure).
+    pub fn stop_reading(&self) {
+        self.state.reading.set(false);
+    }
+
+    /// Reads again after [`MockConn::stop_reading`].
+    pub fn resume_reading(&self) {
+        self.state.reading.set(true);
+        self.state.resume.notify_one();
+    }
+
+    /// Sends `text` as a fragmented message of `parts` frames (at least one).
+    pub fn send_fragmented(&self, text: &str, parts: usize) {
+        let bytes = Bytes::copy_from_slice(text.as_bytes());
+        let parts = parts.max(1);
+        if parts == 1 {
+            self.send_frame(Frame::Text(bytes));
+            return;
+        }
+        let step = bytes.len().div_ceil(parts).max(1);
+        for i in 0..parts {
+            let chunk = bytes.slice((i * step).min(bytes.len())..((i + 1) * step).min(bytes.len()));
+            let fragment = match i {
+                0 => Fragment::FirstText,
+                i if i + 1 == parts => Fragment::Last,
+                _ => Fragment::Continue,
+            };
+            self.send_frame(Frame::Continuation(fragment, chunk));
+        }
+    }
+
     /// The next frame the client wrote, or `None` once its side is gone or
     /// after [`WAIT_LIMIT`] (on the client's clock).
     pub async fn next_frame(&mut self) -> Option<OutFrame> {
@@ -286,10 +325,12 @@ impl Transport for MockTransport {
 
 fn accept(shared: &Rc<RefCell<Shared>>, request: ConnectRequest, protocol: Option<String>) -> Link {
     let (to_client, client_stream) = mpsc::unbounded();
-    let (client_sink, mut from_client) = mpsc::unbounded::<OutFrame>();
+    let (client_sink, mut from_client) = mpsc::channel::<OutFrame>(CLIENT_WINDOW);
     let (to_inbox, inbox) = mpsc::unbounded();
     let state = Rc::new(ConnState {
         responsive: Cell::new(true),
+        reading: Cell::new(true),
+        resume: Notify::new(),
     });
     let index = {
         let mut s = shared.borrow_mut();
@@ -307,7 +348,13 @@ fn accept(shared: &Rc<RefCell<Shared>>, request: ConnectRequest, protocol: Optio
     // The server's automatic duties: log, answer pings and the close
     // handshake, forward to the test's inbox.
     actix_rt::spawn(async move {
-        while let Some(frame) = from_client.next().await {
+        loop {
+            while !state.reading.get() {
+                state.resume.notified().await;
+            }
+            let Some(frame) = from_client.next().await else {
+                return;
+            };
             log.borrow_mut().sent.push((index, frame.clone()));
             if state.responsive.get() {
                 match &frame {

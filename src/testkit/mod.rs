@@ -33,9 +33,11 @@
 //! ```
 
 mod mock;
+mod proxy;
 mod recorder;
 mod time;
 
 pub use mock::{mock, MockConn, MockServer, MockTransport, Outcome, WAIT_LIMIT};
+pub use proxy::{Fault, FaultProxy};
 pub use recorder::{Recorder, Stamped};
 pub use time::{run_paused, settle, PausedSystem};
