@@ -57,6 +57,28 @@ impl Handler<Inbound> for RecorderActor {
 ///
 /// `wait_for*` calls consume: each returns the first match after the one the
 /// previous call returned, so a test reads the log like a stream.
+///
+/// ```
+/// use std::time::Duration;
+/// use actix_tether::testkit::{mock, run_paused, Outcome, Recorder};
+/// use actix_tether::{ClientBuilder, Event};
+///
+/// run_paused(async {
+///     let (transport, server) = mock();
+///     server.script([Outcome::Status(401, None)]);
+///     let recorder = Recorder::start();
+///     let _client = ClientBuilder::new("ws://feed.test/")
+///         .transport(transport)
+///         .subscribe_events(recorder.events())
+///         .start()
+///         .unwrap();
+///     let gave_up = recorder
+///         .wait_for(|e| matches!(e, Event::GaveUp { .. }), Duration::from_secs(1))
+///         .await;
+///     assert!(gave_up.is_some());
+///     assert_eq!(recorder.event_names(), ["connecting", "disconnected", "gave_up"]);
+/// });
+/// ```
 pub struct Recorder {
     log: Rc<Log>,
     addr: Addr<RecorderActor>,

@@ -39,6 +39,18 @@ pub fn run_paused<F: Future>(fut: F) -> F::Output {
 
 /// Advances the paused clock by `d`, letting every actor run what became due
 /// along the way and settle afterwards.
+///
+/// ```
+/// use std::time::Duration;
+/// use actix_tether::testkit::{run_paused, settle};
+///
+/// run_paused(async {
+///     let start = actix_rt::time::Instant::now();
+///     settle(Duration::from_secs(90)).await;
+///     // Ninety virtual seconds, no real waiting.
+///     assert_eq!(start.elapsed(), Duration::from_secs(90));
+/// });
+/// ```
 pub async fn settle(d: Duration) {
     tokio::time::sleep(d).await;
     for _ in 0..16 {
