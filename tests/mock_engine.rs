@@ -369,6 +369,23 @@ async fn server_close_is_answered_and_reported() {
 }
 
 #[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn a_second_server_close_does_not_swallow_the_answer_to_the_first() {
+    // Autobahn 7.1.2: the answer to the first Close must still go out.
+    let (t, mut server) = mock();
+    let rec = Recorder::start();
+    let _client = base(t, &rec).start().unwrap();
+    let mut conn = server.accept().await.unwrap();
+    conn.go_silent();
+    conn.close(1000, "");
+    conn.close(1000, "");
+    assert_eq!(
+        conn.next_frame().await,
+        Some(OutFrame::Close(Some(CloseFrame::new(1000, ""))))
+    );
+    assert_eq!(conn.next_frame().await, None, "exactly one Close answers");
+}
+
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
 async fn fragments_are_reassembled() {
     use actix_tether::engine::Fragment;
     let (t, mut server) = mock();

@@ -80,6 +80,8 @@ pub(crate) struct Connection {
     heartbeat: Option<Addr<Heartbeat>>,
     reason: Option<DisconnectReason>,
     closing: bool,
+    /// We sent Close first and wait for the peer's answer to finish.
+    awaiting_peer_close: bool,
     span: tracing::Span,
 }
 
@@ -103,6 +105,7 @@ impl Connection {
             heartbeat: None,
             reason: None,
             closing: false,
+            awaiting_peer_close: false,
             span,
         }
     }
@@ -139,7 +142,9 @@ impl Connection {
             ctx.stop();
             return;
         }
-        if !await_peer {
+        if await_peer {
+            self.awaiting_peer_close = true;
+        } else {
             ctx.spawn(rx.into_actor(self).map(|_, _, ctx| ctx.stop()));
         }
         ctx.run_later(wait, |_, ctx| ctx.stop());
@@ -161,8 +166,12 @@ impl Connection {
 
     fn on_close_frame(&mut self, close: Option<CloseFrame>, ctx: &mut Context<Self>) {
         if self.closing {
-            // The peer answered our Close: the handshake is complete.
-            ctx.stop();
+            // The peer answered our Close: the handshake is complete. Any
+            // other Close (a second one from a peer that closed first) is
+            // ignored while our answer is flushed.
+            if self.awaiting_peer_close {
+                ctx.stop();
+            }
             return;
         }
         let (code, reason) = close
