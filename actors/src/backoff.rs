@@ -323,3 +323,50 @@ mod tests {
         assert!("sometimes".parse::<Jitter>().is_err());
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn jitter() -> impl Strategy<Value = Jitter> {
+        prop_oneof![
+            Just(Jitter::None),
+            Just(Jitter::Full),
+            Just(Jitter::Equal),
+            Just(Jitter::Decorrelated)
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn delays_stay_within_bounds_and_grow(
+            initial_ms in 1u64..5_000,
+            extra_ms in 0u64..60_000,
+            factor in 1.0f64..8.0,
+            jitter in jitter(),
+            units in proptest::collection::vec(0.0f64..1.0, 1..40),
+        ) {
+            let initial = Duration::from_millis(initial_ms);
+            let max = initial + Duration::from_millis(extra_ms);
+            let policy = BackoffPolicy::new(initial, max, factor, jitter).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let mut seq = units.clone().into_iter().cycle();
+            let mut b = Backoff::with_random(policy, Box::new(move || seq.next().unwrap_or(0.5)));
+            let mut last_base = Duration::ZERO;
+            for retry in 1..=units.len() as u32 {
+                let base = policy.base_delay(retry);
+                prop_assert!(base >= last_base, "base delays never shrink");
+                prop_assert!(base <= max);
+                last_base = base;
+                let d = b.next_delay();
+                prop_assert!(d <= max, "{:?} above max {:?}", d, max);
+                match jitter {
+                    Jitter::None => prop_assert_eq!(d, base),
+                    Jitter::Full => prop_assert!(d <= base),
+                    Jitter::Equal => prop_assert!(d >= base / 2 && d <= base),
+                    Jitter::Decorrelated => prop_assert!(d >= initial.min(max)),
+                }
+            }
+        }
+    }
+}

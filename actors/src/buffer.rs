@@ -377,3 +377,87 @@ mod tests {
         assert_eq!(b.push(m("a")), Err(SendError::Closed(m("a"))));
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Push(usize),
+        Take(usize),
+        Written,
+        Failed,
+    }
+
+    fn ops() -> impl Strategy<Value = Vec<Op>> {
+        let op = prop_oneof![
+            4 => (0usize..12).prop_map(Op::Push),
+            2 => (1usize..5).prop_map(Op::Take),
+            2 => Just(Op::Written),
+            1 => Just(Op::Failed),
+        ];
+        proptest::collection::vec(op, 0..200)
+    }
+
+    fn policy() -> impl Strategy<Value = OverflowPolicy> {
+        prop_oneof![
+            Just(OverflowPolicy::Reject),
+            Just(OverflowPolicy::DropOldest)
+        ]
+    }
+
+    proptest! {
+        /// Under any interleaving of sends, writes and failed writes (a
+        /// reconnect), nothing is reordered and everything accepted is
+        /// written, dropped (and reported) or still held.
+        #[test]
+        fn order_and_accounting_hold(ops in ops(), max in 1usize..8, max_bytes in 12usize..40, policy in policy()) {
+            let limits = QueueLimits::new(max, max_bytes, policy).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let mut b = Buffer::new(limits);
+            let mut next_id = 0u32;
+            let mut accepted = Vec::new();
+            let mut written = Vec::new();
+            let mut dropped = Vec::new();
+            let mut in_flight: Option<Vec<Message>> = None;
+            for op in ops {
+                match op {
+                    Op::Push(len) => {
+                        // Payload: the id, padded to `len` bytes.
+                        let mut text = next_id.to_string();
+                        while text.len() < len { text.push('.'); }
+                        next_id += 1;
+                        let m = Message::from(text);
+                        if b.push(m.clone()).is_ok() { accepted.push(m); }
+                    }
+                    Op::Take(n) if in_flight.is_none() => {
+                        let batch = b.take_batch(n);
+                        if !batch.is_empty() { in_flight = Some(batch); }
+                    }
+                    Op::Written => if let Some(batch) = in_flight.take() {
+                        b.written(&batch);
+                        written.extend(batch);
+                    },
+                    Op::Failed => if let Some(batch) = in_flight.take() {
+                        b.requeue(batch);
+                    },
+                    Op::Take(_) => {}
+                }
+                dropped.extend(b.begin_pump());
+                prop_assert!(b.depth() <= max);
+                prop_assert!(b.bytes() <= max_bytes);
+            }
+            if let Some(batch) = in_flight.take() { b.requeue(batch); }
+            let held = b.take_all();
+            prop_assert_eq!(written.len() + dropped.len() + held.len(), accepted.len());
+            prop_assert_eq!(b.dropped_total() as usize, dropped.len());
+            // Written then held is a subsequence of accepted: never reordered.
+            let id = |m: &Message| m.as_text().and_then(|t| t.trim_end_matches('.').parse::<u32>().ok());
+            let delivered: Vec<_> = written.iter().chain(&held).map(id).collect();
+            let mut sorted = delivered.clone();
+            sorted.sort();
+            prop_assert_eq!(delivered, sorted);
+        }
+    }
+}

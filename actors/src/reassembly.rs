@@ -173,3 +173,124 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A deliberately naive model of RFC 6455 reassembly.
+    #[derive(Default)]
+    struct Model {
+        partial: Option<(bool, Vec<u8>)>,
+    }
+
+    #[derive(Debug, PartialEq)]
+    enum Out {
+        Nothing,
+        Msg(bool, Vec<u8>),
+        Violation(ProtocolViolation),
+    }
+
+    impl Model {
+        fn step(&mut self, frame: &(u8, Vec<u8>), max: usize) -> Out {
+            let (kind, data) = frame;
+            let finish = |binary: bool, bytes: Vec<u8>| {
+                if bytes.len() > max {
+                    Out::Violation(ProtocolViolation::MessageTooBig)
+                } else if !binary && std::str::from_utf8(&bytes).is_err() {
+                    Out::Violation(ProtocolViolation::InvalidUtf8)
+                } else {
+                    Out::Msg(binary, bytes)
+                }
+            };
+            match (kind, self.partial.take()) {
+                (0 | 1, Some(_)) => Out::Violation(ProtocolViolation::UnexpectedContinuation),
+                (0 | 1, None) => finish(*kind == 1, data.clone()),
+                (2 | 3, Some(_)) => Out::Violation(ProtocolViolation::UnexpectedContinuation),
+                (2 | 3, None) if data.len() > max => {
+                    Out::Violation(ProtocolViolation::MessageTooBig)
+                }
+                (2 | 3, None) => {
+                    self.partial = Some((*kind == 3, data.clone()));
+                    Out::Nothing
+                }
+                (_, None) => Out::Violation(ProtocolViolation::UnexpectedContinuation),
+                (k, Some((binary, mut buf))) => {
+                    buf.extend_from_slice(data);
+                    if buf.len() > max {
+                        Out::Violation(ProtocolViolation::MessageTooBig)
+                    } else if *k == 4 {
+                        self.partial = Some((binary, buf));
+                        Out::Nothing
+                    } else {
+                        finish(binary, buf)
+                    }
+                }
+            }
+        }
+    }
+
+    fn real_step(r: &mut Reassembler, frame: &(u8, Vec<u8>)) -> Out {
+        let data = Bytes::copy_from_slice(&frame.1);
+        let res = match frame.0 {
+            0 => r.whole(false, data).map(Some),
+            1 => r.whole(true, data).map(Some),
+            2 => r.fragment(Fragment::FirstText, data),
+            3 => r.fragment(Fragment::FirstBinary, data),
+            4 => r.fragment(Fragment::Continue, data),
+            _ => r.fragment(Fragment::Last, data),
+        };
+        match res {
+            Ok(None) => Out::Nothing,
+            Ok(Some(Message::Text(t))) => Out::Msg(false, t.as_bytes().to_vec()),
+            Ok(Some(Message::Binary(b))) => Out::Msg(true, b.to_vec()),
+            Err(v) => Out::Violation(v),
+        }
+    }
+
+    fn frames() -> impl Strategy<Value = Vec<(u8, Vec<u8>)>> {
+        // Bytes drawn mostly from ASCII plus the pieces of "é" and an invalid
+        // byte, so valid and invalid UTF-8 both show up, split anywhere.
+        let byte =
+            prop_oneof![4 => 0x61u8..0x7a, 1 => Just(0xC3u8), 1 => Just(0xA9u8), 1 => Just(0xFFu8)];
+        proptest::collection::vec((0u8..6, proptest::collection::vec(byte, 0..6)), 0..40)
+    }
+
+    proptest! {
+        #[test]
+        fn matches_the_model_on_any_frame_sequence(seq in frames(), max in 1usize..24) {
+            let mut real = Reassembler::new(max);
+            let mut model = Model::default();
+            for frame in &seq {
+                let want = model.step(frame, max);
+                let got = real_step(&mut real, frame);
+                let violated = matches!(want, Out::Violation(_));
+                prop_assert_eq!(got, want);
+                if violated {
+                    // The connection closes on a violation: nothing follows.
+                    break;
+                }
+            }
+        }
+
+        #[test]
+        fn any_split_of_valid_messages_reassembles_exactly(
+            texts in proptest::collection::vec("\\PC{0,12}", 1..8),
+            cuts in proptest::collection::vec(0usize..64, 1..8),
+        ) {
+            let mut r = Reassembler::new(1 << 20);
+            for (i, text) in texts.iter().enumerate() {
+                let bytes = text.as_bytes();
+                let cut = cuts[i % cuts.len()].min(bytes.len());
+                let out = if cut == 0 {
+                    r.whole(false, Bytes::copy_from_slice(bytes)).map(Some)
+                } else {
+                    prop_assert_eq!(r.fragment(Fragment::FirstText, Bytes::copy_from_slice(&bytes[..cut])), Ok(None));
+                    r.fragment(Fragment::Last, Bytes::copy_from_slice(&bytes[cut..]))
+                };
+                prop_assert_eq!(out, Ok(Some(Message::Text(text.as_str().into()))));
+            }
+        }
+    }
+}
