@@ -131,6 +131,10 @@ fn frame_out(frame: OutFrame) -> ws::Message {
 fn protocol_error(e: WsProtocolError) -> TransportError {
     let kind = match &e {
         WsProtocolError::Overflow => TransportErrorKind::FrameTooBig,
+        // actix-http reports RSV bits without an extension as InvalidData.
+        WsProtocolError::Io(io) if io.kind() == io::ErrorKind::InvalidData => {
+            TransportErrorKind::Protocol
+        }
         WsProtocolError::Io(_) => TransportErrorKind::Io,
         _ => TransportErrorKind::Protocol,
     };

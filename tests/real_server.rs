@@ -11,8 +11,8 @@ use std::time::Duration;
 use actix_http::ws::{CloseCode, Item};
 use actix_tether::testkit::Recorder;
 use actix_tether::{
-    ClientBuilder, ConfigError, ConnectErrorKind, DisconnectReason, Event, Jitter, Message,
-    OverflowPolicy, ProtocolViolation, SendError,
+    ClientBuilder, ConnectErrorKind, DisconnectReason, Event, Jitter, Message, OverflowPolicy,
+    ProtocolViolation, SendError,
 };
 use actix_web::HttpResponse;
 use actix_ws::CloseReason;
@@ -464,54 +464,4 @@ async fn http_401_gives_up_and_503_honours_retry_after() {
         matches!(wait.value, Event::Reconnecting { delay, .. } if delay == Duration::from_secs(1))
     );
     assert!(rec.wait_for(connected, BOUND).await.is_some());
-}
-
-#[actix_rt::test]
-async fn bad_settings_are_errors_from_start_not_panics() {
-    let start = |b: ClientBuilder| b.start().err();
-    assert!(matches!(
-        start(ClientBuilder::new("ftp://127.0.0.1/")),
-        Some(ConfigError::UnsupportedScheme { .. })
-    ));
-    assert!(matches!(
-        start(ClientBuilder::new("ws//missing-colon")),
-        Some(ConfigError::InvalidUrl { .. })
-    ));
-    assert!(matches!(
-        start(ClientBuilder::new("ws://127.0.0.1/").header("Bad Header", "x")),
-        Some(ConfigError::InvalidHeader { .. })
-    ));
-    assert!(matches!(
-        start(ClientBuilder::new("ws://127.0.0.1/").protocol("a b")),
-        Some(ConfigError::InvalidProtocol { .. })
-    ));
-    assert!(matches!(
-        start(ClientBuilder::new("ws://127.0.0.1/").backoff_factor(f64::NAN)),
-        Some(ConfigError::Invalid {
-            setting: "backoff_factor",
-            ..
-        })
-    ));
-    assert!(matches!(
-        start(ClientBuilder::new("ws://127.0.0.1/").queue_size(0)),
-        Some(ConfigError::Invalid {
-            setting: "queue_size",
-            ..
-        })
-    ));
-    assert!(matches!(
-        start(ClientBuilder::new("ws://127.0.0.1/").ping_interval(Duration::ZERO)),
-        Some(ConfigError::Invalid {
-            setting: "ping_interval",
-            ..
-        })
-    ));
-}
-
-#[test]
-fn starting_outside_a_system_is_an_error() {
-    assert!(matches!(
-        ClientBuilder::new("ws://127.0.0.1/").start(),
-        Err(ConfigError::NoSystem)
-    ));
 }

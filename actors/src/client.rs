@@ -95,7 +95,11 @@ impl Engine {
     /// arbiter. Must be called inside a running actix `System`.
     pub fn start(self) -> Result<Client, ConfigError> {
         self.config.validate()?;
-        if actix_rt::System::try_current().is_none() {
+        // Actors need a running System on this thread; the System's handle
+        // outlives `block_on`, so also ask whether a runtime is running.
+        if actix_rt::System::try_current().is_none()
+            || tokio::runtime::Handle::try_current().is_err()
+        {
             return Err(ConfigError::NoSystem);
         }
         let backoff = match self.random {
