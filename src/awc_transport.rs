@@ -10,6 +10,7 @@ use std::io;
 use std::rc::Rc;
 use std::time::{Duration, SystemTime};
 
+use actix_http::error::ParseError;
 use actix_http::ws::{CloseCode, CloseReason, Item};
 use actix_service::Service;
 use actix_tether_actors::{
@@ -175,6 +176,14 @@ fn map_connect_error(
         WsClientError::SendRequest(SendRequestError::Timeout) => ConnectErrorKind::Timeout,
         WsClientError::SendRequest(SendRequestError::Url(_) | SendRequestError::Http(_)) => {
             ConnectErrorKind::InvalidRequest
+        }
+        // The connection ended before a whole response arrived: a server
+        // (or a proxy in front of it) going away, worth another attempt.
+        WsClientError::SendRequest(SendRequestError::Response(
+            ParseError::Incomplete | ParseError::Io(_),
+        )) => ConnectErrorKind::Reset,
+        WsClientError::SendRequest(SendRequestError::Response(ParseError::Timeout)) => {
+            ConnectErrorKind::Timeout
         }
         WsClientError::SendRequest(SendRequestError::Response(_)) => ConnectErrorKind::Handshake,
         WsClientError::SendRequest(_) => ConnectErrorKind::Io,
