@@ -133,6 +133,14 @@ impl MockServer {
             .collect()
     }
 
+    /// Forgets the requests and frames recorded so far (for long-running
+    /// tests that would otherwise keep them all).
+    pub fn clear_log(&self) {
+        let mut s = self.shared.borrow_mut();
+        s.requests.clear();
+        s.sent.clear();
+    }
+
     /// Every frame the client wrote, control frames included.
     pub fn sent_frames(&self) -> Vec<(usize, OutFrame)> {
         self.shared.borrow().sent.clone()
