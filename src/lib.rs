@@ -55,6 +55,8 @@ pub mod demo;
 pub mod testkit;
 #[cfg(feature = "rustls")]
 mod tls;
+#[cfg(feature = "typed")]
+pub mod typed;
 mod validate;
 
 pub use actix_tether_actors as engine;

@@ -57,18 +57,25 @@ impl Hub {
     }
 }
 
+fn fan_out<M>(list: &RefCell<Vec<Recipient<M>>>, msg: M)
+where
+    M: actix::Message + Send + Clone + 'static,
+    M::Result: Send,
+{
+    deliver(&mut list.borrow_mut(), msg);
+}
+
 /// Delivers `msg` to every recipient, cloning it for all but the last, and
 /// forgets recipients whose actor has stopped.
 ///
 /// `try_send` tells a stopped actor from a full mailbox; a full mailbox still
 /// gets the message (`do_send` ignores capacity), so a slow subscriber delays
 /// nobody and loses nothing.
-fn fan_out<M>(list: &RefCell<Vec<Recipient<M>>>, msg: M)
+pub fn deliver<M>(list: &mut Vec<Recipient<M>>, msg: M)
 where
     M: actix::Message + Send + Clone + 'static,
     M::Result: Send,
 {
-    let mut list = list.borrow_mut();
     let mut msg = Some(msg);
     let last = list.len().saturating_sub(1);
     let mut i = 0;

@@ -1,0 +1,48 @@
+//! Errors of the typed layer.
+
+use std::fmt;
+
+use actix_tether_actors::SendError;
+
+use super::codec::CodecError;
+
+/// Why a typed send or a request failed.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum TypedError {
+    /// No response within the request's timeout; the request was forgotten.
+    Timeout,
+    /// The link went down before the response arrived.
+    Disconnected,
+    /// The client closed or gave up.
+    Closed,
+    /// The value could not be encoded (or the correlation id not placed).
+    Encode(CodecError),
+    /// The response could not be decoded as the expected type.
+    Decode(CodecError),
+    /// The client refused the message (queue full, closed): it is inside.
+    Send(SendError),
+}
+
+impl fmt::Display for TypedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TypedError::Timeout => f.write_str("request timed out"),
+            TypedError::Disconnected => f.write_str("link went down before the response"),
+            TypedError::Closed => f.write_str("client is closed"),
+            TypedError::Encode(e) => write!(f, "cannot encode: {e}"),
+            TypedError::Decode(e) => write!(f, "cannot decode: {e}"),
+            TypedError::Send(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for TypedError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            TypedError::Encode(e) | TypedError::Decode(e) => Some(e),
+            TypedError::Send(e) => Some(e),
+            _ => None,
+        }
+    }
+}

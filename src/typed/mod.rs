@@ -1,0 +1,280 @@
+//! Typed messaging (feature `typed`): send serde values, subscribe actors to
+//! decoded types or to routing keys, and make requests matched to their
+//! responses by a correlation id.
+//!
+//! ```
+//! use std::time::Duration;
+//! use actix_tether::testkit::{mock, run_paused};
+//! use actix_tether::typed::TypedClient;
+//! use actix_tether::ClientBuilder;
+//! use serde_json::{json, Value};
+//!
+//! run_paused(async {
+//!     let (transport, mut server) = mock();
+//!     let client = ClientBuilder::new("ws://api.test/").transport(transport).start().unwrap();
+//!     let api = TypedClient::builder()
+//!         .correlate("/id", "/id")
+//!         .start(&client);
+//!     let call = api.request::<_, Value>(&json!({"method": "time"}), Duration::from_secs(1));
+//!     let answer = async {
+//!         let mut conn = server.accept().await.unwrap();
+//!         let request: Value = serde_json::from_str(&conn.next_text().await.unwrap()).unwrap();
+//!         conn.send_text(&json!({"id": request["id"], "result": 42}).to_string());
+//!     };
+//!     let (response, ()) = futures::join!(call, answer);
+//!     assert_eq!(response.unwrap()["result"], 42);
+//! });
+//! ```
+//!
+//! What requests guarantee: a response is matched to its request by the id
+//! the client wrote into it; a request that gets no response within its
+//! timeout fails with [`TypedError::Timeout`] and is forgotten (a late
+//! response then goes to the subscribers like any message). When the link
+//! goes down, pending requests fail with [`TypedError::Disconnected`], except
+//! those sent with `retry_on_reconnect`, which are written again after the
+//! reconnect: the server may then see them twice.
+
+mod codec;
+mod error;
+mod router;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix_tether_actors::{Client, Message};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+
+pub use codec::{Codec, CodecError, JsonCodec};
+pub use error::TypedError;
+pub use router::{Correlation, DecodeFailed, Decoded, KeyFn, RouteKey, Routed, Topics};
+
+use router::{Configure, PendingCount, Request, Router};
+
+/// Configures the typed layer of a client.
+#[must_use]
+#[derive(Debug, Default)]
+pub struct TypedBuilder {
+    codec: Option<Arc<dyn Codec>>,
+    key: Option<RouteKey>,
+    correlation: Option<Correlation>,
+    topics: Topics,
+}
+
+impl std::fmt::Debug for dyn Codec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Codec")
+    }
+}
+
+impl TypedBuilder {
+    /// The codec. Default is [`JsonCodec`].
+    pub fn codec(mut self, codec: impl Codec) -> Self {
+        self.codec = Some(Arc::new(codec));
+        self
+    }
+
+    /// Routes messages by the value at a JSON pointer (`/channel`). Default
+    /// is no routing: every message is unrouted.
+    pub fn route_by(mut self, pointer: impl Into<String>) -> Self {
+        self.key = Some(RouteKey::Pointer(pointer.into()));
+        self
+    }
+
+    /// Routes messages by a key computed from the decoded value.
+    pub fn route_with(mut self, key: impl Fn(&Value) -> Option<String> + Send + 'static) -> Self {
+        self.key = Some(RouteKey::Fn(Box::new(key)));
+        self
+    }
+
+    /// Matches responses to requests: the client writes a fresh id at the
+    /// `request` pointer and looks for it at the `response` pointer. Default
+    /// is none (requests fail with an encode error).
+    pub fn correlate(mut self, request: impl Into<String>, response: impl Into<String>) -> Self {
+        self.correlation = Some(Correlation {
+            request: request.into(),
+            response: response.into(),
+        });
+        self
+    }
+
+    /// Shares the set of subscribed routing keys, so that an on-connect hook
+    /// built before the client can resubscribe to all of them. Default is a
+    /// fresh set.
+    pub fn topics(mut self, topics: Topics) -> Self {
+        self.topics = topics;
+        self
+    }
+
+    /// Starts the router on the current arbiter and subscribes it to
+    /// `client`. Start it right after the client, before the first link.
+    pub fn start(self, client: &Client) -> TypedClient {
+        let codec = self.codec.unwrap_or_else(|| Arc::new(JsonCodec));
+        let router = Router::new(
+            codec.clone(),
+            client.clone(),
+            self.key,
+            self.topics,
+            self.correlation,
+        )
+        .start();
+        client.subscribe(router.clone().recipient());
+        client.subscribe_events(router.clone().recipient());
+        TypedClient {
+            client: client.clone(),
+            router,
+            codec,
+        }
+    }
+}
+
+/// Options of one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RequestOptions {
+    /// How long to wait for the response.
+    pub timeout: Duration,
+    /// Keep the request across a disconnect and write it again after the
+    /// reconnect, instead of failing it with `Disconnected`.
+    pub retry_on_reconnect: bool,
+}
+
+impl RequestOptions {
+    /// A request that waits up to `timeout` and fails on disconnect.
+    pub fn new(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            retry_on_reconnect: false,
+        }
+    }
+
+    /// Also survive disconnects (the server may see the request twice).
+    pub fn retry_on_reconnect(mut self) -> Self {
+        self.retry_on_reconnect = true;
+        self
+    }
+}
+
+/// A client that speaks values: cloneable and `Send`.
+#[derive(Clone)]
+pub struct TypedClient {
+    client: Client,
+    router: Addr<Router>,
+    codec: Arc<dyn Codec>,
+}
+
+impl std::fmt::Debug for TypedClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TypedClient").finish_non_exhaustive()
+    }
+}
+
+impl TypedClient {
+    /// A builder with the JSON codec, no routing, no correlation.
+    pub fn builder() -> TypedBuilder {
+        TypedBuilder::default()
+    }
+
+    /// The underlying client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Encodes `value` and queues it like [`Client::send`].
+    pub async fn send_json<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), TypedError> {
+        let message = self.encode(value)?;
+        self.client.send(message).await.map_err(TypedError::Send)
+    }
+
+    fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Message, TypedError> {
+        let value =
+            serde_json::to_value(value).map_err(|e| TypedError::Encode(CodecError::new(e)))?;
+        self.codec.encode(&value).map_err(TypedError::Encode)
+    }
+
+    /// Subscribes an actor to every inbound message that decodes as `T`;
+    /// each message is decoded once per type, whatever the number of
+    /// subscribers.
+    pub fn subscribe<T>(&self, r: Recipient<Decoded<T>>)
+    where
+        T: DeserializeOwned + Clone + Send + 'static,
+    {
+        self.router
+            .do_send(Configure(Box::new(move |router| router.add_typed(r))));
+    }
+
+    /// Subscribes an actor to the messages whose routing key is `key`, and
+    /// adds `key` to the shared [`Topics`].
+    pub fn subscribe_topic(&self, key: impl Into<String>, r: Recipient<Routed>) {
+        let key = key.into();
+        self.router
+            .do_send(Configure(Box::new(move |router| router.add_topic(key, r))));
+    }
+
+    /// Subscribes an actor to messages with no key, or a key nobody
+    /// subscribed to.
+    pub fn subscribe_unrouted(&self, r: Recipient<Routed>) {
+        self.router
+            .do_send(Configure(Box::new(move |router| router.add_unrouted(r))));
+    }
+
+    /// Subscribes an actor to decode failures.
+    pub fn subscribe_failures(&self, r: Recipient<DecodeFailed>) {
+        self.router
+            .do_send(Configure(Box::new(move |router| router.add_failures(r))));
+    }
+
+    /// Sends `request` and waits up to `timeout` for its response.
+    ///
+    /// The request is encoded at once; the returned future owns everything
+    /// it needs.
+    pub fn request<Req, Resp>(
+        &self,
+        request: &Req,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Resp, TypedError>> + 'static
+    where
+        Req: Serialize + ?Sized,
+        Resp: DeserializeOwned,
+    {
+        self.request_with(request, RequestOptions::new(timeout))
+    }
+
+    /// Sends `request` with `options` and waits for its response.
+    pub fn request_with<Req, Resp>(
+        &self,
+        request: &Req,
+        options: RequestOptions,
+    ) -> impl Future<Output = Result<Resp, TypedError>> + 'static
+    where
+        Req: Serialize + ?Sized,
+        Resp: DeserializeOwned,
+    {
+        let value =
+            serde_json::to_value(request).map_err(|e| TypedError::Encode(CodecError::new(e)));
+        let router = self.router.clone();
+        async move {
+            let request = Request {
+                value: value?,
+                timeout: options.timeout,
+                retry: options.retry_on_reconnect,
+            };
+            let response = router
+                .send(request)
+                .await
+                .map_err(|_| TypedError::Closed)??;
+            Resp::deserialize(&response).map_err(|e| TypedError::Decode(CodecError::new(e)))
+        }
+    }
+
+    /// How many requests await a response (for monitoring and leak checks).
+    pub async fn pending_requests(&self) -> Result<usize, TypedError> {
+        self.router
+            .send(PendingCount)
+            .await
+            .map_err(|_| TypedError::Closed)
+    }
+}

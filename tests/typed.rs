@@ -1,0 +1,339 @@
+//! Typed messaging: serde values out, typed and topic subscriptions in,
+//! requests matched to responses.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix_tether::testkit::{mock, settle, MockTransport};
+use actix_tether::typed::{
+    DecodeFailed, Decoded, RequestOptions, Routed, Topics, TypedClient, TypedError,
+};
+use actix_tether::{Client, ClientBuilder, Jitter, Message};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{json, Value};
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn client(t: MockTransport) -> ClientBuilder {
+    ClientBuilder::new("ws://typed.test/")
+        .transport(t)
+        .jitter(Jitter::None)
+        .backoff_initial(ms(100))
+        .no_ping()
+}
+
+/// Collects whatever it receives.
+struct Sink<M>(Arc<Mutex<Vec<M>>>);
+
+impl<M: 'static + Unpin> Actor for Sink<M> {
+    type Context = Context<Self>;
+}
+
+impl<M: actix::Message<Result = ()> + Unpin + 'static> Handler<M> for Sink<M> {
+    type Result = ();
+
+    fn handle(&mut self, msg: M, _: &mut Context<Self>) {
+        self.0.lock().unwrap().push(msg);
+    }
+}
+
+fn sink<M: actix::Message<Result = ()> + Send + Unpin + 'static>(
+) -> (Recipient<M>, Arc<Mutex<Vec<M>>>)
+where
+    M::Result: Send,
+{
+    let store = Arc::new(Mutex::new(Vec::new()));
+    (Sink(store.clone()).start().recipient(), store)
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Price {
+    symbol: String,
+    price: f64,
+}
+
+static DECODES: AtomicUsize = AtomicUsize::new(0);
+
+/// A price whose decoding is counted.
+#[derive(Debug, Clone, PartialEq)]
+struct CountedPrice(Price);
+
+impl<'de> Deserialize<'de> for CountedPrice {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        DECODES.fetch_add(1, Ordering::SeqCst);
+        Price::deserialize(d).map(CountedPrice)
+    }
+}
+
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn values_out_typed_values_in_decoded_once_per_type() {
+    let (t, mut server) = mock();
+    let c = client(t).start().unwrap();
+    let typed = TypedClient::builder().start(&c);
+    let (a, got_a) = sink::<Decoded<CountedPrice>>();
+    let (b, got_b) = sink::<Decoded<CountedPrice>>();
+    let (p, got_p) = sink::<Decoded<Price>>();
+    let (f, failures) = sink::<DecodeFailed>();
+    typed.subscribe(a);
+    typed.subscribe(b);
+    typed.subscribe(p);
+    typed.subscribe_failures(f);
+    let mut conn = server.accept().await.unwrap();
+    typed
+        .send_json(&Price {
+            symbol: "BTC".into(),
+            price: 1.5,
+        })
+        .await
+        .unwrap();
+    let sent: Value = serde_json::from_str(&conn.next_text().await.unwrap()).unwrap();
+    assert_eq!(sent, json!({"symbol": "BTC", "price": 1.5}));
+
+    conn.send_text(r#"{"symbol":"ETH","price":2.0}"#);
+    conn.send_text(r#"{"not":"a price"}"#);
+    conn.send_text("not json at all");
+    settle(ms(10)).await;
+    let eth = Price {
+        symbol: "ETH".into(),
+        price: 2.0,
+    };
+    assert_eq!(got_a.lock().unwrap().len(), 1);
+    assert_eq!(got_b.lock().unwrap()[0].0, CountedPrice(eth.clone()));
+    assert_eq!(got_p.lock().unwrap()[0].0, eth);
+    // Two subscribers of CountedPrice, two messages that are JSON: two
+    // decodes, not four.
+    assert_eq!(DECODES.load(Ordering::SeqCst), 2);
+    let failures = failures.lock().unwrap().clone();
+    let raw: Vec<_> = failures.iter().map(|f| f.raw.clone()).collect();
+    assert_eq!(
+        raw,
+        [
+            Message::from(r#"{"not":"a price"}"#),
+            Message::from(r#"{"not":"a price"}"#),
+            Message::from("not json at all")
+        ]
+    );
+    assert!(failures.iter().any(|f| f.expected.contains("Price")));
+    // Serialization errors come back as values, not panics: JSON object
+    // keys must be strings.
+    let bad: std::collections::BTreeMap<Vec<u8>, u8> = [(vec![1], 1)].into();
+    assert!(matches!(
+        typed.send_json(&bad).await,
+        Err(TypedError::Encode(_))
+    ));
+    assert!(matches!(
+        typed.request::<_, Value>(&bad, ms(10)).await,
+        Err(TypedError::Encode(_))
+    ));
+}
+
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn topics_route_and_are_resubscribed_after_a_reconnect() {
+    let (t, mut server) = mock();
+    let topics = Topics::new();
+    let hook_topics = topics.clone();
+    let c = client(t)
+        .on_connect(move |_| {
+            hook_topics
+                .keys()
+                .into_iter()
+                .map(|k| Message::from(json!({"op": "subscribe", "channel": k}).to_string()))
+                .collect()
+        })
+        .start()
+        .unwrap();
+    let typed = TypedClient::builder()
+        .route_by("/channel")
+        .topics(topics.clone())
+        .start(&c);
+    let (trades, got_trades) = sink::<Routed>();
+    let (book, got_book) = sink::<Routed>();
+    let (rest, got_rest) = sink::<Routed>();
+    typed.subscribe_topic("trades", trades);
+    typed.subscribe_topic("book", book);
+    typed.subscribe_unrouted(rest);
+    let conn = server.accept().await.unwrap();
+    conn.send_text(r#"{"channel":"trades","p":1}"#);
+    conn.send_text(r#"{"channel":"book","p":2}"#);
+    conn.send_text(r#"{"channel":"other","p":3}"#);
+    conn.send_text(r#"{"p":4}"#);
+    settle(ms(10)).await;
+    assert_eq!(got_trades.lock().unwrap()[0].value["p"], 1);
+    assert_eq!(got_book.lock().unwrap()[0].key.as_deref(), Some("book"));
+    let rest: Vec<Value> = got_rest
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| (*r.value).clone())
+        .collect();
+    assert_eq!(rest, [json!({"channel":"other","p":3}), json!({"p":4})]);
+    assert_eq!(topics.keys(), ["book", "trades"]);
+
+    conn.drop_link();
+    let mut again = server.accept().await.unwrap();
+    let mut subs = Vec::new();
+    for _ in 0..2 {
+        let v: Value = serde_json::from_str(&again.next_text().await.unwrap()).unwrap();
+        subs.push(v["channel"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(subs, ["book", "trades"]);
+}
+
+async fn answer_next(conn: &mut actix_tether::testkit::MockConn) -> Value {
+    let req: Value = serde_json::from_str(&conn.next_text().await.unwrap()).unwrap();
+    conn.send_text(&json!({"id": req["id"], "result": req["params"]}).to_string());
+    req
+}
+
+fn api(c: &Client) -> TypedClient {
+    TypedClient::builder().correlate("/id", "/id").start(c)
+}
+
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn requests_resolve_time_out_and_fail_on_disconnect() {
+    let (t, mut server) = mock();
+    let c = client(t).start().unwrap();
+    let api = api(&c);
+    let mut conn = server.accept().await.unwrap();
+
+    let call = api.request::<_, Value>(&json!({"params": 5}), Duration::from_secs(1));
+    let (res, req) = futures::join!(call, answer_next(&mut conn));
+    assert_eq!(res.unwrap()["result"], 5);
+    assert_eq!(req["id"], "1");
+
+    let started = actix_rt::time::Instant::now();
+    let late = api
+        .request::<_, Value>(&json!({"params": 6}), ms(750))
+        .await;
+    assert!(matches!(late, Err(TypedError::Timeout)));
+    assert_eq!(started.elapsed(), ms(750));
+
+    let api2 = api.clone();
+    let cut = actix_rt::spawn(async move {
+        api2.request::<_, Value>(&json!({"params": 7}), Duration::from_secs(30))
+            .await
+    });
+    let api3 = api.clone();
+    let kept = actix_rt::spawn(async move {
+        let opts = RequestOptions::new(Duration::from_secs(30)).retry_on_reconnect();
+        api3.request_with::<_, Value>(&json!({"params": 8}), opts)
+            .await
+    });
+    settle(ms(10)).await;
+    conn.drop_link();
+    assert!(matches!(cut.await.unwrap(), Err(TypedError::Disconnected)));
+    // The retrying request goes out again on the next link and is answered.
+    let mut conn2 = server.accept().await.unwrap();
+    let mut answered = answer_next(&mut conn2).await;
+    while answered["params"] != 8 {
+        answered = answer_next(&mut conn2).await;
+    }
+    assert_eq!(kept.await.unwrap().unwrap()["result"], 8);
+    assert_eq!(api.pending_requests().await.unwrap(), 0);
+
+    let api4 = api.clone();
+    let closing = actix_rt::spawn(async move {
+        api4.request::<_, Value>(&json!({"params": 9}), Duration::from_secs(30))
+            .await
+    });
+    settle(ms(10)).await;
+    c.close(ms(100)).await.unwrap();
+    assert!(matches!(closing.await.unwrap(), Err(TypedError::Closed)));
+}
+
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn a_wrong_response_type_is_a_decode_error() {
+    let (t, mut server) = mock();
+    let c = client(t).start().unwrap();
+    let api = api(&c);
+    let mut conn = server.accept().await.unwrap();
+    let call = api.request::<_, Price>(&json!({"params": "not a price"}), Duration::from_secs(1));
+    let (res, _) = futures::join!(call, answer_next(&mut conn));
+    assert!(matches!(res, Err(TypedError::Decode(_))));
+    let none = TypedClient::builder().start(&c);
+    assert!(matches!(
+        none.request::<_, Value>(&json!({}), ms(10)).await,
+        Err(TypedError::Encode(_))
+    ));
+}
+
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn the_pending_table_never_leaks_over_100k_requests() {
+    let (t, mut server) = mock();
+    let c = client(t).queue_size(1 << 17).start().unwrap();
+    let api = api(&c);
+    let mut conn = server.accept().await.unwrap();
+    let total = 100_000u32;
+    let mut calls = Vec::with_capacity(total as usize);
+    for i in 0..total {
+        let api = api.clone();
+        calls.push(actix_rt::spawn(async move {
+            api.request::<_, Value>(&json!({"params": i}), ms(500))
+                .await
+        }));
+        if i % 10_000 == 9_999 {
+            // Answer every third, leave the rest to time out; every other
+            // round, cut the link while requests are in flight.
+            settle(ms(1)).await;
+            while let Ok(Some(text)) = actix_rt::time::timeout(ms(1), conn.next_text()).await {
+                let req: Value = serde_json::from_str(&text).unwrap();
+                if req["params"].as_u64().unwrap() % 3 == 0 {
+                    conn.send_text(&json!({"id": req["id"], "result": 1}).to_string());
+                }
+            }
+            if (i / 10_000) % 2 == 1 {
+                conn.drop_link();
+                conn = server.accept().await.unwrap();
+            } else {
+                settle(ms(600)).await;
+            }
+        }
+    }
+    settle(Duration::from_secs(1)).await;
+    let (mut ok, mut timeout, mut cut) = (0, 0, 0);
+    for call in calls {
+        match call.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(TypedError::Timeout) => timeout += 1,
+            Err(TypedError::Disconnected) => cut += 1,
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    println!("100k requests: {ok} answered, {timeout} timed out, {cut} cut by disconnects");
+    assert_eq!(ok + timeout + cut, total);
+    assert!(ok > 0 && timeout > 0 && cut > 0);
+    assert_eq!(api.pending_requests().await.unwrap(), 0);
+}
+
+#[actix_rt::test]
+async fn requests_against_a_real_server() {
+    let server = support::TestServer::start(support::Spec::new(support::echo));
+    let c = ClientBuilder::new(server.url()).start().unwrap();
+    let api = api(&c);
+    let (p, got) = sink::<Decoded<Price>>();
+    api.subscribe(p);
+    for i in 0..20 {
+        let echoed: Value = api
+            .request(&json!({"params": i}), Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(echoed["params"], i);
+    }
+    api.send_json(&Price {
+        symbol: "SOL".into(),
+        price: 3.0,
+    })
+    .await
+    .unwrap();
+    assert!(support::eventually(Duration::from_secs(5), || !got.lock().unwrap().is_empty()).await);
+    assert_eq!(got.lock().unwrap()[0].0.symbol, "SOL");
+    assert_eq!(api.pending_requests().await.unwrap(), 0);
+}
