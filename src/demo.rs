@@ -2,7 +2,11 @@
 //! that pings its clients and drops them every few seconds, alternately with
 //! a Close 1001 and without one, so the whole reconnect cycle shows.
 //!
-//! It also answers every text message `m` with `echo: m`.
+//! It also speaks a little JSON, for the typed examples: a message with an
+//! `"id"` is answered with `{"id": …, "result": {"echo": params}}`;
+//! `{"op": "subscribe", "channel": c}` adds `c` to the connection's channels,
+//! and every tick is then also sent as `{"channel": c, "tick": n}`. Any
+//! other text `m` is answered with `echo: m`.
 
 use std::io;
 use std::net::SocketAddr;
@@ -13,6 +17,7 @@ use std::time::Duration;
 use actix_web::dev::ServerHandle;
 use actix_web::{web, App, Error, HttpRequest, HttpResponse, HttpServer};
 use actix_ws::{CloseCode, CloseReason, Message as WsMessage};
+use serde_json::{json, Value};
 
 /// Timing of the demo feed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +99,7 @@ async fn feed(
         let end = actix_rt::time::sleep(config.drop_after);
         tokio::pin!(end);
         let mut seq = 0u64;
+        let mut channels: Vec<String> = Vec::new();
         loop {
             tokio::select! {
                 _ = tick.tick() => {
@@ -101,6 +107,12 @@ async fn feed(
                     let text = format!("{{\"connection\":{n},\"tick\":{seq}}}");
                     if session.text(text).await.is_err() {
                         return;
+                    }
+                    for channel in &channels {
+                        let text = json!({"channel": channel, "connection": n, "tick": seq});
+                        if session.text(text.to_string()).await.is_err() {
+                            return;
+                        }
                     }
                 }
                 _ = ping.tick() => {
@@ -121,7 +133,21 @@ async fn feed(
                 }
                 msg = stream.recv() => match msg {
                     Some(Ok(WsMessage::Text(t))) => {
-                        if session.text(format!("echo: {t}")).await.is_err() {
+                        let reply = match serde_json::from_str::<Value>(&t) {
+                            Ok(v) if v.get("id").is_some() => {
+                                json!({"id": v["id"], "result": {"echo": v.get("params")}}).to_string()
+                            }
+                            Ok(v) if v["op"] == "subscribe" => {
+                                let channel = v["channel"].as_str().unwrap_or_default().to_owned();
+                                let reply = json!({"event": "subscribed", "channel": channel});
+                                if !channels.contains(&channel) {
+                                    channels.push(channel);
+                                }
+                                reply.to_string()
+                            }
+                            _ => format!("echo: {t}"),
+                        };
+                        if session.text(reply).await.is_err() {
                             return;
                         }
                     }
