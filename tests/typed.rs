@@ -337,3 +337,97 @@ async fn requests_against_a_real_server() {
     assert_eq!(got.lock().unwrap()[0].0.symbol, "SOL");
     assert_eq!(api.pending_requests().await.unwrap(), 0);
 }
+
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn reliable_messages_are_resent_in_order_until_acknowledged() {
+    use actix_tether::typed::Delivery;
+    let (t, mut server) = mock();
+    let c = client(t).start().unwrap();
+    let api = TypedClient::builder()
+        .acknowledge("/id", "/ack")
+        .max_unacked(3)
+        .start(&c);
+    let mut conn = server.accept().await.unwrap();
+    let sends: Vec<_> = (1..=3)
+        .map(|n| actix_rt::spawn(api.send_reliable(&json!({ "n": n }))))
+        .collect();
+    settle(ms(1)).await;
+    assert!(matches!(
+        api.send_reliable(&json!({"n": 4})).await,
+        Err(TypedError::WindowFull)
+    ));
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let v: Value = serde_json::from_str(&conn.next_text().await.unwrap()).unwrap();
+        ids.push(v["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(ids, ["r1", "r2", "r3"]);
+    conn.send_text(r#"{"ack":"r1"}"#);
+    settle(ms(1)).await;
+    conn.drop_link();
+    settle(ms(1)).await;
+    c.try_send("plain, queued while down").unwrap();
+
+    // After the reconnect the unacknowledged go first, in order, then the
+    // backlog.
+    let mut conn2 = server.accept().await.unwrap();
+    let mut texts = Vec::new();
+    for _ in 0..3 {
+        texts.push(conn2.next_text().await.unwrap());
+    }
+    assert_eq!(
+        texts,
+        [
+            r#"{"id":"r2","n":2}"#,
+            r#"{"id":"r3","n":3}"#,
+            "plain, queued while down"
+        ]
+    );
+    conn2.send_text(r#"{"ack":"r3"}"#);
+    conn2.send_text(r#"{"ack":"r2"}"#);
+    let outcomes: Vec<Delivery> = futures::future::join_all(sends)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().unwrap())
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            Delivery::Acked {
+                id: "r1".into(),
+                resends: 0
+            },
+            Delivery::Acked {
+                id: "r2".into(),
+                resends: 1
+            },
+            Delivery::Acked {
+                id: "r3".into(),
+                resends: 1
+            },
+        ]
+    );
+    assert_eq!(api.unacked().await.unwrap(), 0);
+
+    let last = actix_rt::spawn(api.send_reliable(&json!({"n": 5})));
+    settle(ms(1)).await;
+    c.close(ms(100)).await.unwrap();
+    assert!(matches!(
+        last.await.unwrap(),
+        Ok(Delivery::GaveUp { id, resends: 0, .. }) if id == "r4"
+    ));
+}
+
+#[actix_rt::test]
+async fn reliable_delivery_against_a_real_server() {
+    use actix_tether::typed::Delivery;
+    // The echo server sends each message back, id included: an ack.
+    let server = support::TestServer::start(support::Spec::new(support::echo));
+    let c = ClientBuilder::new(server.url()).start().unwrap();
+    let api = TypedClient::builder().acknowledge("/id", "/id").start(&c);
+    for n in 0..10 {
+        let outcome = api.send_reliable(&json!({ "n": n })).await.unwrap();
+        assert!(matches!(outcome, Delivery::Acked { resends: 0, .. }));
+    }
+    assert_eq!(api.unacked().await.unwrap(), 0);
+}

@@ -17,7 +17,9 @@ use crate::events::{Event, Inbound, State};
 use crate::frame::Message;
 use crate::hub::Hub;
 use crate::queue::{Queue, Wake};
-use crate::supervisor::{Close, ConnectInfo, GetStats, Parts, Subscribe, Supervisor};
+use crate::supervisor::{
+    AddSetupSource, Close, ConnectInfo, GetStats, Parts, SetupSource, Subscribe, Supervisor,
+};
 use crate::transport::{ConnectRequest, Transport};
 
 /// Produces the request for each attempt (given the attempt number), so the
@@ -210,6 +212,13 @@ impl Client {
     /// Subscribes an actor to events.
     pub fn subscribe_events(&self, r: Recipient<Event>) {
         self.supervisor.do_send(Subscribe::Events(r));
+    }
+
+    /// Adds a source of setup-lane messages, called on every connect after
+    /// the on-connect hook; what it returns is written before the queued
+    /// backlog. Layers such as acknowledged delivery use it to re-send.
+    pub fn add_setup_source(&self, source: SetupSource) {
+        self.supervisor.do_send(AddSetupSource(source));
     }
 
     /// A snapshot of the client's statistics.

@@ -42,5 +42,5 @@ pub use error::{
 pub use events::{Event, Inbound, State};
 pub use frame::{CloseFrame, Fragment, Frame, Message, OutFrame};
 pub use hub::deliver;
-pub use supervisor::{ConnectInfo, Supervisor};
+pub use supervisor::{ConnectInfo, SetupSource, Supervisor};
 pub use transport::{redact_url, ConnectRequest, FrameSink, FrameStream, Link, Transport};

@@ -55,6 +55,23 @@ pub(crate) struct Close(pub(crate) Duration);
 #[rtype(result = "Stats")]
 pub(crate) struct GetStats;
 
+/// A source of setup-lane messages added at run time, after the on-connect
+/// hook's.
+pub type SetupSource = Box<dyn FnMut(&ConnectInfo) -> Vec<Message> + Send>;
+
+/// Add a setup source.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct AddSetupSource(pub(crate) SetupSource);
+
+impl Handler<AddSetupSource> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: AddSetupSource, _: &mut Context<Self>) {
+        self.setup_sources.push(msg.0);
+    }
+}
+
 /// Add subscribers.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -77,6 +94,7 @@ pub struct Supervisor {
     transport: Box<dyn Transport>,
     provider: RequestProvider,
     on_connect: Option<OnConnect>,
+    setup_sources: Vec<SetupSource>,
     backoff: Backoff,
     hub: Rc<Hub>,
     buffer: SharedBuffer,
@@ -119,6 +137,7 @@ impl Supervisor {
             transport: p.transport,
             provider: p.provider,
             on_connect: p.on_connect,
+            setup_sources: Vec::new(),
             backoff: p.backoff,
             hub: p.hub,
             buffer: p.buffer,
@@ -212,11 +231,18 @@ impl Supervisor {
             protocol: protocol.clone(),
         });
         let info = ConnectInfo { attempt, protocol };
-        let closing = self.closing();
-        let setup = match &mut self.on_connect {
-            Some(hook) if !closing => hook(&info),
-            _ => Vec::new(),
-        };
+        let mut setup = Vec::new();
+        if !self.closing() {
+            // The application's hook first (authentication, subscriptions),
+            // then the sources layers added (re-sends of unacknowledged
+            // messages), each in its own order.
+            if let Some(hook) = &mut self.on_connect {
+                setup.extend(hook(&info));
+            }
+            for source in &mut self.setup_sources {
+                setup.extend(source(&info));
+            }
+        }
         self.queue.do_send(Attach {
             link: id,
             writer: addr.clone().recipient(),

@@ -22,6 +22,8 @@ pub enum TypedError {
     Decode(CodecError),
     /// The client refused the message (queue full, closed): it is inside.
     Send(SendError),
+    /// As many reliable messages as allowed already await their acks.
+    WindowFull,
 }
 
 impl fmt::Display for TypedError {
@@ -33,6 +35,7 @@ impl fmt::Display for TypedError {
             TypedError::Encode(e) => write!(f, "cannot encode: {e}"),
             TypedError::Decode(e) => write!(f, "cannot decode: {e}"),
             TypedError::Send(e) => e.fmt(f),
+            TypedError::WindowFull => f.write_str("too many messages await acknowledgement"),
         }
     }
 }

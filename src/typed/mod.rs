@@ -33,9 +33,17 @@
 //! goes down, pending requests fail with [`TypedError::Disconnected`], except
 //! those sent with `retry_on_reconnect`, which are written again after the
 //! reconnect: the server may then see them twice.
+//!
+//! What acknowledged delivery guarantees: a message sent with
+//! [`TypedClient::send_reliable`] is delivered at least once: it is written
+//! again after every reconnect, oldest first and ahead of the queued
+//! backlog, until the server acknowledges its id or the client closes (then
+//! its outcome is `GaveUp` with the message). It may arrive more than once,
+//! so the server must deduplicate by id.
 
 mod codec;
 mod error;
+mod reliable;
 mod router;
 
 use std::future::Future;
@@ -50,9 +58,10 @@ use serde_json::Value;
 
 pub use codec::{Codec, CodecError, JsonCodec};
 pub use error::TypedError;
+pub use reliable::Delivery;
 pub use router::{Correlation, DecodeFailed, Decoded, KeyFn, RouteKey, Routed, Topics};
 
-use router::{Configure, PendingCount, Request, Router};
+use router::{Configure, PendingCount, Reliable, Request, Router, SendReliable, UnackedCount};
 
 /// Configures the typed layer of a client.
 #[must_use]
@@ -61,6 +70,8 @@ pub struct TypedBuilder {
     codec: Option<Arc<dyn Codec>>,
     key: Option<RouteKey>,
     correlation: Option<Correlation>,
+    acknowledge: Option<(String, String)>,
+    max_unacked: Option<usize>,
     topics: Topics,
 }
 
@@ -101,6 +112,21 @@ impl TypedBuilder {
         self
     }
 
+    /// Enables acknowledged delivery: [`TypedClient::send_reliable`] writes
+    /// a fresh id at the `id` pointer and waits for an inbound message that
+    /// carries it at the `ack` pointer. Default is off.
+    pub fn acknowledge(mut self, id: impl Into<String>, ack: impl Into<String>) -> Self {
+        self.acknowledge = Some((id.into(), ack.into()));
+        self
+    }
+
+    /// How many reliable messages may await their ack at once; beyond it
+    /// `send_reliable` fails with [`TypedError::WindowFull`]. Default is 1024.
+    pub fn max_unacked(mut self, n: usize) -> Self {
+        self.max_unacked = Some(n);
+        self
+    }
+
     /// Shares the set of subscribed routing keys, so that an on-connect hook
     /// built before the client can resubscribe to all of them. Default is a
     /// fresh set.
@@ -113,12 +139,23 @@ impl TypedBuilder {
     /// `client`. Start it right after the client, before the first link.
     pub fn start(self, client: &Client) -> TypedClient {
         let codec = self.codec.unwrap_or_else(|| Arc::new(JsonCodec));
+        let reliable = self.acknowledge.map(|(request, response)| {
+            let window = Arc::default();
+            client.add_setup_source(reliable::resender(Arc::clone(&window)));
+            Reliable {
+                request,
+                response,
+                max_unacked: self.max_unacked.unwrap_or(1024),
+                window,
+            }
+        });
         let router = Router::new(
             codec.clone(),
             client.clone(),
             self.key,
             self.topics,
             self.correlation,
+            reliable,
         )
         .start();
         client.subscribe(router.clone().recipient());
@@ -268,6 +305,33 @@ impl TypedClient {
                 .map_err(|_| TypedError::Closed)??;
             Resp::deserialize(&response).map_err(|e| TypedError::Decode(CodecError::new(e)))
         }
+    }
+
+    /// Sends `value` with acknowledged delivery (see
+    /// [`TypedBuilder::acknowledge`]) and resolves with its outcome: acked
+    /// (with how many times it was re-sent after reconnects) or given up when
+    /// the client closed first. At least once: the server must deduplicate
+    /// by id.
+    pub fn send_reliable<T: Serialize + ?Sized>(
+        &self,
+        value: &T,
+    ) -> impl Future<Output = Result<Delivery, TypedError>> + 'static {
+        let value = serde_json::to_value(value).map_err(|e| TypedError::Encode(CodecError::new(e)));
+        let router = self.router.clone();
+        async move {
+            router
+                .send(SendReliable(value?))
+                .await
+                .map_err(|_| TypedError::Closed)?
+        }
+    }
+
+    /// How many reliable messages await their ack.
+    pub async fn unacked(&self) -> Result<usize, TypedError> {
+        self.router
+            .send(UnackedCount)
+            .await
+            .map_err(|_| TypedError::Closed)
     }
 
     /// How many requests await a response (for monitoring and leak checks).

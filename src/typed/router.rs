@@ -24,6 +24,16 @@ use serde_json::Value;
 
 use super::codec::{Codec, CodecError};
 use super::error::TypedError;
+use super::reliable::{self, Delivery, SharedWindow};
+
+/// Acknowledged delivery: where the id goes, where acks carry it, and how
+/// many may await their ack at once.
+pub(crate) struct Reliable {
+    pub(crate) request: String,
+    pub(crate) response: String,
+    pub(crate) max_unacked: usize,
+    pub(crate) window: SharedWindow,
+}
 
 /// A decoded value of the type an actor subscribed to.
 #[derive(Debug, Clone)]
@@ -203,6 +213,7 @@ pub(crate) struct Router {
     pub(crate) key: Option<RouteKey>,
     pub(crate) topics: Topics,
     pub(crate) correlation: Option<Correlation>,
+    pub(crate) reliable: Option<Reliable>,
     by_key: HashMap<String, Vec<Recipient<Routed>>>,
     unrouted: Vec<Recipient<Routed>>,
     typed: HashMap<TypeId, Box<dyn Slot>>,
@@ -219,6 +230,7 @@ impl Router {
         key: Option<RouteKey>,
         topics: Topics,
         correlation: Option<Correlation>,
+        reliable: Option<Reliable>,
     ) -> Self {
         Self {
             codec,
@@ -226,6 +238,7 @@ impl Router {
             key,
             topics,
             correlation,
+            reliable,
             by_key: HashMap::new(),
             unrouted: Vec::new(),
             typed: HashMap::new(),
@@ -307,6 +320,13 @@ impl Handler<Inbound> for Router {
                 return;
             }
         }
+        if let Some(r) = &self.reliable {
+            if let Some(id) = key_at(&value, &r.response) {
+                if reliable::lock(&r.window).ack(&id) {
+                    return;
+                }
+            }
+        }
         for slot in self.typed.values_mut() {
             slot.deliver(&value, &raw, &mut self.failures);
         }
@@ -359,6 +379,9 @@ impl Handler<Event> for Router {
             }
             Event::GaveUp { .. } | Event::Closed { .. } => {
                 self.fail_all(ctx, TypedError::Closed, false);
+                if let Some(r) = &self.reliable {
+                    reliable::lock(&r.window).give_up();
+                }
             }
             _ => {}
         }
@@ -415,6 +438,56 @@ impl Handler<Request> for Router {
             },
         );
         Box::pin(async move { rx.await.unwrap_or(Err(TypedError::Closed)) })
+    }
+}
+
+/// Send a message that stays in the window until acknowledged.
+#[derive(actix::Message)]
+#[rtype(result = "Result<Delivery, TypedError>")]
+pub(crate) struct SendReliable(pub(crate) Value);
+
+impl Handler<SendReliable> for Router {
+    type Result = ResponseFuture<Result<Delivery, TypedError>>;
+
+    fn handle(&mut self, msg: SendReliable, _: &mut Context<Self>) -> Self::Result {
+        let fail = |e| -> Self::Result { Box::pin(async move { Err(e) }) };
+        let Some(r) = &self.reliable else {
+            return fail(TypedError::Encode(CodecError::new(BadPointer(
+                "(no acknowledgement configured)".into(),
+            ))));
+        };
+        let mut window = reliable::lock(&r.window);
+        if window.len() >= r.max_unacked {
+            return fail(TypedError::WindowFull);
+        }
+        let mut value = msg.0;
+        if let Err(e) = set_at(&mut value, &r.request, Value::String(window.next_id())) {
+            return fail(TypedError::Encode(e));
+        }
+        let message = match self.codec.encode(&value) {
+            Ok(m) => m,
+            Err(e) => return fail(TypedError::Encode(e)),
+        };
+        if let Err(e) = self.client.try_send(message.clone()) {
+            return fail(TypedError::Send(e));
+        }
+        let outcome = window.insert(message);
+        Box::pin(async move { outcome.await.map_err(|_| TypedError::Closed) })
+    }
+}
+
+/// How many reliable messages await their ack.
+#[derive(actix::Message)]
+#[rtype(result = "usize")]
+pub(crate) struct UnackedCount;
+
+impl Handler<UnackedCount> for Router {
+    type Result = usize;
+
+    fn handle(&mut self, _: UnackedCount, _: &mut Context<Self>) -> usize {
+        self.reliable
+            .as_ref()
+            .map_or(0, |r| reliable::lock(&r.window).len())
     }
 }
 
