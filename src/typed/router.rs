@@ -277,6 +277,21 @@ impl Router {
         self.failures.push(r);
     }
 
+    /// Writes `id` at `pointer`, encodes, and queues the message.
+    fn send_with_id(
+        &self,
+        mut value: Value,
+        pointer: &str,
+        id: &str,
+    ) -> Result<Message, TypedError> {
+        set_at(&mut value, pointer, Value::String(id.to_owned())).map_err(TypedError::Encode)?;
+        let message = self.codec.encode(&value).map_err(TypedError::Encode)?;
+        self.client
+            .try_send(message.clone())
+            .map_err(TypedError::Send)?;
+        Ok(message)
+    }
+
     fn fail_all(&mut self, ctx: &mut Context<Self>, err: TypedError, keep_retry: bool) {
         let ids: Vec<String> = self
             .pending
@@ -409,17 +424,10 @@ impl Handler<Request> for Router {
         };
         self.next_id += 1;
         let id = self.next_id.to_string();
-        let mut value = req.value;
-        if let Err(e) = set_at(&mut value, &correlation.request, Value::String(id.clone())) {
-            return fail(TypedError::Encode(e));
-        }
-        let message = match self.codec.encode(&value) {
+        let message = match self.send_with_id(req.value, &correlation.request, &id) {
             Ok(m) => m,
-            Err(e) => return fail(TypedError::Encode(e)),
+            Err(e) => return fail(e),
         };
-        if let Err(e) = self.client.try_send(message.clone()) {
-            return fail(TypedError::Send(e));
-        }
         let (tx, rx) = oneshot::channel();
         let timer_id = id.clone();
         let timer = ctx.run_later(req.timeout, move |act, _| {
@@ -460,17 +468,10 @@ impl Handler<SendReliable> for Router {
         if window.len() >= r.max_unacked {
             return fail(TypedError::WindowFull);
         }
-        let mut value = msg.0;
-        if let Err(e) = set_at(&mut value, &r.request, Value::String(window.next_id())) {
-            return fail(TypedError::Encode(e));
-        }
-        let message = match self.codec.encode(&value) {
+        let message = match self.send_with_id(msg.0, &r.request, &window.next_id()) {
             Ok(m) => m,
-            Err(e) => return fail(TypedError::Encode(e)),
+            Err(e) => return fail(e),
         };
-        if let Err(e) = self.client.try_send(message.clone()) {
-            return fail(TypedError::Send(e));
-        }
         let outcome = window.insert(message);
         Box::pin(async move { outcome.await.map_err(|_| TypedError::Closed) })
     }
