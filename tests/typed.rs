@@ -431,3 +431,76 @@ async fn reliable_delivery_against_a_real_server() {
     }
     assert_eq!(api.unacked().await.unwrap(), 0);
 }
+
+/// A binary codec: JSON bytes in binary frames.
+struct BinaryJson;
+
+impl actix_tether::typed::Codec for BinaryJson {
+    fn encode(&self, value: &Value) -> Result<Message, actix_tether::typed::CodecError> {
+        serde_json::to_vec(value)
+            .map(Message::from)
+            .map_err(actix_tether::typed::CodecError::new)
+    }
+
+    fn decode(&self, message: &Message) -> Result<Value, actix_tether::typed::CodecError> {
+        match message {
+            Message::Binary(b) => {
+                serde_json::from_slice(b).map_err(actix_tether::typed::CodecError::new)
+            }
+            Message::Text(_) => Err(actix_tether::typed::CodecError::new(std::io::Error::other(
+                "text frame on a binary codec",
+            ))),
+        }
+    }
+}
+
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn a_binary_codec_plugs_in() {
+    let (t, mut server) = mock();
+    let c = client(t).start().unwrap();
+    let typed = TypedClient::builder().codec(BinaryJson).start(&c);
+    let (p, got) = sink::<Decoded<Price>>();
+    let (f, failures) = sink::<DecodeFailed>();
+    typed.subscribe(p);
+    typed.subscribe_failures(f);
+    let mut conn = server.accept().await.unwrap();
+    typed.send_json(&json!({"x": 1})).await.unwrap();
+    assert_eq!(
+        conn.next_message().await,
+        Some(Message::Binary(br#"{"x":1}"#.to_vec().into()))
+    );
+    conn.send_binary(br#"{"symbol":"ADA","price":0.5}"#.to_vec());
+    conn.send_text(r#"{"symbol":"ADA","price":0.5}"#);
+    settle(ms(10)).await;
+    assert_eq!(got.lock().unwrap().len(), 1);
+    assert_eq!(failures.lock().unwrap().len(), 1);
+}
+
+#[actix_rt::test]
+async fn topics_against_a_real_server() {
+    let server = support::TestServer::start(support::Spec::new(support::echo));
+    let c = ClientBuilder::new(server.url()).start().unwrap();
+    let feed = TypedClient::builder().route_by("/channel").start(&c);
+    let (a, got_a) = sink::<Routed>();
+    let (other, got_other) = sink::<Routed>();
+    feed.subscribe_topic("a", a);
+    feed.subscribe_unrouted(other);
+    for (channel, n) in [("a", 1), ("b", 2), ("a", 3)] {
+        feed.send_json(&json!({"channel": channel, "n": n}))
+            .await
+            .unwrap();
+    }
+    assert!(support::eventually(Duration::from_secs(5), || got_a.lock().unwrap().len() == 2).await);
+    let a: Vec<Value> = got_a
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.value["n"].clone())
+        .collect();
+    assert_eq!(a, [json!(1), json!(3)]);
+    assert!(
+        support::eventually(Duration::from_secs(5), || got_other.lock().unwrap().len()
+            == 1)
+        .await
+    );
+}
