@@ -1,0 +1,449 @@
+//! Side-by-side benchmarks: actix-tether (through its whole actor pipeline:
+//! handle → queue → connection → socket, socket → connection → subscriber
+//! actor) against a raw awc loop (the floor of our transport) and
+//! tokio-tungstenite, all against one tokio-tungstenite server on 127.0.0.1
+//! in its own thread, in interleaved rounds (A B C A B C), medians reported
+//! with their ratio to raw awc.
+//!
+//!     cargo run --release --example bench            # full counts
+//!     cargo run --release --example bench -- --quick # a few seconds
+//!     cargo run --release --example bench -- --json  # one JSON object per line
+//!
+//! For latency, pin client and server to one core: `taskset -c 0 …`.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_tether::{ClientBuilder, Event, Inbound, Message, OverflowPolicy};
+use futures::channel::mpsc;
+use futures::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message as T;
+
+/// Server behaviours, chosen by the request path.
+// The handshake callback's error type is tungstenite's, not ours to shrink.
+#[allow(clippy::result_large_err)]
+async fn serve_one(stream: tokio::net::TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let mut path = String::new();
+    let callback =
+        |req: &tokio_tungstenite::tungstenite::handshake::server::Request,
+         resp: tokio_tungstenite::tungstenite::handshake::server::Response| {
+            path = req.uri().path().to_owned();
+            Ok(resp)
+        };
+    let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await else {
+        return;
+    };
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["push", n, size, kind] => {
+            let (n, size): (usize, usize) = (n.parse().unwrap_or(0), size.parse().unwrap_or(0));
+            let text = "x".repeat(size);
+            let bin = vec![7u8; size];
+            for _ in 0..n {
+                let m = if *kind == "t" {
+                    T::text(text.clone())
+                } else {
+                    T::binary(bin.clone())
+                };
+                if ws.feed(m).await.is_err() {
+                    return;
+                }
+            }
+            let _ = ws.flush().await;
+            while let Some(Ok(_)) = ws.next().await {}
+        }
+        ["sink", n] => {
+            let n: usize = n.parse().unwrap_or(0);
+            let mut seen = 0;
+            while seen < n {
+                match ws.next().await {
+                    Some(Ok(T::Text(_) | T::Binary(_))) => seen += 1,
+                    Some(Ok(_)) => {}
+                    _ => return,
+                }
+            }
+            let _ = ws.send(T::text("done")).await;
+            while let Some(Ok(_)) = ws.next().await {}
+        }
+        _ => {
+            while let Some(Ok(m)) = ws.next().await {
+                if (m.is_text() || m.is_binary()) && ws.send(m).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn start_server() -> std::io::Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async move {
+            let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                return;
+            };
+            while let Ok((s, _)) = listener.accept().await {
+                tokio::spawn(serve_one(s));
+            }
+        });
+    });
+    Ok(addr)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Client {
+    Awc,
+    Tether,
+    Tungstenite,
+}
+
+impl Client {
+    fn name(self) -> &'static str {
+        match self {
+            Client::Awc => "raw-awc",
+            Client::Tether => "actix-tether",
+            Client::Tungstenite => "tokio-tungstenite",
+        }
+    }
+}
+
+/// Counts inbound messages for the actix-tether client and reports each.
+struct Counter {
+    tx: mpsc::UnboundedSender<Option<Message>>,
+}
+
+impl Actor for Counter {
+    type Context = Context<Self>;
+}
+
+impl Handler<Inbound> for Counter {
+    type Result = ();
+
+    fn handle(&mut self, Inbound(m): Inbound, _: &mut Context<Self>) {
+        let _ = self.tx.unbounded_send(Some(m));
+    }
+}
+
+impl Handler<Event> for Counter {
+    type Result = ();
+
+    fn handle(&mut self, e: Event, _: &mut Context<Self>) {
+        if matches!(e, Event::Connected { .. }) {
+            let _ = self.tx.unbounded_send(None);
+        }
+    }
+}
+
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+async fn tether(
+    url: String,
+) -> Res<(
+    actix_tether::Client,
+    mpsc::UnboundedReceiver<Option<Message>>,
+)> {
+    let (tx, mut rx) = mpsc::unbounded();
+    let counter = Counter { tx }.start();
+    let client = ClientBuilder::new(url)
+        .no_ping()
+        .max_retries(0)
+        .queue_size(1 << 21)
+        .queue_bytes(1 << 30)
+        .overflow(OverflowPolicy::Wait)
+        .max_message_size(64 << 20)
+        .subscribe(counter.clone().recipient())
+        .subscribe_events(counter.recipient())
+        .start()?;
+    // Wait for the link (the Connected marker).
+    while let Some(Some(_)) = rx.next().await {}
+    Ok((client, rx))
+}
+
+/// Receives `n` messages; returns the seconds from connected to the last.
+async fn inbound(client: Client, base: &str, n: usize, size: usize, kind: &str) -> Res<f64> {
+    let url = format!("{base}/push/{n}/{size}/{kind}");
+    match client {
+        Client::Awc => {
+            let (_, mut framed) = awc::Client::new()
+                .ws(url)
+                .max_frame_size(64 << 20)
+                .connect()
+                .await?;
+            let start = Instant::now();
+            let mut seen = 0;
+            while seen < n {
+                match framed.next().await {
+                    Some(Ok(awc::ws::Frame::Text(_) | awc::ws::Frame::Binary(_))) => seen += 1,
+                    Some(Ok(_)) => {}
+                    _ => return Err("awc stream ended early".into()),
+                }
+            }
+            Ok(start.elapsed().as_secs_f64())
+        }
+        Client::Tungstenite => {
+            let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await?;
+            let start = Instant::now();
+            let mut seen = 0;
+            while seen < n {
+                match ws.next().await {
+                    Some(Ok(T::Text(_) | T::Binary(_))) => seen += 1,
+                    Some(Ok(_)) => {}
+                    _ => return Err("tungstenite stream ended early".into()),
+                }
+            }
+            Ok(start.elapsed().as_secs_f64())
+        }
+        Client::Tether => {
+            let (client, mut rx) = tether(url).await?;
+            let start = Instant::now();
+            let mut seen = 0;
+            while seen < n {
+                match rx.next().await {
+                    Some(Some(_)) => seen += 1,
+                    Some(None) => {}
+                    None => return Err("tether stopped early".into()),
+                }
+            }
+            let secs = start.elapsed().as_secs_f64();
+            let _ = client.close(Duration::from_secs(1)).await;
+            Ok(secs)
+        }
+    }
+}
+
+/// Sends `n` small texts; returns the seconds until the server counted all.
+async fn outbound(client: Client, base: &str, n: usize, size: usize) -> Res<f64> {
+    let url = format!("{base}/sink/{n}");
+    let text = "y".repeat(size);
+    match client {
+        Client::Awc => {
+            let (_, mut framed) = awc::Client::new().ws(url).connect().await?;
+            let start = Instant::now();
+            for _ in 0..n {
+                framed
+                    .feed(awc::ws::Message::Text(text.clone().into()))
+                    .await?;
+            }
+            framed.flush().await?;
+            while let Some(Ok(f)) = framed.next().await {
+                if matches!(f, awc::ws::Frame::Text(_)) {
+                    break;
+                }
+            }
+            Ok(start.elapsed().as_secs_f64())
+        }
+        Client::Tungstenite => {
+            let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await?;
+            let start = Instant::now();
+            for _ in 0..n {
+                ws.feed(T::text(text.clone())).await?;
+            }
+            ws.flush().await?;
+            while let Some(Ok(m)) = ws.next().await {
+                if m.is_text() {
+                    break;
+                }
+            }
+            Ok(start.elapsed().as_secs_f64())
+        }
+        Client::Tether => {
+            let (client, mut rx) = tether(url).await?;
+            let start = Instant::now();
+            for _ in 0..n {
+                client.send(text.as_str()).await?;
+            }
+            while let Some(m) = rx.next().await {
+                if m.is_some() {
+                    break;
+                }
+            }
+            let secs = start.elapsed().as_secs_f64();
+            let _ = client.close(Duration::from_secs(1)).await;
+            Ok(secs)
+        }
+    }
+}
+
+/// `n` round trips of one 64-byte message; returns each in microseconds.
+async fn echo(client: Client, base: &str, n: usize) -> Res<Vec<f64>> {
+    let url = format!("{base}/echo");
+    let text = "z".repeat(64);
+    let mut samples = Vec::with_capacity(n);
+    match client {
+        Client::Awc => {
+            let (_, mut framed) = awc::Client::new().ws(url).connect().await?;
+            for _ in 0..n {
+                let t = Instant::now();
+                framed
+                    .send(awc::ws::Message::Text(text.clone().into()))
+                    .await?;
+                loop {
+                    match framed.next().await {
+                        Some(Ok(awc::ws::Frame::Text(_))) => break,
+                        Some(Ok(_)) => {}
+                        _ => return Err("awc echo ended".into()),
+                    }
+                }
+                samples.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+        }
+        Client::Tungstenite => {
+            let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await?;
+            for _ in 0..n {
+                let t = Instant::now();
+                ws.send(T::text(text.clone())).await?;
+                loop {
+                    match ws.next().await {
+                        Some(Ok(T::Text(_))) => break,
+                        Some(Ok(_)) => {}
+                        _ => return Err("tungstenite echo ended".into()),
+                    }
+                }
+                samples.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+        }
+        Client::Tether => {
+            let (client, mut rx) = tether(url).await?;
+            for _ in 0..n {
+                let t = Instant::now();
+                client.send(text.as_str()).await?;
+                loop {
+                    match rx.next().await {
+                        Some(Some(_)) => break,
+                        Some(None) => {}
+                        None => return Err("tether echo ended".into()),
+                    }
+                }
+                samples.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+            let _ = client.close(Duration::from_secs(1)).await;
+        }
+    }
+    Ok(samples)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(i).copied().unwrap_or(f64::NAN)
+}
+
+struct Report {
+    json: bool,
+}
+
+impl Report {
+    /// One measurement; `awc` is raw awc's figure for the same bench.
+    fn line(&self, bench: &str, client: Client, value: f64, unit: &str, awc: f64) {
+        let ratio = (client != Client::Awc && awc.is_finite() && awc > 0.0).then(|| value / awc);
+        if self.json {
+            let v = serde_json::json!({
+                "bench": bench, "client": client.name(), "value": value, "unit": unit,
+                "ratio_vs_awc": ratio,
+            });
+            println!("{v}");
+        } else {
+            let ratio = ratio.map_or(String::from("-"), |r| format!("{r:.2}x"));
+            println!(
+                "{bench:<28} {:<18} {value:>14.1} {unit:<8} {ratio:>8}",
+                client.name()
+            );
+        }
+    }
+}
+
+#[actix::main]
+async fn main() -> Res<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let report = Report {
+        json: args.iter().any(|a| a == "--json"),
+    };
+    let addr = start_server()?;
+    let base = format!("ws://{addr}");
+    let clients = [Client::Awc, Client::Tether, Client::Tungstenite];
+    let rounds = if quick { 1 } else { 3 };
+    let (small_n, big_n, echo_n) = if quick {
+        (10_000, 100, 1_000)
+    } else {
+        (1_000_000, 10_000, 100_000)
+    };
+
+    // Throughput benches: interleave clients within each round.
+    type Bench = (&'static str, usize, usize, &'static str, bool);
+    let benches: [Bench; 3] = [
+        ("inbound 64 B text", small_n, 64, "t", true),
+        ("inbound 64 KiB binary", big_n, 64 * 1024, "b", true),
+        ("outbound 64 B text", small_n, 64, "t", false),
+    ];
+    for (name, n, size, kind, is_inbound) in benches {
+        let mut results: Vec<Vec<f64>> = vec![Vec::new(); clients.len()];
+        for _ in 0..rounds {
+            for (i, c) in clients.iter().enumerate() {
+                let secs = if is_inbound {
+                    inbound(*c, &base, n, size, kind).await?
+                } else {
+                    outbound(*c, &base, n, size).await?
+                };
+                results[i].push(n as f64 / secs);
+            }
+        }
+        let medians: Vec<f64> = results.into_iter().map(median).collect();
+        for (i, c) in clients.iter().enumerate() {
+            report.line(
+                &format!("{name} msgs/s"),
+                *c,
+                medians[i],
+                "msgs/s",
+                medians[0],
+            );
+            let mb = medians[i] * size as f64 / 1e6;
+            report.line(
+                &format!("{name} MB/s"),
+                *c,
+                mb,
+                "MB/s",
+                medians[0] * size as f64 / 1e6,
+            );
+        }
+    }
+
+    let mut lat: Vec<Vec<Vec<f64>>> = vec![Vec::new(); clients.len()];
+    for _ in 0..rounds {
+        for (i, c) in clients.iter().enumerate() {
+            let mut s = echo(*c, &base, echo_n).await?;
+            s.sort_by(f64::total_cmp);
+            lat[i].push(s);
+        }
+    }
+    for (label, p) in [("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999)] {
+        let per_client: Vec<f64> = lat
+            .iter()
+            .map(|rounds| median(rounds.iter().map(|s| percentile(s, p)).collect()))
+            .collect();
+        for (i, c) in clients.iter().enumerate() {
+            report.line(
+                &format!("echo 64 B {label}"),
+                *c,
+                per_client[i],
+                "us",
+                per_client[0],
+            );
+        }
+    }
+    Ok(())
+}
