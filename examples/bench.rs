@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use actix_tether::{ClientBuilder, Event, Inbound, Message, OverflowPolicy};
+use actix_tether::{ClientBuilder, Event, Inbound, InboundBatch, OverflowPolicy};
 use futures::channel::mpsc;
 use futures::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message as T;
@@ -104,6 +104,7 @@ fn start_server() -> std::io::Result<SocketAddr> {
 enum Client {
     Awc,
     Tether,
+    TetherBatched,
     Tungstenite,
 }
 
@@ -112,14 +113,22 @@ impl Client {
         match self {
             Client::Awc => "raw-awc",
             Client::Tether => "actix-tether",
+            Client::TetherBatched => "actix-tether (batches)",
             Client::Tungstenite => "tokio-tungstenite",
         }
     }
 }
 
-/// Counts inbound messages for the actix-tether client and reports each.
+/// What the actix-tether subscriber saw.
+enum Seen {
+    Connected,
+    /// This many messages (one, or one read's worth with batches).
+    Messages(usize),
+}
+
+/// Counts inbound messages for the actix-tether client.
 struct Counter {
-    tx: mpsc::UnboundedSender<Option<Message>>,
+    tx: mpsc::UnboundedSender<Seen>,
 }
 
 impl Actor for Counter {
@@ -129,8 +138,16 @@ impl Actor for Counter {
 impl Handler<Inbound> for Counter {
     type Result = ();
 
-    fn handle(&mut self, Inbound(m): Inbound, _: &mut Context<Self>) {
-        let _ = self.tx.unbounded_send(Some(m));
+    fn handle(&mut self, _: Inbound, _: &mut Context<Self>) {
+        let _ = self.tx.unbounded_send(Seen::Messages(1));
+    }
+}
+
+impl Handler<InboundBatch> for Counter {
+    type Result = ();
+
+    fn handle(&mut self, InboundBatch(batch): InboundBatch, _: &mut Context<Self>) {
+        let _ = self.tx.unbounded_send(Seen::Messages(batch.len()));
     }
 }
 
@@ -139,34 +156,54 @@ impl Handler<Event> for Counter {
 
     fn handle(&mut self, e: Event, _: &mut Context<Self>) {
         if matches!(e, Event::Connected { .. }) {
-            let _ = self.tx.unbounded_send(None);
+            let _ = self.tx.unbounded_send(Seen::Connected);
         }
     }
 }
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
+/// An actix-tether client whose subscriber takes one actor message per
+/// message, or with `batched` one per socket read.
 async fn tether(
     url: String,
-) -> Res<(
-    actix_tether::Client,
-    mpsc::UnboundedReceiver<Option<Message>>,
-)> {
+    batched: bool,
+) -> Res<(actix_tether::Client, mpsc::UnboundedReceiver<Seen>)> {
     let (tx, mut rx) = mpsc::unbounded();
     let counter = Counter { tx }.start();
-    let client = ClientBuilder::new(url)
+    let mut builder = ClientBuilder::new(url)
         .no_ping()
         .max_retries(0)
         .queue_size(1 << 21)
         .queue_bytes(1 << 30)
         .overflow(OverflowPolicy::Wait)
         .max_message_size(64 << 20)
-        .subscribe(counter.clone().recipient())
-        .subscribe_events(counter.recipient())
-        .start()?;
-    // Wait for the link (the Connected marker).
-    while let Some(Some(_)) = rx.next().await {}
+        .subscribe_events(counter.clone().recipient());
+    builder = if batched {
+        builder.subscribe_batches(counter.recipient())
+    } else {
+        builder.subscribe(counter.recipient())
+    };
+    let client = builder.start()?;
+    while let Some(seen) = rx.next().await {
+        if matches!(seen, Seen::Connected) {
+            break;
+        }
+    }
     Ok((client, rx))
+}
+
+/// Waits until `n` messages were seen.
+async fn count(rx: &mut mpsc::UnboundedReceiver<Seen>, n: usize) -> Res<()> {
+    let mut seen = 0;
+    while seen < n {
+        match rx.next().await {
+            Some(Seen::Messages(k)) => seen += k,
+            Some(Seen::Connected) => {}
+            None => return Err("tether stopped early".into()),
+        }
+    }
+    Ok(())
 }
 
 /// Receives `n` messages; returns the seconds from connected to the last.
@@ -203,17 +240,10 @@ async fn inbound(client: Client, base: &str, n: usize, size: usize, kind: &str) 
             }
             Ok(start.elapsed().as_secs_f64())
         }
-        Client::Tether => {
-            let (client, mut rx) = tether(url).await?;
+        Client::Tether | Client::TetherBatched => {
+            let (client, mut rx) = tether(url, client == Client::TetherBatched).await?;
             let start = Instant::now();
-            let mut seen = 0;
-            while seen < n {
-                match rx.next().await {
-                    Some(Some(_)) => seen += 1,
-                    Some(None) => {}
-                    None => return Err("tether stopped early".into()),
-                }
-            }
+            count(&mut rx, n).await?;
             let secs = start.elapsed().as_secs_f64();
             let _ = client.close(Duration::from_secs(1)).await;
             Ok(secs)
@@ -256,17 +286,13 @@ async fn outbound(client: Client, base: &str, n: usize, size: usize) -> Res<f64>
             }
             Ok(start.elapsed().as_secs_f64())
         }
-        Client::Tether => {
-            let (client, mut rx) = tether(url).await?;
+        Client::Tether | Client::TetherBatched => {
+            let (client, mut rx) = tether(url, client == Client::TetherBatched).await?;
             let start = Instant::now();
             for _ in 0..n {
                 client.send(text.as_str()).await?;
             }
-            while let Some(m) = rx.next().await {
-                if m.is_some() {
-                    break;
-                }
-            }
+            count(&mut rx, 1).await?;
             let secs = start.elapsed().as_secs_f64();
             let _ = client.close(Duration::from_secs(1)).await;
             Ok(secs)
@@ -312,18 +338,12 @@ async fn echo(client: Client, base: &str, n: usize) -> Res<Vec<f64>> {
                 samples.push(t.elapsed().as_secs_f64() * 1e6);
             }
         }
-        Client::Tether => {
-            let (client, mut rx) = tether(url).await?;
+        Client::Tether | Client::TetherBatched => {
+            let (client, mut rx) = tether(url, client == Client::TetherBatched).await?;
             for _ in 0..n {
                 let t = Instant::now();
                 client.send(text.as_str()).await?;
-                loop {
-                    match rx.next().await {
-                        Some(Some(_)) => break,
-                        Some(None) => {}
-                        None => return Err("tether echo ended".into()),
-                    }
-                }
+                count(&mut rx, 1).await?;
                 samples.push(t.elapsed().as_secs_f64() * 1e6);
             }
             let _ = client.close(Duration::from_secs(1)).await;
@@ -375,7 +395,12 @@ async fn main() -> Res<()> {
     };
     let addr = start_server()?;
     let base = format!("ws://{addr}");
-    let clients = [Client::Awc, Client::Tether, Client::Tungstenite];
+    let clients = [
+        Client::Awc,
+        Client::Tether,
+        Client::TetherBatched,
+        Client::Tungstenite,
+    ];
     let rounds = if quick { 1 } else { 3 };
     let (small_n, big_n, echo_n) = if quick {
         (10_000, 100, 1_000)

@@ -6,8 +6,8 @@ use std::time::Duration;
 use actix::Recipient;
 use actix_tether_actors::{
     BackoffPolicy, Client, Config, ConfigError, ConnectError, ConnectInfo, ConnectRequest, Engine,
-    Event, Inbound, Jitter, Message, OnConnect, OverflowPolicy, QueueLimits, RandomSource,
-    RequestProvider, Transport,
+    Event, Inbound, InboundBatch, Jitter, Message, OnConnect, OverflowPolicy, QueueLimits,
+    RandomSource, RequestProvider, Transport,
 };
 
 use crate::awc_transport::AwcTransport;
@@ -50,6 +50,7 @@ pub struct ClientBuilder {
     on_connect: Option<OnConnect>,
     random: Option<Box<dyn RandomSource>>,
     inbound: Vec<Recipient<Inbound>>,
+    batches: Vec<Recipient<InboundBatch>>,
     events: Vec<Recipient<Event>>,
     transport: Option<Box<dyn Transport>>,
     #[cfg(feature = "rustls")]
@@ -90,6 +91,7 @@ impl ClientBuilder {
             on_connect: None,
             random: None,
             inbound: Vec::new(),
+            batches: Vec::new(),
             events: Vec::new(),
             transport: None,
             #[cfg(feature = "rustls")]
@@ -264,6 +266,14 @@ impl ClientBuilder {
         self
     }
 
+    /// Subscribes an actor to inbound messages one socket read at a time
+    /// ([`InboundBatch`]): one actor message per read instead of one per
+    /// message, for feeds of many small messages.
+    pub fn subscribe_batches(mut self, r: Recipient<InboundBatch>) -> Self {
+        self.batches.push(r);
+        self
+    }
+
     /// Subscribes an actor to events from the first attempt on.
     pub fn subscribe_events(mut self, r: Recipient<Event>) -> Self {
         self.events.push(r);
@@ -337,6 +347,9 @@ impl ClientBuilder {
         }
         for r in self.inbound {
             engine = engine.subscribe(r);
+        }
+        for r in self.batches {
+            engine = engine.subscribe_batches(r);
         }
         for r in self.events {
             engine = engine.subscribe_events(r);

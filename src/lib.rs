@@ -62,7 +62,8 @@ mod validate;
 pub use actix_tether_actors as engine;
 pub use actix_tether_actors::{
     BackoffPolicy, Client, CloseError, CloseFrame, ConfigError, ConnectError, ConnectErrorKind,
-    ConnectInfo, ConnectRequest, DisconnectReason, Event, Inbound, Jitter, Message, OverflowPolicy,
-    ProtocolViolation, RandomSource, SendError, State, Stats, Transport, TransportError,
+    ConnectInfo, ConnectRequest, DisconnectReason, Event, Inbound, InboundBatch, Jitter, Message,
+    OverflowPolicy, ProtocolViolation, RandomSource, SendError, State, Stats, Transport,
+    TransportError,
 };
 pub use builder::ClientBuilder;

@@ -680,6 +680,51 @@ async fn close_while_down_with_nothing_queued_returns_at_once() {
     assert_eq!(server.requests().len(), attempts, "no attempts after close");
 }
 
+struct Batches(std::rc::Rc<std::cell::RefCell<Vec<Vec<Message>>>>);
+
+impl Actor for Batches {
+    type Context = Context<Self>;
+}
+
+impl Handler<actix_tether::InboundBatch> for Batches {
+    type Result = ();
+
+    fn handle(&mut self, b: actix_tether::InboundBatch, _: &mut Context<Self>) {
+        self.0.borrow_mut().push(b.0);
+    }
+}
+
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn batch_subscribers_get_each_read_as_one_message_in_order() {
+    let (t, mut server) = mock();
+    let rec = Recorder::start();
+    let batches = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let _client = base(t, &rec)
+        .subscribe_batches(Batches(batches.clone()).start().recipient())
+        .start()
+        .unwrap();
+    let conn = server.accept().await.unwrap();
+    for i in 0..300 {
+        conn.send_text(&format!("m{i}"));
+    }
+    settle(ms(1)).await;
+    conn.send_text("later");
+    settle(ms(1)).await;
+    let got = batches.borrow().clone();
+    // Everything queued at once arrives in few batches (reads of up to 256
+    // frames), in order; a later message comes in a batch of its own.
+    assert!(got.len() >= 3 && got.len() < 300, "{} batches", got.len());
+    let flat: Vec<Message> = got.iter().flatten().cloned().collect();
+    let want: Vec<Message> = (0..300)
+        .map(|i| Message::from(format!("m{i}")))
+        .chain([Message::from("later")])
+        .collect();
+    assert_eq!(flat, want);
+    assert_eq!(got.last().map(Vec::len), Some(1));
+    // Per-message subscribers saw the same, one by one.
+    assert_eq!(rec.recorded_inbound(), want);
+}
+
 struct QuitsAfterOne;
 
 impl Actor for QuitsAfterOne {

@@ -13,7 +13,7 @@ use crate::backoff::{Backoff, RandomSource};
 use crate::buffer::{lock, Buffer, OverflowPolicy, SharedBuffer};
 use crate::config::Config;
 use crate::error::{CloseError, ConfigError, ConnectError, SendError};
-use crate::events::{Event, Inbound, State};
+use crate::events::{Event, Inbound, InboundBatch, State};
 use crate::frame::Message;
 use crate::hub::Hub;
 use crate::queue::{Queue, Wake};
@@ -42,6 +42,7 @@ pub struct Engine {
     on_connect: Option<OnConnect>,
     random: Option<Box<dyn RandomSource>>,
     inbound: Vec<Recipient<Inbound>>,
+    batches: Vec<Recipient<InboundBatch>>,
     events: Vec<Recipient<Event>>,
 }
 
@@ -64,6 +65,7 @@ impl Engine {
             on_connect: None,
             random: None,
             inbound: Vec::new(),
+            batches: Vec::new(),
             events: Vec::new(),
         }
     }
@@ -84,6 +86,12 @@ impl Engine {
     /// Adds a subscriber to inbound messages, present from the first link.
     pub fn subscribe(mut self, r: Recipient<Inbound>) -> Self {
         self.inbound.push(r);
+        self
+    }
+
+    /// Adds a subscriber to inbound messages one socket read at a time.
+    pub fn subscribe_batches(mut self, r: Recipient<InboundBatch>) -> Self {
+        self.batches.push(r);
         self
     }
 
@@ -111,6 +119,9 @@ impl Engine {
         let hub = Rc::new(Hub::default());
         for r in self.inbound {
             hub.subscribe_inbound(r);
+        }
+        for r in self.batches {
+            hub.subscribe_batches(r);
         }
         for r in self.events {
             hub.subscribe_events(r);
@@ -207,6 +218,11 @@ impl Client {
     /// Subscribes an actor to inbound messages.
     pub fn subscribe(&self, r: Recipient<Inbound>) {
         self.supervisor.do_send(Subscribe::Inbound(r));
+    }
+
+    /// Subscribes an actor to inbound messages one socket read at a time.
+    pub fn subscribe_batches(&self, r: Recipient<InboundBatch>) {
+        self.supervisor.do_send(Subscribe::Batches(r));
     }
 
     /// Subscribes an actor to events.

@@ -77,6 +77,8 @@ pub(crate) struct Connection {
     link: Option<Link>,
     writer: Option<mpsc::UnboundedSender<WriteCmd>>,
     reassembler: Reassembler,
+    /// Messages completed in the current read, published together.
+    received: Vec<Message>,
     heartbeat: Option<Addr<Heartbeat>>,
     reason: Option<DisconnectReason>,
     closing: bool,
@@ -97,6 +99,7 @@ impl Connection {
         Self {
             id,
             reassembler: Reassembler::new(config.max_message_size),
+            received: Vec::new(),
             config,
             hub,
             supervisor,
@@ -159,7 +162,7 @@ impl Connection {
 
     fn deliver(&mut self, result: Result<Message, ProtocolViolation>, ctx: &mut Context<Self>) {
         match result {
-            Ok(m) => self.hub.publish_inbound(m),
+            Ok(m) => self.received.push(m),
             Err(v) => self.violation(v, ctx),
         }
     }
@@ -217,7 +220,7 @@ impl Actor for Connection {
             ctx.stop();
             return;
         };
-        ctx.add_stream(link.stream);
+        ctx.add_stream(link.stream.ready_chunks(READ_BATCH));
         let (tx, rx) = mpsc::unbounded();
         self.writer = Some(tx);
         ctx.spawn(
@@ -250,8 +253,33 @@ impl Actor for Connection {
     }
 }
 
-impl StreamHandler<Result<Frame, TransportError>> for Connection {
-    fn handle(&mut self, item: Result<Frame, TransportError>, ctx: &mut Context<Self>) {
+/// Frames the stream hands over at once: what one poll of the socket had
+/// ready, up to this many.
+const READ_BATCH: usize = 256;
+
+impl StreamHandler<Vec<Result<Frame, TransportError>>> for Connection {
+    fn handle(&mut self, items: Vec<Result<Frame, TransportError>>, ctx: &mut Context<Self>) {
+        for item in items {
+            if !ctx.state().alive() {
+                break;
+            }
+            self.on_item(item, ctx);
+        }
+        // Messages of one read go out together, in order, before anything
+        // the frames above set in motion (a Disconnected comes later).
+        if !self.received.is_empty() {
+            self.hub.publish_inbound(std::mem::take(&mut self.received));
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        self.set_reason(DisconnectReason::Dropped);
+        ctx.stop();
+    }
+}
+
+impl Connection {
+    fn on_item(&mut self, item: Result<Frame, TransportError>, ctx: &mut Context<Self>) {
         Counters::add(&self.hub.counters.frames_in, 1);
         let frame = match item {
             Ok(frame) => frame,
@@ -282,7 +310,7 @@ impl StreamHandler<Result<Frame, TransportError>> for Connection {
             }
             Frame::Continuation(fragment, data) => {
                 match self.reassembler.fragment(fragment, data) {
-                    Ok(Some(m)) => self.hub.publish_inbound(m),
+                    Ok(Some(m)) => self.received.push(m),
                     Ok(None) => {}
                     Err(v) => self.violation(v, ctx),
                 }
@@ -297,11 +325,6 @@ impl StreamHandler<Result<Frame, TransportError>> for Connection {
             }
             Frame::Close(close) => self.on_close_frame(close, ctx),
         }
-    }
-
-    fn finished(&mut self, ctx: &mut Context<Self>) {
-        self.set_reason(DisconnectReason::Dropped);
-        ctx.stop();
     }
 }
 

@@ -12,6 +12,13 @@ use crate::frame::Message;
 #[rtype(result = "()")]
 pub struct Inbound(pub Message);
 
+/// The inbound messages of one socket read, in order: for subscribers that
+/// handle many small messages and would rather pay one actor message per
+/// read than one per message.
+#[derive(Debug, Clone, PartialEq, Eq, actix::Message)]
+#[rtype(result = "()")]
+pub struct InboundBatch(pub Vec<Message>);
+
 /// A change in the client's life, delivered to every event subscriber in the
 /// order it happened.
 ///

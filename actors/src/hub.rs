@@ -9,7 +9,7 @@ use std::time::Duration;
 use actix::prelude::SendError as MailboxSendError;
 use actix::Recipient;
 
-use crate::events::{Event, Inbound};
+use crate::events::{Event, Inbound, InboundBatch};
 use crate::frame::Message;
 
 #[derive(Debug, Default)]
@@ -32,6 +32,7 @@ impl Counters {
 #[derive(Debug, Default)]
 pub(crate) struct Hub {
     inbound: RefCell<Vec<Recipient<Inbound>>>,
+    batches: RefCell<Vec<Recipient<InboundBatch>>>,
     events: RefCell<Vec<Recipient<Event>>>,
     pub(crate) counters: Counters,
 }
@@ -41,14 +42,28 @@ impl Hub {
         self.inbound.borrow_mut().push(r);
     }
 
+    pub(crate) fn subscribe_batches(&self, r: Recipient<InboundBatch>) {
+        self.batches.borrow_mut().push(r);
+    }
+
     pub(crate) fn subscribe_events(&self, r: Recipient<Event>) {
         self.events.borrow_mut().push(r);
     }
 
-    pub(crate) fn publish_inbound(&self, message: Message) {
-        Counters::add(&self.counters.messages_in, 1);
-        Counters::add(&self.counters.bytes_in, message.len() as u64);
-        fan_out(&self.inbound, Inbound(message));
+    /// Publishes the messages of one read: one actor message per message to
+    /// inbound subscribers, one per read to batch subscribers.
+    pub(crate) fn publish_inbound(&self, messages: Vec<Message>) {
+        Counters::add(&self.counters.messages_in, messages.len() as u64);
+        let bytes: usize = messages.iter().map(Message::len).sum();
+        Counters::add(&self.counters.bytes_in, bytes as u64);
+        if !self.inbound.borrow().is_empty() {
+            for message in &messages {
+                fan_out(&self.inbound, Inbound(message.clone()));
+            }
+        }
+        if !self.batches.borrow().is_empty() {
+            fan_out(&self.batches, InboundBatch(messages));
+        }
     }
 
     pub(crate) fn publish(&self, event: Event) {

@@ -39,7 +39,7 @@ pub use error::{
     BoxSource, CloseError, ConfigError, ConnectError, ConnectErrorKind, DisconnectReason,
     ProtocolViolation, SendError, TransportError, TransportErrorKind,
 };
-pub use events::{Event, Inbound, State};
+pub use events::{Event, Inbound, InboundBatch, State};
 pub use frame::{CloseFrame, Fragment, Frame, Message, OutFrame};
 pub use hub::deliver;
 pub use supervisor::{ConnectInfo, SetupSource, Supervisor};

@@ -31,7 +31,7 @@ use crate::client::{OnConnect, RequestProvider, Stats};
 use crate::config::Config;
 use crate::connection::{Abort, CloseLink, Connection};
 use crate::error::{CloseError, ConnectError, ConnectErrorKind, DisconnectReason};
-use crate::events::{Event, Inbound, State};
+use crate::events::{Event, Inbound, InboundBatch, State};
 use crate::frame::Message;
 use crate::hub::Hub;
 use crate::queue::{Attach, Detach, Queue, Shutdown, WhenDrained};
@@ -77,6 +77,7 @@ impl Handler<AddSetupSource> for Supervisor {
 #[rtype(result = "()")]
 pub(crate) enum Subscribe {
     Inbound(Recipient<Inbound>),
+    Batches(Recipient<InboundBatch>),
     Events(Recipient<Event>),
 }
 
@@ -473,6 +474,7 @@ impl Handler<Subscribe> for Supervisor {
     fn handle(&mut self, msg: Subscribe, _: &mut Context<Self>) {
         match msg {
             Subscribe::Inbound(r) => self.hub.subscribe_inbound(r),
+            Subscribe::Batches(r) => self.hub.subscribe_batches(r),
             Subscribe::Events(r) => self.hub.subscribe_events(r),
         }
     }
