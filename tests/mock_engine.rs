@@ -740,7 +740,7 @@ impl Handler<Inbound> for QuitsAfterOne {
 }
 
 #[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
-async fn a_stopped_subscriber_is_removed_and_harms_nothing() {
+async fn a_stopped_subscriber_harms_nothing() {
     let (t, mut server) = mock();
     let rec = Recorder::start();
     let quitter = QuitsAfterOne.start();
