@@ -109,6 +109,13 @@ enum Client {
 }
 
 impl Client {
+    const ALL: [Client; 4] = [
+        Client::Awc,
+        Client::Tether,
+        Client::TetherBatched,
+        Client::Tungstenite,
+    ];
+
     fn name(self) -> &'static str {
         match self {
             Client::Awc => "raw-awc",
@@ -174,7 +181,12 @@ async fn tether(
     let mut builder = ClientBuilder::new(url)
         .no_ping()
         .max_retries(0)
-        .queue_size(1 << 21)
+        .queue_size(
+            std::env::var("BQ")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1 << 21),
+        )
         .queue_bytes(1 << 30)
         .overflow(OverflowPolicy::Wait)
         .max_message_size(64 << 20)
@@ -390,17 +402,29 @@ impl Report {
 async fn main() -> Res<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
+    // `--only TEXT`: run the benches whose name contains TEXT (for profiling).
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_default();
     let report = Report {
         json: args.iter().any(|a| a == "--json"),
     };
     let addr = start_server()?;
     let base = format!("ws://{addr}");
-    let clients = [
-        Client::Awc,
-        Client::Tether,
-        Client::TetherBatched,
-        Client::Tungstenite,
-    ];
+    // `--clients a,b`: only these clients (by name); raw awc must be among
+    // them for ratios.
+    let chosen = args
+        .iter()
+        .position(|a| a == "--clients")
+        .and_then(|i| args.get(i + 1));
+    let clients: Vec<Client> = Client::ALL
+        .into_iter()
+        .filter(|c| chosen.is_none_or(|list| list.split(',').any(|n| n == c.name())))
+        .collect();
+    let awc = clients.iter().position(|c| *c == Client::Awc);
     let rounds = if quick { 1 } else { 3 };
     let (small_n, big_n, echo_n) = if quick {
         (10_000, 100, 1_000)
@@ -416,6 +440,9 @@ async fn main() -> Res<()> {
         ("outbound 64 B text", small_n, 64, "t", false),
     ];
     for (name, n, size, kind, is_inbound) in benches {
+        if !name.contains(only.as_str()) {
+            continue;
+        }
         let mut results: Vec<Vec<f64>> = vec![Vec::new(); clients.len()];
         for _ in 0..rounds {
             for (i, c) in clients.iter().enumerate() {
@@ -434,7 +461,7 @@ async fn main() -> Res<()> {
                 *c,
                 medians[i],
                 "msgs/s",
-                medians[0],
+                awc.map_or(f64::NAN, |a| medians[a]),
             );
             let mb = medians[i] * size as f64 / 1e6;
             report.line(
@@ -442,11 +469,14 @@ async fn main() -> Res<()> {
                 *c,
                 mb,
                 "MB/s",
-                medians[0] * size as f64 / 1e6,
+                awc.map_or(f64::NAN, |a| medians[a] * size as f64 / 1e6),
             );
         }
     }
 
+    if !"echo 64 B".contains(only.as_str()) {
+        return Ok(());
+    }
     let mut lat: Vec<Vec<Vec<f64>>> = vec![Vec::new(); clients.len()];
     for _ in 0..rounds {
         for (i, c) in clients.iter().enumerate() {
@@ -466,7 +496,7 @@ async fn main() -> Res<()> {
                 *c,
                 per_client[i],
                 "us",
-                per_client[0],
+                awc.map_or(f64::NAN, |a| per_client[a]),
             );
         }
     }

@@ -11,11 +11,11 @@ use std::rc::Rc;
 use std::time::{Duration, SystemTime};
 
 use actix_http::error::ParseError;
-use actix_http::ws::{CloseCode, CloseReason, Item};
+use actix_http::ws::Item;
 use actix_service::Service;
 use actix_tether_actors::{
-    CloseFrame, ConnectError, ConnectErrorKind, ConnectRequest, Fragment, Frame, Link, Message,
-    OutFrame, Transport, TransportError, TransportErrorKind,
+    CloseFrame, ConnectError, ConnectErrorKind, ConnectRequest, Fragment, Frame, Link, Transport,
+    TransportError, TransportErrorKind,
 };
 use awc::error::{
     ConnectError as AwcConnectError, SendRequestError, WsClientError, WsProtocolError,
@@ -24,9 +24,9 @@ use awc::http::header::{HeaderMap, RETRY_AFTER, SEC_WEBSOCKET_PROTOCOL};
 use awc::middleware::Transform;
 use awc::ws;
 use futures::future::{self, LocalBoxFuture};
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 
-use crate::validate;
+use crate::{awc_link, validate};
 
 /// Opens links with awc.
 #[derive(Debug, Clone)]
@@ -83,14 +83,11 @@ impl Transport for AwcTransport {
                 .get(SEC_WEBSOCKET_PROTOCOL)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
-            let (sink, stream) = framed.split();
+            let (stream, writer) = awc_link::split(framed.into_parts());
             let stream = stream.map(|item| item.map(frame_in).map_err(protocol_error));
-            let sink = sink
-                .sink_map_err(protocol_error)
-                .with(|f: OutFrame| future::ready(Ok::<_, TransportError>(frame_out(f))));
             Ok(Link {
                 stream: Box::pin(stream),
-                sink: Box::pin(sink),
+                writer: Box::new(writer),
                 protocol,
             })
         })
@@ -116,20 +113,7 @@ fn frame_in(frame: ws::Frame) -> Frame {
     }
 }
 
-fn frame_out(frame: OutFrame) -> ws::Message {
-    match frame {
-        OutFrame::Message(Message::Text(t)) => ws::Message::Text(t),
-        OutFrame::Message(Message::Binary(b)) => ws::Message::Binary(b),
-        OutFrame::Ping(b) => ws::Message::Ping(b),
-        OutFrame::Pong(b) => ws::Message::Pong(b),
-        OutFrame::Close(c) => ws::Message::Close(c.map(|c| CloseReason {
-            code: CloseCode::from(c.code),
-            description: (!c.reason.is_empty()).then_some(c.reason),
-        })),
-    }
-}
-
-fn protocol_error(e: WsProtocolError) -> TransportError {
+pub(crate) fn protocol_error(e: WsProtocolError) -> TransportError {
     let kind = match &e {
         WsProtocolError::Overflow => TransportErrorKind::FrameTooBig,
         // actix-http reports RSV bits without an extension as InvalidData.

@@ -47,6 +47,7 @@
 
 #![doc(test(attr(deny(warnings))))]
 
+mod awc_link;
 mod awc_transport;
 mod builder;
 #[cfg(feature = "demo")]

@@ -227,12 +227,14 @@ impl Buffer {
         self.backlog.drain(..n).collect()
     }
 
-    /// The write of `batch` was flushed: release its space.
-    pub(crate) fn written(&mut self, batch: &[Message]) {
+    /// The write of `batch` was flushed: release its space. Returns its
+    /// payload bytes.
+    pub(crate) fn written(&mut self, batch: &[Message]) -> usize {
         self.in_flight = self.in_flight.saturating_sub(batch.len());
         let bytes: usize = batch.iter().map(Message::len).sum();
         self.bytes = self.bytes.saturating_sub(bytes);
         self.admit_waiters();
+        bytes
     }
 
     /// The write of `batch` failed: put it back at the head, in order.

@@ -12,8 +12,10 @@
 //! the server's Close, reassembly of fragments up to the maximum message size
 //! (else close 1009), UTF-8 validation of text (else close 1007).
 //!
-//! Writes go through one writer task that owns the sink: it feeds everything
-//! already queued, flushes once, then acknowledges, so a batch costs one flush.
+//! Writes go through one writer task that owns the link's writer: it encodes
+//! everything already queued, flushes once, then acknowledges, so a batch
+//! costs one flush. A batch of messages stays whole until it is flushed; if
+//! the write fails or the actor stops first, dropping it requeues it.
 //! A closing link writes nothing after its Close frame.
 
 use std::rc::Rc;
@@ -22,21 +24,23 @@ use std::time::Duration;
 use actix::prelude::*;
 use bytes::Bytes;
 use futures::channel::{mpsc, oneshot};
-use futures::{SinkExt, StreamExt};
+use futures::future::poll_fn;
+use futures::StreamExt;
 
+use crate::batch::{Batch, Flushed};
 use crate::config::Config;
 use crate::error::{DisconnectReason, ProtocolViolation, TransportError};
-use crate::frame::{CloseFrame, Frame, Message, OutFrame};
+use crate::frame::{CloseFrame, Frame, Message, OutFrame, OutRef};
 use crate::heartbeat::{Heartbeat, Pong, StopHeartbeat};
 use crate::hub::{Counters, Hub};
 use crate::reassembly::Reassembler;
 use crate::supervisor::{LinkDown, Supervisor};
-use crate::transport::{FrameSink, Link};
+use crate::transport::{FrameWriter, Link};
 
 /// Write a batch of messages; resolves once they are flushed.
 #[derive(Message)]
-#[rtype(result = "Result<(), WriteFailed>")]
-pub(crate) struct Write(pub(crate) Vec<Message>);
+#[rtype(result = "Result<Flushed, WriteFailed>")]
+pub(crate) struct Write(pub(crate) Batch);
 
 /// A batch was not (known to be) flushed.
 #[derive(Debug)]
@@ -64,9 +68,15 @@ pub(crate) struct CloseLink {
 #[rtype(result = "()")]
 pub(crate) struct Abort;
 
-struct WriteCmd {
-    frames: Vec<OutFrame>,
-    ack: Option<oneshot::Sender<()>>,
+enum WriteCmd {
+    Batch(Batch, oneshot::Sender<Flushed>),
+    Frame(OutFrame, Option<oneshot::Sender<()>>),
+}
+
+/// Written, waiting for the flush to be acknowledged.
+enum Pending {
+    Batch(Batch, oneshot::Sender<Flushed>),
+    Frame(oneshot::Sender<()>),
 }
 
 pub(crate) struct Connection {
@@ -113,11 +123,17 @@ impl Connection {
         }
     }
 
-    fn write(&self, frames: Vec<OutFrame>, ack: Option<oneshot::Sender<()>>) -> bool {
+    /// Hands `cmd` to the writer task; false (and `cmd` dropped, which
+    /// requeues a batch) if the writer is gone.
+    fn write(&self, cmd: WriteCmd) -> bool {
         match &self.writer {
-            Some(w) => w.unbounded_send(WriteCmd { frames, ack }).is_ok(),
+            Some(w) => w.unbounded_send(cmd).is_ok(),
             None => false,
         }
+    }
+
+    fn write_frame(&self, frame: OutFrame, ack: Option<oneshot::Sender<()>>) -> bool {
+        self.write(WriteCmd::Frame(frame, ack))
     }
 
     /// Records the first reason the link ends; later ones are consequences.
@@ -141,7 +157,7 @@ impl Connection {
         }
         self.closing = true;
         let (tx, rx) = oneshot::channel();
-        if !self.write(vec![OutFrame::Close(close)], Some(tx)) {
+        if !self.write_frame(OutFrame::Close(close), Some(tx)) {
             ctx.stop();
             return;
         }
@@ -190,26 +206,48 @@ impl Connection {
 }
 
 async fn write_loop(
-    mut sink: FrameSink,
+    mut writer: Box<dyn FrameWriter>,
     mut rx: mpsc::UnboundedReceiver<WriteCmd>,
 ) -> Result<(), TransportError> {
-    let mut acks = Vec::new();
+    // On an error, everything here and still in `rx` is dropped: batches
+    // requeue themselves, acknowledgements report failure.
+    let mut pending = Vec::new();
     while let Some(first) = rx.next().await {
         let mut next = Some(first);
         while let Some(cmd) = next.take() {
-            for frame in cmd.frames {
-                sink.feed(frame).await?;
+            match cmd {
+                WriteCmd::Batch(batch, ack) => {
+                    for m in batch.messages() {
+                        send(&mut *writer, OutRef::Message(m)).await?;
+                    }
+                    pending.push(Pending::Batch(batch, ack));
+                }
+                WriteCmd::Frame(frame, ack) => {
+                    send(&mut *writer, frame.borrowed()).await?;
+                    pending.extend(ack.map(Pending::Frame));
+                }
             }
-            acks.extend(cmd.ack);
             // Everything already queued joins this flush.
             next = rx.try_recv().ok();
         }
-        sink.flush().await?;
-        for ack in acks.drain(..) {
-            let _ = ack.send(());
+        poll_fn(|cx| writer.poll_flush(cx)).await?;
+        for p in pending.drain(..) {
+            match p {
+                Pending::Batch(batch, ack) => {
+                    let _ = ack.send(batch.flushed());
+                }
+                Pending::Frame(ack) => {
+                    let _ = ack.send(());
+                }
+            }
         }
     }
     Ok(())
+}
+
+async fn send(writer: &mut dyn FrameWriter, frame: OutRef<'_>) -> Result<(), TransportError> {
+    poll_fn(|cx| writer.poll_ready(cx)).await?;
+    writer.start_send(frame)
 }
 
 impl Actor for Connection {
@@ -224,7 +262,7 @@ impl Actor for Connection {
         let (tx, rx) = mpsc::unbounded();
         self.writer = Some(tx);
         ctx.spawn(
-            write_loop(link.sink, rx)
+            write_loop(link.writer, rx)
                 .into_actor(self)
                 .map(|res, act, ctx| {
                     if let Err(e) = res {
@@ -316,7 +354,7 @@ impl Connection {
                 }
             }
             Frame::Ping(payload) => {
-                self.write(vec![OutFrame::Pong(payload)], None);
+                self.write_frame(OutFrame::Pong(payload), None);
             }
             Frame::Pong(payload) => {
                 if let Some(hb) = &self.heartbeat {
@@ -329,12 +367,12 @@ impl Connection {
 }
 
 impl Handler<Write> for Connection {
-    type Result = ResponseFuture<Result<(), WriteFailed>>;
+    type Result = ResponseFuture<Result<Flushed, WriteFailed>>;
 
-    fn handle(&mut self, msg: Write, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, Write(batch): Write, _: &mut Context<Self>) -> Self::Result {
         let (tx, rx) = oneshot::channel();
-        let frames = msg.0.into_iter().map(OutFrame::Message).collect();
-        if self.closing || !self.write(frames, Some(tx)) {
+        // Refused here, the batch drops and goes back to the buffer.
+        if self.closing || !self.write(WriteCmd::Batch(batch, tx)) {
             return Box::pin(async { Err(WriteFailed) });
         }
         Box::pin(async move { rx.await.map_err(|_| WriteFailed) })
@@ -346,7 +384,7 @@ impl Handler<SendPing> for Connection {
 
     fn handle(&mut self, msg: SendPing, _: &mut Context<Self>) {
         if !self.closing {
-            self.write(vec![OutFrame::Ping(msg.0)], None);
+            self.write_frame(OutFrame::Ping(msg.0), None);
         }
     }
 }

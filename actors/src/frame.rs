@@ -132,3 +132,42 @@ pub enum OutFrame {
     /// A Close frame.
     Close(Option<CloseFrame>),
 }
+
+impl OutFrame {
+    /// This frame, borrowed.
+    pub fn borrowed(&self) -> OutRef<'_> {
+        match self {
+            OutFrame::Message(m) => OutRef::Message(m),
+            OutFrame::Ping(b) => OutRef::Ping(b),
+            OutFrame::Pong(b) => OutRef::Pong(b),
+            OutFrame::Close(c) => OutRef::Close(c.as_ref()),
+        }
+    }
+}
+
+/// A frame to write, borrowed: the engine keeps a batch of messages until the
+/// transport has flushed it, so that a batch a dying link did not take can go
+/// out on the next one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutRef<'a> {
+    /// A data message.
+    Message(&'a Message),
+    /// A Ping with a payload of at most 125 bytes.
+    Ping(&'a Bytes),
+    /// A Pong echoing a Ping's payload.
+    Pong(&'a Bytes),
+    /// A Close frame.
+    Close(Option<&'a CloseFrame>),
+}
+
+impl OutRef<'_> {
+    /// An owned copy (payloads are reference-counted, not copied).
+    pub fn to_frame(self) -> OutFrame {
+        match self {
+            OutRef::Message(m) => OutFrame::Message(m.clone()),
+            OutRef::Ping(b) => OutFrame::Ping(b.clone()),
+            OutRef::Pong(b) => OutFrame::Pong(b.clone()),
+            OutRef::Close(c) => OutFrame::Close(c.cloned()),
+        }
+    }
+}

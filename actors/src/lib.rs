@@ -17,6 +17,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod backoff;
+mod batch;
 mod buffer;
 mod client;
 mod config;
@@ -40,7 +41,9 @@ pub use error::{
     ProtocolViolation, SendError, TransportError, TransportErrorKind,
 };
 pub use events::{Event, Inbound, InboundBatch, State};
-pub use frame::{CloseFrame, Fragment, Frame, Message, OutFrame};
+pub use frame::{CloseFrame, Fragment, Frame, Message, OutFrame, OutRef};
 pub use hub::deliver;
 pub use supervisor::{ConnectInfo, SetupSource, Supervisor};
-pub use transport::{redact_url, ConnectRequest, FrameSink, FrameStream, Link, Transport};
+pub use transport::{
+    redact_url, ConnectRequest, FrameStream, FrameWriter, Link, SinkWriter, Transport,
+};

@@ -5,10 +5,11 @@
 //! client closes. While no link is attached it only publishes drops. When a
 //! link is attached (`Attach`), the messages the on-connect hook produced for
 //! that link go out first, then the backlog, in order. Exactly one batch is in
-//! flight at a time; when the connection confirms the flush the batch is
-//! released, and when it does not (the link died) the batch's backlog part
-//! returns to the head of the buffer. Setup messages of a dead link are not
-//! requeued: the next connect produces fresh ones.
+//! flight at a time, moved (not copied) to the connection; when the connection
+//! flushes it, its room in the buffer is released, and when it does not (the
+//! link died) the batch's backlog part returns to the head of the buffer (see
+//! `batch.rs`). Setup messages of a dead link are not requeued: the next
+//! connect produces fresh ones.
 
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -16,6 +17,7 @@ use std::rc::Rc;
 use actix::prelude::*;
 use futures::channel::oneshot;
 
+use crate::batch::Batch;
 use crate::buffer::{lock, SharedBuffer};
 use crate::connection::Write;
 use crate::events::Event;
@@ -48,15 +50,11 @@ pub(crate) struct Wake;
 #[rtype(result = "()")]
 pub(crate) struct WhenDrained(pub(crate) oneshot::Sender<()>);
 
-/// Puts any in-flight batch back into the buffer and stops.
+/// Stops once no batch is in flight (a batch that was not flushed is back in
+/// the buffer by then).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct Shutdown;
-
-struct InFlight {
-    setup: usize,
-    batch: Vec<Message>,
-}
 
 pub(crate) struct Queue {
     buffer: SharedBuffer,
@@ -64,8 +62,11 @@ pub(crate) struct Queue {
     batch_max: usize,
     writer: Option<(u64, Recipient<Write>)>,
     setup: VecDeque<Message>,
-    in_flight: Option<InFlight>,
+    /// A batch is on its way to the socket.
+    in_flight: bool,
     drained: Vec<oneshot::Sender<()>>,
+    /// Set by `Shutdown` while a batch is in flight: answered once it settles.
+    shutdown: Option<oneshot::Sender<()>>,
 }
 
 impl Queue {
@@ -76,29 +77,30 @@ impl Queue {
             batch_max,
             writer: None,
             setup: VecDeque::new(),
-            in_flight: None,
+            in_flight: false,
             drained: Vec::new(),
+            shutdown: None,
         }
     }
 
     fn pump(&mut self, ctx: &mut Context<Self>) {
-        let (dropped, batch, setup) = {
+        let (dropped, messages, setup) = {
             let mut buf = lock(&self.buffer);
             let dropped = buf.begin_pump();
-            let mut batch = Vec::new();
+            let mut messages = Vec::new();
             let mut setup = 0;
-            if self.in_flight.is_none() && self.writer.is_some() {
+            if !self.in_flight && self.writer.is_some() {
                 let n = self.setup.len().min(self.batch_max);
-                batch.extend(self.setup.drain(..n));
-                setup = batch.len();
-                batch.extend(buf.take_batch(self.batch_max - setup));
+                messages.extend(self.setup.drain(..n));
+                setup = messages.len();
+                messages.extend(buf.take_batch(self.batch_max - setup));
             }
-            if batch.is_empty() && self.in_flight.is_none() && buf.is_empty() {
+            if messages.is_empty() && !self.in_flight && buf.is_empty() {
                 for tx in self.drained.drain(..) {
                     let _ = tx.send(());
                 }
             }
-            (dropped, batch, setup)
+            (dropped, messages, setup)
         };
         for message in dropped {
             self.hub.publish(Event::Dropped { message });
@@ -106,39 +108,37 @@ impl Queue {
         let Some((link, writer)) = &self.writer else {
             return;
         };
-        if batch.is_empty() {
+        if messages.is_empty() {
             return;
         }
         let link = *link;
-        let send = writer.send(Write(batch.clone()));
-        self.in_flight = Some(InFlight { setup, batch });
+        // From here the batch looks after itself: if it is dropped anywhere
+        // on the way, its backlog part goes back to the head of the buffer.
+        let batch = Batch::new(messages, setup, self.buffer.clone());
+        let send = writer.send(Write(batch));
+        self.in_flight = true;
         ctx.spawn(send.into_actor(self).map(move |res, act, ctx| {
-            let flushed = matches!(res, Ok(Ok(())));
-            act.finish_write(flushed);
-            if !flushed && act.writer.as_ref().is_some_and(|(id, _)| *id == link) {
+            act.in_flight = false;
+            let flushed = match res {
+                Ok(Ok(f)) => Some(f),
+                _ => None,
+            };
+            if let Some(f) = flushed {
+                let counters = &act.hub.counters;
+                Counters::add(&counters.messages_out, f.messages as u64);
+                Counters::add(&counters.bytes_out, f.bytes as u64);
+            } else if act.writer.as_ref().is_some_and(|(id, _)| *id == link) {
                 // That link is broken or closing; the supervisor attaches
                 // the next one (which may already be here: leave it be).
                 act.writer = None;
             }
+            if let Some(tx) = act.shutdown.take() {
+                let _ = tx.send(());
+                ctx.stop();
+                return;
+            }
             act.pump(ctx);
         }));
-    }
-
-    fn finish_write(&mut self, flushed: bool) {
-        let Some(InFlight { setup, mut batch }) = self.in_flight.take() else {
-            return;
-        };
-        let backlog = batch.split_off(setup);
-        let mut buf = lock(&self.buffer);
-        if flushed {
-            let counters = &self.hub.counters;
-            Counters::add(&counters.messages_out, (setup + backlog.len()) as u64);
-            let bytes: usize = batch.iter().chain(&backlog).map(Message::len).sum();
-            Counters::add(&counters.bytes_out, bytes as u64);
-            buf.written(&backlog);
-        } else {
-            buf.requeue(backlog);
-        }
     }
 }
 
@@ -185,13 +185,21 @@ impl Handler<WhenDrained> for Queue {
 }
 
 impl Handler<Shutdown> for Queue {
-    type Result = ();
+    type Result = ResponseFuture<()>;
 
-    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
-        // Whether an in-flight batch was flushed is unknown: hand it back
-        // rather than risk reporting a message as written that was not.
-        self.finish_write(false);
+    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) -> Self::Result {
         self.writer = None;
-        ctx.stop();
+        if !self.in_flight {
+            ctx.stop();
+            return Box::pin(async {});
+        }
+        // The supervisor has aborted the link, so the in-flight batch
+        // settles soon: flushed, or dropped and back in the buffer, where
+        // the supervisor collects what was not written.
+        let (tx, rx) = oneshot::channel();
+        self.shutdown = Some(tx);
+        Box::pin(async move {
+            let _ = rx.await;
+        })
     }
 }

@@ -2,25 +2,72 @@
 //!
 //! The engine never names a socket library. A [`Transport`] turns a
 //! [`ConnectRequest`] into a [`Link`]: a stream of decoded [`Frame`]s and a
-//! sink of [`OutFrame`]s. `actix-tether` plugs awc in here; its test kit plugs
+//! [`FrameWriter`] that encodes borrowed frames ([`OutRef`]) and flushes them.
+//! Any `Sink` of owned [`OutFrame`]s becomes a writer through [`SinkWriter`]. `actix-tether` plugs awc in here; its test kit plugs
 //! in an in-memory mock, which is what makes the engine testable on a paused
 //! clock.
 
 use std::fmt;
 use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::future::LocalBoxFuture;
 use futures::{Sink, Stream};
 
 use crate::error::{ConnectError, TransportError};
-use crate::frame::{Frame, OutFrame};
+use crate::frame::{Frame, OutFrame, OutRef};
 
 /// Inbound frames of one link.
 pub type FrameStream = Pin<Box<dyn Stream<Item = Result<Frame, TransportError>>>>;
 
-/// Outbound frames of one link.
-pub type FrameSink = Pin<Box<dyn Sink<OutFrame, Error = TransportError>>>;
+/// The outbound half of a link, in the shape of a `Sink` whose items are
+/// borrowed.
+///
+/// The engine calls `poll_ready` before each `start_send`, and `poll_flush`
+/// once per batch; it keeps each batch of messages until `poll_flush` reports
+/// it written, so that a batch a dying link did not take goes out on the next
+/// link instead of being lost. Encoding from a borrow is what lets it keep
+/// them without copying or reference-count traffic per message.
+pub trait FrameWriter {
+    /// Ready for one more frame; may write out a full buffer first.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>>;
+
+    /// Encodes `frame` into the write buffer.
+    fn start_send(&mut self, frame: OutRef<'_>) -> Result<(), TransportError>;
+
+    /// Writes everything buffered to the socket.
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>>;
+}
+
+impl fmt::Debug for dyn FrameWriter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FrameWriter")
+    }
+}
+
+/// A [`FrameWriter`] over any `Sink` of owned frames: each frame is cloned
+/// on its way in (payloads are reference-counted, so a clone copies no
+/// payload bytes).
+#[derive(Debug)]
+pub struct SinkWriter<S>(pub S);
+
+impl<S> FrameWriter for SinkWriter<S>
+where
+    S: Sink<OutFrame, Error = TransportError> + Unpin,
+{
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
+        Pin::new(&mut self.0).poll_ready(cx)
+    }
+
+    fn start_send(&mut self, frame: OutRef<'_>) -> Result<(), TransportError> {
+        Pin::new(&mut self.0).start_send(frame.to_frame())
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+}
 
 /// Everything needed to open one connection.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -73,7 +120,7 @@ pub struct Link {
     /// Decoded inbound frames; the stream ends when the socket closes.
     pub stream: FrameStream,
     /// Outbound frames; flushing it pushes them onto the socket.
-    pub sink: FrameSink,
+    pub writer: Box<dyn FrameWriter>,
     /// The subprotocol the server selected, if any.
     pub protocol: Option<String>,
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use actix_tether_actors::{
     CloseFrame, ConnectError, ConnectErrorKind, ConnectRequest, Fragment, Frame, Link, Message,
-    OutFrame, Transport, TransportError, TransportErrorKind,
+    OutFrame, SinkWriter, Transport, TransportError, TransportErrorKind,
 };
 use bytes::Bytes;
 use futures::channel::mpsc;
@@ -389,7 +389,7 @@ fn accept(shared: &Rc<RefCell<Shared>>, request: ConnectRequest, protocol: Optio
     });
     Link {
         stream: Box::pin(client_stream),
-        sink: Box::pin(sink),
+        writer: Box::new(SinkWriter(sink)),
         protocol,
     }
 }

@@ -1,0 +1,195 @@
+//! One awc socket as the engine's [`Link`].
+//!
+//! awc hands over a `Framed` socket. Splitting it with `StreamExt::split`
+//! would put a `BiLock` (atomic operations on every poll) between the two
+//! halves, and its sink takes messages by value, so the engine would have to
+//! copy every message it keeps for a possible requeue. Instead the socket, its
+//! buffers and actix-http's codec live in one `Rc<RefCell>` shared by the read
+//! half and the writer (everything runs on one arbiter, and neither half
+//! calls into the other), messages are encoded from a borrow with
+//! actix-http's frame writer, and the buffers are sized here:
+//!
+//! - reads ask for room adapted to the traffic: 8 KiB while it is light,
+//!   doubling to 64 KiB while reads fill the buffer;
+//! - writes go out when 64 KiB are buffered or on flush (the engine flushes
+//!   once per batch).
+
+use std::cell::RefCell;
+use std::io;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{ready, Context, Poll};
+
+use actix_codec::{AsyncWrite, Decoder, FramedParts};
+use actix_http::ws::{CloseCode, CloseReason, Codec, OpCode, Parser, ProtocolError};
+use actix_tether_actors::{FrameWriter, Message, OutRef, TransportError};
+use awc::BoxedSocket;
+use bytes::{Buf, BytesMut};
+use futures::Stream;
+
+use crate::awc_transport::protocol_error;
+
+/// Room asked for before a read while traffic is light.
+const READ_MIN: usize = 8 * 1024;
+/// The most room asked for before a read.
+const READ_MAX: usize = 64 * 1024;
+/// Buffered bytes that make the writer write before encoding more.
+const WRITE_HIGH: usize = 64 * 1024;
+
+struct Socket {
+    io: BoxedSocket,
+    codec: Codec,
+    read_buf: BytesMut,
+    write_buf: BytesMut,
+    /// Room to ask for before the next read.
+    read_room: usize,
+    /// `read_buf` may hold a whole frame.
+    readable: bool,
+    eof: bool,
+}
+
+type Shared = Rc<RefCell<Socket>>;
+
+/// Splits awc's socket into the read half and the writer.
+pub(crate) fn split(parts: FramedParts<BoxedSocket, Codec>) -> (ReadHalf, WriteHalf) {
+    let socket = Rc::new(RefCell::new(Socket {
+        io: parts.io,
+        codec: parts.codec,
+        // Bytes after the handshake response may already be here.
+        read_buf: parts.read_buf,
+        write_buf: parts.write_buf,
+        read_room: READ_MIN,
+        readable: true,
+        eof: false,
+    }));
+    (ReadHalf(socket.clone()), WriteHalf(socket))
+}
+
+/// Borrows the socket. The halves are polled one at a time on one thread and
+/// never call into each other, so the borrow cannot clash; if it ever did,
+/// that is an error on this link, not a panic.
+fn borrow(shared: &Shared) -> Result<std::cell::RefMut<'_, Socket>, ProtocolError> {
+    shared
+        .try_borrow_mut()
+        .map_err(|_| ProtocolError::Io(io::Error::other("socket halves polled re-entrantly")))
+}
+
+/// Decoded frames, as awc's `Framed` stream would yield them.
+pub(crate) struct ReadHalf(Shared);
+
+impl Stream for ReadHalf {
+    type Item = Result<awc::ws::Frame, ProtocolError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut s = match borrow(&self.0) {
+            Ok(s) => s,
+            Err(e) => return Poll::Ready(Some(Err(e))),
+        };
+        let s = &mut *s;
+        loop {
+            if s.readable {
+                match s.codec.decode(&mut s.read_buf) {
+                    Ok(Some(frame)) => return Poll::Ready(Some(Ok(frame))),
+                    Err(e) => return Poll::Ready(Some(Err(e))),
+                    Ok(None) => s.readable = false,
+                }
+            }
+            if s.eof {
+                if s.read_buf.is_empty() {
+                    return Poll::Ready(None);
+                }
+                // Report a frame cut off by the end of the stream once.
+                s.read_buf.clear();
+                let cut = io::Error::new(io::ErrorKind::UnexpectedEof, "stream ended mid-frame");
+                return Poll::Ready(Some(Err(ProtocolError::Io(cut))));
+            }
+            let room = s.read_room;
+            if s.read_buf.capacity() - s.read_buf.len() < room / 2 {
+                s.read_buf.reserve(room);
+            }
+            let spare = s.read_buf.capacity() - s.read_buf.len();
+            let n = match ready!(tokio_util::io::poll_read_buf(
+                Pin::new(&mut s.io),
+                cx,
+                &mut s.read_buf
+            )) {
+                Ok(n) => n,
+                Err(e) => return Poll::Ready(Some(Err(ProtocolError::Io(e)))),
+            };
+            // A read that filled the room asks for more next time; a light
+            // one goes back to the minimum (idle links stay small).
+            s.read_room = if n >= spare {
+                (room * 2).min(READ_MAX)
+            } else {
+                READ_MIN
+            };
+            if n == 0 {
+                s.eof = true;
+            }
+            s.readable = true;
+        }
+    }
+}
+
+/// Encodes borrowed frames into the shared write buffer.
+pub(crate) struct WriteHalf(Shared);
+
+impl WriteHalf {
+    fn flush(&self, cx: &mut Context<'_>) -> Poll<Result<(), ProtocolError>> {
+        let mut s = borrow(&self.0)?;
+        let s = &mut *s;
+        while !s.write_buf.is_empty() {
+            let n = ready!(Pin::new(&mut s.io).poll_write(cx, &s.write_buf))?;
+            if n == 0 {
+                let e = io::Error::new(io::ErrorKind::WriteZero, "socket took no bytes");
+                return Poll::Ready(Err(ProtocolError::Io(e)));
+            }
+            s.write_buf.advance(n);
+        }
+        ready!(Pin::new(&mut s.io).poll_flush(cx))?;
+        Poll::Ready(Ok(()))
+    }
+
+    fn encode(&self, frame: OutRef<'_>) -> Result<(), ProtocolError> {
+        let mut s = borrow(&self.0)?;
+        let dst = &mut s.write_buf;
+        // A client masks every frame (RFC 6455 §5.3).
+        match frame {
+            OutRef::Message(Message::Text(t)) => {
+                Parser::write_message(dst, t.as_bytes(), OpCode::Text, true, true)
+            }
+            OutRef::Message(Message::Binary(b)) => {
+                Parser::write_message(dst, b, OpCode::Binary, true, true)
+            }
+            OutRef::Ping(b) => Parser::write_message(dst, b, OpCode::Ping, true, true),
+            OutRef::Pong(b) => Parser::write_message(dst, b, OpCode::Pong, true, true),
+            OutRef::Close(c) => {
+                let reason = c.map(|c| CloseReason {
+                    code: CloseCode::from(c.code),
+                    description: (!c.reason.is_empty()).then(|| c.reason.clone()),
+                });
+                Parser::write_close(dst, reason, true);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl FrameWriter for WriteHalf {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
+        let full = borrow(&self.0).map_err(protocol_error)?.write_buf.len() >= WRITE_HIGH;
+        if full {
+            self.flush(cx).map_err(protocol_error)
+        } else {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn start_send(&mut self, frame: OutRef<'_>) -> Result<(), TransportError> {
+        self.encode(frame).map_err(protocol_error)
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
+        self.flush(cx).map_err(protocol_error)
+    }
+}
