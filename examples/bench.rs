@@ -181,13 +181,7 @@ async fn tether(
     let mut builder = ClientBuilder::new(url)
         .no_ping()
         .max_retries(0)
-        .queue_size(
-            std::env::var("BQ")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(1 << 21),
-        )
-        .queue_bytes(1 << 30)
+        // The default queue (1024 messages, 8 MiB); `send` waits for room.
         .overflow(OverflowPolicy::Wait)
         .max_message_size(64 << 20)
         .subscribe_events(counter.clone().recipient());

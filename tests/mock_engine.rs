@@ -953,3 +953,66 @@ async fn close_hands_back_a_batch_caught_in_a_write_that_never_finished() {
     assert!(all.ends_with(&unsent), "{unsent:?}");
     assert!(written.len() + unsent.len() >= all.len(), "{unsent:?}");
 }
+
+/// Takes 10 ms (of virtual time) per message and holds at most four in its
+/// mailbox.
+struct SlowSubscriber {
+    got: std::rc::Rc<std::cell::RefCell<Vec<Message>>>,
+}
+
+impl Actor for SlowSubscriber {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(4);
+    }
+}
+
+impl Handler<Inbound> for SlowSubscriber {
+    type Result = ();
+
+    fn handle(&mut self, Inbound(m): Inbound, ctx: &mut Context<Self>) {
+        self.got.borrow_mut().push(m);
+        ctx.wait(actix::clock::sleep(ms(10)).into_actor(self));
+    }
+}
+
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn a_slow_subscriber_slows_reading_instead_of_piling_up_messages() {
+    let (t, mut server) = mock();
+    let rec = Recorder::start();
+    let got = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let slow = SlowSubscriber { got: got.clone() }.start();
+    // Heartbeat checks far shorter than the 10 s the subscriber needs: the
+    // pongs and frames it has not read yet must not count as silence.
+    let client = base(t, &rec)
+        .ping_interval(ms(200))
+        .pong_timeout(ms(100))
+        .silence_timeout(Duration::from_secs(1))
+        .subscribe(slow.recipient())
+        .start()
+        .unwrap();
+    let conn = server.accept().await.unwrap();
+    let all: Vec<Message> = (0..1000).map(|i| Message::from(format!("m{i}"))).collect();
+    for m in &all {
+        conn.send_text(m.as_text().unwrap());
+    }
+    let mut most_ahead = 0;
+    for _ in 0..150 {
+        settle(ms(100)).await;
+        let read = client.stats().await.unwrap().messages_in as usize;
+        most_ahead = most_ahead.max(read - got.borrow().len());
+    }
+    assert_eq!(*got.borrow(), all, "all delivered, in order");
+    // Read but not yet handled: the mailbox (4), one read (at most 256
+    // frames) and the one in hand. Without backpressure it would be ~1000.
+    assert!(
+        most_ahead <= 261,
+        "read {most_ahead} ahead of the subscriber"
+    );
+    assert!(
+        !rec.event_names().contains(&"disconnected"),
+        "{:?}",
+        rec.event_names()
+    );
+}

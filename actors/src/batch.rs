@@ -85,7 +85,7 @@ mod tests {
 
     fn take(buffer: &SharedBuffer, setup: &[&str]) -> Batch {
         let mut messages: Vec<Message> = setup.iter().map(|s| Message::from(*s)).collect();
-        messages.extend(lock(buffer).take_batch(8));
+        lock(buffer).take_batch(8, &mut messages);
         Batch::new(messages, setup.len(), buffer.clone())
     }
 

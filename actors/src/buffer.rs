@@ -101,6 +101,10 @@ impl QueueLimits {
     }
 }
 
+/// Payload bytes after which a write batch ends, so that a batch of large
+/// messages does not hold up control frames (a Pong) for long.
+pub(crate) const BATCH_BYTES: usize = 1 << 20;
+
 pub(crate) type Waiter = (Message, oneshot::Sender<Result<(), SendError>>);
 
 /// The result of a push that was accepted.
@@ -220,11 +224,21 @@ impl Buffer {
         std::mem::take(&mut self.dropped)
     }
 
-    /// Takes up to `max` messages for one write, keeping them counted.
-    pub(crate) fn take_batch(&mut self, max: usize) -> Vec<Message> {
-        let n = max.min(self.backlog.len());
+    /// Moves up to `max` messages, and at most [`BATCH_BYTES`] of payload
+    /// (but at least one message), into `batch` for one write, keeping them
+    /// counted.
+    pub(crate) fn take_batch(&mut self, max: usize, batch: &mut Vec<Message>) {
+        let mut n = 0;
+        let mut bytes = 0;
+        for m in self.backlog.iter().take(max) {
+            bytes += m.len();
+            if n > 0 && bytes > BATCH_BYTES {
+                break;
+            }
+            n += 1;
+        }
         self.in_flight += n;
-        self.backlog.drain(..n).collect()
+        batch.extend(self.backlog.drain(..n));
     }
 
     /// The write of `batch` was flushed: release its space. Returns its
@@ -301,6 +315,26 @@ mod tests {
         Message::from(s)
     }
 
+    fn take(b: &mut Buffer, max: usize) -> Vec<Message> {
+        let mut batch = Vec::new();
+        b.take_batch(max, &mut batch);
+        batch
+    }
+
+    #[test]
+    fn a_batch_stops_at_its_byte_cap_but_holds_at_least_one() {
+        let mut b = buffer(8, 4 * BATCH_BYTES, OverflowPolicy::Reject);
+        let half = "h".repeat(BATCH_BYTES / 2);
+        let big = "b".repeat(BATCH_BYTES + 1);
+        for s in [&big, &half, &half, &half] {
+            assert!(b.push(m(s)).is_ok());
+        }
+        assert_eq!(take(&mut b, 8).len(), 1, "an oversized message goes alone");
+        assert_eq!(take(&mut b, 8).len(), 2, "two halves fill the cap");
+        assert_eq!(take(&mut b, 8).len(), 1);
+        assert_eq!(b.depth(), 4, "all still in flight");
+    }
+
     #[test]
     fn rejects_newest_when_full_by_count() {
         let mut b = buffer(2, 100, OverflowPolicy::Reject);
@@ -336,7 +370,7 @@ mod tests {
         for s in ["a", "b", "c"] {
             assert!(b.push(m(s)).is_ok());
         }
-        let batch = b.take_batch(2);
+        let batch = take(&mut b, 2);
         assert_eq!(batch, vec![m("a"), m("b")]);
         assert_eq!(b.depth(), 3);
         assert!(b.push(m("d")).is_err());
@@ -354,7 +388,7 @@ mod tests {
         assert!(b.park((m("c"), tx2)).is_ok());
         // A newcomer may not overtake parked senders.
         assert_eq!(b.push(m("z")), Err(SendError::Full(m("z"))));
-        let batch = b.take_batch(10);
+        let batch = take(&mut b, 10);
         b.written(&batch);
         assert_eq!(rx1.try_recv(), Ok(Some(Ok(()))));
         assert_eq!(rx2.try_recv(), Ok(None));
@@ -434,7 +468,8 @@ mod props {
                         if b.push(m.clone()).is_ok() { accepted.push(m); }
                     }
                     Op::Take(n) if in_flight.is_none() => {
-                        let batch = b.take_batch(n);
+                        let mut batch = Vec::new();
+                        b.take_batch(n, &mut batch);
                         if !batch.is_empty() { in_flight = Some(batch); }
                     }
                     Op::Written => if let Some(batch) = in_flight.take() {

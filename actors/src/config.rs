@@ -64,7 +64,9 @@ pub struct Config {
     pub max_message_size: usize,
     /// Bounds and overflow policy of the outbound queue.
     pub queue: QueueLimits,
-    /// Most queued messages written (and flushed) as one batch. Default is 256.
+    /// Most queued messages written (and flushed) as one batch; a batch also
+    /// stops at 1 MiB of payload (and always holds at least one message).
+    /// Default is 1024.
     pub write_batch: usize,
     /// Retry 4xx refusals other than 408 and 429 too. Default is false.
     pub retry_client_errors: bool,
@@ -82,7 +84,7 @@ impl Default for Config {
             heartbeat: HeartbeatConfig::default(),
             max_message_size: 16 << 20,
             queue: QueueLimits::default(),
-            write_batch: 256,
+            write_batch: 1024,
             retry_client_errors: false,
         }
     }

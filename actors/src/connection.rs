@@ -33,6 +33,7 @@ use crate::error::{DisconnectReason, ProtocolViolation, TransportError};
 use crate::frame::{CloseFrame, Frame, Message, OutFrame, OutRef};
 use crate::heartbeat::{Heartbeat, Pong, StopHeartbeat};
 use crate::hub::{Counters, Hub};
+use crate::read_batch::ReadBatches;
 use crate::reassembly::Reassembler;
 use crate::supervisor::{LinkDown, Supervisor};
 use crate::transport::{FrameWriter, Link};
@@ -258,7 +259,7 @@ impl Actor for Connection {
             ctx.stop();
             return;
         };
-        ctx.add_stream(link.stream.ready_chunks(READ_BATCH));
+        ctx.add_stream(ReadBatches::new(link.stream, self.hub.clone()));
         let (tx, rx) = mpsc::unbounded();
         self.writer = Some(tx);
         ctx.spawn(
@@ -291,10 +292,6 @@ impl Actor for Connection {
     }
 }
 
-/// Frames the stream hands over at once: what one poll of the socket had
-/// ready, up to this many.
-const READ_BATCH: usize = 256;
-
 impl StreamHandler<Vec<Result<Frame, TransportError>>> for Connection {
     fn handle(&mut self, items: Vec<Result<Frame, TransportError>>, ctx: &mut Context<Self>) {
         for item in items {
@@ -306,7 +303,18 @@ impl StreamHandler<Vec<Result<Frame, TransportError>>> for Connection {
         // Messages of one read go out together, in order, before anything
         // the frames above set in motion (a Disconnected comes later).
         if !self.received.is_empty() {
-            self.hub.publish_inbound(std::mem::take(&mut self.received));
+            let waits = self.hub.publish_inbound(std::mem::take(&mut self.received));
+            if !waits.is_empty() {
+                // Not tied to this actor: if the link goes down meanwhile,
+                // what is on its way must still arrive before the next
+                // link's messages.
+                self.hub.reading.close();
+                let hub = self.hub.clone();
+                actix_rt::spawn(async move {
+                    futures::future::join_all(waits).await;
+                    hub.reading.open();
+                });
+            }
         }
     }
 

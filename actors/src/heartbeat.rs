@@ -8,7 +8,9 @@
 //! connection the link is dead and stops; the connection drops the link and
 //! the supervisor reconnects. With `any_frame_is_alive`, any inbound frame
 //! since the ping also counts. With a silence timeout, a link that receives
-//! nothing at all for that long is declared dead as well.
+//! nothing at all for that long is declared dead as well. While the
+//! connection has stopped reading to let a slow subscriber catch up, the link
+//! is not judged: its answer may be waiting, unread, in the socket.
 
 use std::rc::Rc;
 
@@ -89,7 +91,8 @@ impl Heartbeat {
         if out.seq != seq {
             return;
         }
-        if self.config.any_frame_is_alive && self.frames() != out.frames_at_send {
+        let heard = self.config.any_frame_is_alive && self.frames() != out.frames_at_send;
+        if heard || self.hub.reading.is_closed() {
             self.outstanding = None;
             return;
         }
@@ -101,7 +104,7 @@ impl Heartbeat {
             return;
         };
         let frames = self.frames();
-        if frames == self.frames_at_silence_check {
+        if frames == self.frames_at_silence_check && !self.hub.reading.is_closed() {
             self.dead(DisconnectReason::Silence(timeout), ctx);
             return;
         }

@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use actix::prelude::SendError as MailboxSendError;
 use actix::Recipient;
+use futures::future::LocalBoxFuture;
 
 use crate::events::{Event, Inbound, InboundBatch};
 use crate::frame::Message;
+use crate::read_batch::Gate;
 
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
@@ -35,6 +37,8 @@ pub(crate) struct Hub {
     batches: RefCell<Vec<Recipient<InboundBatch>>>,
     events: RefCell<Vec<Recipient<Event>>>,
     pub(crate) counters: Counters,
+    /// Closed while a full subscriber catches up: links do not read.
+    pub(crate) reading: Gate,
 }
 
 impl Hub {
@@ -52,29 +56,96 @@ impl Hub {
 
     /// Publishes the messages of one read: one actor message per message to
     /// inbound subscribers, one per read to batch subscribers.
-    pub(crate) fn publish_inbound(&self, messages: Vec<Message>) {
+    ///
+    /// Returns what reading must wait for: for each subscriber whose mailbox
+    /// filled up, a future that resolves once it has handled this read. The
+    /// rest of the read still goes to it (over capacity, in order: nothing is
+    /// lost), but no more is read until it has caught up, so a slow
+    /// subscriber holds at most its mailbox and one read, and pushes back on
+    /// the server through TCP instead of growing memory.
+    pub(crate) fn publish_inbound(&self, messages: Vec<Message>) -> Vec<CatchUp> {
         Counters::add(&self.counters.messages_in, messages.len() as u64);
         let bytes: usize = messages.iter().map(Message::len).sum();
         Counters::add(&self.counters.bytes_in, bytes as u64);
-        if self.batches.borrow().is_empty() {
-            // The common case: hand each message over without a copy.
-            for message in messages {
-                fan_out(&self.inbound, Inbound(message));
-            }
-            return;
+        let mut waits = Vec::new();
+        let want_batches = !self.batches.borrow().is_empty();
+        let mut messages = Some(messages);
+        {
+            let mut inbound = self.inbound.borrow_mut();
+            let last = inbound.len();
+            let mut i = 0;
+            inbound.retain(|r| {
+                i += 1;
+                if i == last && !want_batches {
+                    // The common case: hand each message over without a copy.
+                    let owned = messages.take().unwrap_or_default();
+                    send_in_order(r, owned.into_iter().map(Inbound), &mut waits)
+                } else {
+                    let shared = messages.iter().flatten().cloned();
+                    send_in_order(r, shared.map(Inbound), &mut waits)
+                }
+            });
         }
-        if !self.inbound.borrow().is_empty() {
-            for message in &messages {
-                fan_out(&self.inbound, Inbound(message.clone()));
-            }
+        if let (true, Some(messages)) = (want_batches, messages) {
+            let mut batches = self.batches.borrow_mut();
+            let last = batches.len();
+            let mut messages = Some(messages);
+            let mut i = 0;
+            batches.retain(|r| {
+                i += 1;
+                let batch = if i == last {
+                    messages.take().unwrap_or_default()
+                } else {
+                    messages.clone().unwrap_or_default()
+                };
+                send_in_order(r, std::iter::once(InboundBatch(batch)), &mut waits)
+            });
         }
-        fan_out(&self.batches, InboundBatch(messages));
+        waits
     }
 
     pub(crate) fn publish(&self, event: Event) {
         tracing::debug!(?event, "event");
         fan_out(&self.events, event);
     }
+}
+
+/// Resolves once a subscriber that was full has handled what it was sent.
+pub(crate) type CatchUp = LocalBoxFuture<'static, ()>;
+
+/// Sends `msgs` to `r` in order; false if its actor has stopped.
+///
+/// Once `r`'s mailbox is full, the rest go in over capacity (`do_send`) and
+/// the last with `send`, whose reply, pushed to `waits`, comes once `r` has
+/// handled all of them.
+fn send_in_order<M>(
+    r: &Recipient<M>,
+    msgs: impl Iterator<Item = M>,
+    waits: &mut Vec<CatchUp>,
+) -> bool
+where
+    M: actix::Message + Send + 'static,
+    M::Result: Send,
+{
+    let mut msgs = msgs;
+    while let Some(m) = msgs.next() {
+        match r.try_send(m) {
+            Ok(()) => {}
+            Err(MailboxSendError::Closed(_)) => return false,
+            Err(MailboxSendError::Full(mut m)) => {
+                for next in msgs {
+                    r.do_send(m);
+                    m = next;
+                }
+                let reply = r.send(m);
+                waits.push(Box::pin(async move {
+                    let _ = reply.await;
+                }));
+                return true;
+            }
+        }
+    }
+    true
 }
 
 fn fan_out<M>(list: &RefCell<Vec<Recipient<M>>>, msg: M)

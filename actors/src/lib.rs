@@ -28,6 +28,7 @@ mod frame;
 mod heartbeat;
 mod hub;
 mod queue;
+mod read_batch;
 mod reassembly;
 mod supervisor;
 mod transport;

@@ -93,7 +93,7 @@ impl Queue {
                 let n = self.setup.len().min(self.batch_max);
                 messages.extend(self.setup.drain(..n));
                 setup = messages.len();
-                messages.extend(buf.take_batch(self.batch_max - setup));
+                buf.take_batch(self.batch_max - setup, &mut messages);
             }
             if messages.is_empty() && !self.in_flight && buf.is_empty() {
                 for tx in self.drained.drain(..) {

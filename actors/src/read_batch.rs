@@ -1,0 +1,188 @@
+//! Inbound frames in batches: what the socket had ready, up to a count and a
+//! payload size.
+//!
+//! The connection actor handles one batch per call, so a burst of small
+//! messages costs one actor turn (and one message to batch subscribers)
+//! instead of one per frame. Like `StreamExt::ready_chunks`, but a batch also
+//! ends once it holds [`BATCH_BYTES`] of payload: when a fast peer keeps the
+//! socket full, a count-only batch of large frames would hold megabytes alive
+//! at once, churning memory instead of reusing warm buffers.
+//!
+//! Reading stops while the [`Gate`] is closed: the connection closes it while
+//! a subscriber catches up, so that the socket (and TCP) hold what a slow
+//! subscriber has not taken yet, not the heap. The gate belongs to the client
+//! (its hub), not to one link, so that after a reconnect nothing read on the
+//! new link overtakes what the old one still had on its way.
+
+use std::cell::{Cell, RefCell};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+use futures::Stream;
+
+use crate::error::TransportError;
+use crate::frame::Frame;
+use crate::hub::Hub;
+use crate::transport::FrameStream;
+
+/// Most frames in one batch.
+pub(crate) const BATCH_FRAMES: usize = 256;
+/// Payload bytes after which a batch ends.
+pub(crate) const BATCH_BYTES: usize = 256 * 1024;
+
+pub(crate) type Item = Result<Frame, TransportError>;
+
+/// Stops and resumes reading.
+#[derive(Debug, Default)]
+pub(crate) struct Gate {
+    closed: Cell<bool>,
+    /// Readers waiting (a link that is going away may still be one).
+    waiting: RefCell<Vec<Waker>>,
+}
+
+impl Gate {
+    pub(crate) fn close(&self) {
+        self.closed.set(true);
+    }
+
+    pub(crate) fn open(&self) {
+        self.closed.set(false);
+        let waiting = std::mem::take(&mut *self.waiting.borrow_mut());
+        for w in waiting {
+            w.wake();
+        }
+    }
+
+    fn wait(&self, cx: &Context<'_>) {
+        let mut waiting = self.waiting.borrow_mut();
+        if !waiting.iter().any(|w| w.will_wake(cx.waker())) {
+            waiting.push(cx.waker().clone());
+        }
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.get()
+    }
+}
+
+pub(crate) struct ReadBatches {
+    inner: FrameStream,
+    gate: Rc<Hub>,
+    done: bool,
+}
+
+impl ReadBatches {
+    pub(crate) fn new(inner: FrameStream, gate: Rc<Hub>) -> Self {
+        Self {
+            inner,
+            gate,
+            done: false,
+        }
+    }
+}
+
+fn payload_len(item: &Item) -> usize {
+    match item {
+        Ok(Frame::Text(b) | Frame::Binary(b) | Frame::Continuation(_, b)) => b.len(),
+        Ok(Frame::Ping(b) | Frame::Pong(b)) => b.len(),
+        Ok(Frame::Close(_)) | Err(_) => 0,
+    }
+}
+
+impl Stream for ReadBatches {
+    type Item = Vec<Item>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        if self.gate.reading.is_closed() {
+            self.gate.reading.wait(cx);
+            return Poll::Pending;
+        }
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        while batch.len() < BATCH_FRAMES && bytes < BATCH_BYTES {
+            match self.inner.as_mut().poll_next(cx) {
+                Poll::Ready(Some(item)) => {
+                    bytes += payload_len(&item);
+                    batch.push(item);
+                }
+                Poll::Ready(None) => {
+                    self.done = true;
+                    break;
+                }
+                Poll::Pending => break,
+            }
+        }
+        if !batch.is_empty() {
+            Poll::Ready(Some(batch))
+        } else if self.done {
+            Poll::Ready(None)
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use futures::StreamExt;
+
+    use super::*;
+
+    fn frames(sizes: &[usize]) -> FrameStream {
+        let items: Vec<Item> = sizes
+            .iter()
+            .map(|n| Ok(Frame::Binary(Bytes::from(vec![0u8; *n]))))
+            .collect();
+        Box::pin(futures::stream::iter(items))
+    }
+
+    fn sizes(batches: Vec<Vec<Item>>) -> Vec<usize> {
+        batches.iter().map(Vec::len).collect()
+    }
+
+    #[test]
+    fn batches_end_at_the_frame_count() {
+        let all = vec![1; BATCH_FRAMES * 2 + 3];
+        let got = futures::executor::block_on(
+            ReadBatches::new(frames(&all), Rc::default()).collect::<Vec<_>>(),
+        );
+        assert_eq!(sizes(got), [BATCH_FRAMES, BATCH_FRAMES, 3]);
+    }
+
+    #[test]
+    fn batches_end_once_they_hold_enough_payload() {
+        let big = BATCH_BYTES / 2;
+        let got = futures::executor::block_on(
+            ReadBatches::new(
+                frames(&[big, big, big, 10, BATCH_BYTES * 3, 1]),
+                Rc::default(),
+            )
+            .collect::<Vec<_>>(),
+        );
+        // Two halves fill a batch; an oversized frame ends one on its own.
+        assert_eq!(sizes(got), [2, 3, 1]);
+    }
+
+    #[test]
+    fn a_closed_gate_stops_reading_until_opened() {
+        let hub = Rc::new(Hub::default());
+        let mut batches = ReadBatches::new(frames(&[1, 2]), hub.clone());
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        hub.reading.close();
+        assert!(batches.poll_next_unpin(&mut cx).is_pending());
+        hub.reading.open();
+        match batches.poll_next_unpin(&mut cx) {
+            Poll::Ready(Some(b)) => assert_eq!(b.len(), 2),
+            other => panic!(
+                "expected a batch, got {:?}",
+                other.map(|o| o.map(|b| b.len()))
+            ),
+        }
+    }
+}
