@@ -106,14 +106,16 @@ enum Client {
     Tether,
     TetherBatched,
     Tungstenite,
+    Ezsockets,
 }
 
 impl Client {
-    const ALL: [Client; 4] = [
+    const ALL: [Client; 5] = [
         Client::Awc,
         Client::Tether,
         Client::TetherBatched,
         Client::Tungstenite,
+        Client::Ezsockets,
     ];
 
     fn name(self) -> &'static str {
@@ -122,6 +124,7 @@ impl Client {
             Client::Tether => "actix-tether",
             Client::TetherBatched => "actix-tether (batches)",
             Client::Tungstenite => "tokio-tungstenite",
+            Client::Ezsockets => "ezsockets",
         }
     }
 }
@@ -199,6 +202,98 @@ async fn tether(
     Ok((client, rx))
 }
 
+/// Counts inbound messages for the ezsockets client.
+struct Ez {
+    tx: mpsc::UnboundedSender<Seen>,
+}
+
+#[async_trait::async_trait]
+impl ezsockets::ClientExt for Ez {
+    type Call = ();
+
+    async fn on_text(&mut self, _: ezsockets::Utf8Bytes) -> Result<(), ezsockets::Error> {
+        let _ = self.tx.unbounded_send(Seen::Messages(1));
+        Ok(())
+    }
+
+    async fn on_binary(&mut self, _: ezsockets::Bytes) -> Result<(), ezsockets::Error> {
+        let _ = self.tx.unbounded_send(Seen::Messages(1));
+        Ok(())
+    }
+
+    async fn on_call(&mut self, (): ()) -> Result<(), ezsockets::Error> {
+        Ok(())
+    }
+
+    async fn on_connect(&mut self) -> Result<(), ezsockets::Error> {
+        let _ = self.tx.unbounded_send(Seen::Connected);
+        Ok(())
+    }
+
+    // One connection per measurement: no reconnecting after it.
+    async fn on_close(
+        &mut self,
+        _: Option<ezsockets::CloseFrame>,
+    ) -> Result<ezsockets::client::ClientCloseMode, ezsockets::Error> {
+        Ok(ezsockets::client::ClientCloseMode::Close)
+    }
+
+    async fn on_disconnect(
+        &mut self,
+    ) -> Result<ezsockets::client::ClientCloseMode, ezsockets::Error> {
+        Ok(ezsockets::client::ClientCloseMode::Close)
+    }
+}
+
+/// A connected ezsockets client, its inbound counts and its actor's task.
+struct EzClient {
+    client: ezsockets::Client<Ez>,
+    rx: mpsc::UnboundedReceiver<Seen>,
+    task: actix_rt::task::JoinHandle<()>,
+}
+
+impl EzClient {
+    /// Closes and waits (briefly) for the client's actor to end.
+    async fn close(self) {
+        let _ = self.client.close(None);
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.task).await;
+    }
+}
+
+/// An ezsockets client (its own reconnecting actor on tokio), connected.
+async fn ez(url: String) -> Res<EzClient> {
+    let (tx, mut rx) = mpsc::unbounded();
+    let url = url::Url::parse(&url)?;
+    let config = ezsockets::ClientConfig::new(url).max_reconnect_attempts(0);
+    let (client, future) = ezsockets::connect(move |_| Ez { tx }, config).await;
+    let task = actix_rt::spawn(async move {
+        let _ = future.await;
+    });
+    while let Some(seen) = rx.next().await {
+        if matches!(seen, Seen::Connected) {
+            break;
+        }
+    }
+    Ok(EzClient { client, rx, task })
+}
+
+/// A plain awc client with Nagle's algorithm off, as actix-tether's own
+/// transport has it, so that the comparison measures the pipeline.
+fn awc_client() -> awc::Client {
+    use actix_service::ServiceExt;
+    let tcp = actix_tls::connect::Connector::new(actix_tls::connect::Resolver::default())
+        .service()
+        .map(
+            |conn: actix_tls::connect::Connection<awc::http::Uri, actix_rt::net::TcpStream>| {
+                let _ = conn.io_ref().set_nodelay(true);
+                conn
+            },
+        );
+    awc::Client::builder()
+        .connector(awc::Connector::new().connector(tcp))
+        .finish()
+}
+
 /// Waits until `n` messages were seen.
 async fn count(rx: &mut mpsc::UnboundedReceiver<Seen>, n: usize) -> Res<()> {
     let mut seen = 0;
@@ -217,7 +312,7 @@ async fn inbound(client: Client, base: &str, n: usize, size: usize, kind: &str) 
     let url = format!("{base}/push/{n}/{size}/{kind}");
     match client {
         Client::Awc => {
-            let (_, mut framed) = awc::Client::new()
+            let (_, mut framed) = awc_client()
                 .ws(url)
                 .max_frame_size(64 << 20)
                 .connect()
@@ -254,6 +349,14 @@ async fn inbound(client: Client, base: &str, n: usize, size: usize, kind: &str) 
             let _ = client.close(Duration::from_secs(1)).await;
             Ok(secs)
         }
+        Client::Ezsockets => {
+            let mut ez = ez(url).await?;
+            let start = Instant::now();
+            count(&mut ez.rx, n).await?;
+            let secs = start.elapsed().as_secs_f64();
+            ez.close().await;
+            Ok(secs)
+        }
     }
 }
 
@@ -263,7 +366,7 @@ async fn outbound(client: Client, base: &str, n: usize, size: usize) -> Res<f64>
     let text = "y".repeat(size);
     match client {
         Client::Awc => {
-            let (_, mut framed) = awc::Client::new().ws(url).connect().await?;
+            let (_, mut framed) = awc_client().ws(url).connect().await?;
             let start = Instant::now();
             for _ in 0..n {
                 framed
@@ -303,6 +406,17 @@ async fn outbound(client: Client, base: &str, n: usize, size: usize) -> Res<f64>
             let _ = client.close(Duration::from_secs(1)).await;
             Ok(secs)
         }
+        Client::Ezsockets => {
+            let mut ez = ez(url).await?;
+            let start = Instant::now();
+            for _ in 0..n {
+                ez.client.text(text.as_str())?;
+            }
+            count(&mut ez.rx, 1).await?;
+            let secs = start.elapsed().as_secs_f64();
+            ez.close().await;
+            Ok(secs)
+        }
     }
 }
 
@@ -313,7 +427,7 @@ async fn echo(client: Client, base: &str, n: usize) -> Res<Vec<f64>> {
     let mut samples = Vec::with_capacity(n);
     match client {
         Client::Awc => {
-            let (_, mut framed) = awc::Client::new().ws(url).connect().await?;
+            let (_, mut framed) = awc_client().ws(url).connect().await?;
             for _ in 0..n {
                 let t = Instant::now();
                 framed
@@ -353,6 +467,16 @@ async fn echo(client: Client, base: &str, n: usize) -> Res<Vec<f64>> {
                 samples.push(t.elapsed().as_secs_f64() * 1e6);
             }
             let _ = client.close(Duration::from_secs(1)).await;
+        }
+        Client::Ezsockets => {
+            let mut ez = ez(url).await?;
+            for _ in 0..n {
+                let t = Instant::now();
+                ez.client.text(text.as_str())?;
+                count(&mut ez.rx, 1).await?;
+                samples.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+            ez.close().await;
         }
     }
     Ok(samples)

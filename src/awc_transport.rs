@@ -12,15 +12,18 @@ use std::time::{Duration, SystemTime};
 
 use actix_http::error::ParseError;
 use actix_http::ws::Item;
-use actix_service::Service;
+use actix_rt::net::TcpStream;
+use actix_service::{Service, ServiceExt};
 use actix_tether_actors::{
     CloseFrame, ConnectError, ConnectErrorKind, ConnectRequest, Fragment, Frame, Link, Transport,
     TransportError, TransportErrorKind,
 };
+use actix_tls::connect::{Connection as TcpConnection, Resolver};
 use awc::error::{
     ConnectError as AwcConnectError, SendRequestError, WsClientError, WsProtocolError,
 };
 use awc::http::header::{HeaderMap, RETRY_AFTER, SEC_WEBSOCKET_PROTOCOL};
+use awc::http::Uri;
 use awc::middleware::Transform;
 use awc::ws;
 use futures::future::{self, LocalBoxFuture};
@@ -38,7 +41,16 @@ pub(crate) struct AwcTransport {
 
 impl AwcTransport {
     fn client(&self, timeout: Duration, retry_after: Rc<Cell<Option<Duration>>>) -> awc::Client {
-        let connector = awc::Connector::new().timeout(timeout);
+        // awc leaves Nagle's algorithm on; a WebSocket client flushes whole
+        // batches itself, and a small message (a ping, one request) must not
+        // wait for the previous segment's acknowledgement.
+        let tcp = actix_tls::connect::Connector::new(Resolver::default())
+            .service()
+            .map(|conn: TcpConnection<Uri, TcpStream>| {
+                let _ = conn.io_ref().set_nodelay(true);
+                conn
+            });
+        let connector = awc::Connector::new().connector(tcp).timeout(timeout);
         #[cfg(feature = "rustls")]
         let connector = connector.rustls_0_23(self.tls.clone());
         awc::Client::builder()
