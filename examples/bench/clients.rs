@@ -1,17 +1,6 @@
-//! Side-by-side benchmarks: actix-tether (through its whole actor pipeline:
-//! handle → queue → connection → socket, socket → connection → subscriber
-//! actor) against a raw awc loop (the floor of our transport) and
-//! tokio-tungstenite, all against one tokio-tungstenite server on 127.0.0.1
-//! in its own thread, in interleaved rounds (A B C A B C), medians reported
-//! with their ratio to raw awc.
-//!
-//!     cargo run --release --example bench            # full counts
-//!     cargo run --release --example bench -- --quick # a few seconds
-//!     cargo run --release --example bench -- --json  # one JSON object per line
-//!
-//! For latency, pin client and server to one core: `taskset -c 0 …`.
+//! The clients side by side and the three throughput and latency
+//! measurements, each written the way a user of that client would write it.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -20,88 +9,10 @@ use futures::channel::mpsc;
 use futures::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message as T;
 
-/// Server behaviours, chosen by the request path.
-// The handshake callback's error type is tungstenite's, not ours to shrink.
-#[allow(clippy::result_large_err)]
-async fn serve_one(stream: tokio::net::TcpStream) {
-    let _ = stream.set_nodelay(true);
-    let mut path = String::new();
-    let callback =
-        |req: &tokio_tungstenite::tungstenite::handshake::server::Request,
-         resp: tokio_tungstenite::tungstenite::handshake::server::Response| {
-            path = req.uri().path().to_owned();
-            Ok(resp)
-        };
-    let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await else {
-        return;
-    };
-    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
-    match parts.as_slice() {
-        ["push", n, size, kind] => {
-            let (n, size): (usize, usize) = (n.parse().unwrap_or(0), size.parse().unwrap_or(0));
-            let text = "x".repeat(size);
-            let bin = vec![7u8; size];
-            for _ in 0..n {
-                let m = if *kind == "t" {
-                    T::text(text.clone())
-                } else {
-                    T::binary(bin.clone())
-                };
-                if ws.feed(m).await.is_err() {
-                    return;
-                }
-            }
-            let _ = ws.flush().await;
-            while let Some(Ok(_)) = ws.next().await {}
-        }
-        ["sink", n] => {
-            let n: usize = n.parse().unwrap_or(0);
-            let mut seen = 0;
-            while seen < n {
-                match ws.next().await {
-                    Some(Ok(T::Text(_) | T::Binary(_))) => seen += 1,
-                    Some(Ok(_)) => {}
-                    _ => return,
-                }
-            }
-            let _ = ws.send(T::text("done")).await;
-            while let Some(Ok(_)) = ws.next().await {}
-        }
-        _ => {
-            while let Some(Ok(m)) = ws.next().await {
-                if (m.is_text() || m.is_binary()) && ws.send(m).await.is_err() {
-                    return;
-                }
-            }
-        }
-    }
-}
-
-fn start_server() -> std::io::Result<SocketAddr> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    listener.set_nonblocking(true)?;
-    let addr = listener.local_addr()?;
-    std::thread::spawn(move || {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
-            return;
-        };
-        rt.block_on(async move {
-            let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
-                return;
-            };
-            while let Ok((s, _)) = listener.accept().await {
-                tokio::spawn(serve_one(s));
-            }
-        });
-    });
-    Ok(addr)
-}
+use crate::Res;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Client {
+pub(crate) enum Client {
     Awc,
     Tether,
     TetherBatched,
@@ -110,7 +21,7 @@ enum Client {
 }
 
 impl Client {
-    const ALL: [Client; 5] = [
+    pub(crate) const ALL: [Client; 5] = [
         Client::Awc,
         Client::Tether,
         Client::TetherBatched,
@@ -118,7 +29,7 @@ impl Client {
         Client::Ezsockets,
     ];
 
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Client::Awc => "raw-awc",
             Client::Tether => "actix-tether",
@@ -170,8 +81,6 @@ impl Handler<Event> for Counter {
         }
     }
 }
-
-type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
 /// An actix-tether client whose subscriber takes one actor message per
 /// message, or with `batched` one per socket read.
@@ -308,7 +217,13 @@ async fn count(rx: &mut mpsc::UnboundedReceiver<Seen>, n: usize) -> Res<()> {
 }
 
 /// Receives `n` messages; returns the seconds from connected to the last.
-async fn inbound(client: Client, base: &str, n: usize, size: usize, kind: &str) -> Res<f64> {
+pub(crate) async fn inbound(
+    client: Client,
+    base: &str,
+    n: usize,
+    size: usize,
+    kind: &str,
+) -> Res<f64> {
     let url = format!("{base}/push/{n}/{size}/{kind}");
     match client {
         Client::Awc => {
@@ -361,7 +276,7 @@ async fn inbound(client: Client, base: &str, n: usize, size: usize, kind: &str) 
 }
 
 /// Sends `n` small texts; returns the seconds until the server counted all.
-async fn outbound(client: Client, base: &str, n: usize, size: usize) -> Res<f64> {
+pub(crate) async fn outbound(client: Client, base: &str, n: usize, size: usize) -> Res<f64> {
     let url = format!("{base}/sink/{n}");
     let text = "y".repeat(size);
     match client {
@@ -421,7 +336,7 @@ async fn outbound(client: Client, base: &str, n: usize, size: usize) -> Res<f64>
 }
 
 /// `n` round trips of one 64-byte message; returns each in microseconds.
-async fn echo(client: Client, base: &str, n: usize) -> Res<Vec<f64>> {
+pub(crate) async fn echo(client: Client, base: &str, n: usize) -> Res<Vec<f64>> {
     let url = format!("{base}/echo");
     let text = "z".repeat(64);
     let mut samples = Vec::with_capacity(n);
@@ -480,143 +395,4 @@ async fn echo(client: Client, base: &str, n: usize) -> Res<Vec<f64>> {
         }
     }
     Ok(samples)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted.get(i).copied().unwrap_or(f64::NAN)
-}
-
-struct Report {
-    json: bool,
-}
-
-impl Report {
-    /// One measurement; `awc` is raw awc's figure for the same bench.
-    fn line(&self, bench: &str, client: Client, value: f64, unit: &str, awc: f64) {
-        let ratio = (client != Client::Awc && awc.is_finite() && awc > 0.0).then(|| value / awc);
-        if self.json {
-            let v = serde_json::json!({
-                "bench": bench, "client": client.name(), "value": value, "unit": unit,
-                "ratio_vs_awc": ratio,
-            });
-            println!("{v}");
-        } else {
-            let ratio = ratio.map_or(String::from("-"), |r| format!("{r:.2}x"));
-            println!(
-                "{bench:<28} {:<18} {value:>14.1} {unit:<8} {ratio:>8}",
-                client.name()
-            );
-        }
-    }
-}
-
-#[actix::main]
-async fn main() -> Res<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let quick = args.iter().any(|a| a == "--quick");
-    // `--only TEXT`: run the benches whose name contains TEXT (for profiling).
-    let only = args
-        .iter()
-        .position(|a| a == "--only")
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-        .unwrap_or_default();
-    let report = Report {
-        json: args.iter().any(|a| a == "--json"),
-    };
-    let addr = start_server()?;
-    let base = format!("ws://{addr}");
-    // `--clients a,b`: only these clients (by name); raw awc must be among
-    // them for ratios.
-    let chosen = args
-        .iter()
-        .position(|a| a == "--clients")
-        .and_then(|i| args.get(i + 1));
-    let clients: Vec<Client> = Client::ALL
-        .into_iter()
-        .filter(|c| chosen.is_none_or(|list| list.split(',').any(|n| n == c.name())))
-        .collect();
-    let awc = clients.iter().position(|c| *c == Client::Awc);
-    let rounds = if quick { 1 } else { 3 };
-    let (small_n, big_n, echo_n) = if quick {
-        (10_000, 100, 1_000)
-    } else {
-        (1_000_000, 10_000, 100_000)
-    };
-
-    // Throughput benches: interleave clients within each round.
-    type Bench = (&'static str, usize, usize, &'static str, bool);
-    let benches: [Bench; 3] = [
-        ("inbound 64 B text", small_n, 64, "t", true),
-        ("inbound 64 KiB binary", big_n, 64 * 1024, "b", true),
-        ("outbound 64 B text", small_n, 64, "t", false),
-    ];
-    for (name, n, size, kind, is_inbound) in benches {
-        if !name.contains(only.as_str()) {
-            continue;
-        }
-        let mut results: Vec<Vec<f64>> = vec![Vec::new(); clients.len()];
-        for _ in 0..rounds {
-            for (i, c) in clients.iter().enumerate() {
-                let secs = if is_inbound {
-                    inbound(*c, &base, n, size, kind).await?
-                } else {
-                    outbound(*c, &base, n, size).await?
-                };
-                results[i].push(n as f64 / secs);
-            }
-        }
-        let medians: Vec<f64> = results.into_iter().map(median).collect();
-        for (i, c) in clients.iter().enumerate() {
-            report.line(
-                &format!("{name} msgs/s"),
-                *c,
-                medians[i],
-                "msgs/s",
-                awc.map_or(f64::NAN, |a| medians[a]),
-            );
-            let mb = medians[i] * size as f64 / 1e6;
-            report.line(
-                &format!("{name} MB/s"),
-                *c,
-                mb,
-                "MB/s",
-                awc.map_or(f64::NAN, |a| medians[a] * size as f64 / 1e6),
-            );
-        }
-    }
-
-    if !"echo 64 B".contains(only.as_str()) {
-        return Ok(());
-    }
-    let mut lat: Vec<Vec<Vec<f64>>> = vec![Vec::new(); clients.len()];
-    for _ in 0..rounds {
-        for (i, c) in clients.iter().enumerate() {
-            let mut s = echo(*c, &base, echo_n).await?;
-            s.sort_by(f64::total_cmp);
-            lat[i].push(s);
-        }
-    }
-    for (label, p) in [("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999)] {
-        let per_client: Vec<f64> = lat
-            .iter()
-            .map(|rounds| median(rounds.iter().map(|s| percentile(s, p)).collect()))
-            .collect();
-        for (i, c) in clients.iter().enumerate() {
-            report.line(
-                &format!("echo 64 B {label}"),
-                *c,
-                per_client[i],
-                "us",
-                awc.map_or(f64::NAN, |a| per_client[a]),
-            );
-        }
-    }
-    Ok(())
 }

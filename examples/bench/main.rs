@@ -1,0 +1,219 @@
+//! Side-by-side benchmarks: actix-tether (through its whole actor pipeline:
+//! handle → queue → connection → socket, socket → connection → subscriber
+//! actor) against a raw awc loop (the floor of our transport),
+//! tokio-tungstenite and ezsockets, all against one tokio-tungstenite server
+//! on 127.0.0.1 in its own thread, in interleaved rounds (A B C A B C),
+//! medians reported with their ratio to raw awc; then scale figures for
+//! actix-tether against a server in a child process (see `scale.rs`).
+//!
+//!     cargo run --release --example bench            # full counts
+//!     cargo run --release --example bench -- --quick # a few seconds
+//!     cargo run --release --example bench -- --json  # one JSON object per line
+//!     … -- --only outbound --clients raw-awc,actix-tether   # for profiling
+//!
+//! Pin it to one core (`taskset -c 0 …`) to compare CPU cost with the server
+//! sharing that core; unpinned, latency depends on cross-core wake-ups.
+
+mod clients;
+mod scale;
+mod server;
+
+use std::time::Duration;
+
+use clients::{echo, inbound, outbound, Client};
+
+pub(crate) type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(i).copied().unwrap_or(f64::NAN)
+}
+
+struct Report {
+    json: bool,
+}
+
+impl Report {
+    /// A scale figure (actix-tether only, no ratio).
+    fn scale(&self, bench: &str, value: f64, unit: &str) {
+        self.line(bench, Client::Tether, value, unit, f64::NAN);
+    }
+
+    /// One measurement; `awc` is raw awc's figure for the same bench.
+    fn line(&self, bench: &str, client: Client, value: f64, unit: &str, awc: f64) {
+        let ratio = (client != Client::Awc && awc.is_finite() && awc > 0.0).then(|| value / awc);
+        if self.json {
+            let v = serde_json::json!({
+                "bench": bench, "client": client.name(), "value": value, "unit": unit,
+                "ratio_vs_awc": ratio,
+            });
+            println!("{v}");
+        } else {
+            let ratio = ratio.map_or(String::from("-"), |r| format!("{r:.2}x"));
+            println!(
+                "{bench:<28} {:<18} {value:>14.1} {unit:<8} {ratio:>8}",
+                client.name()
+            );
+        }
+    }
+}
+
+fn main() -> Res<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    // The child-process roles of the scale figures.
+    if let Some(port) = arg("--serve") {
+        return Ok(server::serve(port.parse()?)?);
+    }
+    if let (Some(n), Some(url)) = (arg("--idle-memory"), args.get(2).cloned()) {
+        return actix::System::new().block_on(scale::idle_memory_child(n.parse()?, url));
+    }
+    let options = Options {
+        quick: args.iter().any(|a| a == "--quick"),
+        only: arg("--only").unwrap_or_default(),
+        clients: Client::ALL
+            .into_iter()
+            .filter(|c| arg("--clients").is_none_or(|list| list.split(',').any(|n| n == c.name())))
+            .collect(),
+        report: Report {
+            json: args.iter().any(|a| a == "--json"),
+        },
+    };
+    actix::System::new().block_on(run(options))
+}
+
+struct Options {
+    quick: bool,
+    /// Run the benches whose name contains this.
+    only: String,
+    /// Only these clients (raw awc must be among them for ratios).
+    clients: Vec<Client>,
+    report: Report,
+}
+
+async fn run(o: Options) -> Res<()> {
+    let addr = server::start_server()?;
+    let base = format!("ws://{addr}");
+    let clients = &o.clients;
+    let report = &o.report;
+    let awc = clients.iter().position(|c| *c == Client::Awc);
+    let rounds = if o.quick { 1 } else { 3 };
+    let (small_n, big_n, echo_n) = if o.quick {
+        (10_000, 100, 1_000)
+    } else {
+        (1_000_000, 10_000, 100_000)
+    };
+
+    // Throughput benches: interleave clients within each round.
+    type Bench = (&'static str, usize, usize, &'static str, bool);
+    let benches: [Bench; 3] = [
+        ("inbound 64 B text", small_n, 64, "t", true),
+        ("inbound 64 KiB binary", big_n, 64 * 1024, "b", true),
+        ("outbound 64 B text", small_n, 64, "t", false),
+    ];
+    for (name, n, size, kind, is_inbound) in benches {
+        if !name.contains(o.only.as_str()) {
+            continue;
+        }
+        let mut results: Vec<Vec<f64>> = vec![Vec::new(); clients.len()];
+        for _ in 0..rounds {
+            for (i, c) in clients.iter().enumerate() {
+                let secs = if is_inbound {
+                    inbound(*c, &base, n, size, kind).await?
+                } else {
+                    outbound(*c, &base, n, size).await?
+                };
+                results[i].push(n as f64 / secs);
+            }
+        }
+        let medians: Vec<f64> = results.into_iter().map(median).collect();
+        for (i, c) in clients.iter().enumerate() {
+            let awc_rate = awc.map_or(f64::NAN, |a| medians[a]);
+            report.line(
+                &format!("{name} msgs/s"),
+                *c,
+                medians[i],
+                "msgs/s",
+                awc_rate,
+            );
+            let mb = |rate: f64| rate * size as f64 / 1e6;
+            report.line(
+                &format!("{name} MB/s"),
+                *c,
+                mb(medians[i]),
+                "MB/s",
+                mb(awc_rate),
+            );
+        }
+    }
+
+    if "echo 64 B".contains(o.only.as_str()) {
+        let mut lat: Vec<Vec<Vec<f64>>> = vec![Vec::new(); clients.len()];
+        for _ in 0..rounds {
+            for (i, c) in clients.iter().enumerate() {
+                let mut s = echo(*c, &base, echo_n).await?;
+                s.sort_by(f64::total_cmp);
+                lat[i].push(s);
+            }
+        }
+        for (label, p) in [("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999)] {
+            let per_client: Vec<f64> = lat
+                .iter()
+                .map(|rounds| median(rounds.iter().map(|s| percentile(s, p)).collect()))
+                .collect();
+            for (i, c) in clients.iter().enumerate() {
+                let awc_us = awc.map_or(f64::NAN, |a| per_client[a]);
+                report.line(
+                    &format!("echo 64 B {label}"),
+                    *c,
+                    per_client[i],
+                    "us",
+                    awc_us,
+                );
+            }
+        }
+    }
+
+    scale_figures(&o).await
+}
+
+async fn scale_figures(o: &Options) -> Res<()> {
+    let report = &o.report;
+    let wanted = |name: &str| name.contains(o.only.as_str());
+    let (small, large, storm_n) = if o.quick {
+        (100, 300, 100)
+    } else {
+        (1_000, 10_000, 1_000)
+    };
+    if wanted("idle memory per connection") {
+        for n in [small, large] {
+            let bytes = scale::idle_memory(n)?;
+            let name = format!("idle memory per connection ({n})");
+            report.scale(&name, bytes as f64, "bytes");
+        }
+    }
+    if wanted("reconnect storm") {
+        let s = scale::storm(storm_n).await?;
+        let limit = s.max_backoff.as_secs_f64();
+        let name = format!("reconnect storm ({storm_n}) all back, max backoff {limit} s");
+        report.scale(&name, s.all_back.as_secs_f64(), "s");
+        let name = format!("reconnect storm ({storm_n}) busiest 100 ms");
+        report.scale(&name, s.busiest_window * 100.0, "%");
+    }
+    if wanted("dead peer detected") {
+        let (ping, pong) = (Duration::from_secs(1), Duration::from_secs(1));
+        let secs = scale::dead_peer(ping, pong).await?;
+        report.scale("dead peer detected (ping 1 s, pong 1 s)", secs, "s");
+    }
+    Ok(())
+}
