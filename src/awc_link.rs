@@ -22,12 +22,12 @@ use std::task::{ready, Context, Poll};
 
 use actix_codec::{AsyncWrite, Decoder, FramedParts};
 use actix_http::ws::{CloseCode, CloseReason, Codec, OpCode, Parser, ProtocolError};
-use actix_tether_actors::{FrameWriter, Message, OutRef, TransportError};
+use actix_tether_actors::{Frame, FrameWriter, Message, OutRef, TransportError};
 use awc::BoxedSocket;
 use bytes::{Buf, BytesMut};
 use futures::Stream;
 
-use crate::awc_transport::protocol_error;
+use crate::awc_transport::{frame_in, protocol_error};
 
 /// Room asked for before a read while traffic is light.
 const READ_MIN: usize = 8 * 1024;
@@ -74,13 +74,23 @@ fn borrow(shared: &Shared) -> Result<std::cell::RefMut<'_, Socket>, ProtocolErro
         .map_err(|_| ProtocolError::Io(io::Error::other("socket halves polled re-entrantly")))
 }
 
-/// Decoded frames, as awc's `Framed` stream would yield them.
+/// Decoded frames, converted for the engine.
 pub(crate) struct ReadHalf(Shared);
 
 impl Stream for ReadHalf {
-    type Item = Result<awc::ws::Frame, ProtocolError>;
+    type Item = Result<Frame, TransportError>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.poll_frame(cx)
+            .map(|item| item.map(|r| r.map(frame_in).map_err(protocol_error)))
+    }
+}
+
+impl ReadHalf {
+    fn poll_frame(
+        &self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<awc::ws::Frame, ProtocolError>>> {
         let mut s = match borrow(&self.0) {
             Ok(s) => s,
             Err(e) => return Poll::Ready(Some(Err(e))),
@@ -191,5 +201,29 @@ impl FrameWriter for WriteHalf {
 
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
         self.flush(cx).map_err(protocol_error)
+    }
+
+    fn poll_write_messages(
+        &mut self,
+        cx: &mut Context<'_>,
+        messages: &[Message],
+    ) -> Poll<Result<usize, TransportError>> {
+        ready!(self.poll_ready(cx))?;
+        let mut s = borrow(&self.0).map_err(protocol_error)?;
+        let dst = &mut s.write_buf;
+        let mut taken = 0;
+        for m in messages {
+            // At least one; then as many as fit below the high-water mark.
+            if taken > 0 && dst.len() >= WRITE_HIGH {
+                break;
+            }
+            let (payload, op) = match m {
+                Message::Text(t) => (&t.as_bytes()[..], OpCode::Text),
+                Message::Binary(b) => (&b[..], OpCode::Binary),
+            };
+            Parser::write_message(dst, payload, op, true, true);
+            taken += 1;
+        }
+        Poll::Ready(Ok(taken))
     }
 }

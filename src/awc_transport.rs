@@ -27,7 +27,6 @@ use awc::http::Uri;
 use awc::middleware::Transform;
 use awc::ws;
 use futures::future::{self, LocalBoxFuture};
-use futures::StreamExt;
 
 use crate::{awc_link, validate};
 
@@ -96,7 +95,6 @@ impl Transport for AwcTransport {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
             let (stream, writer) = awc_link::split(framed.into_parts());
-            let stream = stream.map(|item| item.map(frame_in).map_err(protocol_error));
             Ok(Link {
                 stream: Box::pin(stream),
                 writer: Box::new(writer),
@@ -106,7 +104,7 @@ impl Transport for AwcTransport {
     }
 }
 
-fn frame_in(frame: ws::Frame) -> Frame {
+pub(crate) fn frame_in(frame: ws::Frame) -> Frame {
     match frame {
         ws::Frame::Text(b) => Frame::Text(b),
         ws::Frame::Binary(b) => Frame::Binary(b),

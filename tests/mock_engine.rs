@@ -831,12 +831,20 @@ async fn stats_count_traffic_and_uptime() {
     assert_eq!(s.state, State::Connected);
 }
 
-/// A writer that accepts frames but fails its first flush, losing what it
-/// held: a socket that died with a write in progress.
+/// How the first link's writer misbehaves.
+#[derive(Clone, Copy, PartialEq)]
+enum Misbehave {
+    /// Accepts frames, then fails its flush, losing what it held: a socket
+    /// that died with a write in progress.
+    FailFlush,
+    /// Takes no message from a batch (a broken transport): must not spin.
+    TakeNothing,
+}
+
 struct FailFirstFlush {
     inner: Box<dyn FrameWriter>,
     held: Vec<OutFrame>,
-    fail: bool,
+    fail: Option<Misbehave>,
 }
 
 impl FrameWriter for FailFirstFlush {
@@ -844,8 +852,24 @@ impl FrameWriter for FailFirstFlush {
         self.inner.poll_ready(cx)
     }
 
+    fn poll_write_messages(
+        &mut self,
+        cx: &mut TaskContext<'_>,
+        messages: &[Message],
+    ) -> Poll<Result<usize, TransportError>> {
+        match self.fail {
+            Some(Misbehave::TakeNothing) => Poll::Ready(Ok(0)),
+            Some(Misbehave::FailFlush) => {
+                self.held
+                    .extend(messages.iter().cloned().map(OutFrame::Message));
+                Poll::Ready(Ok(messages.len()))
+            }
+            None => self.inner.poll_write_messages(cx, messages),
+        }
+    }
+
     fn start_send(&mut self, frame: OutRef<'_>) -> Result<(), TransportError> {
-        if self.fail {
+        if self.fail.is_some() {
             self.held.push(frame.to_frame());
             Ok(())
         } else {
@@ -854,7 +878,7 @@ impl FrameWriter for FailFirstFlush {
     }
 
     fn poll_flush(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), TransportError>> {
-        if self.fail {
+        if self.fail.is_some() {
             self.held.clear();
             let err = std::io::Error::new(std::io::ErrorKind::BrokenPipe, "died mid-write");
             return Poll::Ready(Err(TransportError::new(
@@ -866,10 +890,11 @@ impl FrameWriter for FailFirstFlush {
     }
 }
 
-/// Wraps the mock: the first link's first flush fails.
+/// Wraps the mock: the first link's writer misbehaves.
 struct FirstLinkDiesMidWrite {
     inner: MockTransport,
     links: usize,
+    how: Misbehave,
 }
 
 impl actix_tether::Transport for FirstLinkDiesMidWrite {
@@ -881,7 +906,7 @@ impl actix_tether::Transport for FirstLinkDiesMidWrite {
         'static,
         Result<actix_tether::engine::Link, actix_tether::ConnectError>,
     > {
-        let fail = self.links == 0;
+        let fail = (self.links == 0).then_some(self.how);
         self.links += 1;
         let fut = self.inner.connect(request, timeout);
         Box::pin(async move {
@@ -898,11 +923,24 @@ impl actix_tether::Transport for FirstLinkDiesMidWrite {
 
 #[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
 async fn a_batch_whose_flush_failed_goes_back_to_the_head_in_order() {
+    batch_survives_a_broken_first_link(Misbehave::FailFlush).await;
+}
+
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn a_transport_that_takes_nothing_ends_the_link_instead_of_spinning() {
+    batch_survives_a_broken_first_link(Misbehave::TakeNothing).await;
+}
+
+async fn batch_survives_a_broken_first_link(how: Misbehave) {
     let (t, mut server) = mock();
     let (unused, _) = mock();
     let rec = Recorder::start();
     let client = base(unused, &rec)
-        .transport(FirstLinkDiesMidWrite { inner: t, links: 0 })
+        .transport(FirstLinkDiesMidWrite {
+            inner: t,
+            links: 0,
+            how,
+        })
         .start()
         .unwrap();
     for m in ["m1", "m2", "m3"] {

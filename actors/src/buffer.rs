@@ -131,6 +131,7 @@ pub(crate) struct Buffer {
 /// A buffer shared between handles (any thread) and the queue actor.
 pub(crate) type SharedBuffer = Arc<Mutex<Buffer>>;
 
+#[inline]
 pub(crate) fn lock(buffer: &SharedBuffer) -> MutexGuard<'_, Buffer> {
     // A panic while holding this lock cannot leave the buffer half-updated in
     // a way that matters more than losing the whole client, so keep going.

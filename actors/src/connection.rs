@@ -29,7 +29,7 @@ use futures::StreamExt;
 
 use crate::batch::{Batch, Flushed};
 use crate::config::Config;
-use crate::error::{DisconnectReason, ProtocolViolation, TransportError};
+use crate::error::{DisconnectReason, ProtocolViolation, TransportError, TransportErrorKind};
 use crate::frame::{CloseFrame, Frame, Message, OutFrame, OutRef};
 use crate::heartbeat::{Heartbeat, Pong, StopHeartbeat};
 use crate::hub::{Counters, Hub};
@@ -218,8 +218,16 @@ async fn write_loop(
         while let Some(cmd) = next.take() {
             match cmd {
                 WriteCmd::Batch(batch, ack) => {
-                    for m in batch.messages() {
-                        send(&mut *writer, OutRef::Message(m)).await?;
+                    let mut rest = batch.messages();
+                    while !rest.is_empty() {
+                        let n = poll_fn(|cx| writer.poll_write_messages(cx, rest)).await?;
+                        // A writer that takes nothing would spin forever.
+                        rest = rest.get(n..).filter(|_| n > 0).ok_or_else(|| {
+                            TransportError::new(
+                                TransportErrorKind::Io,
+                                "transport took no message from a batch",
+                            )
+                        })?;
                     }
                     pending.push(Pending::Batch(batch, ack));
                 }

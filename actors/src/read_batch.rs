@@ -101,7 +101,7 @@ impl Stream for ReadBatches {
             self.gate.reading.wait(cx);
             return Poll::Pending;
         }
-        let mut batch = Vec::new();
+        let mut batch = Vec::with_capacity(16);
         let mut bytes = 0;
         while batch.len() < BATCH_FRAMES && bytes < BATCH_BYTES {
             match self.inner.as_mut().poll_next(cx) {

@@ -16,7 +16,7 @@ use futures::future::LocalBoxFuture;
 use futures::{Sink, Stream};
 
 use crate::error::{ConnectError, TransportError};
-use crate::frame::{Frame, OutFrame, OutRef};
+use crate::frame::{Frame, Message, OutFrame, OutRef};
 
 /// Inbound frames of one link.
 pub type FrameStream = Pin<Box<dyn Stream<Item = Result<Frame, TransportError>>>>;
@@ -38,6 +38,27 @@ pub trait FrameWriter {
 
     /// Writes everything buffered to the socket.
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>>;
+
+    /// Encodes a run of messages from the head of `messages`; returns how
+    /// many it took, at least one when `messages` is not empty.
+    ///
+    /// The default takes one through `poll_ready` and `start_send`; a
+    /// transport can take as many as its buffer holds in one call, saving a
+    /// dynamic call pair per message.
+    fn poll_write_messages(
+        &mut self,
+        cx: &mut Context<'_>,
+        messages: &[Message],
+    ) -> Poll<Result<usize, TransportError>> {
+        let Some(first) = messages.first() else {
+            return Poll::Ready(Ok(0));
+        };
+        match self.poll_ready(cx) {
+            Poll::Ready(Ok(())) => Poll::Ready(self.start_send(OutRef::Message(first)).map(|()| 1)),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }
 
 impl fmt::Debug for dyn FrameWriter {
