@@ -38,14 +38,21 @@ use crate::reassembly::Reassembler;
 use crate::supervisor::{LinkDown, Supervisor};
 use crate::transport::{FrameWriter, Link};
 
-/// Write a batch of messages; resolves once they are flushed.
-#[derive(Message)]
-#[rtype(result = "Result<Flushed, WriteFailed>")]
-pub(crate) struct Write(pub(crate) Batch);
+/// Where the queue sends batches: straight to the link's writer task, no
+/// actor mailbox in between.
+#[derive(Clone)]
+pub(crate) struct Writer(mpsc::UnboundedSender<WriteCmd>);
 
-/// A batch was not (known to be) flushed.
-#[derive(Debug)]
-pub(crate) struct WriteFailed;
+impl Writer {
+    /// Hands `batch` to the writer task; the answer comes once it is flushed.
+    /// If the link is gone or closing, the batch drops (back to the buffer)
+    /// and the answer is a cancellation.
+    pub(crate) fn write(&self, batch: Batch) -> oneshot::Receiver<Flushed> {
+        let (tx, rx) = oneshot::channel();
+        let _ = self.0.unbounded_send(WriteCmd::Batch(batch, tx));
+        rx
+    }
+}
 
 /// From the heartbeat: send a ping with this payload.
 #[derive(Message)]
@@ -86,7 +93,8 @@ pub(crate) struct Connection {
     hub: Rc<Hub>,
     supervisor: Addr<Supervisor>,
     link: Option<Link>,
-    writer: Option<mpsc::UnboundedSender<WriteCmd>>,
+    writer: mpsc::UnboundedSender<WriteCmd>,
+    commands: Option<mpsc::UnboundedReceiver<WriteCmd>>,
     reassembler: Reassembler,
     /// Messages completed in the current read, published together.
     received: Vec<Message>,
@@ -107,6 +115,7 @@ impl Connection {
         supervisor: Addr<Supervisor>,
         span: tracing::Span,
     ) -> Self {
+        let (writer, commands) = mpsc::unbounded();
         Self {
             id,
             reassembler: Reassembler::new(config.max_message_size),
@@ -115,7 +124,8 @@ impl Connection {
             hub,
             supervisor,
             link: Some(link),
-            writer: None,
+            writer,
+            commands: Some(commands),
             heartbeat: None,
             reason: None,
             closing: false,
@@ -124,17 +134,16 @@ impl Connection {
         }
     }
 
-    /// Hands `cmd` to the writer task; false (and `cmd` dropped, which
-    /// requeues a batch) if the writer is gone.
-    fn write(&self, cmd: WriteCmd) -> bool {
-        match &self.writer {
-            Some(w) => w.unbounded_send(cmd).is_ok(),
-            None => false,
-        }
+    /// The handle the queue writes batches through.
+    pub(crate) fn writer(&self) -> Writer {
+        Writer(self.writer.clone())
     }
 
+    /// Hands a control frame to the writer task; false if it is gone.
     fn write_frame(&self, frame: OutFrame, ack: Option<oneshot::Sender<()>>) -> bool {
-        self.write(WriteCmd::Frame(frame, ack))
+        self.writer
+            .unbounded_send(WriteCmd::Frame(frame, ack))
+            .is_ok()
     }
 
     /// Records the first reason the link ends; later ones are consequences.
@@ -213,10 +222,15 @@ async fn write_loop(
     // On an error, everything here and still in `rx` is dropped: batches
     // requeue themselves, acknowledgements report failure.
     let mut pending = Vec::new();
+    // After a Close frame nothing more is written; batches that come later
+    // drop, back into the buffer, for the next link.
+    let mut closed = false;
     while let Some(first) = rx.next().await {
         let mut next = Some(first);
         while let Some(cmd) = next.take() {
             match cmd {
+                WriteCmd::Batch(..) if closed => {}
+                WriteCmd::Frame(..) if closed => {}
                 WriteCmd::Batch(batch, ack) => {
                     let mut rest = batch.messages();
                     while !rest.is_empty() {
@@ -232,6 +246,9 @@ async fn write_loop(
                     pending.push(Pending::Batch(batch, ack));
                 }
                 WriteCmd::Frame(frame, ack) => {
+                    if matches!(frame, OutFrame::Close(_)) {
+                        closed = true;
+                    }
                     send(&mut *writer, frame.borrowed()).await?;
                     pending.extend(ack.map(Pending::Frame));
                 }
@@ -268,8 +285,10 @@ impl Actor for Connection {
             return;
         };
         ctx.add_stream(ReadBatches::new(link.stream, self.hub.clone()));
-        let (tx, rx) = mpsc::unbounded();
-        self.writer = Some(tx);
+        let Some(rx) = self.commands.take() else {
+            ctx.stop();
+            return;
+        };
         ctx.spawn(
             write_loop(link.writer, rx)
                 .into_actor(self)
@@ -382,19 +401,6 @@ impl Connection {
     }
 }
 
-impl Handler<Write> for Connection {
-    type Result = ResponseFuture<Result<Flushed, WriteFailed>>;
-
-    fn handle(&mut self, Write(batch): Write, _: &mut Context<Self>) -> Self::Result {
-        let (tx, rx) = oneshot::channel();
-        // Refused here, the batch drops and goes back to the buffer.
-        if self.closing || !self.write(WriteCmd::Batch(batch, tx)) {
-            return Box::pin(async { Err(WriteFailed) });
-        }
-        Box::pin(async move { rx.await.map_err(|_| WriteFailed) })
-    }
-}
-
 impl Handler<SendPing> for Connection {
     type Result = ();
 
@@ -434,5 +440,48 @@ impl Handler<Abort> for Connection {
     fn handle(&mut self, _: Abort, ctx: &mut Context<Self>) {
         self.set_reason(DisconnectReason::ClientClosed);
         ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::{Arc, Mutex};
+
+    use futures::SinkExt;
+
+    use super::*;
+    use crate::buffer::{lock, Buffer, OverflowPolicy, QueueLimits};
+    use crate::transport::SinkWriter;
+
+    #[test]
+    fn nothing_is_written_after_a_close_frame() {
+        let limits = QueueLimits::new(8, 1024, OverflowPolicy::Reject).unwrap();
+        let buffer = Arc::new(Mutex::new(Buffer::new(limits)));
+        lock(&buffer).push(Message::from("late")).unwrap();
+        let mut messages = Vec::new();
+        lock(&buffer).take_batch(8, &mut messages);
+        let batch = Batch::new(messages, 0, buffer.clone());
+
+        let (socket, written) = mpsc::unbounded::<OutFrame>();
+        let writer =
+            SinkWriter(socket.sink_map_err(|e| TransportError::new(TransportErrorKind::Io, e)));
+        let (commands, rx) = mpsc::unbounded();
+        let close = OutFrame::Close(Some(CloseFrame::new(1000, "")));
+        commands
+            .unbounded_send(WriteCmd::Frame(close.clone(), None))
+            .unwrap();
+        let (ack, flushed) = oneshot::channel();
+        commands
+            .unbounded_send(WriteCmd::Batch(batch, ack))
+            .unwrap();
+        drop(commands);
+
+        futures::executor::block_on(write_loop(Box::new(writer), rx)).unwrap();
+        let frames: Vec<OutFrame> = futures::executor::block_on(written.collect());
+        assert_eq!(frames, [close]);
+        assert!(futures::executor::block_on(flushed).is_err(), "not flushed");
+        assert_eq!(lock(&buffer).take_all(), [Message::from("late")]);
     }
 }

@@ -19,7 +19,7 @@ use futures::channel::oneshot;
 
 use crate::batch::Batch;
 use crate::buffer::{lock, SharedBuffer};
-use crate::connection::Write;
+use crate::connection::Writer;
 use crate::events::Event;
 use crate::frame::Message;
 use crate::hub::{Counters, Hub};
@@ -29,7 +29,7 @@ use crate::hub::{Counters, Hub};
 #[rtype(result = "()")]
 pub(crate) struct Attach {
     pub(crate) link: u64,
-    pub(crate) writer: Recipient<Write>,
+    pub(crate) writer: Writer,
     pub(crate) setup: Vec<Message>,
 }
 
@@ -60,7 +60,7 @@ pub(crate) struct Queue {
     buffer: SharedBuffer,
     hub: Rc<Hub>,
     batch_max: usize,
-    writer: Option<(u64, Recipient<Write>)>,
+    writer: Option<(u64, Writer)>,
     setup: VecDeque<Message>,
     /// A batch is on its way to the socket.
     in_flight: bool,
@@ -115,15 +115,11 @@ impl Queue {
         // From here the batch looks after itself: if it is dropped anywhere
         // on the way, its backlog part goes back to the head of the buffer.
         let batch = Batch::new(messages, setup, self.buffer.clone());
-        let send = writer.send(Write(batch));
+        let written = writer.write(batch);
         self.in_flight = true;
-        ctx.spawn(send.into_actor(self).map(move |res, act, ctx| {
+        ctx.spawn(written.into_actor(self).map(move |res, act, ctx| {
             act.in_flight = false;
-            let flushed = match res {
-                Ok(Ok(f)) => Some(f),
-                _ => None,
-            };
-            if let Some(f) = flushed {
+            if let Ok(f) = res {
                 let counters = &act.hub.counters;
                 Counters::add(&counters.messages_out, f.messages as u64);
                 Counters::add(&counters.bytes_out, f.bytes as u64);

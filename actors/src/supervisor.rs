@@ -218,6 +218,7 @@ impl Supervisor {
             ctx.address(),
             span,
         );
+        let writer = conn.writer();
         let addr = conn.start();
         if self.ever_connected {
             self.reconnects += 1;
@@ -246,7 +247,7 @@ impl Supervisor {
         }
         self.queue.do_send(Attach {
             link: id,
-            writer: addr.clone().recipient(),
+            writer,
             setup,
         });
         self.current = Some(Current {
