@@ -1,11 +1,12 @@
 //! The clients side by side and the three throughput and latency
 //! measurements, each written the way a user of that client would write it.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_tether::{ClientBuilder, Event, Inbound, InboundBatch, OverflowPolicy};
-use futures::channel::mpsc;
 use futures::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message as T;
 
@@ -40,17 +41,80 @@ impl Client {
     }
 }
 
-/// What the actix-tether subscriber saw.
-enum Seen {
-    Connected,
-    /// This many messages (one, or one read's worth with batches).
-    Messages(usize),
+/// What a subscriber counted, shared with the task that waits. Counting
+/// costs the subscriber an atomic add; the waiting task is woken once the
+/// number it waits for is reached, much as the raw loops count in place.
+#[derive(Default)]
+struct Counts {
+    seen: AtomicUsize,
+    goal: AtomicUsize,
+    connected: AtomicBool,
+    changed: tokio::sync::Notify,
+}
+
+impl Counts {
+    fn add(&self, k: usize) {
+        let seen = self.seen.fetch_add(k, Ordering::SeqCst) + k;
+        if seen >= self.goal.load(Ordering::SeqCst) {
+            self.changed.notify_one();
+        }
+    }
+
+    fn connected(&self) {
+        self.connected.store(true, Ordering::SeqCst);
+        self.changed.notify_one();
+    }
+}
+
+/// The waiting side of [`Counts`].
+pub(crate) struct Tally {
+    counts: Arc<Counts>,
+    waited: usize,
+}
+
+/// How long any wait for a client may take before the bench gives up.
+const WAIT: Duration = Duration::from_secs(120);
+
+impl Tally {
+    fn new() -> (Self, Arc<Counts>) {
+        let counts = Arc::new(Counts {
+            goal: AtomicUsize::new(usize::MAX),
+            ..Counts::default()
+        });
+        let tally = Self {
+            counts: counts.clone(),
+            waited: 0,
+        };
+        (tally, counts)
+    }
+
+    async fn until(&self, done: impl Fn(&Counts) -> bool) -> Res<()> {
+        let c = &self.counts;
+        let wait = async {
+            while !done(c) {
+                c.changed.notified().await;
+            }
+        };
+        tokio::time::timeout(WAIT, wait)
+            .await
+            .map_err(|_| "a client stopped counting".into())
+    }
+
+    async fn connected(&self) -> Res<()> {
+        self.until(|c| c.connected.load(Ordering::SeqCst)).await
+    }
+
+    /// Waits until `n` more messages were counted.
+    async fn count(&mut self, n: usize) -> Res<()> {
+        self.waited += n;
+        let goal = self.waited;
+        self.counts.goal.store(goal, Ordering::SeqCst);
+        self.until(|c| c.seen.load(Ordering::SeqCst) >= goal).await
+    }
 }
 
 /// Counts inbound messages for the actix-tether client.
-struct Counter {
-    tx: mpsc::UnboundedSender<Seen>,
-}
+struct Counter(Arc<Counts>);
 
 impl Actor for Counter {
     type Context = Context<Self>;
@@ -60,7 +124,7 @@ impl Handler<Inbound> for Counter {
     type Result = ();
 
     fn handle(&mut self, _: Inbound, _: &mut Context<Self>) {
-        let _ = self.tx.unbounded_send(Seen::Messages(1));
+        self.0.add(1);
     }
 }
 
@@ -68,7 +132,7 @@ impl Handler<InboundBatch> for Counter {
     type Result = ();
 
     fn handle(&mut self, InboundBatch(batch): InboundBatch, _: &mut Context<Self>) {
-        let _ = self.tx.unbounded_send(Seen::Messages(batch.len()));
+        self.0.add(batch.len());
     }
 }
 
@@ -77,19 +141,16 @@ impl Handler<Event> for Counter {
 
     fn handle(&mut self, e: Event, _: &mut Context<Self>) {
         if matches!(e, Event::Connected { .. }) {
-            let _ = self.tx.unbounded_send(Seen::Connected);
+            self.0.connected();
         }
     }
 }
 
 /// An actix-tether client whose subscriber takes one actor message per
 /// message, or with `batched` one per socket read.
-async fn tether(
-    url: String,
-    batched: bool,
-) -> Res<(actix_tether::Client, mpsc::UnboundedReceiver<Seen>)> {
-    let (tx, mut rx) = mpsc::unbounded();
-    let counter = Counter { tx }.start();
+async fn tether(url: String, batched: bool) -> Res<(actix_tether::Client, Tally)> {
+    let (tally, counts) = Tally::new();
+    let counter = Counter(counts).start();
     let mut builder = ClientBuilder::new(url)
         .no_ping()
         .max_retries(0)
@@ -103,30 +164,24 @@ async fn tether(
         builder.subscribe(counter.recipient())
     };
     let client = builder.start()?;
-    while let Some(seen) = rx.next().await {
-        if matches!(seen, Seen::Connected) {
-            break;
-        }
-    }
-    Ok((client, rx))
+    tally.connected().await?;
+    Ok((client, tally))
 }
 
 /// Counts inbound messages for the ezsockets client.
-struct Ez {
-    tx: mpsc::UnboundedSender<Seen>,
-}
+struct Ez(Arc<Counts>);
 
 #[async_trait::async_trait]
 impl ezsockets::ClientExt for Ez {
     type Call = ();
 
     async fn on_text(&mut self, _: ezsockets::Utf8Bytes) -> Result<(), ezsockets::Error> {
-        let _ = self.tx.unbounded_send(Seen::Messages(1));
+        self.0.add(1);
         Ok(())
     }
 
     async fn on_binary(&mut self, _: ezsockets::Bytes) -> Result<(), ezsockets::Error> {
-        let _ = self.tx.unbounded_send(Seen::Messages(1));
+        self.0.add(1);
         Ok(())
     }
 
@@ -135,7 +190,7 @@ impl ezsockets::ClientExt for Ez {
     }
 
     async fn on_connect(&mut self) -> Result<(), ezsockets::Error> {
-        let _ = self.tx.unbounded_send(Seen::Connected);
+        self.0.connected();
         Ok(())
     }
 
@@ -157,7 +212,7 @@ impl ezsockets::ClientExt for Ez {
 /// A connected ezsockets client, its inbound counts and its actor's task.
 struct EzClient {
     client: ezsockets::Client<Ez>,
-    rx: mpsc::UnboundedReceiver<Seen>,
+    tally: Tally,
     task: actix_rt::task::JoinHandle<()>,
 }
 
@@ -171,19 +226,19 @@ impl EzClient {
 
 /// An ezsockets client (its own reconnecting actor on tokio), connected.
 async fn ez(url: String) -> Res<EzClient> {
-    let (tx, mut rx) = mpsc::unbounded();
+    let (tally, counts) = Tally::new();
     let url = url::Url::parse(&url)?;
     let config = ezsockets::ClientConfig::new(url).max_reconnect_attempts(0);
-    let (client, future) = ezsockets::connect(move |_| Ez { tx }, config).await;
+    let (client, future) = ezsockets::connect(move |_| Ez(counts), config).await;
     let task = actix_rt::spawn(async move {
         let _ = future.await;
     });
-    while let Some(seen) = rx.next().await {
-        if matches!(seen, Seen::Connected) {
-            break;
-        }
-    }
-    Ok(EzClient { client, rx, task })
+    tally.connected().await?;
+    Ok(EzClient {
+        client,
+        tally,
+        task,
+    })
 }
 
 /// A plain awc client with Nagle's algorithm off, as actix-tether's own
@@ -201,19 +256,6 @@ fn awc_client() -> awc::Client {
     awc::Client::builder()
         .connector(awc::Connector::new().connector(tcp))
         .finish()
-}
-
-/// Waits until `n` messages were seen.
-async fn count(rx: &mut mpsc::UnboundedReceiver<Seen>, n: usize) -> Res<()> {
-    let mut seen = 0;
-    while seen < n {
-        match rx.next().await {
-            Some(Seen::Messages(k)) => seen += k,
-            Some(Seen::Connected) => {}
-            None => return Err("tether stopped early".into()),
-        }
-    }
-    Ok(())
 }
 
 /// Receives `n` messages; returns the seconds from connected to the last.
@@ -257,9 +299,9 @@ pub(crate) async fn inbound(
             Ok(start.elapsed().as_secs_f64())
         }
         Client::Tether | Client::TetherBatched => {
-            let (client, mut rx) = tether(url, client == Client::TetherBatched).await?;
+            let (client, mut tally) = tether(url, client == Client::TetherBatched).await?;
             let start = Instant::now();
-            count(&mut rx, n).await?;
+            tally.count(n).await?;
             let secs = start.elapsed().as_secs_f64();
             let _ = client.close(Duration::from_secs(1)).await;
             Ok(secs)
@@ -267,7 +309,7 @@ pub(crate) async fn inbound(
         Client::Ezsockets => {
             let mut ez = ez(url).await?;
             let start = Instant::now();
-            count(&mut ez.rx, n).await?;
+            ez.tally.count(n).await?;
             let secs = start.elapsed().as_secs_f64();
             ez.close().await;
             Ok(secs)
@@ -311,12 +353,12 @@ pub(crate) async fn outbound(client: Client, base: &str, n: usize, size: usize) 
             Ok(start.elapsed().as_secs_f64())
         }
         Client::Tether | Client::TetherBatched => {
-            let (client, mut rx) = tether(url, client == Client::TetherBatched).await?;
+            let (client, mut tally) = tether(url, client == Client::TetherBatched).await?;
             let start = Instant::now();
             for _ in 0..n {
                 client.send(text.as_str()).await?;
             }
-            count(&mut rx, 1).await?;
+            tally.count(1).await?;
             let secs = start.elapsed().as_secs_f64();
             let _ = client.close(Duration::from_secs(1)).await;
             Ok(secs)
@@ -327,7 +369,7 @@ pub(crate) async fn outbound(client: Client, base: &str, n: usize, size: usize) 
             for _ in 0..n {
                 ez.client.text(text.as_str())?;
             }
-            count(&mut ez.rx, 1).await?;
+            ez.tally.count(1).await?;
             let secs = start.elapsed().as_secs_f64();
             ez.close().await;
             Ok(secs)
@@ -374,11 +416,11 @@ pub(crate) async fn echo(client: Client, base: &str, n: usize) -> Res<Vec<f64>> 
             }
         }
         Client::Tether | Client::TetherBatched => {
-            let (client, mut rx) = tether(url, client == Client::TetherBatched).await?;
+            let (client, mut tally) = tether(url, client == Client::TetherBatched).await?;
             for _ in 0..n {
                 let t = Instant::now();
                 client.send(text.as_str()).await?;
-                count(&mut rx, 1).await?;
+                tally.count(1).await?;
                 samples.push(t.elapsed().as_secs_f64() * 1e6);
             }
             let _ = client.close(Duration::from_secs(1)).await;
@@ -388,7 +430,7 @@ pub(crate) async fn echo(client: Client, base: &str, n: usize) -> Res<Vec<f64>> 
             for _ in 0..n {
                 let t = Instant::now();
                 ez.client.text(text.as_str())?;
-                count(&mut ez.rx, 1).await?;
+                ez.tally.count(1).await?;
                 samples.push(t.elapsed().as_secs_f64() * 1e6);
             }
             ez.close().await;
