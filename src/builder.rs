@@ -260,7 +260,9 @@ impl ClientBuilder {
         self
     }
 
-    /// Subscribes an actor to inbound messages from the first link on.
+    /// Subscribes an actor to inbound messages from the first link on. A
+    /// subscriber that falls behind its mailbox capacity pauses reading
+    /// until it catches up (see [`Inbound`]).
     pub fn subscribe(mut self, r: Recipient<Inbound>) -> Self {
         self.inbound.push(r);
         self

@@ -7,7 +7,12 @@ use crate::frame::Message;
 
 /// An inbound data message, delivered to every inbound subscriber.
 ///
-/// The payload is shared, not copied, between subscribers.
+/// The payload is shared, not copied, between subscribers. Delivery is
+/// backpressured: when a subscriber's mailbox is full, it still receives
+/// the rest of the current read (in order; nothing is lost), and the client
+/// stops reading from the socket until that subscriber has handled it. Set
+/// the subscriber's mailbox capacity (`ctx.set_mailbox_capacity`) to how far
+/// it may fall behind.
 #[derive(Debug, Clone, PartialEq, Eq, actix::Message)]
 #[rtype(result = "()")]
 pub struct Inbound(pub Message);
