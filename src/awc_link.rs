@@ -165,12 +165,7 @@ impl WriteHalf {
         let dst = &mut s.write_buf;
         // A client masks every frame (RFC 6455 §5.3).
         match frame {
-            OutRef::Message(Message::Text(t)) => {
-                Parser::write_message(dst, t.as_bytes(), OpCode::Text, true, true)
-            }
-            OutRef::Message(Message::Binary(b)) => {
-                Parser::write_message(dst, b, OpCode::Binary, true, true)
-            }
+            OutRef::Message(m) => write_data(dst, m),
             OutRef::Ping(b) => Parser::write_message(dst, b, OpCode::Ping, true, true),
             OutRef::Pong(b) => Parser::write_message(dst, b, OpCode::Pong, true, true),
             OutRef::Close(c) => {
@@ -217,13 +212,18 @@ impl FrameWriter for WriteHalf {
             if taken > 0 && dst.len() >= WRITE_HIGH {
                 break;
             }
-            let (payload, op) = match m {
-                Message::Text(t) => (&t.as_bytes()[..], OpCode::Text),
-                Message::Binary(b) => (&b[..], OpCode::Binary),
-            };
-            Parser::write_message(dst, payload, op, true, true);
+            write_data(dst, m);
             taken += 1;
         }
         Poll::Ready(Ok(taken))
+    }
+}
+
+/// Encodes one data message, masked (a client masks every frame, RFC 6455
+/// §5.3).
+fn write_data(dst: &mut BytesMut, m: &Message) {
+    match m {
+        Message::Text(t) => Parser::write_message(dst, t.as_bytes(), OpCode::Text, true, true),
+        Message::Binary(b) => Parser::write_message(dst, b, OpCode::Binary, true, true),
     }
 }

@@ -30,7 +30,7 @@ use futures::StreamExt;
 use crate::batch::{Batch, Flushed};
 use crate::config::Config;
 use crate::error::{DisconnectReason, ProtocolViolation, TransportError, TransportErrorKind};
-use crate::frame::{CloseFrame, Frame, Message, OutFrame, OutRef};
+use crate::frame::{CloseFrame, Frame, Message, OutFrame};
 use crate::heartbeat::{Heartbeat, Pong, StopHeartbeat};
 use crate::hub::{Counters, Hub};
 use crate::read_batch::ReadBatches;
@@ -76,15 +76,10 @@ pub(crate) struct CloseLink {
 #[rtype(result = "()")]
 pub(crate) struct Abort;
 
+/// For the writer task; each is acknowledged once it is flushed.
 enum WriteCmd {
     Batch(Batch, oneshot::Sender<Flushed>),
     Frame(OutFrame, Option<oneshot::Sender<()>>),
-}
-
-/// Written, waiting for the flush to be acknowledged.
-enum Pending {
-    Batch(Batch, oneshot::Sender<Flushed>),
-    Frame(oneshot::Sender<()>),
 }
 
 pub(crate) struct Connection {
@@ -228,52 +223,54 @@ async fn write_loop(
     while let Some(first) = rx.next().await {
         let mut next = Some(first);
         while let Some(cmd) = next.take() {
-            match cmd {
-                WriteCmd::Batch(..) if closed => {}
-                WriteCmd::Frame(..) if closed => {}
-                WriteCmd::Batch(batch, ack) => {
-                    let mut rest = batch.messages();
-                    while !rest.is_empty() {
-                        let n = poll_fn(|cx| writer.poll_write_messages(cx, rest)).await?;
-                        // A writer that takes nothing would spin forever.
-                        rest = rest.get(n..).filter(|_| n > 0).ok_or_else(|| {
-                            TransportError::new(
-                                TransportErrorKind::Io,
-                                "transport took no message from a batch",
-                            )
-                        })?;
-                    }
-                    pending.push(Pending::Batch(batch, ack));
-                }
-                WriteCmd::Frame(frame, ack) => {
-                    if matches!(frame, OutFrame::Close(_)) {
-                        closed = true;
-                    }
-                    send(&mut *writer, frame.borrowed()).await?;
-                    pending.extend(ack.map(Pending::Frame));
-                }
+            // After a Close, `cmd` drops: a batch goes back to the buffer.
+            if !closed {
+                encode(&mut *writer, &cmd).await?;
+                closed = matches!(cmd, WriteCmd::Frame(OutFrame::Close(_), _));
+                pending.push(cmd);
             }
             // Everything already queued joins this flush.
             next = rx.try_recv().ok();
         }
         poll_fn(|cx| writer.poll_flush(cx)).await?;
-        for p in pending.drain(..) {
-            match p {
-                Pending::Batch(batch, ack) => {
+        for cmd in pending.drain(..) {
+            match cmd {
+                WriteCmd::Batch(batch, ack) => {
                     let _ = ack.send(batch.flushed());
                 }
-                Pending::Frame(ack) => {
+                WriteCmd::Frame(_, Some(ack)) => {
                     let _ = ack.send(());
                 }
+                WriteCmd::Frame(_, None) => {}
             }
         }
     }
     Ok(())
 }
 
-async fn send(writer: &mut dyn FrameWriter, frame: OutRef<'_>) -> Result<(), TransportError> {
-    poll_fn(|cx| writer.poll_ready(cx)).await?;
-    writer.start_send(frame)
+/// Encodes `cmd` into the writer; the flush comes later, for everything
+/// queued at once.
+async fn encode(writer: &mut dyn FrameWriter, cmd: &WriteCmd) -> Result<(), TransportError> {
+    match cmd {
+        WriteCmd::Batch(batch, _) => {
+            let mut rest = batch.messages();
+            while !rest.is_empty() {
+                let n = poll_fn(|cx| writer.poll_write_messages(cx, rest)).await?;
+                // A writer that takes nothing would spin forever.
+                rest = rest.get(n..).filter(|_| n > 0).ok_or_else(|| {
+                    TransportError::new(
+                        TransportErrorKind::Io,
+                        "transport took no message from a batch",
+                    )
+                })?;
+            }
+            Ok(())
+        }
+        WriteCmd::Frame(frame, _) => {
+            poll_fn(|cx| writer.poll_ready(cx)).await?;
+            writer.start_send(frame.borrowed())
+        }
+    }
 }
 
 impl Actor for Connection {

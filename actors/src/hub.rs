@@ -68,37 +68,23 @@ impl Hub {
         let bytes: usize = messages.iter().map(Message::len).sum();
         Counters::add(&self.counters.bytes_in, bytes as u64);
         let mut waits = Vec::new();
-        let want_batches = !self.batches.borrow().is_empty();
-        let mut messages = Some(messages);
-        {
-            let mut inbound = self.inbound.borrow_mut();
-            let last = inbound.len();
-            let mut i = 0;
-            inbound.retain(|r| {
-                i += 1;
-                if i == last && !want_batches {
-                    // The common case: hand each message over without a copy.
-                    let owned = messages.take().unwrap_or_default();
-                    send_in_order(r, owned.into_iter().map(Inbound), &mut waits)
-                } else {
-                    let shared = messages.iter().flatten().cloned();
-                    send_in_order(r, shared.map(Inbound), &mut waits)
-                }
+        let inbound = |r: &Recipient<Inbound>, msgs: Vec<Message>, waits: &mut Vec<CatchUp>| {
+            send_in_order(r, msgs.into_iter().map(Inbound), waits)
+        };
+        if self.batches.borrow().is_empty() {
+            // The common case: the messages themselves go to the (last)
+            // subscriber, without a copy.
+            give_each(&mut self.inbound.borrow_mut(), messages, |r, m| {
+                inbound(r, m, &mut waits)
             });
-        }
-        if let (true, Some(messages)) = (want_batches, messages) {
-            let mut batches = self.batches.borrow_mut();
-            let last = batches.len();
-            let mut messages = Some(messages);
-            let mut i = 0;
-            batches.retain(|r| {
-                i += 1;
-                let batch = if i == last {
-                    messages.take().unwrap_or_default()
-                } else {
-                    messages.clone().unwrap_or_default()
-                };
-                send_in_order(r, std::iter::once(InboundBatch(batch)), &mut waits)
+        } else {
+            if !self.inbound.borrow().is_empty() {
+                give_each(&mut self.inbound.borrow_mut(), messages.clone(), |r, m| {
+                    inbound(r, m, &mut waits)
+                });
+            }
+            give_each(&mut self.batches.borrow_mut(), messages, |r, m| {
+                send_in_order(r, std::iter::once(InboundBatch(m)), &mut waits)
             });
         }
         waits
@@ -167,19 +153,29 @@ where
     M: actix::Message + Send + Clone + 'static,
     M::Result: Send,
 {
-    let mut msg = Some(msg);
+    give_each(list, msg, |r, m| match r.try_send(m) {
+        Err(MailboxSendError::Full(m)) => {
+            r.do_send(m);
+            true
+        }
+        Err(MailboxSendError::Closed(_)) => false,
+        Ok(()) => true,
+    });
+}
+
+/// Hands `value` to every recipient in `list` (the last gets it, the others
+/// a clone) and keeps those for which `give` returns true.
+fn give_each<R, T: Clone>(list: &mut Vec<R>, value: T, mut give: impl FnMut(&R, T) -> bool) {
+    let mut value = Some(value);
     let last = list.len().saturating_sub(1);
     let mut i = 0;
     list.retain(|r| {
-        let m = if i == last { msg.take() } else { msg.clone() };
+        let v = if i == last {
+            value.take()
+        } else {
+            value.clone()
+        };
         i += 1;
-        match m.map(|m| r.try_send(m)) {
-            Some(Err(MailboxSendError::Full(m))) => {
-                r.do_send(m);
-                true
-            }
-            Some(Err(MailboxSendError::Closed(_))) => false,
-            Some(Ok(())) | None => true,
-        }
+        v.is_none_or(|v| give(r, v))
     });
 }

@@ -68,15 +68,16 @@ impl Gate {
 
 pub(crate) struct ReadBatches {
     inner: FrameStream,
-    gate: Rc<Hub>,
+    /// Holds the client's read gate.
+    hub: Rc<Hub>,
     done: bool,
 }
 
 impl ReadBatches {
-    pub(crate) fn new(inner: FrameStream, gate: Rc<Hub>) -> Self {
+    pub(crate) fn new(inner: FrameStream, hub: Rc<Hub>) -> Self {
         Self {
             inner,
-            gate,
+            hub,
             done: false,
         }
     }
@@ -97,8 +98,8 @@ impl Stream for ReadBatches {
         if self.done {
             return Poll::Ready(None);
         }
-        if self.gate.reading.is_closed() {
-            self.gate.reading.wait(cx);
+        if self.hub.reading.is_closed() {
+            self.hub.reading.wait(cx);
             return Poll::Pending;
         }
         let mut batch = Vec::with_capacity(16);
