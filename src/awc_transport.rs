@@ -47,6 +47,7 @@ impl AwcTransport {
             .service()
             .map(|conn: TcpConnection<Uri, TcpStream>| {
                 let _ = conn.io_ref().set_nodelay(true);
+                limit_unsent(conn.io_ref());
                 conn
             });
         let connector = awc::Connector::new().connector(tcp).timeout(timeout);
@@ -58,6 +59,26 @@ impl AwcTransport {
             .wrap(CaptureRetryAfter(retry_after))
             .finish()
     }
+}
+
+/// Unsent bytes the kernel may hold below the writer.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const NOTSENT_LOWAT: u32 = 16 * 1024;
+
+/// Keeps the kernel's unsent data small (`TCP_NOTSENT_LOWAT`): the socket
+/// reports writable only while less than 16 KiB wait to be sent, so the
+/// writer's own buffer, where control frames go ahead of data, holds the
+/// backlog instead of a send buffer of megabytes that a Pong would queue
+/// behind. Elsewhere the kernel's default applies.
+fn limit_unsent(tcp: &TcpStream) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        if let Err(e) = socket2::SockRef::from(tcp).set_tcp_notsent_lowat(NOTSENT_LOWAT) {
+            tracing::debug!(error = %e, "TCP_NOTSENT_LOWAT not set");
+        }
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = tcp;
 }
 
 impl Transport for AwcTransport {

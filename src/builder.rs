@@ -7,7 +7,7 @@ use actix::Recipient;
 use actix_tether_actors::{
     BackoffPolicy, Client, Config, ConfigError, ConnectError, ConnectInfo, ConnectRequest, Engine,
     Event, Inbound, InboundBatch, Jitter, Message, OnConnect, OverflowPolicy, QueueLimits,
-    RandomSource, RequestProvider, Transport,
+    RandomSource, RequestProvider, StallPolicy, Transport,
 };
 
 use crate::awc_transport::AwcTransport;
@@ -176,6 +176,13 @@ impl ClientBuilder {
         self
     }
 
+    /// The longest server `Retry-After` the client honours; a longer one
+    /// (`Retry-After: 86400`) waits this long instead. Default is 5 minutes.
+    pub fn max_retry_after(mut self, d: Duration) -> Self {
+        self.config.max_retry_after = d;
+        self
+    }
+
     /// Bound on connecting plus the upgrade handshake. Default is 10 s.
     pub fn connect_timeout(mut self, d: Duration) -> Self {
         self.config.connect_timeout = d;
@@ -217,6 +224,45 @@ impl ClientBuilder {
     /// Reconnect when nothing at all arrives for this long. Default is off.
     pub fn silence_timeout(mut self, d: Duration) -> Self {
         self.config.heartbeat.silence_timeout = Some(d);
+        self
+    }
+
+    /// A write that makes no progress for this long (a peer that stopped
+    /// reading) ends the link; its batch goes back to the head of the
+    /// queue for the next link. Default is 30 s.
+    pub fn write_timeout(mut self, d: Duration) -> Self {
+        self.config.write_timeout = Some(d);
+        self
+    }
+
+    /// Lets a write wait for the peer forever. Default is a 30 s write
+    /// timeout.
+    pub fn no_write_timeout(mut self) -> Self {
+        self.config.write_timeout = None;
+        self
+    }
+
+    /// Inbound payload bytes read ahead of a subscriber that is behind;
+    /// while below it, reading (and Ping, Pong, Close handling) goes on; at
+    /// it, reading pauses until the subscriber catches up (see [`Inbound`]).
+    /// Default is 1 MiB.
+    pub fn read_ahead(mut self, bytes: usize) -> Self {
+        self.config.read_ahead = bytes;
+        self
+    }
+
+    /// How long a subscriber may stay behind before it is reported with
+    /// [`Event::SubscriberStalled`] and the stall policy applies. Default is
+    /// 30 s.
+    pub fn stall_timeout(mut self, d: Duration) -> Self {
+        self.config.stall_timeout = d;
+        self
+    }
+
+    /// What a stalled subscriber does to the link. Default is
+    /// [`StallPolicy::Wait`].
+    pub fn on_stall(mut self, policy: StallPolicy) -> Self {
+        self.config.on_stall = policy;
         self
     }
 

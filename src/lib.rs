@@ -64,7 +64,7 @@ pub use actix_tether_actors as engine;
 pub use actix_tether_actors::{
     BackoffPolicy, Client, CloseError, CloseFrame, ConfigError, ConnectError, ConnectErrorKind,
     ConnectInfo, ConnectRequest, DisconnectReason, Event, Inbound, InboundBatch, Jitter, Message,
-    OverflowPolicy, ProtocolViolation, RandomSource, SendError, State, Stats, Transport,
-    TransportError,
+    OverflowPolicy, ProtocolViolation, RandomSource, SendError, StallPolicy, State, Stats,
+    Transport, TransportError, WeakClient,
 };
 pub use builder::ClientBuilder;

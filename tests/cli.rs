@@ -20,6 +20,12 @@ struct Run {
 
 /// Runs tether with `args` and `stdin`, killing it after 30 s.
 fn tether(args: &[&str], stdin: &str) -> Run {
+    run_tether(args, stdin, false)
+}
+
+/// Runs tether with `args`, writing `stdin` but leaving it open (a script
+/// that keeps its pipe), killing it after 30 s.
+fn run_tether(args: &[&str], stdin: &str, keep_stdin_open: bool) -> Run {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
         .args(args)
         .stdin(Stdio::piped())
@@ -30,7 +36,7 @@ fn tether(args: &[&str], stdin: &str) -> Run {
     let mut input = child.stdin.take().unwrap();
     // A program that exits early closes its stdin; that is not our failure.
     let _ = input.write_all(stdin.as_bytes());
-    drop(input);
+    let open = keep_stdin_open.then_some(input);
     let deadline = Instant::now() + Duration::from_secs(30);
     let code = loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -42,6 +48,7 @@ fn tether(args: &[&str], stdin: &str) -> Run {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
+    drop(open);
     let mut stdout = String::new();
     let mut stderr = String::new();
     child
@@ -208,4 +215,51 @@ async fn max_retries_gives_up_with_exit_1() {
     assert!(reconnecting[0]["delay_ms"].is_u64());
     assert_eq!(lines.last().unwrap()["event"], "gave_up");
     assert_eq!(lines.last().unwrap()["attempts"], 3);
+}
+
+#[actix_rt::test]
+async fn giving_up_exits_1_even_while_stdin_stays_open() {
+    let mut spec = Spec::new(record);
+    spec.refusal = Some(unauthorized);
+    let server = TestServer::start(spec);
+    let url = server.url();
+    let run = actix_rt::task::spawn_blocking(move || run_tether(&["--json", &url], "", true))
+        .await
+        .unwrap();
+    assert_eq!(run.code, Some(1), "killed after 30 s? {}", run.stderr);
+    let last: serde_json::Value = serde_json::from_str(run.stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(last["event"], "gave_up");
+}
+
+#[actix_rt::test]
+async fn json_reports_every_line_not_sent_as_a_dropped_event() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let args = vec![
+        "--json".into(),
+        "--exit-on-eof".into(),
+        "--queue-size".into(),
+        "2".into(),
+        "--close-timeout".into(),
+        "200ms".into(),
+        format!("ws://{free}/"),
+    ];
+    let run = tether_async(args, "a\nb\nc\nd\n").await;
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    let dropped: Vec<serde_json::Value> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["event"] == "dropped")
+        .collect();
+    let lines: Vec<u64> = dropped
+        .iter()
+        .map(|e| e["line"].as_u64().unwrap())
+        .collect();
+    assert_eq!(lines, [3, 4], "{}", run.stdout);
+    for e in &dropped {
+        assert_eq!(e["reason"], "outbound queue is full");
+    }
 }

@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
@@ -10,35 +12,13 @@ use actix::prelude::*;
 use actix_tether::engine::{Frame, FrameWriter, OutFrame, OutRef};
 use actix_tether::testkit::{mock, settle, MockTransport, Outcome, Recorder};
 use actix_tether::{
-    ClientBuilder, CloseFrame, ConnectErrorKind, ConnectRequest, DisconnectReason, Event, Inbound,
-    Jitter, Message, OverflowPolicy, ProtocolViolation, SendError, State, TransportError,
+    CloseFrame, ConnectErrorKind, ConnectRequest, DisconnectReason, Event, Inbound, Jitter,
+    Message, OverflowPolicy, ProtocolViolation, SendError, State, TransportError,
 };
 use bytes::Bytes;
+use support::mock::{base, connected, disconnected, ms};
 
 const LONG: Duration = Duration::from_secs(60);
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
-fn base(transport: MockTransport, rec: &Recorder) -> ClientBuilder {
-    ClientBuilder::new("ws://mock.test/feed")
-        .transport(transport)
-        .jitter(Jitter::None)
-        .backoff_initial(ms(100))
-        .backoff_max(Duration::from_secs(10))
-        .no_ping()
-        .subscribe(rec.inbound())
-        .subscribe_events(rec.events())
-}
-
-fn connected(e: &Event) -> bool {
-    matches!(e, Event::Connected { .. })
-}
-
-fn disconnected(e: &Event) -> bool {
-    matches!(e, Event::Disconnected { .. })
-}
 
 fn reconnecting_delays(rec: &Recorder) -> Vec<Duration> {
     rec.recorded_events()
@@ -527,14 +507,18 @@ async fn reject_policy_hands_the_newest_message_back() {
         client.try_send("c"),
         Err(SendError::Full(Message::from("c")))
     );
-    assert_eq!(
-        client.send("d").await,
-        Err(SendError::Full(Message::from("d")))
-    );
+    // `send` does not apply the policy: it waits for room.
+    let waited = actix_rt::time::timeout(ms(500), client.send("d")).await;
+    assert!(waited.is_err(), "send waits while the queue is full");
     let stats = client.stats().await.unwrap();
     assert_eq!(
-        (stats.queue_depth, stats.queue_bytes, stats.dropped),
-        (2, 2, 0)
+        (
+            stats.queue_depth,
+            stats.queue_bytes,
+            stats.dropped,
+            stats.waiting_senders
+        ),
+        (2, 2, 0, 0)
     );
 }
 
@@ -1027,6 +1011,7 @@ async fn a_slow_subscriber_slows_reading_instead_of_piling_up_messages() {
         .ping_interval(ms(200))
         .pong_timeout(ms(100))
         .silence_timeout(Duration::from_secs(1))
+        .read_ahead(64)
         .subscribe(slow.recipient())
         .start()
         .unwrap();
@@ -1042,10 +1027,11 @@ async fn a_slow_subscriber_slows_reading_instead_of_piling_up_messages() {
         most_ahead = most_ahead.max(read - got.borrow().len());
     }
     assert_eq!(*got.borrow(), all, "all delivered, in order");
-    // Read but not yet handled: the mailbox (4), one read (at most 256
-    // frames) and the one in hand. Without backpressure it would be ~1000.
+    // Read but not yet handled: the mailbox (4), the read-ahead (64 bytes,
+    // at most 32 of these messages), one read (at most 256 frames) and the
+    // one in hand. Without backpressure it would be ~1000.
     assert!(
-        most_ahead <= 261,
+        most_ahead <= 293,
         "read {most_ahead} ahead of the subscriber"
     );
     assert!(

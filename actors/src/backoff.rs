@@ -215,7 +215,12 @@ impl Backoff {
     pub fn next_delay(&mut self) -> Duration {
         self.retry = self.retry.saturating_add(1);
         let base = self.policy.base_delay(self.retry);
-        let unit = self.random.next_unit().clamp(0.0, 1.0);
+        // A random source may return anything: NaN and infinities count as
+        // the top of the range (the longest delay, never a hammering zero).
+        let unit = match self.random.next_unit() {
+            u if u.is_nan() => 1.0,
+            u => u.clamp(0.0, 1.0),
+        };
         let delay = match self.policy.jitter {
             Jitter::None => base,
             Jitter::Full => base.mul_f64(unit),
@@ -278,6 +283,26 @@ mod tests {
         assert_eq!(d, [ms(100), ms(200), ms(400), ms(800), ms(1000), ms(1000)]);
         b.reset();
         assert_eq!(b.next_delay(), ms(100));
+    }
+
+    #[test]
+    fn any_random_value_gives_a_delay_within_the_policy() {
+        for jitter in [
+            Jitter::None,
+            Jitter::Full,
+            Jitter::Equal,
+            Jitter::Decorrelated,
+        ] {
+            for unit in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -3.0, 7.0] {
+                let mut b = Backoff::with_random(policy(jitter), fixed(unit));
+                for _ in 0..5 {
+                    assert!(b.next_delay() <= ms(1000), "{jitter:?} {unit}");
+                }
+            }
+            let mut nan = Backoff::with_random(policy(jitter), fixed(f64::NAN));
+            let mut top = Backoff::with_random(policy(jitter), fixed(1.0));
+            assert_eq!(nan.next_delay(), top.next_delay(), "NaN counts as the top");
+        }
     }
 
     #[test]

@@ -11,22 +11,30 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use futures::channel::oneshot;
+use std::task::{Context, Poll, Waker};
 
 use crate::error::{ConfigError, SendError};
 use crate::frame::Message;
 
-/// What happens when a message arrives at a full queue.
+/// What [`Client::try_send`](crate::Client::try_send) does with a message
+/// that arrives at a full queue.
+///
+/// [`Client::send`](crate::Client::send) never applies the policy: it waits
+/// for room whatever the policy is, as a bounded channel's `send` does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OverflowPolicy {
     /// Refuse the new message; the sender gets it back in [`SendError::Full`].
     #[default]
     Reject,
-    /// Drop the oldest queued message to make room; subscribers receive an
-    /// [`Event::Dropped`](crate::Event::Dropped) carrying it.
+    /// Drop the oldest queued messages when that makes room for the new one;
+    /// each dropped message reaches subscribers as an
+    /// [`Event::Dropped`](crate::Event::Dropped). When dropping cannot make
+    /// room (the room is held by a batch in flight, or the new message is
+    /// larger than everything that could be dropped), nothing is dropped and
+    /// the new message is refused with [`SendError::Full`].
     DropOldest,
-    /// `send` waits for room (in arrival order); `try_send` reports
-    /// [`SendError::Full`].
+    /// The same as [`OverflowPolicy::Reject`] for `try_send` (kept for
+    /// configurations that name it; `send` waits under every policy).
     Wait,
 }
 
@@ -105,8 +113,6 @@ impl QueueLimits {
 /// messages does not hold up control frames (a Pong) for long.
 pub(crate) const BATCH_BYTES: usize = 1 << 20;
 
-pub(crate) type Waiter = (Message, oneshot::Sender<Result<(), SendError>>);
-
 /// The result of a push that was accepted.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Accepted {
@@ -122,7 +128,12 @@ pub(crate) struct Buffer {
     bytes: usize,
     in_flight: usize,
     sealed: bool,
-    waiters: VecDeque<Waiter>,
+    /// `send` calls waiting for room, in arrival order: a ticket and the
+    /// waker of the task that holds the message. The messages themselves
+    /// stay in the callers' futures, so waiting senders hold no room here
+    /// and a cancelled `send` leaves nothing behind.
+    waiters: VecDeque<(u64, Option<Waker>)>,
+    next_ticket: u64,
     dropped: Vec<Message>,
     dropped_total: u64,
     wake_pending: bool,
@@ -147,14 +158,11 @@ impl Buffer {
             in_flight: 0,
             sealed: false,
             waiters: VecDeque::new(),
+            next_ticket: 0,
             dropped: Vec::new(),
             dropped_total: 0,
             wake_pending: false,
         }
-    }
-
-    pub(crate) fn policy(&self) -> OverflowPolicy {
-        self.limits.policy
     }
 
     fn fits(&self, len: usize) -> bool {
@@ -162,7 +170,32 @@ impl Buffer {
             && self.bytes + len <= self.limits.max_bytes
     }
 
-    /// Accepts `msg` or hands it back, applying the overflow policy.
+    /// How many of the oldest queued messages must go to make room for a
+    /// message of `len` bytes, if dropping them can make room at all.
+    fn evictions_for(&self, len: usize) -> Option<usize> {
+        let mut count = self.backlog.len() + self.in_flight;
+        let mut bytes = self.bytes;
+        let mut n = 0;
+        let mut oldest = self.backlog.iter();
+        while count >= self.limits.max_messages || bytes + len > self.limits.max_bytes {
+            let old = oldest.next()?;
+            count -= 1;
+            bytes -= old.len();
+            n += 1;
+        }
+        Some(n)
+    }
+
+    fn accept(&mut self, msg: Message) -> Accepted {
+        self.bytes += msg.len();
+        self.backlog.push_back(msg);
+        Accepted {
+            wake: !std::mem::replace(&mut self.wake_pending, true),
+        }
+    }
+
+    /// Accepts `msg` or hands it back, applying the overflow policy
+    /// (`try_send`).
     pub(crate) fn push(&mut self, msg: Message) -> Result<Accepted, SendError> {
         if self.sealed {
             return Err(SendError::Closed(msg));
@@ -170,52 +203,96 @@ impl Buffer {
         if msg.len() > self.limits.max_bytes {
             return Err(SendError::TooLarge(msg));
         }
-        if !self.waiters.is_empty() {
+        let drop_oldest = self.limits.policy == OverflowPolicy::DropOldest;
+        // A newcomer does not overtake waiting senders, unless the policy
+        // says the newest message wins.
+        if self.waiters.is_empty() && self.fits(msg.len()) {
+            return Ok(self.accept(msg));
+        }
+        if !drop_oldest {
             return Err(SendError::Full(msg));
         }
-        while !self.fits(msg.len()) {
-            if self.limits.policy != OverflowPolicy::DropOldest {
-                return Err(SendError::Full(msg));
+        let Some(n) = self.evictions_for(msg.len()) else {
+            return Err(SendError::Full(msg));
+        };
+        for old in self.backlog.drain(..n) {
+            self.bytes -= old.len();
+            self.dropped_total = self.dropped_total.saturating_add(1);
+            self.dropped.push(old);
+        }
+        Ok(self.accept(msg))
+    }
+
+    /// Accepts the message in `msg` once there is room, in the order the
+    /// callers first asked (`send`). While it waits, the caller keeps the
+    /// message and `ticket` holds its place in line; a caller that stops
+    /// waiting must call [`Buffer::cancel`] with its ticket.
+    pub(crate) fn poll_push(
+        &mut self,
+        msg: &mut Option<Message>,
+        ticket: &mut Option<u64>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Accepted, SendError>> {
+        let Some(m) = msg.take() else {
+            // Polled again after it completed: nothing left to send.
+            return Poll::Ready(Err(SendError::Closed(Message::Binary(Default::default()))));
+        };
+        if self.sealed || m.len() > self.limits.max_bytes {
+            if let Some(t) = ticket.take() {
+                self.cancel(t);
             }
-            match self.backlog.pop_front() {
-                Some(old) => {
-                    self.bytes -= old.len();
-                    self.dropped_total += 1;
-                    self.dropped.push(old);
+            return Poll::Ready(self.push(m));
+        }
+        let first_in_line = match *ticket {
+            Some(t) => self.waiters.front().is_some_and(|(id, _)| *id == t),
+            None => self.waiters.is_empty(),
+        };
+        if first_in_line && self.fits(m.len()) {
+            if ticket.take().is_some() {
+                self.waiters.pop_front();
+            }
+            let accepted = self.accept(m);
+            // The next in line may fit too.
+            self.wake_first();
+            return Poll::Ready(Ok(accepted));
+        }
+        *msg = Some(m);
+        let waker = Some(cx.waker().clone());
+        match *ticket {
+            Some(t) => {
+                if let Some(entry) = self.waiters.iter_mut().find(|(id, _)| *id == t) {
+                    entry.1 = waker;
                 }
-                None => return Err(SendError::Full(msg)),
+            }
+            None => {
+                let t = self.next_ticket;
+                self.next_ticket = self.next_ticket.wrapping_add(1);
+                self.waiters.push_back((t, waker));
+                *ticket = Some(t);
             }
         }
-        self.bytes += msg.len();
-        self.backlog.push_back(msg);
-        Ok(Accepted {
-            wake: !std::mem::replace(&mut self.wake_pending, true),
-        })
+        Poll::Pending
     }
 
-    /// Parks a sender until there is room (policy [`OverflowPolicy::Wait`]).
-    pub(crate) fn park(&mut self, waiter: Waiter) -> Result<(), SendError> {
-        if self.sealed {
-            return Err(SendError::Closed(waiter.0));
+    /// A waiting sender gave up (its future was dropped): it leaves the line,
+    /// and if it was first, the next one gets its chance.
+    pub(crate) fn cancel(&mut self, ticket: u64) {
+        let was_first = self.waiters.front().is_some_and(|(id, _)| *id == ticket);
+        self.waiters.retain(|(id, _)| *id != ticket);
+        if was_first {
+            self.wake_first();
         }
-        self.waiters.push_back(waiter);
-        Ok(())
     }
 
-    /// Moves parked senders into the backlog while there is room, in order.
-    fn admit_waiters(&mut self) {
-        while let Some((msg, _)) = self.waiters.front() {
-            if !self.fits(msg.len()) {
-                return;
-            }
-            if let Some((msg, tx)) = self.waiters.pop_front() {
-                self.bytes += msg.len();
-                self.backlog.push_back(msg);
-                // The sender may have given up waiting; the message is
-                // accepted either way and will be written.
-                let _ = tx.send(Ok(()));
-            }
+    fn wake_first(&mut self) {
+        if let Some(w) = self.waiters.front_mut().and_then(|(_, w)| w.take()) {
+            w.wake();
         }
+    }
+
+    /// How many `send` calls wait for room.
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiters.len()
     }
 
     /// Called by the queue actor before it pumps: clears the wake-up flag and
@@ -248,7 +325,7 @@ impl Buffer {
         self.in_flight = self.in_flight.saturating_sub(batch.len());
         let bytes: usize = batch.iter().map(Message::len).sum();
         self.bytes = self.bytes.saturating_sub(bytes);
-        self.admit_waiters();
+        self.wake_first();
         bytes
     }
 
@@ -260,11 +337,13 @@ impl Buffer {
         }
     }
 
-    /// Stops accepting messages; parked senders get theirs back.
+    /// Stops accepting messages; waiting senders get theirs back.
     pub(crate) fn seal(&mut self) {
         self.sealed = true;
-        for (msg, tx) in self.waiters.drain(..) {
-            let _ = tx.send(Err(SendError::Closed(msg)));
+        for (_, w) in self.waiters.drain(..) {
+            if let Some(w) = w {
+                w.wake();
+            }
         }
     }
 
@@ -380,22 +459,93 @@ mod tests {
     }
 
     #[test]
-    fn written_frees_room_and_admits_waiters_in_order() {
-        let mut b = buffer(1, 100, OverflowPolicy::Wait);
+    fn drop_oldest_drops_nothing_when_dropping_cannot_make_room() {
+        let mut b = buffer(4, 64, OverflowPolicy::DropOldest);
+        assert!(b.push(m(&"a".repeat(30))).is_ok());
+        let stuck = take(&mut b, 1);
+        assert!(b.push(m(&"b".repeat(10))).is_ok());
+        assert!(b.push(m(&"c".repeat(10))).is_ok());
+        // 30 bytes are in flight: even with b and c gone, 40 more do not fit.
+        let big = m(&"d".repeat(40));
+        assert_eq!(b.push(big.clone()), Err(SendError::Full(big)));
+        assert_eq!(b.begin_pump(), Vec::<Message>::new(), "nothing dropped");
+        assert_eq!(b.dropped_total(), 0);
+        // 30 bytes do fit once b and c are gone: both go, and are reported.
+        assert!(b.push(m(&"e".repeat(30))).is_ok());
+        assert_eq!(b.begin_pump().len(), 2);
+        assert_eq!(b.dropped_total(), 2);
+        b.requeue(stuck);
+        assert_eq!(b.take_all().len(), 2);
+    }
+
+    #[test]
+    fn drop_oldest_drops_only_as_many_as_needed() {
+        let mut b = buffer(3, 100, OverflowPolicy::DropOldest);
+        for s in ["a", "b", "c"] {
+            assert!(b.push(m(s)).is_ok());
+        }
+        assert!(b.push(m("d")).is_ok());
+        assert_eq!(b.begin_pump(), vec![m("a")]);
+        assert_eq!(b.take_all(), vec![m("b"), m("c"), m("d")]);
+    }
+
+    fn poll(
+        b: &mut Buffer,
+        msg: &mut Option<Message>,
+        ticket: &mut Option<u64>,
+    ) -> Poll<Result<Accepted, SendError>> {
+        let waker = futures::task::noop_waker();
+        b.poll_push(msg, ticket, &mut Context::from_waker(&waker))
+    }
+
+    #[test]
+    fn waiting_senders_get_room_in_arrival_order_and_can_leave_the_line() {
+        let mut b = buffer(1, 100, OverflowPolicy::DropOldest);
         assert!(b.push(m("a")).is_ok());
-        let (tx1, mut rx1) = oneshot::channel();
-        let (tx2, mut rx2) = oneshot::channel();
-        assert!(b.park((m("b"), tx1)).is_ok());
-        assert!(b.park((m("c"), tx2)).is_ok());
-        // A newcomer may not overtake parked senders.
-        assert_eq!(b.push(m("z")), Err(SendError::Full(m("z"))));
+        let (mut first, mut t1) = (Some(m("b")), None);
+        let (mut second, mut t2) = (Some(m("c")), None);
+        let (mut third, mut t3) = (Some(m("d")), None);
+        assert!(poll(&mut b, &mut first, &mut t1).is_pending());
+        assert!(poll(&mut b, &mut second, &mut t2).is_pending());
+        assert!(poll(&mut b, &mut third, &mut t3).is_pending());
+        assert_eq!(b.waiting(), 3);
+        assert_eq!(first, Some(m("b")), "a waiting sender keeps its message");
+        // Waiting is not the overflow policy: nothing was dropped.
+        assert_eq!(b.begin_pump(), Vec::<Message>::new());
         let batch = take(&mut b, 10);
         b.written(&batch);
-        assert_eq!(rx1.try_recv(), Ok(Some(Ok(()))));
-        assert_eq!(rx2.try_recv(), Ok(None));
+        // The second in line cannot overtake the first.
+        assert!(poll(&mut b, &mut second, &mut t2).is_pending());
+        assert!(matches!(
+            poll(&mut b, &mut first, &mut t1),
+            Poll::Ready(Ok(_))
+        ));
+        // The second gives up (its future was dropped): it never gets in.
+        if let Some(t) = t2.take() {
+            b.cancel(t);
+        }
+        let batch = take(&mut b, 10);
+        b.written(&batch);
+        assert!(matches!(
+            poll(&mut b, &mut third, &mut t3),
+            Poll::Ready(Ok(_))
+        ));
+        assert_eq!(b.waiting(), 0);
+        assert_eq!(b.take_all(), vec![m("d")]);
+    }
+
+    #[test]
+    fn sealing_answers_waiting_senders_with_their_message() {
+        let mut b = buffer(1, 100, OverflowPolicy::Reject);
+        assert!(b.push(m("a")).is_ok());
+        let (mut msg, mut ticket) = (Some(m("b")), None);
+        assert!(poll(&mut b, &mut msg, &mut ticket).is_pending());
         b.seal();
-        assert_eq!(rx2.try_recv(), Ok(Some(Err(SendError::Closed(m("c"))))));
-        assert_eq!(b.take_all(), vec![m("b")]);
+        assert_eq!(
+            poll(&mut b, &mut msg, &mut ticket),
+            Poll::Ready(Err(SendError::Closed(m("b"))))
+        );
+        assert_eq!(b.waiting(), 0);
     }
 
     #[test]
@@ -441,7 +591,8 @@ mod props {
     fn policy() -> impl Strategy<Value = OverflowPolicy> {
         prop_oneof![
             Just(OverflowPolicy::Reject),
-            Just(OverflowPolicy::DropOldest)
+            Just(OverflowPolicy::DropOldest),
+            Just(OverflowPolicy::Wait),
         ]
     }
 
@@ -466,7 +617,13 @@ mod props {
                         while text.len() < len { text.push('.'); }
                         next_id += 1;
                         let m = Message::from(text);
-                        if b.push(m.clone()).is_ok() { accepted.push(m); }
+                        let before = b.dropped_total();
+                        if b.push(m.clone()).is_ok() {
+                            accepted.push(m);
+                        } else {
+                            // A refused message drops nothing.
+                            prop_assert_eq!(b.dropped_total(), before);
+                        }
                     }
                     Op::Take(n) if in_flight.is_none() => {
                         let mut batch = Vec::new();

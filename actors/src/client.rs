@@ -2,15 +2,14 @@
 
 use std::fmt;
 use std::rc::Rc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use actix::prelude::*;
-use bytes::Bytes;
-use futures::channel::oneshot;
+use futures::future::poll_fn;
 
 use crate::backoff::{Backoff, RandomSource};
-use crate::buffer::{lock, Buffer, OverflowPolicy, SharedBuffer};
+use crate::buffer::{lock, Buffer, SharedBuffer};
 use crate::config::Config;
 use crate::error::{CloseError, ConfigError, ConnectError, SendError};
 use crate::events::{Event, Inbound, InboundBatch, State};
@@ -18,7 +17,8 @@ use crate::frame::Message;
 use crate::hub::Hub;
 use crate::queue::{Queue, Wake};
 use crate::supervisor::{
-    AddSetupSource, Close, ConnectInfo, GetStats, Parts, SetupSource, Subscribe, Supervisor,
+    AddSetupSource, Close, ConnectInfo, GetStats, Orphaned, Parts, SetupSource, Subscribe,
+    Supervisor,
 };
 use crate::transport::{ConnectRequest, Transport};
 
@@ -140,6 +140,7 @@ impl Engine {
         })
         .start();
         Ok(Client {
+            handle: Arc::new(LastHandle(supervisor.clone())),
             supervisor,
             queue,
             buffer,
@@ -150,12 +151,62 @@ impl Engine {
 /// The handle to a running client: cheap to clone, `Send`, usable from any
 /// thread.
 ///
-/// Dropping every handle does not stop the client; [`Client::close`] does.
+/// # Dropping the last handle
+///
+/// The client lives as long as a handle does, as a channel lives as long as
+/// a sender. When the last `Client` (or the last typed client holding one)
+/// is dropped, the client closes as [`Client::close`] would with the close
+/// timeout: it stops accepting messages, writes what it holds (reconnecting
+/// if it must, until the timeout), closes the link with 1000 and stops every
+/// actor; subscribers see `Disconnected` and `Closed` as usual, and what could
+/// not be written is counted in `Closed` and dropped. Subscribers and the
+/// engine's own actors hold no handle; an actor that must not keep the client
+/// alive holds a [`WeakClient`].
 #[derive(Clone)]
 pub struct Client {
     supervisor: Addr<Supervisor>,
     queue: Addr<Queue>,
     buffer: SharedBuffer,
+    handle: Arc<LastHandle>,
+}
+
+/// Tells the supervisor when the last strong handle goes.
+struct LastHandle(Addr<Supervisor>);
+
+impl Drop for LastHandle {
+    fn drop(&mut self) {
+        self.0.do_send(Orphaned);
+    }
+}
+
+/// A handle that does not keep the client alive (see [`Client`]); upgrade it
+/// to send.
+#[derive(Clone)]
+pub struct WeakClient {
+    supervisor: Addr<Supervisor>,
+    queue: Addr<Queue>,
+    buffer: SharedBuffer,
+    handle: Weak<LastHandle>,
+}
+
+impl fmt::Debug for WeakClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WeakClient")
+            .field("alive", &(self.handle.strong_count() > 0))
+            .finish_non_exhaustive()
+    }
+}
+
+impl WeakClient {
+    /// A full handle, if some other handle still keeps the client alive.
+    pub fn upgrade(&self) -> Option<Client> {
+        Some(Client {
+            handle: self.handle.upgrade()?,
+            supervisor: self.supervisor.clone(),
+            queue: self.queue.clone(),
+            buffer: self.buffer.clone(),
+        })
+    }
 }
 
 impl fmt::Debug for Client {
@@ -168,11 +219,24 @@ impl fmt::Debug for Client {
 }
 
 impl Client {
+    /// A handle that does not keep the client alive.
+    pub fn downgrade(&self) -> WeakClient {
+        WeakClient {
+            supervisor: self.supervisor.clone(),
+            queue: self.queue.clone(),
+            buffer: self.buffer.clone(),
+            handle: Arc::downgrade(&self.handle),
+        }
+    }
+
     /// Queues `msg` without waiting. While the link is up it is written in
     /// order; while it is down it is held and written after the reconnect.
     ///
-    /// On a full queue the overflow policy decides: `Reject` and `Wait` hand
-    /// the message back in [`SendError::Full`]; `DropOldest` makes room.
+    /// On a full queue the overflow policy decides: `Reject` (and `Wait`)
+    /// hand the message back in [`SendError::Full`]; `DropOldest` drops the
+    /// oldest queued messages when that makes room (each reported as
+    /// [`Event::Dropped`]) and otherwise refuses the new one, dropping
+    /// nothing.
     pub fn try_send(&self, msg: impl Into<Message>) -> Result<(), SendError> {
         let accepted = lock(&self.buffer).push(msg.into())?;
         if accepted.wake {
@@ -181,38 +245,31 @@ impl Client {
         Ok(())
     }
 
-    /// Queues `msg`, waiting for room when the policy is
-    /// [`OverflowPolicy::Wait`]; otherwise the same as [`Client::try_send`].
+    /// Queues `msg`, waiting while the queue is full, whatever the overflow
+    /// policy (backpressure, as a bounded channel's `send`). Waiting senders
+    /// get room in the order they called.
+    ///
+    /// Cancel safety: while it waits, the message stays inside this future.
+    /// Dropping the future before it completes (a `select!` that took another
+    /// branch, a timeout) drops the message: it is never sent later. Once the
+    /// future has returned `Ok`, the message is queued.
+    ///
+    /// Fails at once with [`SendError::Closed`] once the client is closing,
+    /// closed or gave up, and with [`SendError::TooLarge`] for a message
+    /// larger than the queue's byte limit.
     pub async fn send(&self, msg: impl Into<Message>) -> Result<(), SendError> {
-        let rx = {
-            let mut buf = lock(&self.buffer);
-            match buf.push(msg.into()) {
-                Ok(accepted) => {
-                    drop(buf);
-                    if accepted.wake {
-                        self.queue.do_send(Wake);
-                    }
-                    return Ok(());
-                }
-                Err(SendError::Full(m)) if buf.policy() == OverflowPolicy::Wait => {
-                    let (tx, rx) = oneshot::channel();
-                    buf.park((m, tx))?;
-                    rx
-                }
-                Err(e) => return Err(e),
-            }
+        let mut waiting = WaitingSend {
+            buffer: &self.buffer,
+            msg: Some(msg.into()),
+            ticket: None,
         };
-        // The buffer owns the parked sender and always answers it (admitted
-        // or sealed); it outlives this call because `self` holds it.
-        match rx.await {
-            Ok(res) => {
-                if res.is_ok() {
-                    self.queue.do_send(Wake);
-                }
-                res
-            }
-            Err(_) => Err(SendError::Closed(Message::Binary(Bytes::new()))),
+        let accepted =
+            poll_fn(|cx| lock(waiting.buffer).poll_push(&mut waiting.msg, &mut waiting.ticket, cx))
+                .await?;
+        if accepted.wake {
+            self.queue.do_send(Wake);
         }
+        Ok(())
     }
 
     /// Subscribes an actor to inbound messages.
@@ -256,6 +313,21 @@ impl Client {
     }
 }
 
+/// A `send` waiting for room; leaves the line when dropped.
+struct WaitingSend<'a> {
+    buffer: &'a SharedBuffer,
+    msg: Option<Message>,
+    ticket: Option<u64>,
+}
+
+impl Drop for WaitingSend<'_> {
+    fn drop(&mut self) {
+        if let Some(t) = self.ticket.take() {
+            lock(self.buffer).cancel(t);
+        }
+    }
+}
+
 /// A snapshot of a client's counters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -280,6 +352,9 @@ pub struct Stats {
     pub queue_bytes: usize,
     /// Messages dropped by the overflow policy.
     pub dropped: u64,
+    /// `send` calls waiting for room (their messages are in their futures,
+    /// not in the queue).
+    pub waiting_senders: usize,
     /// The last measured ping round trip.
     pub last_rtt: Option<Duration>,
     /// How long the current link has been up.

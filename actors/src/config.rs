@@ -35,6 +35,21 @@ impl Default for HeartbeatConfig {
     }
 }
 
+/// What the client does about a subscriber that stays behind for the stall
+/// timeout (see [`Config::stall_timeout`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StallPolicy {
+    /// Report it ([`Event::SubscriberStalled`](crate::Event::SubscriberStalled))
+    /// and keep waiting: nothing is lost, reading stays paused while the
+    /// read-ahead is full.
+    #[default]
+    Wait,
+    /// Report it and end the link (Close 1001); the client reconnects as
+    /// after any failure. What the subscriber has not handled stays in its
+    /// mailbox.
+    Disconnect,
+}
+
 /// Everything the engine needs to know, with defaults that suit a long-lived
 /// feed. Start from [`Config::default`] and change fields; [`Config::validate`]
 /// (called when the client starts) rejects what cannot work.
@@ -57,11 +72,29 @@ pub struct Config {
     /// Bound on sending a Close to a link already found dead before dropping
     /// it. Default is 250 ms.
     pub dead_close_timeout: Duration,
+    /// A write that makes no progress for this long ends the link (its
+    /// batch goes back to the head of the queue); `None` waits forever.
+    /// Progress is one step of the writer: a chunk of up to 64 KiB reaching
+    /// the socket, or a flush. Default is 30 s.
+    pub write_timeout: Option<Duration>,
     /// Heartbeat settings.
     pub heartbeat: HeartbeatConfig,
     /// Largest reassembled message; larger ones close the link with 1009.
     /// Default is 16 MiB.
     pub max_message_size: usize,
+    /// Inbound payload bytes the client reads ahead of a subscriber that is
+    /// behind (its mailbox full). While below it, reading goes on and Ping,
+    /// Pong and Close are handled as they arrive, so a dead peer is still
+    /// found; at it, reading pauses until the subscriber catches up (nothing
+    /// is lost: TCP holds the rest). Default is 1 MiB.
+    pub read_ahead: usize,
+    /// A subscriber that stays behind this long is reported with
+    /// [`Event::SubscriberStalled`](crate::Event::SubscriberStalled), and the
+    /// stall policy applies. Default is 30 s.
+    pub stall_timeout: Duration,
+    /// What a stalled subscriber does to the link. Default is
+    /// [`StallPolicy::Wait`].
+    pub on_stall: StallPolicy,
     /// Bounds and overflow policy of the outbound queue.
     pub queue: QueueLimits,
     /// Most queued messages written (and flushed) as one batch; a batch also
@@ -70,6 +103,9 @@ pub struct Config {
     pub write_batch: usize,
     /// Retry 4xx refusals other than 408 and 429 too. Default is false.
     pub retry_client_errors: bool,
+    /// The longest server `Retry-After` honoured; a longer one waits this
+    /// long. Default is 5 minutes.
+    pub max_retry_after: Duration,
 }
 
 impl Default for Config {
@@ -81,11 +117,16 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(10),
             close_handshake_timeout: Duration::from_secs(5),
             dead_close_timeout: Duration::from_millis(250),
+            write_timeout: Some(Duration::from_secs(30)),
             heartbeat: HeartbeatConfig::default(),
             max_message_size: 16 << 20,
+            read_ahead: 1 << 20,
+            stall_timeout: Duration::from_secs(30),
+            on_stall: StallPolicy::Wait,
             queue: QueueLimits::default(),
             write_batch: 1024,
             retry_client_errors: false,
+            max_retry_after: Duration::from_secs(300),
         }
     }
 }
@@ -107,6 +148,9 @@ impl Config {
         if let Some(i) = self.heartbeat.ping_interval {
             positive(i, "ping_interval")?;
         }
+        if let Some(w) = self.write_timeout {
+            positive(w, "write_timeout")?;
+        }
         if let Some(s) = self.heartbeat.silence_timeout {
             positive(s, "silence_timeout")?;
         }
@@ -115,6 +159,10 @@ impl Config {
                 "max_message_size",
                 "must be above zero",
             ));
+        }
+        positive(self.stall_timeout, "stall_timeout")?;
+        if self.read_ahead == 0 {
+            return Err(ConfigError::invalid("read_ahead", "must be above zero"));
         }
         if self.write_batch == 0 {
             return Err(ConfigError::invalid("write_batch", "must be above zero"));

@@ -12,27 +12,35 @@
 //! the server's Close, reassembly of fragments up to the maximum message size
 //! (else close 1009), UTF-8 validation of text (else close 1007).
 //!
-//! Writes go through one writer task that owns the link's writer: it encodes
-//! everything already queued, flushes once, then acknowledges, so a batch
-//! costs one flush. A batch of messages stays whole until it is flushed; if
-//! the write fails or the actor stops first, dropping it requeues it.
-//! A closing link writes nothing after its Close frame.
+//! Writes go through one writer task that owns the link's writer. Control
+//! frames go ahead of data: the task writes pending Pong, Ping and Close
+//! frames before the next chunk of a batch, so a heartbeat never waits
+//! behind megabytes of queued messages. At most one Pong is pending, carrying
+//! the latest Ping's payload (RFC 6455 §5.5.3), so a peer that floods Pings
+//! and stops reading costs a few bytes, not a Pong per Ping. A batch of
+//! messages stays whole until it is flushed; if the write fails, makes no
+//! progress for the write timeout, or the actor stops first, dropping it
+//! requeues it. A closing link writes nothing after its Close frame.
 
+use std::cell::RefCell;
 use std::rc::Rc;
+use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Duration;
 
 use actix::prelude::*;
+use actix_rt::time::Instant;
 use bytes::Bytes;
 use futures::channel::{mpsc, oneshot};
 use futures::future::poll_fn;
 use futures::StreamExt;
 
 use crate::batch::{Batch, Flushed};
-use crate::config::Config;
+use crate::config::{Config, StallPolicy};
 use crate::error::{DisconnectReason, ProtocolViolation, TransportError, TransportErrorKind};
+use crate::events::Event;
 use crate::frame::{CloseFrame, Frame, Message, OutFrame};
 use crate::heartbeat::{Heartbeat, Pong, StopHeartbeat};
-use crate::hub::{Counters, Hub};
+use crate::hub::{CatchUp, Counters, Hub};
 use crate::read_batch::ReadBatches;
 use crate::reassembly::Reassembler;
 use crate::supervisor::{LinkDown, Supervisor};
@@ -49,8 +57,38 @@ impl Writer {
     /// and the answer is a cancellation.
     pub(crate) fn write(&self, batch: Batch) -> oneshot::Receiver<Flushed> {
         let (tx, rx) = oneshot::channel();
-        let _ = self.0.unbounded_send(WriteCmd::Batch(batch, tx));
+        let _ = self.0.unbounded_send(WriteCmd(batch, tx));
         rx
+    }
+}
+
+/// A batch for the writer task, acknowledged once it is flushed.
+struct WriteCmd(Batch, oneshot::Sender<Flushed>);
+
+/// Control frames waiting for the writer task: at most one of each kind.
+#[derive(Default)]
+struct Control {
+    /// The payload of the latest unanswered Ping.
+    pong: Option<Bytes>,
+    ping: Option<Bytes>,
+    close: Option<(Option<CloseFrame>, oneshot::Sender<()>)>,
+    /// The writer task, when it waits for work.
+    waker: Option<Waker>,
+    /// The writer task has ended.
+    gone: bool,
+}
+
+type SharedControl = Rc<RefCell<Control>>;
+
+impl Control {
+    fn has_work(&self) -> bool {
+        self.pong.is_some() || self.ping.is_some() || self.close.is_some()
+    }
+
+    fn wake(&mut self) {
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
     }
 }
 
@@ -76,12 +114,6 @@ pub(crate) struct CloseLink {
 #[rtype(result = "()")]
 pub(crate) struct Abort;
 
-/// For the writer task; each is acknowledged once it is flushed.
-enum WriteCmd {
-    Batch(Batch, oneshot::Sender<Flushed>),
-    Frame(OutFrame, Option<oneshot::Sender<()>>),
-}
-
 pub(crate) struct Connection {
     id: u64,
     config: Rc<Config>,
@@ -90,6 +122,7 @@ pub(crate) struct Connection {
     link: Option<Link>,
     writer: mpsc::UnboundedSender<WriteCmd>,
     commands: Option<mpsc::UnboundedReceiver<WriteCmd>>,
+    control: SharedControl,
     reassembler: Reassembler,
     /// Messages completed in the current read, published together.
     received: Vec<Message>,
@@ -98,6 +131,10 @@ pub(crate) struct Connection {
     closing: bool,
     /// We sent Close first and wait for the peer's answer to finish.
     awaiting_peer_close: bool,
+    /// A stall check is armed.
+    stall_check: bool,
+    /// The stalled read last reported, so a stall is reported once.
+    reported_stall: Option<u64>,
     span: tracing::Span,
 }
 
@@ -121,10 +158,13 @@ impl Connection {
             link: Some(link),
             writer,
             commands: Some(commands),
+            control: SharedControl::default(),
             heartbeat: None,
             reason: None,
             closing: false,
             awaiting_peer_close: false,
+            stall_check: false,
+            reported_stall: None,
             span,
         }
     }
@@ -134,11 +174,16 @@ impl Connection {
         Writer(self.writer.clone())
     }
 
-    /// Hands a control frame to the writer task; false if it is gone.
-    fn write_frame(&self, frame: OutFrame, ack: Option<oneshot::Sender<()>>) -> bool {
-        self.writer
-            .unbounded_send(WriteCmd::Frame(frame, ack))
-            .is_ok()
+    /// Hands a control frame to the writer task, replacing one of the same
+    /// kind that is still pending; false if the task is gone.
+    fn write_control(&self, set: impl FnOnce(&mut Control)) -> bool {
+        let mut c = self.control.borrow_mut();
+        if c.gone {
+            return false;
+        }
+        set(&mut c);
+        c.wake();
+        true
     }
 
     /// Records the first reason the link ends; later ones are consequences.
@@ -162,7 +207,7 @@ impl Connection {
         }
         self.closing = true;
         let (tx, rx) = oneshot::channel();
-        if !self.write_frame(OutFrame::Close(close), Some(tx)) {
+        if !self.write_control(|c| c.close = Some((close, tx))) {
             ctx.stop();
             return;
         }
@@ -210,65 +255,163 @@ impl Connection {
     }
 }
 
-async fn write_loop(
-    mut writer: Box<dyn FrameWriter>,
-    mut rx: mpsc::UnboundedReceiver<WriteCmd>,
-) -> Result<(), TransportError> {
-    // On an error, everything here and still in `rx` is dropped: batches
-    // requeue themselves, acknowledgements report failure.
-    let mut pending = Vec::new();
-    // After a Close frame nothing more is written; batches that come later
-    // drop, back into the buffer, for the next link.
-    let mut closed = false;
-    while let Some(first) = rx.next().await {
-        let mut next = Some(first);
-        while let Some(cmd) = next.take() {
-            // After a Close, `cmd` drops: a batch goes back to the buffer.
-            if !closed {
-                encode(&mut *writer, &cmd).await?;
-                closed = matches!(cmd, WriteCmd::Frame(OutFrame::Close(_), _));
-                pending.push(cmd);
-            }
-            // Everything already queued joins this flush.
-            next = rx.try_recv().ok();
-        }
-        poll_fn(|cx| writer.poll_flush(cx)).await?;
-        for cmd in pending.drain(..) {
-            match cmd {
-                WriteCmd::Batch(batch, ack) => {
-                    let _ = ack.send(batch.flushed());
-                }
-                WriteCmd::Frame(_, Some(ack)) => {
-                    let _ = ack.send(());
-                }
-                WriteCmd::Frame(_, None) => {}
-            }
-        }
-    }
-    Ok(())
+/// Why the writer task ended the link.
+enum WriteFailure {
+    Transport(TransportError),
+    /// A write made no progress for this long.
+    Stalled(Duration),
 }
 
-/// Encodes `cmd` into the writer; the flush comes later, for everything
-/// queued at once.
-async fn encode(writer: &mut dyn FrameWriter, cmd: &WriteCmd) -> Result<(), TransportError> {
-    match cmd {
-        WriteCmd::Batch(batch, _) => {
-            let mut rest = batch.messages();
-            while !rest.is_empty() {
-                let n = poll_fn(|cx| writer.poll_write_messages(cx, rest)).await?;
-                // A writer that takes nothing would spin forever.
-                rest = rest.get(n..).filter(|_| n > 0).ok_or_else(|| {
-                    TransportError::new(
-                        TransportErrorKind::Io,
-                        "transport took no message from a batch",
-                    )
-                })?;
-            }
-            Ok(())
+/// What the idle writer task wakes up for.
+enum Work {
+    Control,
+    Batch(WriteCmd),
+    End,
+}
+
+/// Marks the control slot gone when the writer task ends, however it ends.
+struct Gone(SharedControl);
+
+impl Drop for Gone {
+    fn drop(&mut self) {
+        let mut c = self.0.borrow_mut();
+        c.gone = true;
+        // Dropping a pending Close's acknowledgement tells its waiter.
+        c.close = None;
+    }
+}
+
+/// The writer task: control frames first, then batches in chunks, each step
+/// bounded by the write timeout.
+struct WriteTask {
+    writer: Box<dyn FrameWriter>,
+    control: SharedControl,
+    hub: Rc<Hub>,
+    timeout: Option<Duration>,
+    /// A Close was written: nothing more goes out.
+    closed: bool,
+    /// Close acknowledgements, answered at the next flush.
+    acks: Vec<oneshot::Sender<()>>,
+}
+
+impl WriteTask {
+    /// Runs one step of writing; its completion is progress.
+    async fn step<T>(
+        &mut self,
+        mut poll: impl FnMut(
+            &mut dyn FrameWriter,
+            &mut TaskContext<'_>,
+        ) -> Poll<Result<T, TransportError>>,
+    ) -> Result<T, WriteFailure> {
+        let writer = &mut *self.writer;
+        let fut = poll_fn(|cx| poll(writer, cx));
+        let out = match self.timeout {
+            Some(t) => actix_rt::time::timeout(t, fut)
+                .await
+                .map_err(|_| WriteFailure::Stalled(t))?,
+            None => fut.await,
         }
-        WriteCmd::Frame(frame, _) => {
-            poll_fn(|cx| writer.poll_ready(cx)).await?;
-            writer.start_send(frame.borrowed())
+        .map_err(WriteFailure::Transport)?;
+        Counters::add(&self.hub.counters.write_steps, 1);
+        Ok(out)
+    }
+
+    /// Writes the pending control frames: Pong, then Ping, then Close.
+    async fn control(&mut self) -> Result<(), WriteFailure> {
+        loop {
+            let frame = {
+                let mut c = self.control.borrow_mut();
+                if let Some(p) = c.pong.take() {
+                    OutFrame::Pong(p)
+                } else if let Some(p) = c.ping.take() {
+                    OutFrame::Ping(p)
+                } else if let Some((close, ack)) = c.close.take() {
+                    self.acks.push(ack);
+                    OutFrame::Close(close)
+                } else {
+                    return Ok(());
+                }
+            };
+            if self.closed {
+                continue;
+            }
+            self.step(|w, cx| w.poll_ready(cx)).await?;
+            self.writer
+                .start_send(frame.borrowed())
+                .map_err(WriteFailure::Transport)?;
+            self.closed = matches!(frame, OutFrame::Close(_));
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), WriteFailure> {
+        self.step(|w, cx| w.poll_flush(cx)).await?;
+        for ack in self.acks.drain(..) {
+            let _ = ack.send(());
+        }
+        Ok(())
+    }
+
+    /// Writes one batch, letting control frames in between its chunks.
+    async fn batch(&mut self, WriteCmd(batch, ack): WriteCmd) -> Result<(), WriteFailure> {
+        let mut done = 0;
+        while done < batch.messages().len() {
+            self.control().await?;
+            if self.closed {
+                // After a Close the batch drops, back to the buffer.
+                return Ok(());
+            }
+            let rest = &batch.messages()[done..];
+            let n = self.step(|w, cx| w.poll_write_messages(cx, rest)).await?;
+            if n == 0 {
+                // A writer that takes nothing would spin forever.
+                return Err(WriteFailure::Transport(TransportError::new(
+                    TransportErrorKind::Io,
+                    "transport took no message from a batch",
+                )));
+            }
+            done += n;
+        }
+        self.control().await?;
+        self.flush().await?;
+        let _ = ack.send(batch.flushed());
+        Ok(())
+    }
+
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<WriteCmd>) -> Result<(), WriteFailure> {
+        // On an error everything here and still in `rx` drops: batches
+        // requeue themselves, a Close's waiter learns it was not flushed.
+        let _gone = Gone(self.control.clone());
+        loop {
+            let control = self.control.clone();
+            let work = poll_fn(|cx| {
+                let mut c = control.borrow_mut();
+                if c.has_work() {
+                    return Poll::Ready(Work::Control);
+                }
+                c.waker = Some(cx.waker().clone());
+                drop(c);
+                match rx.poll_next_unpin(cx) {
+                    Poll::Ready(Some(cmd)) => Poll::Ready(Work::Batch(cmd)),
+                    Poll::Ready(None) => Poll::Ready(Work::End),
+                    Poll::Pending => Poll::Pending,
+                }
+            })
+            .await;
+            match work {
+                Work::Control => {
+                    self.control().await?;
+                    self.flush().await?;
+                }
+                Work::Batch(cmd) if !self.closed => {
+                    self.hub.counters.writing.set(true);
+                    let res = self.batch(cmd).await;
+                    self.hub.counters.writing.set(false);
+                    res?;
+                }
+                // After a Close a batch drops, back to the buffer.
+                Work::Batch(_) => {}
+                Work::End => return Ok(()),
+            }
         }
     }
 }
@@ -286,16 +429,22 @@ impl Actor for Connection {
             ctx.stop();
             return;
         };
-        ctx.spawn(
-            write_loop(link.writer, rx)
-                .into_actor(self)
-                .map(|res, act, ctx| {
-                    if let Err(e) = res {
-                        act.set_reason(DisconnectReason::Transport(e));
-                    }
-                    ctx.stop();
-                }),
-        );
+        let task = WriteTask {
+            writer: link.writer,
+            control: self.control.clone(),
+            hub: self.hub.clone(),
+            timeout: self.config.write_timeout,
+            closed: false,
+            acks: Vec::new(),
+        };
+        ctx.spawn(task.run(rx).into_actor(self).map(|res, act, ctx| {
+            match res {
+                Err(WriteFailure::Transport(e)) => act.set_reason(DisconnectReason::Transport(e)),
+                Err(WriteFailure::Stalled(t)) => act.set_reason(DisconnectReason::WriteTimeout(t)),
+                Ok(()) => {}
+            }
+            ctx.stop();
+        }));
         let hb = &self.config.heartbeat;
         if hb.ping_interval.is_some() || hb.silence_timeout.is_some() {
             let heartbeat = Heartbeat::new(ctx.address(), self.hub.clone(), *hb);
@@ -327,17 +476,10 @@ impl StreamHandler<Vec<Result<Frame, TransportError>>> for Connection {
         // Messages of one read go out together, in order, before anything
         // the frames above set in motion (a Disconnected comes later).
         if !self.received.is_empty() {
+            let bytes = self.received.iter().map(Message::len).sum();
             let waits = self.hub.publish_inbound(std::mem::take(&mut self.received));
             if !waits.is_empty() {
-                // Not tied to this actor: if the link goes down meanwhile,
-                // what is on its way must still arrive before the next
-                // link's messages.
-                self.hub.reading.close();
-                let hub = self.hub.clone();
-                actix_rt::spawn(async move {
-                    futures::future::join_all(waits).await;
-                    hub.reading.open();
-                });
+                self.behind(bytes, waits, ctx);
             }
         }
     }
@@ -349,6 +491,64 @@ impl StreamHandler<Vec<Result<Frame, TransportError>>> for Connection {
 }
 
 impl Connection {
+    /// A subscriber is behind: this read (`bytes`) waits in its mailbox
+    /// until `waits` resolve. Reading goes on, handling Ping, Pong and Close
+    /// as they come, until the read-ahead is full; only then does it pause.
+    fn behind(&mut self, bytes: usize, waits: Vec<CatchUp>, ctx: &mut Context<Self>) {
+        let read_ahead = self.config.read_ahead;
+        let seq = self.hub.behind.push(bytes, Instant::now());
+        if self.hub.behind.bytes() >= read_ahead {
+            self.hub.reading.close();
+        }
+        // Not tied to this actor: if the link goes down meanwhile, what is
+        // on its way must still be accounted for (the read-ahead belongs to
+        // the client, so the next link does not read past it either).
+        let hub = self.hub.clone();
+        actix_rt::spawn(async move {
+            futures::future::join_all(waits).await;
+            hub.behind.done(seq);
+            if hub.behind.bytes() < read_ahead {
+                hub.reading.open();
+            }
+        });
+        if !self.stall_check {
+            self.stall_check = true;
+            let timeout = self.config.stall_timeout;
+            ctx.run_later(timeout, |act, ctx| act.check_stall(ctx));
+        }
+    }
+
+    /// Reports a subscriber that has been behind for the stall timeout, once
+    /// per stalled read, and applies the stall policy.
+    fn check_stall(&mut self, ctx: &mut Context<Self>) {
+        self.stall_check = false;
+        let Some((seq, since)) = self.hub.behind.oldest() else {
+            return;
+        };
+        let timeout = self.config.stall_timeout;
+        let stalled_for = since.elapsed();
+        if stalled_for >= timeout {
+            if self.reported_stall != Some(seq) {
+                self.reported_stall = Some(seq);
+                self.hub.publish(Event::SubscriberStalled {
+                    stalled_for,
+                    behind_bytes: self.hub.behind.bytes(),
+                });
+                if self.config.on_stall == StallPolicy::Disconnect {
+                    self.set_reason(DisconnectReason::SubscriberStalled(stalled_for));
+                    let wait = self.config.dead_close_timeout;
+                    self.begin_close(Some(CloseFrame::new(1001, "")), wait, false, ctx);
+                    return;
+                }
+            }
+            self.stall_check = true;
+            ctx.run_later(timeout, |act, ctx| act.check_stall(ctx));
+        } else {
+            self.stall_check = true;
+            ctx.run_later(timeout - stalled_for, |act, ctx| act.check_stall(ctx));
+        }
+    }
+
     fn on_item(&mut self, item: Result<Frame, TransportError>, ctx: &mut Context<Self>) {
         Counters::add(&self.hub.counters.frames_in, 1);
         let frame = match item {
@@ -386,7 +586,7 @@ impl Connection {
                 }
             }
             Frame::Ping(payload) => {
-                self.write_frame(OutFrame::Pong(payload), None);
+                self.write_control(|c| c.pong = Some(payload));
             }
             Frame::Pong(payload) => {
                 if let Some(hb) = &self.heartbeat {
@@ -403,7 +603,7 @@ impl Handler<SendPing> for Connection {
 
     fn handle(&mut self, msg: SendPing, _: &mut Context<Self>) {
         if !self.closing {
-            self.write_frame(OutFrame::Ping(msg.0), None);
+            self.write_control(|c| c.ping = Some(msg.0));
         }
     }
 }
@@ -464,21 +664,79 @@ mod tests {
         let (socket, written) = mpsc::unbounded::<OutFrame>();
         let writer =
             SinkWriter(socket.sink_map_err(|e| TransportError::new(TransportErrorKind::Io, e)));
+        let control = SharedControl::default();
+        let close = CloseFrame::new(1000, "");
+        let (close_ack, close_flushed) = oneshot::channel();
+        control.borrow_mut().close = Some((Some(close.clone()), close_ack));
         let (commands, rx) = mpsc::unbounded();
-        let close = OutFrame::Close(Some(CloseFrame::new(1000, "")));
-        commands
-            .unbounded_send(WriteCmd::Frame(close.clone(), None))
-            .unwrap();
         let (ack, flushed) = oneshot::channel();
-        commands
-            .unbounded_send(WriteCmd::Batch(batch, ack))
-            .unwrap();
+        commands.unbounded_send(WriteCmd(batch, ack)).unwrap();
         drop(commands);
 
-        futures::executor::block_on(write_loop(Box::new(writer), rx)).unwrap();
+        let task = WriteTask {
+            writer: Box::new(writer),
+            control: control.clone(),
+            hub: Rc::default(),
+            timeout: None,
+            closed: false,
+            acks: Vec::new(),
+        };
+        assert!(futures::executor::block_on(task.run(rx)).is_ok());
         let frames: Vec<OutFrame> = futures::executor::block_on(written.collect());
-        assert_eq!(frames, [close]);
+        assert_eq!(frames, [OutFrame::Close(Some(close))]);
+        assert!(futures::executor::block_on(close_flushed).is_ok());
         assert!(futures::executor::block_on(flushed).is_err(), "not flushed");
         assert_eq!(lock(&buffer).take_all(), [Message::from("late")]);
+        assert!(control.borrow().gone);
+    }
+
+    #[test]
+    fn control_frames_go_between_the_chunks_of_a_batch() {
+        let limits = QueueLimits::new(8, 1024, OverflowPolicy::Reject).unwrap();
+        let buffer = Arc::new(Mutex::new(Buffer::new(limits)));
+        for m in ["a", "b", "c"] {
+            lock(&buffer).push(Message::from(m)).unwrap();
+        }
+        let mut messages = Vec::new();
+        lock(&buffer).take_batch(8, &mut messages);
+        let batch = Batch::new(messages, 0, buffer.clone());
+        let (socket, written) = mpsc::unbounded::<OutFrame>();
+        // Each message the writer takes sets a new Pong, as a peer's Pings
+        // arriving while a batch is written would.
+        let control = SharedControl::default();
+        let c = control.clone();
+        let mut n = 0u8;
+        let socket = socket
+            .sink_map_err(|e| TransportError::new(TransportErrorKind::Io, e))
+            .with(move |f: OutFrame| {
+                if matches!(f, OutFrame::Message(_)) {
+                    n += 1;
+                    c.borrow_mut().pong = Some(Bytes::from(vec![n]));
+                }
+                futures::future::ready(Ok::<_, TransportError>(f))
+            });
+        let (commands, rx) = mpsc::unbounded();
+        let (ack, flushed) = oneshot::channel();
+        commands.unbounded_send(WriteCmd(batch, ack)).unwrap();
+        drop(commands);
+        let task = WriteTask {
+            writer: Box::new(SinkWriter(Box::pin(socket))),
+            control,
+            hub: Rc::default(),
+            timeout: None,
+            closed: false,
+            acks: Vec::new(),
+        };
+        assert!(futures::executor::block_on(task.run(rx)).is_ok());
+        assert!(futures::executor::block_on(flushed).is_ok());
+        let frames: Vec<String> = futures::executor::block_on(written.collect::<Vec<_>>())
+            .into_iter()
+            .map(|f| match f {
+                OutFrame::Message(m) => m.as_text().unwrap_or_default().to_owned(),
+                OutFrame::Pong(p) => format!("pong{}", p[0]),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(frames, ["a", "pong1", "b", "pong2", "c", "pong3"]);
     }
 }

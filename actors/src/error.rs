@@ -310,6 +310,12 @@ pub enum DisconnectReason {
     PongTimeout(Duration),
     /// Nothing arrived for the silence timeout.
     Silence(Duration),
+    /// A write made no progress for the write timeout (a peer that stopped
+    /// reading).
+    WriteTimeout(Duration),
+    /// A subscriber stayed behind for this long and the stall policy ends
+    /// the link.
+    SubscriberStalled(Duration),
     /// The peer violated the protocol and the client closed the link.
     Protocol(ProtocolViolation),
     /// The transport failed while the link was up.
@@ -341,6 +347,10 @@ impl fmt::Display for DisconnectReason {
             DisconnectReason::Dropped => f.write_str("connection dropped without a close frame"),
             DisconnectReason::PongTimeout(t) => write!(f, "no pong within {t:?}"),
             DisconnectReason::Silence(t) => write!(f, "nothing received for {t:?}"),
+            DisconnectReason::WriteTimeout(t) => write!(f, "no write progress for {t:?}"),
+            DisconnectReason::SubscriberStalled(t) => {
+                write!(f, "a subscriber was stalled for {t:?}")
+            }
             DisconnectReason::Protocol(v) => write!(f, "protocol violation: {v}"),
             DisconnectReason::Transport(e) => e.fmt(f),
             DisconnectReason::ClientClosed => f.write_str("closed by the client"),

@@ -9,10 +9,14 @@ use crate::frame::Message;
 ///
 /// The payload is shared, not copied, between subscribers. Delivery is
 /// backpressured: when a subscriber's mailbox is full, it still receives
-/// the rest of the current read (in order; nothing is lost), and the client
-/// stops reading from the socket until that subscriber has handled it. Set
-/// the subscriber's mailbox capacity (`ctx.set_mailbox_capacity`) to how far
-/// it may fall behind.
+/// everything read (in order; nothing is lost), and the client keeps
+/// reading, up to the read-ahead (`read_ahead`, 1 MiB by default), so that
+/// Pings, Pongs and Close frames are still handled and a dead peer still
+/// found. Once the read-ahead is full, reading pauses until the subscriber
+/// catches up, and TCP pushes back on the server. A subscriber behind for
+/// the stall timeout is reported with [`Event::SubscriberStalled`]. Set the
+/// subscriber's mailbox capacity (`ctx.set_mailbox_capacity`) to how far it
+/// may fall behind before the read-ahead counts.
 #[derive(Debug, Clone, PartialEq, Eq, actix::Message)]
 #[rtype(result = "()")]
 pub struct Inbound(pub Message);
@@ -75,6 +79,15 @@ pub enum Event {
         /// The message that will never be sent.
         message: Message,
     },
+    /// A subscriber has been behind for the stall timeout: its mailbox has
+    /// been full that long. Reported once per stall; the stall policy says
+    /// whether the link stays up.
+    SubscriberStalled {
+        /// How long the oldest waiting read has waited.
+        stalled_for: Duration,
+        /// Inbound payload bytes waiting in subscribers' mailboxes.
+        behind_bytes: usize,
+    },
     /// The client closed; every actor has stopped.
     Closed {
         /// How many accepted messages were handed back unsent.
@@ -84,7 +97,8 @@ pub enum Event {
 
 impl Event {
     /// A short stable name: `connecting`, `connected`, `disconnected`,
-    /// `reconnecting`, `gave_up`, `dropped` or `closed`.
+    /// `reconnecting`, `gave_up`, `dropped`, `subscriber_stalled` or
+    /// `closed`.
     pub fn name(&self) -> &'static str {
         match self {
             Event::Connecting { .. } => "connecting",
@@ -93,6 +107,7 @@ impl Event {
             Event::Reconnecting { .. } => "reconnecting",
             Event::GaveUp { .. } => "gave_up",
             Event::Dropped { .. } => "dropped",
+            Event::SubscriberStalled { .. } => "subscriber_stalled",
             Event::Closed { .. } => "closed",
         }
     }

@@ -11,6 +11,14 @@
 //! nothing at all for that long is declared dead as well. While the
 //! connection has stopped reading to let a slow subscriber catch up, the link
 //! is not judged: its answer may be waiting, unread, in the socket.
+//!
+//! A busy uplink is not a dead peer: the Pong to a Ping comes only after the
+//! peer has read everything written before the Ping, which on a slow link
+//! can take longer than the pong timeout. When the timeout passes while the
+//! writer has a batch on its way and has made progress (chunks reaching the
+//! socket) since the Ping or the last check, the deadline moves one pong
+//! timeout on. A peer that stops reading stops that progress (the kernel's
+//! send buffer fills) and is declared dead one pong timeout later.
 
 use std::rc::Rc;
 
@@ -37,6 +45,8 @@ struct Outstanding {
     seq: u64,
     sent_at: Instant,
     frames_at_send: u64,
+    /// Writer steps at the ping, then at each extension of its deadline.
+    steps_at_check: u64,
 }
 
 pub(crate) struct Heartbeat {
@@ -64,6 +74,10 @@ impl Heartbeat {
         self.hub.counters.frames_in.get()
     }
 
+    fn steps(&self) -> u64 {
+        self.hub.counters.write_steps.get()
+    }
+
     fn tick(&mut self, ctx: &mut Context<Self>) {
         if self.outstanding.is_some() {
             // The previous ping's deadline has not passed yet (pong timeout
@@ -76,6 +90,7 @@ impl Heartbeat {
             seq,
             sent_at: Instant::now(),
             frames_at_send: self.frames(),
+            steps_at_check: self.steps(),
         });
         self.connection
             .do_send(SendPing(Bytes::copy_from_slice(&seq.to_be_bytes())));
@@ -85,15 +100,26 @@ impl Heartbeat {
     }
 
     fn check_pong(&mut self, seq: u64, ctx: &mut Context<Self>) {
-        let Some(out) = &self.outstanding else {
+        let steps = self.steps();
+        let frames = self.frames();
+        let writing = self.hub.counters.writing.get();
+        let reading_paused = self.hub.reading.is_closed();
+        let Some(out) = &mut self.outstanding else {
             return;
         };
         if out.seq != seq {
             return;
         }
-        let heard = self.config.any_frame_is_alive && self.frames() != out.frames_at_send;
-        if heard || self.hub.reading.is_closed() {
+        let heard = self.config.any_frame_is_alive && frames != out.frames_at_send;
+        if heard || reading_paused {
             self.outstanding = None;
+            return;
+        }
+        if writing && steps != out.steps_at_check {
+            out.steps_at_check = steps;
+            ctx.run_later(self.config.pong_timeout, move |act, ctx| {
+                act.check_pong(seq, ctx)
+            });
             return;
         }
         self.dead(DisconnectReason::PongTimeout(self.config.pong_timeout), ctx);

@@ -4,10 +4,12 @@
 //! through an `Rc` instead of paying a message per counter update.
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use actix::prelude::SendError as MailboxSendError;
 use actix::Recipient;
+use actix_rt::time::Instant;
 use futures::future::LocalBoxFuture;
 
 use crate::events::{Event, Inbound, InboundBatch};
@@ -22,6 +24,11 @@ pub(crate) struct Counters {
     pub(crate) bytes_out: Cell<u64>,
     /// Every inbound frame, control frames included: proof of life.
     pub(crate) frames_in: Cell<u64>,
+    /// Steps the writer completed (chunks on the socket, flushes): proof
+    /// that a busy link still moves bytes.
+    pub(crate) write_steps: Cell<u64>,
+    /// The writer has a batch on its way.
+    pub(crate) writing: Cell<bool>,
     pub(crate) last_rtt: Cell<Option<Duration>>,
 }
 
@@ -37,8 +44,50 @@ pub(crate) struct Hub {
     batches: RefCell<Vec<Recipient<InboundBatch>>>,
     events: RefCell<Vec<Recipient<Event>>>,
     pub(crate) counters: Counters,
-    /// Closed while a full subscriber catches up: links do not read.
+    /// Closed while the read-ahead is full: links do not read.
     pub(crate) reading: Gate,
+    /// Reads waiting in the mailboxes of subscribers that are behind.
+    pub(crate) behind: Behind,
+}
+
+/// The read-ahead in use: reads delivered over a full subscriber's mailbox
+/// capacity, not yet handled.
+#[derive(Debug, Default)]
+pub(crate) struct Behind {
+    reads: RefCell<VecDeque<(u64, Instant, usize)>>,
+    bytes: Cell<usize>,
+    next: Cell<u64>,
+}
+
+impl Behind {
+    /// A read of `bytes` waits from `since`; returns its number.
+    pub(crate) fn push(&self, bytes: usize, since: Instant) -> u64 {
+        let seq = self.next.get();
+        self.next.set(seq.wrapping_add(1));
+        self.reads.borrow_mut().push_back((seq, since, bytes));
+        self.bytes.set(self.bytes.get().saturating_add(bytes));
+        seq
+    }
+
+    /// Read `seq` has been handled by every subscriber it waited for.
+    pub(crate) fn done(&self, seq: u64) {
+        let mut reads = self.reads.borrow_mut();
+        if let Some(i) = reads.iter().position(|(s, _, _)| *s == seq) {
+            if let Some((_, _, bytes)) = reads.remove(i) {
+                self.bytes.set(self.bytes.get().saturating_sub(bytes));
+            }
+        }
+    }
+
+    /// Payload bytes waiting.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes.get()
+    }
+
+    /// The oldest read still waiting, and since when.
+    pub(crate) fn oldest(&self) -> Option<(u64, Instant)> {
+        self.reads.borrow().front().map(|(s, at, _)| (*s, *at))
+    }
 }
 
 impl Hub {
@@ -123,7 +172,11 @@ where
                     r.do_send(m);
                     m = next;
                 }
-                let reply = r.send(m);
+                // `send` on a sender that `try_send` parked would hold the
+                // message back until the mailbox has room, letting the next
+                // read's messages overtake it; a fresh clone is not parked,
+                // so it queues the message now, in order.
+                let reply = r.clone().send(m);
                 waits.push(Box::pin(async move {
                     let _ = reply.await;
                 }));

@@ -35,8 +35,8 @@ mod transport;
 
 pub use backoff::{Backoff, BackoffPolicy, Jitter, RandomSource};
 pub use buffer::{OverflowPolicy, QueueLimits};
-pub use client::{Client, Engine, OnConnect, RequestProvider, Stats};
-pub use config::{Config, HeartbeatConfig};
+pub use client::{Client, Engine, OnConnect, RequestProvider, Stats, WeakClient};
+pub use config::{Config, HeartbeatConfig, StallPolicy};
 pub use error::{
     BoxSource, CloseError, ConfigError, ConnectError, ConnectErrorKind, DisconnectReason,
     ProtocolViolation, SendError, TransportError, TransportErrorKind,

@@ -50,6 +50,11 @@ pub(crate) struct LinkDown {
 #[rtype(result = "Result<Vec<Message>, CloseError>")]
 pub(crate) struct Close(pub(crate) Duration);
 
+/// From the client handle: the last handle was dropped.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Orphaned;
+
 /// A statistics snapshot.
 #[derive(Message)]
 #[rtype(result = "Stats")]
@@ -108,6 +113,8 @@ pub struct Supervisor {
     next_link: u64,
     current: Option<Current>,
     pending: Option<SpawnHandle>,
+    /// When the next attempt starts, while waiting out a delay.
+    next_attempt_at: Option<Instant>,
     close_replies: Vec<CloseReply>,
 }
 
@@ -151,6 +158,7 @@ impl Supervisor {
             next_link: 0,
             current: None,
             pending: None,
+            next_attempt_at: None,
             close_replies: Vec::new(),
         }
     }
@@ -161,8 +169,9 @@ impl Supervisor {
 
     fn try_connect(&mut self, ctx: &mut Context<Self>) {
         self.pending = None;
-        self.attempt += 1;
-        self.attempts_total += 1;
+        self.next_attempt_at = None;
+        self.attempt = self.attempt.saturating_add(1);
+        self.attempts_total = self.attempts_total.saturating_add(1);
         if !self.closing() {
             self.state = State::Connecting;
         }
@@ -232,18 +241,23 @@ impl Supervisor {
             attempt,
             protocol: protocol.clone(),
         });
-        let info = ConnectInfo { attempt, protocol };
+        let info = ConnectInfo {
+            attempt,
+            link: id,
+            protocol,
+            closing: self.closing(),
+        };
+        // Every link, a closing client's too, gets its setup lane before the
+        // backlog: the application's hook first (authentication,
+        // subscriptions), then the sources layers added (re-sends of
+        // unacknowledged messages), each in its own order. The hook learns
+        // from `info.closing` that it may skip resubscribing.
         let mut setup = Vec::new();
-        if !self.closing() {
-            // The application's hook first (authentication, subscriptions),
-            // then the sources layers added (re-sends of unacknowledged
-            // messages), each in its own order.
-            if let Some(hook) = &mut self.on_connect {
-                setup.extend(hook(&info));
-            }
-            for source in &mut self.setup_sources {
-                setup.extend(source(&info));
-            }
+        if let Some(hook) = &mut self.on_connect {
+            setup.extend(hook(&info));
+        }
+        for source in &mut self.setup_sources {
+            setup.extend(source(&info));
         }
         self.queue.do_send(Attach {
             link: id,
@@ -300,7 +314,7 @@ impl Supervisor {
         }
         let mut delay = self.backoff.next_delay();
         if let Some(ra) = reason.connect_error().and_then(ConnectError::retry_after) {
-            delay = delay.max(ra);
+            delay = delay.max(ra.min(self.config.max_retry_after));
         }
         self.hub.publish(Event::Disconnected {
             reason,
@@ -311,6 +325,7 @@ impl Supervisor {
         if !self.closing() {
             self.state = State::Waiting;
         }
+        self.next_attempt_at = Instant::now().checked_add(delay);
         self.pending = Some(ctx.run_later(delay, |act, ctx| act.try_connect(ctx)));
     }
 
@@ -324,6 +339,37 @@ impl Supervisor {
         });
         if !self.close_replies.is_empty() {
             self.finish_close(ctx);
+        }
+    }
+
+    /// Starts closing (once): seals the queue, drains it until `timeout`
+    /// (reconnecting if needed), then closes and stops.
+    fn begin_close(&mut self, timeout: Duration, ctx: &mut Context<Self>) {
+        if self.closing() || self.state == State::Closed {
+            return;
+        }
+        lock(&self.buffer).seal();
+        if self.state == State::GaveUp {
+            self.finish_close(ctx);
+            return;
+        }
+        let nothing_to_write = lock(&self.buffer).is_empty();
+        // A next attempt due after the deadline (a long backoff or
+        // Retry-After) cannot deliver anything: no reason to wait for it.
+        let deadline = Instant::now().checked_add(timeout);
+        let too_late = match (self.next_attempt_at, deadline) {
+            (Some(at), Some(deadline)) => at > deadline,
+            _ => false,
+        };
+        self.state = State::Closing;
+        if self.current.is_some() {
+            ctx.run_later(timeout, |act, ctx| act.finish_close(ctx));
+            self.drain_then_close(ctx);
+        } else if nothing_to_write || too_late {
+            self.finish_close(ctx);
+        } else {
+            // Down with a backlog: keep reconnecting until the deadline.
+            ctx.run_later(timeout, |act, ctx| act.finish_close(ctx));
         }
     }
 
@@ -378,20 +424,28 @@ impl Supervisor {
             queue_depth: buf.depth(),
             queue_bytes: buf.bytes(),
             dropped: buf.dropped_total(),
+            waiting_senders: buf.waiting(),
             last_rtt: c.last_rtt.get(),
             uptime: self.current.as_ref().map(|c| c.since.elapsed()),
         }
     }
 }
 
-/// What the on-connect hook learns about the new link.
+/// What the on-connect hook and the setup sources learn about a new link.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ConnectInfo {
     /// The attempt that succeeded (1 = first since the last stable link).
     pub attempt: u32,
+    /// Which link of this client this is: 1 for the first, counting every
+    /// link opened since the client started, so a source added late still
+    /// knows whether links came before it.
+    pub link: u64,
     /// The subprotocol the server selected.
     pub protocol: Option<String>,
+    /// The client is closing: this link only delivers what is queued, then
+    /// closes. A hook can skip resubscribing but should still authenticate.
+    pub closing: bool,
 }
 
 fn check_protocol(link: Link, offered: &[String]) -> Result<Link, ConnectError> {
@@ -436,28 +490,17 @@ impl Handler<Close> for Supervisor {
         }
         let (tx, rx) = oneshot::channel();
         self.close_replies.push(tx);
-        let reply = Box::pin(async move { rx.await.unwrap_or(Err(CloseError::AlreadyClosed)) });
-        if self.closing() {
-            return reply;
-        }
-        lock(&self.buffer).seal();
-        if self.state == State::GaveUp {
-            self.finish_close(ctx);
-            return reply;
-        }
-        let nothing_to_write = lock(&self.buffer).is_empty();
-        self.state = State::Closing;
-        if self.current.is_some() {
-            ctx.run_later(msg.0, |act, ctx| act.finish_close(ctx));
-            self.drain_then_close(ctx);
-        } else if nothing_to_write {
-            // Down, with nothing to deliver: no reason to wait for a link.
-            self.finish_close(ctx);
-        } else {
-            // Down with a backlog: keep reconnecting until the deadline.
-            ctx.run_later(msg.0, |act, ctx| act.finish_close(ctx));
-        }
-        reply
+        self.begin_close(msg.0, ctx);
+        Box::pin(async move { rx.await.unwrap_or(Err(CloseError::AlreadyClosed)) })
+    }
+}
+
+impl Handler<Orphaned> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, _: Orphaned, ctx: &mut Context<Self>) {
+        tracing::debug!("last client handle dropped: closing");
+        self.begin_close(self.config.close_handshake_timeout, ctx);
     }
 }
 

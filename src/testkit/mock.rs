@@ -150,6 +150,8 @@ impl MockServer {
 struct ConnState {
     responsive: Cell<bool>,
     reading: Cell<bool>,
+    /// Time the server takes to read each frame (a slow peer or link).
+    pace: Cell<Option<Duration>>,
     resume: Notify,
 }
 
@@ -239,6 +241,13 @@ impl MockConn {
     /// writes wait, as on a socket whose peer does not read (backpressure).
     pub fn stop_reading(&self) {
         self.state.reading.set(false);
+    }
+
+    /// Reads one frame per `per_frame` from now on (on the client's clock),
+    /// as a slow peer or a throttled link would: the client's writes wait
+    /// once a few frames are unread, but they keep moving.
+    pub fn read_slowly(&self, per_frame: Duration) {
+        self.state.pace.set(Some(per_frame));
     }
 
     /// Reads again after [`MockConn::stop_reading`].
@@ -338,6 +347,7 @@ fn accept(shared: &Rc<RefCell<Shared>>, request: ConnectRequest, protocol: Optio
     let state = Rc::new(ConnState {
         responsive: Cell::new(true),
         reading: Cell::new(true),
+        pace: Cell::new(None),
         resume: Notify::new(),
     });
     let index = {
@@ -359,6 +369,9 @@ fn accept(shared: &Rc<RefCell<Shared>>, request: ConnectRequest, protocol: Optio
         loop {
             while !state.reading.get() {
                 state.resume.notified().await;
+            }
+            if let Some(pace) = state.pace.get() {
+                actix_rt::time::sleep(pace).await;
             }
             let Some(frame) = from_client.next().await else {
                 return;

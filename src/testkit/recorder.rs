@@ -197,7 +197,8 @@ async fn wait<T: Clone>(
     pred: impl Fn(&T) -> bool,
     timeout: Duration,
 ) -> Option<Stamped<T>> {
-    let deadline = Instant::now() + timeout;
+    // `Duration::MAX` (or any wait past the clock's range) waits forever.
+    let deadline = Instant::now().checked_add(timeout);
     loop {
         let notified = log.notify.notified();
         {
@@ -208,8 +209,13 @@ async fn wait<T: Clone>(
                 return Some(list[from + i].clone());
             }
         }
-        if tokio::time::timeout_at(deadline, notified).await.is_err() {
-            return None;
+        match deadline {
+            Some(deadline) => {
+                if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                    return None;
+                }
+            }
+            None => notified.await,
         }
     }
 }

@@ -136,7 +136,9 @@ impl TypedBuilder {
     }
 
     /// Starts the router on the current arbiter and subscribes it to
-    /// `client`. Start it right after the client, before the first link.
+    /// `client`. It may start at any time: acknowledged delivery re-sends on
+    /// every link after the client's first, whenever the router started
+    /// (inbound messages that arrived before it started are not seen).
     pub fn start(self, client: &Client) -> TypedClient {
         let codec = self.codec.unwrap_or_else(|| Arc::new(JsonCodec));
         let reliable = self.acknowledge.map(|(request, response)| {
@@ -151,7 +153,7 @@ impl TypedBuilder {
         });
         let router = Router::new(
             codec.clone(),
-            client.clone(),
+            client.downgrade(),
             self.key,
             self.topics,
             self.correlation,

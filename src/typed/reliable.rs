@@ -40,14 +40,15 @@ struct Entry {
     id: String,
     message: Message,
     resends: u32,
-    /// Connects seen when it was handed to the client.
+    /// The last link seen when it was handed to the client (0: none yet).
     handed_in: u64,
     reply: Option<oneshot::Sender<Delivery>>,
 }
 
 #[derive(Default)]
 pub(crate) struct Window {
-    connects: u64,
+    /// The last link this window saw open ([`ConnectInfo::link`]).
+    last_link: u64,
     next_seq: u64,
     unacked: BTreeMap<u64, Entry>,
     by_id: HashMap<String, u64>,
@@ -81,7 +82,7 @@ impl Window {
                 id,
                 message,
                 resends: 0,
-                handed_in: self.connects,
+                handed_in: self.last_link,
                 reply: Some(tx),
             },
         );
@@ -120,14 +121,16 @@ impl Window {
         }
     }
 
-    /// Called on every connect: after the first, everything handed to the
-    /// client before this connect goes out again, oldest first.
-    fn on_connect(&mut self) -> Vec<Message> {
-        self.connects += 1;
-        if self.connects == 1 {
+    /// Called on every connect: on every link but the client's first,
+    /// everything handed to the client before this link opened goes out
+    /// again, oldest first. The link number comes from the client, so a
+    /// window added after links came and went still re-sends.
+    fn on_connect(&mut self, link: u64) -> Vec<Message> {
+        self.last_link = link;
+        if link <= 1 {
             return Vec::new();
         }
-        let now = self.connects;
+        let now = link;
         self.unacked
             .values_mut()
             .filter(|e| e.handed_in < now)
@@ -142,7 +145,7 @@ impl Window {
 
 /// The setup source that re-sends the window on reconnects.
 pub(crate) fn resender(window: SharedWindow) -> SetupSource {
-    Box::new(move |_: &ConnectInfo| lock(&window).on_connect())
+    Box::new(move |info: &ConnectInfo| lock(&window).on_connect(info.link))
 }
 
 #[cfg(test)]
@@ -153,14 +156,22 @@ mod tests {
     fn resends_in_order_after_reconnects_only() {
         let mut w = Window::default();
         let _a = w.insert("a".into());
-        assert!(w.on_connect().is_empty(), "the first link gets the queue");
+        assert!(w.on_connect(1).is_empty(), "the first link gets the queue");
         let _b = w.insert("b".into());
-        assert_eq!(w.on_connect(), [Message::from("a"), Message::from("b")]);
+        assert_eq!(w.on_connect(2), [Message::from("a"), Message::from("b")]);
         assert!(w.ack("r1"));
         assert!(!w.ack("r1"), "an ack counts once");
         let _c = w.insert("c".into());
-        assert_eq!(w.on_connect(), [Message::from("b"), Message::from("c")]);
+        assert_eq!(w.on_connect(3), [Message::from("b"), Message::from("c")]);
         assert_eq!(w.len(), 2);
+    }
+
+    #[test]
+    fn a_window_added_after_the_first_link_still_resends() {
+        let mut w = Window::default();
+        let _a = w.insert("a".into());
+        // The first link this window sees is the client's third.
+        assert_eq!(w.on_connect(3), [Message::from("a")]);
     }
 
     #[test]
@@ -168,8 +179,8 @@ mod tests {
         let mut w = Window::default();
         let mut acked = w.insert("a".into());
         let mut lost = w.insert("b".into());
-        w.on_connect();
-        w.on_connect();
+        w.on_connect(1);
+        w.on_connect(2);
         w.ack("r1");
         w.give_up();
         assert_eq!(

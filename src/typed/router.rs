@@ -17,7 +17,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use actix::prelude::*;
-use actix_tether_actors::{deliver, Client, DisconnectReason, Event, Inbound, Message};
+use actix_tether_actors::{
+    deliver, DisconnectReason, Event, Inbound, Message, SendError, WeakClient,
+};
 use futures::channel::oneshot;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -209,7 +211,9 @@ struct Pending {
 
 pub(crate) struct Router {
     pub(crate) codec: Arc<dyn Codec>,
-    pub(crate) client: Client,
+    /// Weak, so that the router (a subscriber) does not keep the client
+    /// alive once the application dropped its handles.
+    pub(crate) client: WeakClient,
     pub(crate) key: Option<RouteKey>,
     pub(crate) topics: Topics,
     pub(crate) correlation: Option<Correlation>,
@@ -226,7 +230,7 @@ pub(crate) struct Router {
 impl Router {
     pub(crate) fn new(
         codec: Arc<dyn Codec>,
-        client: Client,
+        client: WeakClient,
         key: Option<RouteKey>,
         topics: Topics,
         correlation: Option<Correlation>,
@@ -286,10 +290,15 @@ impl Router {
     ) -> Result<Message, TypedError> {
         set_at(&mut value, pointer, Value::String(id.to_owned())).map_err(TypedError::Encode)?;
         let message = self.codec.encode(&value).map_err(TypedError::Encode)?;
-        self.client
-            .try_send(message.clone())
-            .map_err(TypedError::Send)?;
+        self.try_send(message.clone()).map_err(TypedError::Send)?;
         Ok(message)
+    }
+
+    fn try_send(&self, message: Message) -> Result<(), SendError> {
+        match self.client.upgrade() {
+            Some(client) => client.try_send(message),
+            None => Err(SendError::Closed(message)),
+        }
     }
 
     fn fail_all(&mut self, ctx: &mut Context<Self>, err: TypedError, keep_retry: bool) {
@@ -372,10 +381,27 @@ impl Handler<Event> for Router {
         match event {
             Event::Connected { .. } => {
                 self.up = true;
-                // Requests marked to retry go out again on the new link.
-                for p in self.pending.values_mut().filter(|p| p.cut) {
+                // Requests marked to retry go out again on the new link; one
+                // the queue refuses fails now, with the reason, instead of
+                // timing out later for a request that was never re-sent.
+                let cut: Vec<String> = self
+                    .pending
+                    .iter()
+                    .filter(|(_, p)| p.cut)
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                for id in cut {
+                    let Some(p) = self.pending.get_mut(&id) else {
+                        continue;
+                    };
                     p.cut = false;
-                    let _ = self.client.try_send(p.message.clone());
+                    let message = p.message.clone();
+                    if let Err(e) = self.try_send(message) {
+                        if let Some(p) = self.pending.remove(&id) {
+                            ctx.cancel_future(p.timer);
+                            let _ = p.reply.send(Err(TypedError::Send(e)));
+                        }
+                    }
                 }
             }
             Event::Disconnected {

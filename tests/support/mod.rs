@@ -3,6 +3,8 @@
 
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
+#[cfg(feature = "testkit")]
+pub mod mock;
 pub mod raw;
 
 use std::net::SocketAddr;

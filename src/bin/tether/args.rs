@@ -50,9 +50,10 @@ pub(crate) struct Args {
     /// Most queued outbound bytes (e.g. 64KiB).
     #[arg(long, value_parser = size, value_name = "SIZE")]
     queue_bytes: Option<usize>,
-    /// What a full queue does: reject, drop-oldest (or wait).
+    /// What a full queue does with a stdin line: reject, drop-oldest, or
+    /// wait (stop reading stdin until there is room).
     #[arg(long, value_name = "POLICY")]
-    overflow: Option<OverflowPolicy>,
+    pub(crate) overflow: Option<OverflowPolicy>,
     /// Request header 'Name: value' (repeatable).
     #[arg(short = 'H', long = "header", value_parser = header, value_name = "HEADER")]
     headers: Vec<(String, String)>,

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use actix_tether::demo::{DemoConfig, DemoServer};
-use actix_tether::Client;
+use actix_tether::{Client, OverflowPolicy};
 use clap::Parser;
 use futures::channel::mpsc;
 use futures::StreamExt;
@@ -43,8 +43,13 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let code = actix_rt::System::new().block_on(run(args));
-    ExitCode::from(code)
+    let system = actix_rt::System::new();
+    let code = system.block_on(run(args));
+    // Exit now: dropping the runtime would wait for the thread blocked
+    // reading stdin, so a script piping into `tether` would hang after a
+    // fatal refusal until its stdin closed.
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    std::process::exit(i32::from(code))
 }
 
 async fn run(args: Args) -> u8 {
@@ -84,8 +89,12 @@ async fn run(args: Args) -> u8 {
             return 2;
         }
     };
+    let input = Input {
+        json: args.json,
+        wait: args.overflow == Some(OverflowPolicy::Wait),
+    };
     let code = tokio::select! {
-        refused = pump_stdin(&client) => {
+        refused = pump_stdin(&client, input) => {
             if args.exit_on_eof {
                 finish(&client, args.close_timeout, refused, &mut terminal).await
             } else {
@@ -100,8 +109,18 @@ async fn run(args: Args) -> u8 {
     code
 }
 
-/// Sends each stdin line; returns how many lines were not accepted.
-async fn pump_stdin(client: &Client) -> u64 {
+/// How stdin lines go in.
+#[derive(Debug, Clone, Copy)]
+struct Input {
+    json: bool,
+    /// `--overflow wait`: a full queue makes reading stdin wait; otherwise
+    /// the overflow policy applies to each line.
+    wait: bool,
+}
+
+/// Sends each stdin line; returns how many lines were not accepted. Every
+/// line not sent is reported (a JSON `dropped` event with `--json`).
+async fn pump_stdin(client: &Client, input: Input) -> u64 {
     let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
     let mut refused = 0;
     let mut raw = Vec::new();
@@ -120,12 +139,17 @@ async fn pump_stdin(client: &Client) -> u64 {
         let line = raw.strip_suffix(b"\n").unwrap_or(&raw);
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let Ok(text) = std::str::from_utf8(line) else {
-            eprintln!("tether: stdin line {number} is not valid UTF-8; not sent");
+            output::line_refused(input.json, number, "not valid UTF-8");
             refused += 1;
             continue;
         };
-        if let Err(e) = client.send(text).await {
-            eprintln!("tether: stdin line {number} not sent: {e}");
+        let sent = if input.wait {
+            client.send(text).await
+        } else {
+            client.try_send(text)
+        };
+        if let Err(e) = sent {
+            output::line_refused(input.json, number, &e.to_string());
             refused += 1;
         }
     }

@@ -52,7 +52,7 @@ fn event_json(event: &Event) -> Option<Value> {
         }
         Event::Dropped { message } => {
             let (key, value) = payload(message);
-            json!({ key: value })
+            json!({ key: value, "reason": "dropped by the drop-oldest policy" })
         }
         Event::Closed { unsent } => json!({ "unsent": unsent }),
         _ => return None,
@@ -90,6 +90,21 @@ fn event_text(event: &Event) -> String {
         }
         Event::Closed { unsent } => format!("closed ({unsent} unsent)"),
         other => format!("{other:?}"),
+    }
+}
+
+/// Reports stdin line `number`, which was not sent: a `dropped` event with
+/// the line number and the reason on stdout with `--json`, text on stderr
+/// otherwise.
+pub(crate) fn line_refused(json: bool, number: u64, reason: &str) {
+    if json {
+        let v = json!({ "event": "dropped", "line": number, "reason": reason });
+        line(&mut std::io::stdout().lock(), &v.to_string());
+    } else {
+        line(
+            &mut std::io::stderr(),
+            &format!("tether: stdin line {number} not sent: {reason}"),
+        );
     }
 }
 
@@ -166,7 +181,11 @@ mod tests {
         };
         assert_eq!(
             event_json(&e),
-            Some(json!({"event": "dropped", "base64": "AQI="}))
+            Some(json!({
+                "event": "dropped",
+                "base64": "AQI=",
+                "reason": "dropped by the drop-oldest policy"
+            }))
         );
         assert_eq!(event_json(&Event::Connecting { attempt: 1 }), None);
     }
