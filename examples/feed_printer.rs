@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use actix_tether::demo::{DemoConfig, DemoServer};
+use actix_tether::engine::ErrorChain;
 use actix_tether::{ClientBuilder, Event, Inbound, Message};
 
 /// Prints every message and every state change.
@@ -42,7 +43,10 @@ impl Handler<Event> for FeedPrinter {
         match event {
             Event::Connected { attempt, .. } => println!("-- connected (attempt {attempt})"),
             Event::Disconnected { reason, will_retry } => {
-                println!("-- disconnected: {reason} (retry: {will_retry})")
+                println!(
+                    "-- disconnected: {} (retry: {will_retry})",
+                    ErrorChain(&reason)
+                )
             }
             Event::Reconnecting { delay, .. } => println!("-- reconnecting in {delay:?}"),
             other => println!("-- {}", other.name()),

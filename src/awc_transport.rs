@@ -154,7 +154,10 @@ pub(crate) fn protocol_error(e: WsProtocolError) -> TransportError {
         WsProtocolError::Io(_) => TransportErrorKind::Io,
         _ => TransportErrorKind::Protocol,
     };
-    TransportError::new(kind, e.to_string())
+    match e {
+        WsProtocolError::Io(io) => TransportError::new(kind, io),
+        other => TransportError::new(kind, other.to_string()),
+    }
 }
 
 fn io_kind(e: &io::Error, secure: bool) -> ConnectErrorKind {
@@ -204,8 +207,17 @@ fn map_connect_error(
         WsClientError::SendRequest(_) => ConnectErrorKind::Io,
         _ => ConnectErrorKind::Handshake,
     };
-    // awc's errors are not `Send`; keep their text as the source.
-    ConnectError::with_source(kind, e.to_string())
+    // An I/O failure keeps its `io::Error` as the source (reachable by
+    // downcasting: the OS error, or the rustls error inside a TLS failure).
+    // awc's other errors are not `Send`; their text is the source.
+    match e {
+        WsClientError::SendRequest(
+            SendRequestError::Connect(AwcConnectError::Io(io))
+            | SendRequestError::Send(io)
+            | SendRequestError::Response(ParseError::Io(io)),
+        ) => ConnectError::with_source(kind, io),
+        other => ConnectError::with_source(kind, other.to_string()),
+    }
 }
 
 /// Parses `Retry-After` as delay-seconds or an HTTP date.

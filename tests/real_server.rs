@@ -472,3 +472,28 @@ async fn http_401_gives_up_and_503_honours_retry_after() {
     );
     assert!(rec.wait_for(connected, BOUND).await.is_some());
 }
+
+#[actix_rt::test]
+async fn a_refused_connection_keeps_its_io_error_and_reads_once() {
+    use std::error::Error;
+    let rec = Recorder::start();
+    let _client = client(format!("ws://{}/ws", free_port()), &rec)
+        .start()
+        .unwrap();
+    let down = rec.wait_for(disconnected, BOUND).await.unwrap();
+    let Event::Disconnected { reason, .. } = down.value else {
+        unreachable!()
+    };
+    let io = reason
+        .source()
+        .and_then(Error::source)
+        .and_then(|e| e.downcast_ref::<std::io::Error>())
+        .expect("the io::Error is reachable");
+    assert_eq!(io.kind(), std::io::ErrorKind::ConnectionRefused);
+    let text = actix_tether::ErrorChain(&reason).to_string();
+    assert!(
+        text.starts_with("connect failed: connection refused: "),
+        "{text}"
+    );
+    assert_eq!(text.matches("connection refused").count(), 1, "{text}");
+}

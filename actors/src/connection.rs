@@ -36,7 +36,9 @@ use futures::StreamExt;
 
 use crate::batch::{Batch, Flushed};
 use crate::config::{Config, StallPolicy};
-use crate::error::{DisconnectReason, ProtocolViolation, TransportError, TransportErrorKind};
+use crate::error::{
+    DisconnectReason, ErrorChain, ProtocolViolation, TransportError, TransportErrorKind,
+};
 use crate::events::Event;
 use crate::frame::{CloseFrame, Frame, Message, OutFrame};
 use crate::heartbeat::{Heartbeat, Pong, StopHeartbeat};
@@ -457,7 +459,7 @@ impl Actor for Connection {
             hb.do_send(StopHeartbeat);
         }
         let reason = self.reason.take().unwrap_or(DisconnectReason::Dropped);
-        tracing::debug!(parent: &self.span, %reason, "link down");
+        tracing::debug!(parent: &self.span, reason = %ErrorChain(&reason), "link down");
         self.supervisor.do_send(LinkDown {
             link: self.id,
             reason,

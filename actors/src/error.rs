@@ -3,6 +3,33 @@
 //! Every failure a user can observe is one of these types. They are cheap to
 //! clone (sources are shared behind an [`Arc`]) because the supervisor hands
 //! the same error to every subscriber.
+//!
+//! They follow the standard library's convention: an error's `Display` says
+//! what failed at its own level and does not repeat its source, which
+//! `source()` returns. Walk the chain (or let anyhow or eyre do it) to print
+//! everything once, and downcast a source to reach, for example, the
+//! `std::io::Error` of a refused connection:
+//!
+//! ```
+//! use std::error::Error;
+//! use actix_tether_actors::{ConnectError, ConnectErrorKind, DisconnectReason};
+//!
+//! let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+//! let reason = DisconnectReason::ConnectFailed(ConnectError::with_source(
+//!     ConnectErrorKind::Refused,
+//!     io,
+//! ));
+//! let mut chain = vec![reason.to_string()];
+//! let mut source = reason.source();
+//! while let Some(e) = source {
+//!     chain.push(e.to_string());
+//!     source = e.source();
+//! }
+//! assert_eq!(chain.join(": "), "connect failed: connection refused: refused");
+//! let io = reason.source().and_then(|e| e.source());
+//! let io = io.and_then(|e| e.downcast_ref::<std::io::Error>());
+//! assert_eq!(io.map(|e| e.kind()), Some(std::io::ErrorKind::ConnectionRefused));
+//! ```
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -10,6 +37,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::frame::Message;
+
+/// Displays an error and its sources, each level once, joined by ": "
+/// ("connect failed: connection refused: Connection refused (os error
+/// 111)"): for logs and programs that print one line per error.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorChain<'a>(pub &'a (dyn StdError + 'static));
+
+impl fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut next = self.0.source();
+        while let Some(s) = next {
+            write!(f, ": {s}")?;
+            next = s.source();
+        }
+        Ok(())
+    }
+}
 
 /// A shared, thread-safe error source.
 pub type BoxSource = Arc<dyn StdError + Send + Sync + 'static>;
@@ -167,9 +212,6 @@ impl fmt::Display for ConnectError {
             ConnectErrorKind::InvalidRequest => f.write_str("invalid connect request")?,
             ConnectErrorKind::Io => f.write_str("I/O error while connecting")?,
         }
-        if let Some(src) = &self.source {
-            write!(f, ": {src}")?;
-        }
         Ok(())
     }
 }
@@ -241,11 +283,11 @@ impl fmt::Debug for TransportError {
 
 impl fmt::Display for TransportError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.kind {
-            TransportErrorKind::Io => write!(f, "socket error: {}", self.source),
-            TransportErrorKind::FrameTooBig => write!(f, "frame too big: {}", self.source),
-            TransportErrorKind::Protocol => write!(f, "protocol error: {}", self.source),
-        }
+        f.write_str(match self.kind {
+            TransportErrorKind::Io => "socket error",
+            TransportErrorKind::FrameTooBig => "frame too big",
+            TransportErrorKind::Protocol => "protocol error",
+        })
     }
 }
 
@@ -337,7 +379,7 @@ impl DisconnectReason {
 impl fmt::Display for DisconnectReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DisconnectReason::ConnectFailed(e) => write!(f, "connect failed: {e}"),
+            DisconnectReason::ConnectFailed(_) => f.write_str("connect failed"),
             DisconnectReason::ServerClosed { code, reason } if reason.is_empty() => {
                 write!(f, "server closed the connection with code {code}")
             }
@@ -351,8 +393,8 @@ impl fmt::Display for DisconnectReason {
             DisconnectReason::SubscriberStalled(t) => {
                 write!(f, "a subscriber was stalled for {t:?}")
             }
-            DisconnectReason::Protocol(v) => write!(f, "protocol violation: {v}"),
-            DisconnectReason::Transport(e) => e.fmt(f),
+            DisconnectReason::Protocol(_) => f.write_str("protocol violation"),
+            DisconnectReason::Transport(_) => f.write_str("the link failed"),
             DisconnectReason::ClientClosed => f.write_str("closed by the client"),
         }
     }
@@ -523,7 +565,31 @@ mod tests {
     fn connect_error_exposes_source() {
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "nope");
         let e = ConnectError::with_source(ConnectErrorKind::Refused, io);
-        assert_eq!(e.to_string(), "connection refused: nope");
-        assert!(e.source().is_some());
+        assert_eq!(e.to_string(), "connection refused");
+        let source = e.source().and_then(|s| s.downcast_ref::<std::io::Error>());
+        assert_eq!(source.map(|s| s.to_string()).as_deref(), Some("nope"));
+    }
+
+    #[test]
+    fn no_level_of_a_chain_repeats_its_source() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+        let reasons = [
+            DisconnectReason::ConnectFailed(ConnectError::with_source(
+                ConnectErrorKind::Refused,
+                std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "os refused"),
+            )),
+            DisconnectReason::Transport(TransportError::new(TransportErrorKind::Io, io)),
+            DisconnectReason::Protocol(ProtocolViolation::InvalidUtf8),
+            DisconnectReason::ConnectFailed(ConnectError::http(503, None)),
+        ];
+        let want = [
+            "connect failed: connection refused: os refused",
+            "the link failed: socket error: reset by peer",
+            "protocol violation: text message is not valid UTF-8",
+            "connect failed: server refused the upgrade with HTTP 503",
+        ];
+        for (reason, want) in reasons.iter().zip(want) {
+            assert_eq!(ErrorChain(reason).to_string(), want);
+        }
     }
 }

@@ -39,7 +39,7 @@ pub use client::{Client, Engine, OnConnect, RequestProvider, Stats, WeakClient};
 pub use config::{Config, HeartbeatConfig, StallPolicy};
 pub use error::{
     BoxSource, CloseError, ConfigError, ConnectError, ConnectErrorKind, DisconnectReason,
-    ProtocolViolation, SendError, TransportError, TransportErrorKind,
+    ErrorChain, ProtocolViolation, SendError, TransportError, TransportErrorKind,
 };
 pub use events::{Event, Inbound, InboundBatch, State};
 pub use frame::{CloseFrame, Fragment, Frame, Message, OutFrame, OutRef};

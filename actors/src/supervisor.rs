@@ -30,7 +30,7 @@ use crate::buffer::{lock, SharedBuffer};
 use crate::client::{OnConnect, RequestProvider, Stats};
 use crate::config::Config;
 use crate::connection::{Abort, CloseLink, Connection};
-use crate::error::{CloseError, ConnectError, ConnectErrorKind, DisconnectReason};
+use crate::error::{CloseError, ConnectError, ConnectErrorKind, DisconnectReason, ErrorChain};
 use crate::events::{Event, Inbound, InboundBatch, State};
 use crate::frame::Message;
 use crate::hub::Hub;
@@ -207,7 +207,7 @@ impl Supervisor {
                 }
                 Err(e) => {
                     span.record("outcome", tracing::field::display(&e));
-                    tracing::info!(parent: &span, error = %e, "connect failed");
+                    tracing::info!(parent: &span, error = %ErrorChain(&e), "connect failed");
                     act.after_down(DisconnectReason::ConnectFailed(e), None, ctx);
                 }
             }
@@ -330,7 +330,7 @@ impl Supervisor {
     }
 
     fn give_up(&mut self, reason: DisconnectReason, ctx: &mut Context<Self>) {
-        tracing::warn!(%reason, attempts = self.attempt, "giving up");
+        tracing::warn!(reason = %ErrorChain(&reason), attempts = self.attempt, "giving up");
         lock(&self.buffer).seal();
         self.state = State::GaveUp;
         self.hub.publish(Event::GaveUp {

@@ -58,7 +58,8 @@ impl fmt::Debug for CodecError {
 
 impl fmt::Display for CodecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
+        // The codec's own error is the source: not repeated here.
+        f.write_str("codec error")
     }
 }
 

@@ -32,9 +32,9 @@ impl fmt::Display for TypedError {
             TypedError::Timeout => f.write_str("request timed out"),
             TypedError::Disconnected => f.write_str("link went down before the response"),
             TypedError::Closed => f.write_str("client is closed"),
-            TypedError::Encode(e) => write!(f, "cannot encode: {e}"),
-            TypedError::Decode(e) => write!(f, "cannot decode: {e}"),
-            TypedError::Send(e) => e.fmt(f),
+            TypedError::Encode(_) => f.write_str("cannot encode"),
+            TypedError::Decode(_) => f.write_str("cannot decode"),
+            TypedError::Send(_) => f.write_str("the client refused the message"),
             TypedError::WindowFull => f.write_str("too many messages await acknowledgement"),
         }
     }

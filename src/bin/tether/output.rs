@@ -4,6 +4,7 @@
 use std::io::Write;
 
 use actix::prelude::*;
+use actix_tether::engine::ErrorChain;
 use actix_tether::{Event, Inbound, Message};
 use base64::Engine as _;
 use futures::channel::mpsc;
@@ -42,13 +43,13 @@ fn event_json(event: &Event) -> Option<Value> {
             json!({ "attempt": attempt, "protocol": protocol })
         }
         Event::Disconnected { reason, will_retry } => {
-            json!({ "reason": reason.to_string(), "will_retry": will_retry })
+            json!({ "reason": ErrorChain(reason).to_string(), "will_retry": will_retry })
         }
         Event::Reconnecting { attempt, delay } => {
             json!({ "attempt": attempt, "delay_ms": delay.as_millis() as u64 })
         }
         Event::GaveUp { reason, attempts } => {
-            json!({ "reason": reason.to_string(), "attempts": attempts })
+            json!({ "reason": ErrorChain(reason).to_string(), "attempts": attempts })
         }
         Event::Dropped { message } => {
             let (key, value) = payload(message);
@@ -74,7 +75,7 @@ fn event_text(event: &Event) -> String {
             } else {
                 "no retry"
             };
-            format!("disconnected: {reason} ({then})")
+            format!("disconnected: {} ({then})", ErrorChain(reason))
         }
         Event::Reconnecting { attempt, delay } => {
             format!(
@@ -83,7 +84,7 @@ fn event_text(event: &Event) -> String {
             )
         }
         Event::GaveUp { reason, attempts } => {
-            format!("gave up after {attempts} attempts: {reason}")
+            format!("gave up after {attempts} attempts: {}", ErrorChain(reason))
         }
         Event::Dropped { message } => {
             format!("dropped a queued message of {} bytes", message.len())
