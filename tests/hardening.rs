@@ -11,7 +11,9 @@ use std::time::Duration;
 use actix::prelude::*;
 use actix_tether::engine::OutFrame;
 use actix_tether::testkit::{mock, settle, Outcome, Recorder};
-use actix_tether::{ConnectInfo, DisconnectReason, Event, Inbound, Jitter, Message, StallPolicy};
+use actix_tether::{
+    ConnectInfo, DisconnectReason, Event, Inbound, Jitter, Message, OverflowPolicy, StallPolicy,
+};
 
 use support::mock::{base, connected, ms};
 
@@ -471,4 +473,56 @@ async fn a_write_without_progress_ends_the_link_and_requeues_the_batch() {
     let expected: Vec<String> = (start..50).map(|n| format!("m{n}")).collect();
     assert_eq!(got, expected);
     drop(conn);
+}
+
+/// An event subscriber that never finishes handling.
+struct StuckEvents;
+
+impl Actor for StuckEvents {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(4);
+    }
+}
+
+impl Handler<Event> for StuckEvents {
+    type Result = ();
+
+    fn handle(&mut self, _: Event, ctx: &mut Context<Self>) {
+        ctx.wait(actix::fut::wrap_future(futures::future::pending::<()>()));
+    }
+}
+
+/// Item 4: a stuck event subscriber holds a bounded backlog; what it cannot
+/// take is counted, and everyone else still gets every event.
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn a_stuck_event_subscriber_costs_bounded_memory_and_counted_drops() {
+    let (t, server) = mock();
+    server.script([Outcome::Timeout]);
+    let rec = Recorder::start();
+    let client = base(t, &rec)
+        .connect_timeout(Duration::from_secs(3600))
+        .queue_size(1)
+        .overflow(OverflowPolicy::DropOldest)
+        .subscribe_events(StuckEvents.start().recipient())
+        .start()
+        .unwrap();
+    for n in 0..3000 {
+        client.try_send(format!("m{n}")).unwrap();
+        if n % 100 == 0 {
+            settle(ms(1)).await;
+        }
+    }
+    settle(ms(10)).await;
+    let stats = client.stats().await.unwrap();
+    assert_eq!(stats.dropped, 2999);
+    let backlog = actix_tether::engine::FANOUT_BACKLOG as u64;
+    assert!(
+        stats.events_dropped >= 3000 - backlog - 16,
+        "{} events dropped",
+        stats.events_dropped
+    );
+    let names = rec.event_names();
+    assert_eq!(names.iter().filter(|n| **n == "dropped").count(), 2999);
 }

@@ -504,3 +504,90 @@ async fn topics_against_a_real_server() {
         .await
     );
 }
+
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn a_typed_layer_started_after_the_first_link_still_resends() {
+    use actix_tether::typed::Delivery;
+    let (t, mut server) = mock();
+    let c = client(t).start().unwrap();
+    let conn = server.accept().await.unwrap();
+    settle(ms(10)).await;
+    // Started once the first link is up.
+    let api = TypedClient::builder().acknowledge("/id", "/ack").start(&c);
+    let sent = actix_rt::spawn(api.send_reliable(&json!({"n": 1})));
+    settle(ms(10)).await;
+    conn.drop_link();
+    let mut conn2 = server.accept().await.unwrap();
+    assert_eq!(
+        conn2.next_text().await.as_deref(),
+        Some(r#"{"id":"r1","n":1}"#),
+        "re-sent on the next link"
+    );
+    conn2.send_text(r#"{"ack":"r1"}"#);
+    assert_eq!(
+        sent.await.unwrap().unwrap(),
+        Delivery::Acked {
+            id: "r1".into(),
+            resends: 1
+        }
+    );
+}
+
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn a_retry_request_the_queue_refuses_fails_at_once_with_the_reason() {
+    let (t, mut server) = mock();
+    let c = client(t).queue_size(2).start().unwrap();
+    let api = api(&c);
+    let conn = server.accept().await.unwrap();
+    let call = {
+        let api = api.clone();
+        actix_rt::spawn(async move {
+            api.request_with::<_, Value>(
+                &json!({"params": 1}),
+                RequestOptions::new(Duration::from_secs(3600)).retry_on_reconnect(),
+            )
+            .await
+        })
+    };
+    settle(ms(10)).await;
+    conn.drop_link();
+    settle(ms(1)).await;
+    // The queue fills while the link is down: the re-send has no room.
+    c.try_send("a").unwrap();
+    c.try_send("b").unwrap();
+    let _conn2 = server.accept().await.unwrap();
+    let outcome = actix_rt::time::timeout(ms(100), call).await;
+    assert!(
+        matches!(&outcome, Ok(Ok(Err(TypedError::Send(e)))) if e.is_full()),
+        "{outcome:?}"
+    );
+    assert_eq!(api.pending_requests().await.unwrap(), 0);
+}
+
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn the_pending_table_is_bounded_and_a_dropped_request_leaves_at_once() {
+    let (t, mut server) = mock();
+    let c = client(t).start().unwrap();
+    let api = TypedClient::builder()
+        .correlate("/id", "/id")
+        .max_pending(2)
+        .start(&c);
+    let _conn = server.accept().await.unwrap();
+    let long = Duration::from_secs(3600);
+    let first = actix_rt::spawn(api.request::<_, Value>(&json!({}), long));
+    let second = actix_rt::spawn(api.request::<_, Value>(&json!({}), long));
+    settle(ms(10)).await;
+    assert_eq!(api.pending_requests().await.unwrap(), 2);
+    assert!(matches!(
+        api.request::<_, Value>(&json!({}), long).await,
+        Err(TypedError::TooManyRequests)
+    ));
+    first.abort();
+    settle(ms(10)).await;
+    assert_eq!(
+        api.pending_requests().await.unwrap(),
+        1,
+        "the dropped request left the table before its timeout"
+    );
+    second.abort();
+}

@@ -352,6 +352,9 @@ pub struct Stats {
     pub queue_bytes: usize,
     /// Messages dropped by the overflow policy.
     pub dropped: u64,
+    /// Events not delivered to subscribers that were more than
+    /// [`FANOUT_BACKLOG`](crate::FANOUT_BACKLOG) events behind.
+    pub events_dropped: u64,
     /// `send` calls waiting for room (their messages are in their futures,
     /// not in the queue).
     pub waiting_senders: usize,

@@ -5,6 +5,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::rc::Rc;
 use std::time::Duration;
 
 use actix::prelude::SendError as MailboxSendError;
@@ -42,7 +43,7 @@ impl Counters {
 pub(crate) struct Hub {
     inbound: RefCell<Vec<Recipient<Inbound>>>,
     batches: RefCell<Vec<Recipient<InboundBatch>>>,
-    events: RefCell<Vec<Recipient<Event>>>,
+    events: RefCell<Fanout<Event>>,
     pub(crate) counters: Counters,
     /// Closed while the read-ahead is full: links do not read.
     pub(crate) reading: Gate,
@@ -141,7 +142,12 @@ impl Hub {
 
     pub(crate) fn publish(&self, event: Event) {
         tracing::debug!(?event, "event");
-        fan_out(&self.events, event);
+        self.events.borrow_mut().deliver(event);
+    }
+
+    /// Events dropped for subscribers too far behind.
+    pub(crate) fn events_dropped(&self) -> u64 {
+        self.events.borrow().dropped()
     }
 }
 
@@ -187,33 +193,87 @@ where
     true
 }
 
-fn fan_out<M>(list: &RefCell<Vec<Recipient<M>>>, msg: M)
+/// Messages a subscriber may fall behind, past its mailbox capacity, before
+/// [`Fanout`] drops what it would send it.
+pub const FANOUT_BACKLOG: usize = 1024;
+
+/// The subscribers of one kind of side-channel message (events, typed
+/// values), each allowed to fall behind by a bounded number of messages.
+///
+/// A subscriber with room in its mailbox gets the message at once. One whose
+/// mailbox is full still gets it, over capacity, until [`FANOUT_BACKLOG`]
+/// messages wait there beyond its capacity; after that, messages for it are
+/// dropped and counted ([`Fanout::dropped`]) until it catches up, so a stuck
+/// subscriber costs bounded memory and delays nobody. Subscribers whose
+/// actor has stopped are forgotten.
+#[derive(Debug)]
+pub struct Fanout<M: actix::Message + Send>
 where
-    M: actix::Message + Send + Clone + 'static,
     M::Result: Send,
 {
-    deliver(&mut list.borrow_mut(), msg);
+    subscribers: Vec<(Recipient<M>, Rc<Cell<usize>>)>,
+    dropped: u64,
 }
 
-/// Delivers `msg` to every recipient, cloning it for all but the last, and
-/// forgets recipients whose actor has stopped.
-///
-/// `try_send` tells a stopped actor from a full mailbox; a full mailbox still
-/// gets the message (`do_send` ignores capacity), so a slow subscriber delays
-/// nobody and loses nothing.
-pub fn deliver<M>(list: &mut Vec<Recipient<M>>, msg: M)
+impl<M: actix::Message + Send> Default for Fanout<M>
+where
+    M::Result: Send,
+{
+    fn default() -> Self {
+        Self {
+            subscribers: Vec::new(),
+            dropped: 0,
+        }
+    }
+}
+
+impl<M> Fanout<M>
 where
     M: actix::Message + Send + Clone + 'static,
     M::Result: Send,
 {
-    give_each(list, msg, |r, m| match r.try_send(m) {
-        Err(MailboxSendError::Full(m)) => {
-            r.do_send(m);
-            true
-        }
-        Err(MailboxSendError::Closed(_)) => false,
-        Ok(()) => true,
-    });
+    /// Adds a subscriber.
+    pub fn push(&mut self, r: Recipient<M>) {
+        self.subscribers.push((r, Rc::default()));
+    }
+
+    /// Whether there is no subscriber.
+    pub fn is_empty(&self) -> bool {
+        self.subscribers.is_empty()
+    }
+
+    /// Messages dropped for subscribers that were too far behind.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Delivers `msg` to every subscriber (a clone to all but the last).
+    pub fn deliver(&mut self, msg: M) {
+        let mut dropped = 0;
+        give_each(&mut self.subscribers, msg, |(r, behind), m| {
+            match r.try_send(m) {
+                Ok(()) => true,
+                Err(MailboxSendError::Closed(_)) => false,
+                Err(MailboxSendError::Full(_)) if behind.get() >= FANOUT_BACKLOG => {
+                    dropped += 1;
+                    true
+                }
+                Err(MailboxSendError::Full(m)) => {
+                    // Over capacity, counted until handled. A fresh clone is
+                    // not parked, so `send` queues the message now, in order.
+                    behind.set(behind.get() + 1);
+                    let handled = r.clone().send(m);
+                    let behind = behind.clone();
+                    actix_rt::spawn(async move {
+                        let _ = handled.await;
+                        behind.set(behind.get().saturating_sub(1));
+                    });
+                    true
+                }
+            }
+        });
+        self.dropped = self.dropped.saturating_add(dropped);
+    }
 }
 
 /// Hands `value` to every recipient in `list` (the last gets it, the others
@@ -231,4 +291,52 @@ fn give_each<R, T: Clone>(list: &mut Vec<R>, value: T, mut give: impl FnMut(&R, 
         i += 1;
         v.is_none_or(|v| give(r, v))
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix::prelude::*;
+
+    #[derive(Debug, Clone, actix::Message)]
+    #[rtype(result = "()")]
+    struct Note;
+
+    /// Never finishes handling its first message.
+    struct Stuck;
+
+    impl Actor for Stuck {
+        type Context = Context<Self>;
+
+        fn started(&mut self, ctx: &mut Context<Self>) {
+            ctx.set_mailbox_capacity(4);
+        }
+    }
+
+    impl Handler<Note> for Stuck {
+        type Result = ();
+
+        fn handle(&mut self, _: Note, ctx: &mut Context<Self>) {
+            ctx.wait(actix::fut::wrap_future(futures::future::pending::<()>()));
+        }
+    }
+
+    #[test]
+    fn a_stuck_subscriber_costs_a_bounded_backlog_and_counted_drops() {
+        actix_rt::System::new().block_on(async {
+            let mut fanout = Fanout::default();
+            fanout.push(Stuck.start().recipient());
+            for _ in 0..3000 {
+                fanout.deliver(Note);
+                actix_rt::task::yield_now().await;
+            }
+            let dropped = fanout.dropped();
+            // Its mailbox (4) and the backlog beyond it are all it holds.
+            assert!(
+                (3000 - FANOUT_BACKLOG as u64 - 8..=3000 - FANOUT_BACKLOG as u64)
+                    .contains(&dropped),
+                "{dropped} dropped"
+            );
+        });
+    }
 }

@@ -43,7 +43,7 @@ pub use error::{
 };
 pub use events::{Event, Inbound, InboundBatch, State};
 pub use frame::{CloseFrame, Fragment, Frame, Message, OutFrame, OutRef};
-pub use hub::deliver;
+pub use hub::{Fanout, FANOUT_BACKLOG};
 pub use supervisor::{ConnectInfo, SetupSource, Supervisor};
 pub use transport::{
     redact_url, ConnectRequest, FrameStream, FrameWriter, Link, SinkWriter, Transport,

@@ -424,6 +424,7 @@ impl Supervisor {
             queue_depth: buf.depth(),
             queue_bytes: buf.bytes(),
             dropped: buf.dropped_total(),
+            events_dropped: self.hub.events_dropped(),
             waiting_senders: buf.waiting(),
             last_rtt: c.last_rtt.get(),
             uptime: self.current.as_ref().map(|c| c.since.elapsed()),

@@ -24,6 +24,8 @@ pub enum TypedError {
     Send(SendError),
     /// As many reliable messages as allowed already await their acks.
     WindowFull,
+    /// As many requests as allowed already await their responses.
+    TooManyRequests,
 }
 
 impl fmt::Display for TypedError {
@@ -36,6 +38,7 @@ impl fmt::Display for TypedError {
             TypedError::Decode(_) => f.write_str("cannot decode"),
             TypedError::Send(_) => f.write_str("the client refused the message"),
             TypedError::WindowFull => f.write_str("too many messages await acknowledgement"),
+            TypedError::TooManyRequests => f.write_str("too many requests await a response"),
         }
     }
 }

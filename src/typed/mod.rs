@@ -61,7 +61,10 @@ pub use error::TypedError;
 pub use reliable::Delivery;
 pub use router::{Correlation, DecodeFailed, Decoded, KeyFn, RouteKey, Routed, Topics};
 
-use router::{Configure, PendingCount, Reliable, Request, Router, SendReliable, UnackedCount};
+use futures::channel::oneshot;
+use router::{
+    Configure, ForgetRequest, PendingCount, Reliable, Request, Router, SendReliable, UnackedCount,
+};
 
 /// Configures the typed layer of a client.
 #[must_use]
@@ -72,7 +75,22 @@ pub struct TypedBuilder {
     correlation: Option<Correlation>,
     acknowledge: Option<(String, String)>,
     max_unacked: Option<usize>,
+    max_pending: Option<usize>,
     topics: Topics,
+}
+
+/// Tells the router that a request's caller stopped waiting.
+struct Forget {
+    router: Addr<Router>,
+    id: Option<String>,
+}
+
+impl Drop for Forget {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            self.router.do_send(ForgetRequest(id));
+        }
+    }
 }
 
 impl std::fmt::Debug for dyn Codec {
@@ -127,6 +145,14 @@ impl TypedBuilder {
         self
     }
 
+    /// How many requests may await their response at once; beyond it
+    /// `request` fails with [`TypedError::TooManyRequests`]. A request whose
+    /// caller drops its future leaves the table at once. Default is 16,384.
+    pub fn max_pending(mut self, n: usize) -> Self {
+        self.max_pending = Some(n);
+        self
+    }
+
     /// Shares the set of subscribed routing keys, so that an on-connect hook
     /// built before the client can resubscribe to all of them. Default is a
     /// fresh set.
@@ -158,6 +184,7 @@ impl TypedBuilder {
             self.topics,
             self.correlation,
             reliable,
+            self.max_pending.unwrap_or(16_384),
         )
         .start();
         client.subscribe(router.clone().recipient());
@@ -296,16 +323,26 @@ impl TypedClient {
             serde_json::to_value(request).map_err(|e| TypedError::Encode(CodecError::new(e)));
         let router = self.router.clone();
         async move {
+            let (reply, response) = oneshot::channel();
             let request = Request {
                 value: value?,
                 timeout: options.timeout,
                 retry: options.retry_on_reconnect,
+                reply,
             };
-            let response = router
+            let id = router
                 .send(request)
                 .await
                 .map_err(|_| TypedError::Closed)??;
-            Resp::deserialize(&response).map_err(|e| TypedError::Decode(CodecError::new(e)))
+            // Dropping this future before the response forgets the request
+            // at once instead of at its timeout.
+            let mut forget = Forget {
+                router,
+                id: Some(id),
+            };
+            let response = response.await.unwrap_or(Err(TypedError::Closed));
+            forget.id = None;
+            Resp::deserialize(&response?).map_err(|e| TypedError::Decode(CodecError::new(e)))
         }
     }
 

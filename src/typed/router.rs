@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use actix_tether_actors::{
-    deliver, DisconnectReason, Event, Inbound, Message, SendError, WeakClient,
+    DisconnectReason, Event, Fanout, Inbound, Message, SendError, WeakClient,
 };
 use futures::channel::oneshot;
 use serde::de::DeserializeOwned;
@@ -158,17 +158,12 @@ impl fmt::Display for BadPointer {
 impl std::error::Error for BadPointer {}
 
 trait Slot {
-    fn deliver(
-        &mut self,
-        value: &Value,
-        raw: &Message,
-        failures: &mut Vec<Recipient<DecodeFailed>>,
-    );
+    fn deliver(&mut self, value: &Value, raw: &Message, failures: &mut Fanout<DecodeFailed>);
     fn as_any(&mut self) -> &mut dyn Any;
 }
 
 struct TypedSlot<T: Send + 'static> {
-    recipients: Vec<Recipient<Decoded<T>>>,
+    recipients: Fanout<Decoded<T>>,
     _type: PhantomData<T>,
 }
 
@@ -176,23 +171,15 @@ impl<T> Slot for TypedSlot<T>
 where
     T: DeserializeOwned + Clone + Send + 'static,
 {
-    fn deliver(
-        &mut self,
-        value: &Value,
-        raw: &Message,
-        failures: &mut Vec<Recipient<DecodeFailed>>,
-    ) {
+    fn deliver(&mut self, value: &Value, raw: &Message, failures: &mut Fanout<DecodeFailed>) {
         // Once per type, whatever the number of subscribers.
         match T::deserialize(value) {
-            Ok(v) => deliver(&mut self.recipients, Decoded(v)),
-            Err(e) => deliver(
-                failures,
-                DecodeFailed {
-                    raw: raw.clone(),
-                    expected: std::any::type_name::<T>(),
-                    error: CodecError::new(e),
-                },
-            ),
+            Ok(v) => self.recipients.deliver(Decoded(v)),
+            Err(e) => failures.deliver(DecodeFailed {
+                raw: raw.clone(),
+                expected: std::any::type_name::<T>(),
+                error: CodecError::new(e),
+            }),
         }
     }
 
@@ -218,11 +205,13 @@ pub(crate) struct Router {
     pub(crate) topics: Topics,
     pub(crate) correlation: Option<Correlation>,
     pub(crate) reliable: Option<Reliable>,
-    by_key: HashMap<String, Vec<Recipient<Routed>>>,
-    unrouted: Vec<Recipient<Routed>>,
+    by_key: HashMap<String, Fanout<Routed>>,
+    unrouted: Fanout<Routed>,
     typed: HashMap<TypeId, Box<dyn Slot>>,
-    failures: Vec<Recipient<DecodeFailed>>,
+    failures: Fanout<DecodeFailed>,
     pending: HashMap<String, Pending>,
+    /// The most requests awaiting a response.
+    pub(crate) max_pending: usize,
     next_id: u64,
     up: bool,
 }
@@ -235,6 +224,7 @@ impl Router {
         topics: Topics,
         correlation: Option<Correlation>,
         reliable: Option<Reliable>,
+        max_pending: usize,
     ) -> Self {
         Self {
             codec,
@@ -244,10 +234,11 @@ impl Router {
             correlation,
             reliable,
             by_key: HashMap::new(),
-            unrouted: Vec::new(),
+            unrouted: Fanout::default(),
             typed: HashMap::new(),
-            failures: Vec::new(),
+            failures: Fanout::default(),
             pending: HashMap::new(),
+            max_pending,
             next_id: 0,
             up: false,
         }
@@ -259,7 +250,7 @@ impl Router {
     {
         let slot = self.typed.entry(TypeId::of::<T>()).or_insert_with(|| {
             Box::new(TypedSlot::<T> {
-                recipients: Vec::new(),
+                recipients: Fanout::default(),
                 _type: PhantomData,
             })
         });
@@ -301,6 +292,12 @@ impl Router {
         }
     }
 
+    fn forget(&mut self, id: &str, ctx: &mut Context<Self>) {
+        if let Some(p) = self.pending.remove(id) {
+            ctx.cancel_future(p.timer);
+        }
+    }
+
     fn fail_all(&mut self, ctx: &mut Context<Self>, err: TypedError, keep_retry: bool) {
         let ids: Vec<String> = self
             .pending
@@ -333,7 +330,7 @@ impl Handler<Inbound> for Router {
                     expected: "a value of the codec",
                     error,
                 };
-                deliver(&mut self.failures, failed);
+                self.failures.deliver(failed);
                 return;
             }
         };
@@ -368,8 +365,8 @@ impl Handler<Inbound> for Router {
             .and_then(|k| self.by_key.get_mut(&k))
             .filter(|l| !l.is_empty())
         {
-            Some(list) => deliver(list, routed),
-            None => deliver(&mut self.unrouted, routed),
+            Some(list) => list.deliver(routed),
+            None => self.unrouted.deliver(routed),
         }
     }
 }
@@ -429,32 +426,45 @@ impl Handler<Event> for Router {
     }
 }
 
-/// Send a request and resolve with the matching response.
+/// Send a request; its response goes to `reply`. Answered with the
+/// request's id, for [`ForgetRequest`].
 #[derive(actix::Message)]
-#[rtype(result = "Result<Value, TypedError>")]
+#[rtype(result = "Result<String, TypedError>")]
 pub(crate) struct Request {
     pub(crate) value: Value,
     pub(crate) timeout: Duration,
     pub(crate) retry: bool,
+    pub(crate) reply: oneshot::Sender<Result<Value, TypedError>>,
 }
 
 impl Handler<Request> for Router {
-    type Result = ResponseFuture<Result<Value, TypedError>>;
+    type Result = Result<String, TypedError>;
 
     fn handle(&mut self, req: Request, ctx: &mut Context<Self>) -> Self::Result {
-        let fail = |e| -> Self::Result { Box::pin(async move { Err(e) }) };
-        let Some(correlation) = &self.correlation else {
-            return fail(TypedError::Encode(CodecError::new(BadPointer(
+        let Some(pointer) = self.correlation.as_ref().map(|c| c.request.clone()) else {
+            return Err(TypedError::Encode(CodecError::new(BadPointer(
                 "(no correlation configured)".into(),
             ))));
         };
+        if self.pending.len() >= self.max_pending {
+            // Callers that gave up before their entry was made leave one
+            // behind: clear those before refusing.
+            let gone: Vec<String> = self
+                .pending
+                .iter()
+                .filter(|(_, p)| p.reply.is_canceled())
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in gone {
+                self.forget(&id, ctx);
+            }
+            if self.pending.len() >= self.max_pending {
+                return Err(TypedError::TooManyRequests);
+            }
+        }
         self.next_id += 1;
         let id = self.next_id.to_string();
-        let message = match self.send_with_id(req.value, &correlation.request, &id) {
-            Ok(m) => m,
-            Err(e) => return fail(e),
-        };
-        let (tx, rx) = oneshot::channel();
+        let message = self.send_with_id(req.value, &pointer, &id)?;
         let timer_id = id.clone();
         let timer = ctx.run_later(req.timeout, move |act, _| {
             if let Some(p) = act.pending.remove(&timer_id) {
@@ -462,16 +472,29 @@ impl Handler<Request> for Router {
             }
         });
         self.pending.insert(
-            id,
+            id.clone(),
             Pending {
-                reply: tx,
+                reply: req.reply,
                 timer,
                 retry: req.retry,
                 message,
                 cut: false,
             },
         );
-        Box::pin(async move { rx.await.unwrap_or(Err(TypedError::Closed)) })
+        Ok(id)
+    }
+}
+
+/// The caller of request `0` stopped waiting: forget it now.
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+pub(crate) struct ForgetRequest(pub(crate) String);
+
+impl Handler<ForgetRequest> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: ForgetRequest, ctx: &mut Context<Self>) {
+        self.forget(&msg.0, ctx);
     }
 }
 
