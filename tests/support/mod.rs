@@ -6,6 +6,8 @@
 #[cfg(feature = "testkit")]
 pub mod mock;
 pub mod raw;
+#[cfg(feature = "rustls")]
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -152,6 +154,12 @@ async fn upgrade(
     Ok(resp)
 }
 
+/// A server's TLS configuration (none without the `rustls` feature).
+#[cfg(feature = "rustls")]
+pub type TlsConfig = rustls::ServerConfig;
+#[cfg(not(feature = "rustls"))]
+pub type TlsConfig = std::convert::Infallible;
+
 impl TestServer {
     /// Starts on 127.0.0.1 with a free port.
     pub fn start(spec: Spec) -> Self {
@@ -160,6 +168,27 @@ impl TestServer {
 
     /// Starts on `addr` (a restart on the same port), appending to `log`.
     pub fn start_at(addr: SocketAddr, spec: Spec, log: Arc<Log>) -> Self {
+        Self::start_with(addr, spec, log, None)
+    }
+
+    /// Starts wss:// on 127.0.0.1 with a free port, with this TLS config.
+    #[cfg(feature = "rustls")]
+    pub fn start_tls(spec: Spec, tls: rustls::ServerConfig) -> Self {
+        Self::start_tls_at("127.0.0.1:0".parse().unwrap(), spec, Arc::default(), tls)
+    }
+
+    /// Starts wss:// on `addr`, appending to `log`.
+    #[cfg(feature = "rustls")]
+    pub fn start_tls_at(
+        addr: SocketAddr,
+        spec: Spec,
+        log: Arc<Log>,
+        tls: rustls::ServerConfig,
+    ) -> Self {
+        Self::start_with(addr, spec, log, Some(tls))
+    }
+
+    fn start_with(addr: SocketAddr, spec: Spec, log: Arc<Log>, tls: Option<TlsConfig>) -> Self {
         let state = web::Data::new(State {
             spec,
             log: log.clone(),
@@ -171,8 +200,14 @@ impl TestServer {
         })
         .workers(1)
         .disable_signals()
-        .shutdown_timeout(1)
-        .bind(addr)
+        .shutdown_timeout(1);
+        let server = match tls {
+            #[cfg(feature = "rustls")]
+            Some(tls) => server.bind_rustls_0_23(addr, tls),
+            #[cfg(not(feature = "rustls"))]
+            Some(never) => match never {},
+            None => server.bind(addr),
+        }
         .unwrap();
         let addr = server.addrs()[0];
         let server = server.run();
@@ -183,6 +218,10 @@ impl TestServer {
 
     pub fn url(&self) -> String {
         format!("ws://{}/ws", self.addr)
+    }
+
+    pub fn wss_url(&self) -> String {
+        format!("wss://{}/ws", self.addr)
     }
 
     /// Stops the server; every connection ends.

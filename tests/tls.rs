@@ -1,0 +1,104 @@
+//! wss:// against a local rustls server whose certificate is signed by a CA
+//! generated in the test.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::error::Error;
+use std::time::Duration;
+
+use actix_tether::testkit::Recorder;
+use actix_tether::{ClientBuilder, ConnectErrorKind, DisconnectReason, Event, Jitter};
+use support::mock::{connected, disconnected};
+use support::tls::test_ca;
+use support::{echo, eventually, record, Spec, TestServer};
+
+const BOUND: Duration = Duration::from_secs(10);
+
+fn client(url: String, rec: &Recorder) -> ClientBuilder {
+    ClientBuilder::new(url)
+        .jitter(Jitter::None)
+        .backoff_initial(Duration::from_millis(50))
+        .backoff_max(Duration::from_millis(200))
+        .min_uptime(Duration::from_millis(50))
+        .subscribe(rec.inbound())
+        .subscribe_events(rec.events())
+}
+
+#[actix_rt::test]
+async fn custom_roots_through_tls_config_connect_and_echo() {
+    let ca = test_ca();
+    let server = TestServer::start_tls(Spec::new(echo), ca.server);
+    let rec = Recorder::start();
+    let client = client(server.wss_url(), &rec)
+        .tls_config(ca.client)
+        .start()
+        .unwrap();
+    rec.wait_for(connected, BOUND).await.expect("wss connects");
+    client.send("over tls").await.unwrap();
+    rec.wait_for_text("over tls", BOUND).await.expect("echoed");
+    assert!(client.close(BOUND).await.unwrap().is_empty());
+}
+
+#[actix_rt::test]
+async fn a_tls_link_reconnects_and_delivers_what_was_queued() {
+    let ca = test_ca();
+    let server_config = ca.server.clone();
+    let server = TestServer::start_tls(Spec::new(record), ca.server);
+    let addr = server.addr;
+    let log = server.log.clone();
+    let rec = Recorder::start();
+    let client = client(server.wss_url(), &rec)
+        .tls_config(ca.client)
+        .start()
+        .unwrap();
+    rec.wait_for(connected, BOUND).await.unwrap();
+    client.send("first").await.unwrap();
+    assert!(eventually(BOUND, || log.texts().len() == 1).await);
+    server.stop().await;
+    rec.wait_for(disconnected, BOUND).await.unwrap();
+    for n in 0..3 {
+        client.try_send(format!("queued {n}")).unwrap();
+    }
+    let _again = TestServer::start_tls_at(addr, Spec::new(record), log.clone(), server_config);
+    assert!(
+        eventually(BOUND, || log.texts().len() == 4).await,
+        "{:?}",
+        log.texts()
+    );
+    assert_eq!(log.texts(), ["first", "queued 0", "queued 1", "queued 2"]);
+    assert!(client.close(BOUND).await.unwrap().is_empty());
+}
+
+#[actix_rt::test]
+async fn an_untrusted_certificate_is_a_fatal_tls_error_with_the_rustls_cause() {
+    let ca = test_ca();
+    let server = TestServer::start_tls(Spec::new(echo), ca.server);
+    let rec = Recorder::start();
+    // The default configuration trusts the web's roots, not the test CA.
+    let _client = client(server.wss_url(), &rec).start().unwrap();
+    let gave_up = rec
+        .wait_for(|e| matches!(e, Event::GaveUp { .. }), BOUND)
+        .await
+        .expect("a certificate failure is not retried");
+    let Event::GaveUp { reason, attempts } = gave_up.value else {
+        unreachable!()
+    };
+    assert_eq!(attempts, 1);
+    let err = reason.connect_error().unwrap();
+    assert_eq!(err.kind(), ConnectErrorKind::Tls);
+    assert!(!err.is_retryable());
+    // The io::Error is the source, and the rustls error is inside it.
+    let io = err
+        .source()
+        .and_then(|e| e.downcast_ref::<std::io::Error>())
+        .expect("the io::Error is reachable");
+    let tls = io.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>());
+    assert!(
+        matches!(tls, Some(rustls::Error::InvalidCertificate(_))),
+        "{}",
+        actix_tether::ErrorChain(&reason)
+    );
+    assert!(matches!(reason, DisconnectReason::ConnectFailed(_)));
+}
