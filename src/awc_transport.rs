@@ -283,6 +283,8 @@ where
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
     use awc::http::header::HeaderValue;
 
@@ -299,5 +301,15 @@ mod tests {
         assert_eq!(parse_retry_after(&h), Some(Duration::ZERO));
         h.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
         assert_eq!(parse_retry_after(&h), None);
+        // A date two minutes ahead waits about two minutes (the header has
+        // whole seconds, and the clock moves while the test runs).
+        let ahead = SystemTime::now() + Duration::from_secs(120);
+        let value = HeaderValue::from_str(&httpdate::fmt_http_date(ahead)).unwrap();
+        h.insert(RETRY_AFTER, value);
+        let wait = parse_retry_after(&h).unwrap();
+        assert!(
+            wait > Duration::from_secs(115) && wait <= Duration::from_secs(120),
+            "{wait:?}"
+        );
     }
 }

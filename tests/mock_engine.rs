@@ -729,8 +729,13 @@ async fn a_stopped_subscriber_harms_nothing() {
     let (t, mut server) = mock();
     let rec = Recorder::start();
     let quitter = QuitsAfterOne.start();
+    let events_quitter = QuitsOnEvent.start();
+    // A tiny read-ahead: if a stopped subscriber counted as one that is
+    // behind, reading would pause for good after a few messages.
     let client = base(t, &rec)
+        .read_ahead(16)
         .subscribe(quitter.clone().recipient())
+        .subscribe_events(events_quitter.clone().recipient())
         .start()
         .unwrap();
     let conn = server.accept().await.unwrap();
@@ -739,9 +744,34 @@ async fn a_stopped_subscriber_harms_nothing() {
         settle(ms(1)).await;
     }
     assert!(!quitter.connected());
-    assert!(rec.wait_for_text("n4", LONG).await.is_some());
-    assert_eq!(rec.recorded_inbound().len(), 5);
-    assert_eq!(client.stats().await.unwrap().state, State::Connected);
+    assert!(!events_quitter.connected());
+    for i in 5..2000 {
+        conn.send_text(&format!("n{i}"));
+    }
+    assert!(rec.wait_for_text("n1999", LONG).await.is_some());
+    let want: Vec<Message> = (0..2000).map(|i| Message::from(format!("n{i}"))).collect();
+    assert_eq!(rec.recorded_inbound(), want);
+    // Events still flow to the live subscriber after the other stopped.
+    conn.drop_link();
+    assert!(rec.wait_for(disconnected, LONG).await.is_some());
+    assert!(rec.wait_for(connected, LONG).await.is_some());
+    let stats = client.stats().await.unwrap();
+    assert_eq!(stats.messages_in, 2000);
+    assert_eq!(stats.events_dropped, 0);
+}
+
+struct QuitsOnEvent;
+
+impl Actor for QuitsOnEvent {
+    type Context = Context<Self>;
+}
+
+impl Handler<Event> for QuitsOnEvent {
+    type Result = ();
+
+    fn handle(&mut self, _: Event, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
 }
 
 #[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
