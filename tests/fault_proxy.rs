@@ -164,3 +164,55 @@ async fn refused_connections_are_retried_until_the_port_opens_again() {
     proxy.set(Fault::Pass);
     assert!(reconnected(&rec).await);
 }
+
+/// Issue 10, item 3: 2 MiB of 1 KiB messages through a link throttled to
+/// about 150 KB/s, to a server that answers pings, with ping 1 s and pong
+/// timeout 2 s: the backlog drains, in order, with no dead-peer verdict,
+/// although each pong waits behind the bytes queued ahead of its ping.
+#[actix_rt::test]
+async fn a_throttled_uplink_drains_its_backlog_without_a_dead_peer_verdict() {
+    let server = TestServer::start(Spec::new(support::record));
+    let proxy = FaultProxy::start(server.addr).await.unwrap();
+    let rec = Recorder::start();
+    let client = ClientBuilder::new(format!("ws://{}/ws", proxy.addr()))
+        .jitter(Jitter::None)
+        .backoff_initial(ms(50))
+        .ping_interval(Duration::from_secs(1))
+        .pong_timeout(Duration::from_secs(2))
+        .queue_size(4096)
+        .subscribe_events(rec.events())
+        .start()
+        .unwrap();
+    rec.wait_for(|e| matches!(e, Event::Connected { .. }), BOUND)
+        .await
+        .unwrap();
+    proxy.set(Fault::Throttle(150_000));
+    let started = std::time::Instant::now();
+    let pad = "x".repeat(1018);
+    for n in 0..2048 {
+        client.try_send(format!("{n:05} {pad}")).unwrap();
+    }
+    let drained = eventually(Duration::from_secs(90), || server.log.texts().len() >= 2048).await;
+    let took = started.elapsed();
+    let verdicts = rec
+        .recorded_events()
+        .iter()
+        .filter(|e| matches!(e.value, Event::Disconnected { .. }))
+        .count();
+    let rtt = client.stats().await.ok().and_then(|s| s.last_rtt);
+    println!(
+        "2 MiB through 150 KB/s: drained in {:.1} s, {verdicts} dead-peer verdicts, last RTT {rtt:?}",
+        took.as_secs_f64(),
+    );
+    assert!(drained, "only {} of 2048 arrived", server.log.texts().len());
+    assert_eq!(verdicts, 0, "{:?}", rec.event_names());
+    let texts = server.log.texts();
+    let numbers: Vec<usize> = texts.iter().map(|t| t[..5].parse().unwrap()).collect();
+    assert_eq!(
+        numbers,
+        (0..2048).collect::<Vec<_>>(),
+        "once each, in order"
+    );
+    let stats = client.stats().await.unwrap();
+    assert!(stats.last_rtt.is_some(), "pongs came back during the drain");
+}
