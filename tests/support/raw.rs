@@ -22,6 +22,25 @@ pub async fn serve(
     addr
 }
 
+/// Like [`serve`], with a small receive buffer on every accepted socket, so
+/// that a script that stops reading pushes back on the client at once.
+pub async fn serve_with_recv_buffer(
+    bytes: u32,
+    script: impl Fn(TcpStream) -> LocalBoxFuture<'static, ()> + 'static,
+) -> SocketAddr {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(bytes).unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(16).unwrap();
+    let addr = listener.local_addr().unwrap();
+    actix_rt::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            actix_rt::spawn(script(s));
+        }
+    });
+    addr
+}
+
 /// Reads the HTTP request head; returns it as text.
 pub async fn read_request(s: &mut TcpStream) -> String {
     let mut buf = Vec::new();
