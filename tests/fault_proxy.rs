@@ -216,3 +216,69 @@ async fn a_throttled_uplink_drains_its_backlog_without_a_dead_peer_verdict() {
     let stats = client.stats().await.unwrap();
     assert!(stats.last_rtt.is_some(), "pongs came back during the drain");
 }
+
+/// A subscriber whose handler never returns.
+struct Stuck;
+
+impl actix::Actor for Stuck {
+    type Context = actix::Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(4);
+    }
+}
+
+impl actix::Handler<actix_tether::Inbound> for Stuck {
+    type Result = ();
+
+    fn handle(&mut self, _: actix_tether::Inbound, ctx: &mut Self::Context) {
+        use actix::AsyncContext;
+        ctx.wait(actix::fut::wrap_future(futures::future::pending::<()>()));
+    }
+}
+
+/// Issue 10, item 2: with a subscriber stuck in its handler, a peer that
+/// goes silent is still found within ping interval + pong timeout.
+#[actix_rt::test]
+async fn a_stuck_subscriber_does_not_hide_a_silent_peer() {
+    use actix::Actor;
+    let server = TestServer::start(Spec::new(echo));
+    let proxy = FaultProxy::start(server.addr).await.unwrap();
+    let rec = Recorder::start();
+    let client = ClientBuilder::new(format!("ws://{}/ws", proxy.addr()))
+        .jitter(Jitter::None)
+        .backoff_initial(ms(50))
+        .ping_interval(Duration::from_secs(1))
+        .pong_timeout(Duration::from_secs(1))
+        .subscribe(Stuck.start().recipient())
+        .subscribe_events(rec.events())
+        .start()
+        .unwrap();
+    rec.wait_for(|e| matches!(e, Event::Connected { .. }), BOUND)
+        .await
+        .unwrap();
+    for n in 0..300 {
+        client.try_send(format!("echo me {n}")).unwrap();
+    }
+    assert!(
+        eventually(BOUND, || server.log.texts().len() == 300).await,
+        "the server echoed 300 messages"
+    );
+    actix_rt::time::sleep(ms(300)).await;
+    let read = client.stats().await.unwrap().messages_in;
+    proxy.set(Fault::Blackhole);
+    let silent_at = std::time::Instant::now();
+    let reason = next_reason(&rec).await;
+    let found_after = silent_at.elapsed();
+    println!(
+        "stuck subscriber, {read} messages read ahead: silent peer found after {:.2} s",
+        found_after.as_secs_f64()
+    );
+    assert_eq!(read, 300, "read ahead of the stuck subscriber");
+    assert!(
+        matches!(reason, DisconnectReason::PongTimeout(_)),
+        "{reason:?}"
+    );
+    // At most one interval until the next ping, one timeout for its pong.
+    assert!(found_after < Duration::from_secs(5), "{found_after:?}");
+}
