@@ -45,7 +45,7 @@ use crate::heartbeat::{Heartbeat, Pong, StopHeartbeat};
 use crate::hub::{CatchUp, Counters, Hub};
 use crate::read_batch::ReadBatches;
 use crate::reassembly::Reassembler;
-use crate::supervisor::{LinkDown, Supervisor};
+use crate::supervisor::LinkDown;
 use crate::transport::{FrameWriter, Link};
 
 /// Where the queue sends batches: straight to the link's writer task, no
@@ -94,15 +94,15 @@ impl Control {
     }
 }
 
-/// From the heartbeat: send a ping with this payload.
+/// From the heartbeat to its connection.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct SendPing(pub(crate) Bytes);
-
-/// From the heartbeat: the link is dead.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct LinkDead(pub(crate) DisconnectReason);
+pub(crate) enum FromHeartbeat {
+    /// Send a Ping with this payload.
+    Ping(Bytes),
+    /// The link is dead.
+    Dead(DisconnectReason),
+}
 
 /// From the supervisor: close the link with this code, then stop.
 #[derive(Message)]
@@ -120,7 +120,8 @@ pub(crate) struct Connection {
     id: u64,
     config: Rc<Config>,
     hub: Rc<Hub>,
-    supervisor: Addr<Supervisor>,
+    /// The parent, reached only through the message it is sent.
+    supervisor: Recipient<LinkDown>,
     link: Option<Link>,
     writer: mpsc::UnboundedSender<WriteCmd>,
     commands: Option<mpsc::UnboundedReceiver<WriteCmd>>,
@@ -146,7 +147,7 @@ impl Connection {
         link: Link,
         config: Rc<Config>,
         hub: Rc<Hub>,
-        supervisor: Addr<Supervisor>,
+        supervisor: Recipient<LinkDown>,
         span: tracing::Span,
     ) -> Self {
         let (writer, commands) = mpsc::unbounded();
@@ -449,7 +450,7 @@ impl Actor for Connection {
         }));
         let hb = &self.config.heartbeat;
         if hb.ping_interval.is_some() || hb.silence_timeout.is_some() {
-            let heartbeat = Heartbeat::new(ctx.address(), self.hub.clone(), *hb);
+            let heartbeat = Heartbeat::new(ctx.address().recipient(), self.hub.clone(), *hb);
             self.heartbeat = Some(heartbeat.start());
         }
     }
@@ -600,26 +601,26 @@ impl Connection {
     }
 }
 
-impl Handler<SendPing> for Connection {
+impl Handler<FromHeartbeat> for Connection {
     type Result = ();
 
-    fn handle(&mut self, msg: SendPing, _: &mut Context<Self>) {
-        if !self.closing {
-            self.write_control(|c| c.ping = Some(msg.0));
+    fn handle(&mut self, msg: FromHeartbeat, ctx: &mut Context<Self>) {
+        match msg {
+            FromHeartbeat::Ping(payload) => {
+                if !self.closing {
+                    self.write_control(|c| c.ping = Some(payload));
+                }
+            }
+            FromHeartbeat::Dead(reason) => {
+                tracing::debug!(parent: &self.span, reason = %reason, "link dead");
+                self.set_reason(reason);
+                // Never wait on a dead peer: send Close if the socket takes
+                // it, and drop the socket once it is flushed or the short
+                // bound passes.
+                let wait = self.config.dead_close_timeout;
+                self.begin_close(Some(CloseFrame::new(1001, "")), wait, false, ctx);
+            }
         }
-    }
-}
-
-impl Handler<LinkDead> for Connection {
-    type Result = ();
-
-    fn handle(&mut self, msg: LinkDead, ctx: &mut Context<Self>) {
-        tracing::debug!(parent: &self.span, reason = %msg.0, "link dead");
-        self.set_reason(msg.0);
-        // Never wait on a dead peer: send Close if the socket takes it, and
-        // drop the socket once it is flushed or the short bound passes.
-        let wait = self.config.dead_close_timeout;
-        self.begin_close(Some(CloseFrame::new(1001, "")), wait, false, ctx);
     }
 }
 

@@ -27,7 +27,7 @@ use actix_rt::time::Instant;
 use bytes::Bytes;
 
 use crate::config::HeartbeatConfig;
-use crate::connection::{Connection, LinkDead, SendPing};
+use crate::connection::FromHeartbeat;
 use crate::error::DisconnectReason;
 use crate::hub::Hub;
 
@@ -50,7 +50,8 @@ struct Outstanding {
 }
 
 pub(crate) struct Heartbeat {
-    connection: Addr<Connection>,
+    /// The parent, reached only through the message it is sent.
+    connection: Recipient<FromHeartbeat>,
     hub: Rc<Hub>,
     config: HeartbeatConfig,
     seq: u64,
@@ -59,7 +60,11 @@ pub(crate) struct Heartbeat {
 }
 
 impl Heartbeat {
-    pub(crate) fn new(connection: Addr<Connection>, hub: Rc<Hub>, config: HeartbeatConfig) -> Self {
+    pub(crate) fn new(
+        connection: Recipient<FromHeartbeat>,
+        hub: Rc<Hub>,
+        config: HeartbeatConfig,
+    ) -> Self {
         Self {
             connection,
             hub,
@@ -93,7 +98,9 @@ impl Heartbeat {
             steps_at_check: self.steps(),
         });
         self.connection
-            .do_send(SendPing(Bytes::copy_from_slice(&seq.to_be_bytes())));
+            .do_send(FromHeartbeat::Ping(Bytes::copy_from_slice(
+                &seq.to_be_bytes(),
+            )));
         ctx.run_later(self.config.pong_timeout, move |act, ctx| {
             act.check_pong(seq, ctx)
         });
@@ -139,7 +146,7 @@ impl Heartbeat {
     }
 
     fn dead(&mut self, reason: DisconnectReason, ctx: &mut Context<Self>) {
-        self.connection.do_send(LinkDead(reason));
+        self.connection.do_send(FromHeartbeat::Dead(reason));
         ctx.stop();
     }
 }

@@ -27,6 +27,7 @@ mod events;
 mod frame;
 mod heartbeat;
 mod hub;
+mod policy;
 mod queue;
 mod read_batch;
 mod reassembly;

@@ -34,6 +34,7 @@ use crate::error::{CloseError, ConnectError, ConnectErrorKind, DisconnectReason,
 use crate::events::{Event, Inbound, InboundBatch, State};
 use crate::frame::Message;
 use crate::hub::Hub;
+use crate::policy::{close_plan, ClosePlan, Decision, ReconnectPolicy};
 use crate::queue::{Attach, Detach, Queue, Shutdown, WhenDrained};
 use crate::transport::{Link, Transport};
 
@@ -101,12 +102,11 @@ pub struct Supervisor {
     provider: RequestProvider,
     on_connect: Option<OnConnect>,
     setup_sources: Vec<SetupSource>,
-    backoff: Backoff,
+    policy: ReconnectPolicy,
     hub: Rc<Hub>,
     buffer: SharedBuffer,
     queue: Addr<Queue>,
     state: State,
-    attempt: u32,
     attempts_total: u64,
     reconnects: u64,
     ever_connected: bool,
@@ -122,7 +122,7 @@ impl fmt::Debug for Supervisor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Supervisor")
             .field("state", &self.state)
-            .field("attempt", &self.attempt)
+            .field("attempt", &self.policy.attempt())
             .finish_non_exhaustive()
     }
 }
@@ -140,18 +140,19 @@ pub(crate) struct Parts {
 
 impl Supervisor {
     pub(crate) fn new(p: Parts) -> Self {
+        let config = p.config;
+        let policy = ReconnectPolicy::new(&config, p.backoff);
         Self {
-            config: p.config,
+            config,
             transport: p.transport,
             provider: p.provider,
             on_connect: p.on_connect,
             setup_sources: Vec::new(),
-            backoff: p.backoff,
+            policy,
             hub: p.hub,
             buffer: p.buffer,
             queue: p.queue,
             state: State::Connecting,
-            attempt: 0,
             attempts_total: 0,
             reconnects: 0,
             ever_connected: false,
@@ -170,12 +171,11 @@ impl Supervisor {
     fn try_connect(&mut self, ctx: &mut Context<Self>) {
         self.pending = None;
         self.next_attempt_at = None;
-        self.attempt = self.attempt.saturating_add(1);
+        let attempt = self.policy.begin_attempt();
         self.attempts_total = self.attempts_total.saturating_add(1);
         if !self.closing() {
             self.state = State::Connecting;
         }
-        let attempt = self.attempt;
         self.hub.publish(Event::Connecting { attempt });
         let request = match (self.provider)(attempt) {
             Ok(r) => r,
@@ -224,7 +224,7 @@ impl Supervisor {
             link,
             self.config.clone(),
             self.hub.clone(),
-            ctx.address(),
+            ctx.address().recipient(),
             span,
         );
         let writer = conn.writer();
@@ -236,7 +236,7 @@ impl Supervisor {
         if !self.closing() {
             self.state = State::Connected;
         }
-        let attempt = self.attempt;
+        let attempt = self.policy.attempt();
         self.hub.publish(Event::Connected {
             attempt,
             protocol: protocol.clone(),
@@ -281,10 +281,7 @@ impl Supervisor {
         uptime: Option<Duration>,
         ctx: &mut Context<Self>,
     ) {
-        if uptime.is_some_and(|u| u >= self.config.min_uptime) {
-            self.backoff.reset();
-            self.attempt = 0;
-        }
+        let decision = self.policy.after_down(&reason, uptime);
         if self.closing() && lock(&self.buffer).is_empty() {
             self.hub.publish(Event::Disconnected {
                 reason,
@@ -293,34 +290,18 @@ impl Supervisor {
             self.finish_close(ctx);
             return;
         }
-        let retryable = match &reason {
-            DisconnectReason::ConnectFailed(e) => {
-                e.is_retryable_with(self.config.retry_client_errors)
-            }
-            DisconnectReason::ClientClosed => false,
-            _ => true,
-        };
-        let exhausted = self
-            .config
-            .max_retries
-            .is_some_and(|max| self.backoff.retries() >= max);
-        if !retryable || exhausted {
+        let Decision::Retry { attempt, delay } = decision else {
             self.hub.publish(Event::Disconnected {
                 reason: reason.clone(),
                 will_retry: false,
             });
             self.give_up(reason, ctx);
             return;
-        }
-        let mut delay = self.backoff.next_delay();
-        if let Some(ra) = reason.connect_error().and_then(ConnectError::retry_after) {
-            delay = delay.max(ra.min(self.config.max_retry_after));
-        }
+        };
         self.hub.publish(Event::Disconnected {
             reason,
             will_retry: true,
         });
-        let attempt = self.attempt + 1;
         self.hub.publish(Event::Reconnecting { attempt, delay });
         if !self.closing() {
             self.state = State::Waiting;
@@ -330,13 +311,11 @@ impl Supervisor {
     }
 
     fn give_up(&mut self, reason: DisconnectReason, ctx: &mut Context<Self>) {
-        tracing::warn!(reason = %ErrorChain(&reason), attempts = self.attempt, "giving up");
+        let attempts = self.policy.attempt();
+        tracing::warn!(reason = %ErrorChain(&reason), attempts, "giving up");
         lock(&self.buffer).seal();
         self.state = State::GaveUp;
-        self.hub.publish(Event::GaveUp {
-            reason,
-            attempts: self.attempt,
-        });
+        self.hub.publish(Event::GaveUp { reason, attempts });
         if !self.close_replies.is_empty() {
             self.finish_close(ctx);
         }
@@ -353,23 +332,21 @@ impl Supervisor {
             self.finish_close(ctx);
             return;
         }
-        let nothing_to_write = lock(&self.buffer).is_empty();
-        // A next attempt due after the deadline (a long backoff or
-        // Retry-After) cannot deliver anything: no reason to wait for it.
-        let deadline = Instant::now().checked_add(timeout);
-        let too_late = match (self.next_attempt_at, deadline) {
-            (Some(at), Some(deadline)) => at > deadline,
-            _ => false,
-        };
+        let backlog = !lock(&self.buffer).is_empty();
+        let now = Instant::now();
+        let next_attempt_in = self
+            .next_attempt_at
+            .map(|at| at.saturating_duration_since(now));
         self.state = State::Closing;
-        if self.current.is_some() {
-            ctx.run_later(timeout, |act, ctx| act.finish_close(ctx));
-            self.drain_then_close(ctx);
-        } else if nothing_to_write || too_late {
-            self.finish_close(ctx);
-        } else {
-            // Down with a backlog: keep reconnecting until the deadline.
-            ctx.run_later(timeout, |act, ctx| act.finish_close(ctx));
+        match close_plan(self.current.is_some(), backlog, next_attempt_in, timeout) {
+            ClosePlan::DrainThenClose => {
+                ctx.run_later(timeout, |act, ctx| act.finish_close(ctx));
+                self.drain_then_close(ctx);
+            }
+            ClosePlan::ReconnectUntilDeadline => {
+                ctx.run_later(timeout, |act, ctx| act.finish_close(ctx));
+            }
+            ClosePlan::CloseNow => self.finish_close(ctx),
         }
     }
 
