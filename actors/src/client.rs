@@ -151,6 +151,27 @@ impl Engine {
 /// The handle to a running client: cheap to clone, `Send`, usable from any
 /// thread.
 ///
+/// # Outbound: what `send` promises
+///
+/// A message the client accepts (`Ok`) is written in order, after the setup
+/// lane of the link it goes out on; if the link is down it is held and
+/// written after the reconnect. It leaves the queue only by being written,
+/// by the overflow policy (`try_send` with `DropOldest`, reported as
+/// [`Event::Dropped`]), or by [`Client::close`] handing it back. The queue is
+/// bounded by count and bytes: [`Client::send`] waits for room,
+/// [`Client::try_send`] applies the overflow policy. See
+/// [`Supervisor`](crate::Supervisor) for what a lost link does to the
+/// messages on their way.
+///
+/// # Inbound: backpressure
+///
+/// Subscribers receive every message in order. One that falls behind its
+/// mailbox capacity still receives everything; the client reads ahead up to
+/// the read-ahead (1 MiB by default) so that it keeps answering Pings and
+/// finding dead peers, then pauses reading until the subscriber catches up.
+/// A subscriber behind for the stall timeout is reported with
+/// [`Event::SubscriberStalled`].
+///
 /// # Dropping the last handle
 ///
 /// The client lives as long as a handle does, as a channel lives as long as

@@ -1,20 +1,6 @@
 //! The supervisor actor: connects, reconnects with backoff, gives up, closes.
-//!
-//! Lifecycle: one per client, started by [`Engine::start`](crate::Engine).
-//! Each attempt asks the request provider for a fresh request, opens a link
-//! through the transport (bounded by the connect timeout) and starts a new
-//! connection actor on it. When a link ends or an attempt fails, subscribers
-//! get `Disconnected` and, if the failure is retryable and retries remain,
-//! `Reconnecting` with the jittered delay (at least the server's
-//! `Retry-After`). The backoff starts over only after a link stayed up for
-//! the minimum uptime. Messages queued meanwhile stay in the queue and are
-//! written after the next connect, behind the on-connect hook's setup lane.
-//!
-//! On `close`: the queue is sealed (new sends are handed back), the client
-//! keeps (re)connecting until the queue is drained or the timeout passes,
-//! sends Close 1000, waits for the handshake, then stops every actor and
-//! hands back whatever was not written. After giving up the supervisor stays
-//! alive, idle, so that `close` can still hand the queue back.
+//! Its lifecycle is documented on [`Supervisor`]; its decisions live in
+//! `policy.rs`.
 
 use std::fmt;
 use std::rc::Rc;
@@ -95,7 +81,53 @@ struct Current {
 
 type CloseReply = oneshot::Sender<Result<Vec<Message>, CloseError>>;
 
-/// Supervises the connection of one client. Created by [`crate::Engine`].
+/// Supervises the connection of one client. Created by [`crate::Engine`];
+/// applications hold a [`Client`](crate::Client), not this actor.
+///
+/// # Lifecycle
+///
+/// One per client. Each attempt asks the request provider for a fresh
+/// request, opens a link through the transport (bounded by the connect
+/// timeout) and starts a new connection actor on it (and that actor a
+/// heartbeat). Subscribers see `Connecting`, then `Connected` or
+/// `Disconnected`.
+///
+/// On every new link, first the on-connect hook's messages, then those of
+/// the setup sources, are written, and only then the queued backlog, in
+/// order. This holds for a link opened while closing too
+/// ([`ConnectInfo::closing`] tells the hook).
+///
+/// When a link ends or an attempt fails, subscribers get `Disconnected`
+/// and, if the failure is retryable and retries remain, `Reconnecting` with
+/// the jittered delay (at least the server's `Retry-After`, up to its cap).
+/// The backoff starts over only after a link stayed up for the minimum
+/// uptime. What happens to outbound messages:
+///
+/// - queued and not yet taken: they stay queued, for the next link;
+/// - in the batch being written when the link died: the batch goes back to
+///   the head of the queue, in order, and is written again on the next link
+///   (so the server may see a suffix of it twice);
+/// - flushed into a link that then died: counted as written, possibly lost
+///   (the kernel took the bytes, the peer may not have read them);
+/// - setup-lane messages of a dead link: not requeued; the next link's hook
+///   makes fresh ones.
+///
+/// Inbound messages read before the link died still reach subscribers, in
+/// order, before anything of the next link.
+///
+/// # Giving up and closing
+///
+/// On a fatal failure or after `max_retries`, the queue is sealed (sends
+/// are refused with `Closed`), subscribers see `Disconnected` then `GaveUp`,
+/// and the supervisor stays alive, idle, so that `close` can still hand the
+/// queue back.
+///
+/// On `close` (or when the last [`Client`](crate::Client) is dropped): the
+/// queue is sealed, the client keeps writing, reconnecting if needed, until
+/// the queue is drained or the timeout passes (at once if no attempt can
+/// come before the deadline), sends Close 1000, waits for the handshake,
+/// then stops every actor. Subscribers see `Disconnected` and then `Closed`
+/// with the number of messages left unsent, which `close` returns in order.
 pub struct Supervisor {
     config: Rc<Config>,
     transport: Box<dyn Transport>,

@@ -66,6 +66,13 @@ pub(crate) struct Args {
     /// Bound on connect plus handshake.
     #[arg(long, value_parser = duration, value_name = "DURATION")]
     connect_timeout: Option<Duration>,
+    /// A write with no progress for this long ends the link (0s waits
+    /// forever).
+    #[arg(long, value_parser = duration, value_name = "DURATION")]
+    write_timeout: Option<Duration>,
+    /// Longest server Retry-After honoured.
+    #[arg(long, value_parser = duration, value_name = "DURATION")]
+    max_retry_after: Option<Duration>,
     /// Bound on draining and closing at exit.
     #[arg(long, value_parser = duration, value_name = "DURATION", default_value = "5s")]
     pub(crate) close_timeout: Duration,
@@ -122,8 +129,14 @@ impl Args {
             queue_bytes,
             overflow,
             max_message_size,
-            connect_timeout
+            connect_timeout,
+            max_retry_after
         );
+        match self.write_timeout {
+            Some(d) if d.is_zero() => b = b.no_write_timeout(),
+            Some(d) => b = b.write_timeout(d),
+            None => {}
+        }
         match self.ping_interval {
             Some(d) if d.is_zero() => b = b.no_ping(),
             Some(d) => b = b.ping_interval(d),
