@@ -12,7 +12,10 @@
 //! - reads ask for room adapted to the traffic: 8 KiB while it is light,
 //!   doubling to 64 KiB while reads fill the buffer;
 //! - writes go out when 64 KiB are buffered or on flush (the engine flushes
-//!   once per batch).
+//!   once per batch), at most 32 KiB per write call, so that the kernel's
+//!   unsent bytes stay under `TCP_NOTSENT_LOWAT` plus one write: what the
+//!   socket accepted beyond that has left for the peer, which is how the
+//!   heartbeat tells a slow link from a dead one.
 
 use std::cell::RefCell;
 use std::io;
@@ -35,6 +38,8 @@ const READ_MIN: usize = 8 * 1024;
 const READ_MAX: usize = 64 * 1024;
 /// Buffered bytes that make the writer write before encoding more.
 const WRITE_HIGH: usize = 64 * 1024;
+/// The most bytes handed to the socket in one write call.
+pub(crate) const WRITE_CHUNK: usize = 32 * 1024;
 
 struct Socket {
     io: BoxedSocket,
@@ -46,12 +51,18 @@ struct Socket {
     /// `read_buf` may hold a whole frame.
     readable: bool,
     eof: bool,
+    /// Bytes the socket has accepted.
+    accepted: u64,
 }
 
 type Shared = Rc<RefCell<Socket>>;
 
-/// Splits awc's socket into the read half and the writer.
-pub(crate) fn split(parts: FramedParts<BoxedSocket, Codec>) -> (ReadHalf, WriteHalf) {
+/// Splits awc's socket into the read half and the writer; `unsent_bound` is
+/// how many accepted bytes the kernel may still hold unsent.
+pub(crate) fn split(
+    parts: FramedParts<BoxedSocket, Codec>,
+    unsent_bound: u64,
+) -> (ReadHalf, WriteHalf) {
     let socket = Rc::new(RefCell::new(Socket {
         io: parts.io,
         codec: parts.codec,
@@ -61,8 +72,15 @@ pub(crate) fn split(parts: FramedParts<BoxedSocket, Codec>) -> (ReadHalf, WriteH
         read_room: READ_MIN,
         readable: true,
         eof: false,
+        accepted: 0,
     }));
-    (ReadHalf(socket.clone()), WriteHalf(socket))
+    (
+        ReadHalf(socket.clone()),
+        WriteHalf {
+            socket,
+            unsent_bound,
+        },
+    )
 }
 
 /// Borrows the socket. The halves are polled one at a time on one thread and
@@ -142,26 +160,31 @@ impl ReadHalf {
 }
 
 /// Encodes borrowed frames into the shared write buffer.
-pub(crate) struct WriteHalf(Shared);
+pub(crate) struct WriteHalf {
+    socket: Shared,
+    unsent_bound: u64,
+}
 
 impl WriteHalf {
     fn flush(&self, cx: &mut Context<'_>) -> Poll<Result<(), ProtocolError>> {
-        let mut s = borrow(&self.0)?;
+        let mut s = borrow(&self.socket)?;
         let s = &mut *s;
         while !s.write_buf.is_empty() {
-            let n = ready!(Pin::new(&mut s.io).poll_write(cx, &s.write_buf))?;
+            let chunk = s.write_buf.len().min(WRITE_CHUNK);
+            let n = ready!(Pin::new(&mut s.io).poll_write(cx, &s.write_buf[..chunk]))?;
             if n == 0 {
                 let e = io::Error::new(io::ErrorKind::WriteZero, "socket took no bytes");
                 return Poll::Ready(Err(ProtocolError::Io(e)));
             }
             s.write_buf.advance(n);
+            s.accepted = s.accepted.saturating_add(n as u64);
         }
         ready!(Pin::new(&mut s.io).poll_flush(cx))?;
         Poll::Ready(Ok(()))
     }
 
     fn encode(&self, frame: OutRef<'_>) -> Result<(), ProtocolError> {
-        let mut s = borrow(&self.0)?;
+        let mut s = borrow(&self.socket)?;
         let dst = &mut s.write_buf;
         // A client masks every frame (RFC 6455 §5.3).
         match frame {
@@ -182,7 +205,11 @@ impl WriteHalf {
 
 impl FrameWriter for WriteHalf {
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
-        let full = borrow(&self.0).map_err(protocol_error)?.write_buf.len() >= WRITE_HIGH;
+        let full = borrow(&self.socket)
+            .map_err(protocol_error)?
+            .write_buf
+            .len()
+            >= WRITE_HIGH;
         if full {
             self.flush(cx).map_err(protocol_error)
         } else {
@@ -204,7 +231,7 @@ impl FrameWriter for WriteHalf {
         messages: &[Message],
     ) -> Poll<Result<usize, TransportError>> {
         ready!(self.poll_ready(cx))?;
-        let mut s = borrow(&self.0).map_err(protocol_error)?;
+        let mut s = borrow(&self.socket).map_err(protocol_error)?;
         let dst = &mut s.write_buf;
         let mut taken = 0;
         for m in messages {
@@ -216,6 +243,14 @@ impl FrameWriter for WriteHalf {
             taken += 1;
         }
         Poll::Ready(Ok(taken))
+    }
+
+    fn bytes_accepted(&self) -> Option<u64> {
+        borrow(&self.socket).ok().map(|s| s.accepted)
+    }
+
+    fn unsent_bound(&self) -> u64 {
+        self.unsent_bound
     }
 }
 

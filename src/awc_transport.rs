@@ -39,15 +39,22 @@ pub(crate) struct AwcTransport {
 }
 
 impl AwcTransport {
-    fn client(&self, timeout: Duration, retry_after: Rc<Cell<Option<Duration>>>) -> awc::Client {
+    /// An awc client for one attempt; `bounded` learns whether the kernel's
+    /// unsent bytes are bounded on its socket.
+    fn client(
+        &self,
+        timeout: Duration,
+        retry_after: Rc<Cell<Option<Duration>>>,
+        bounded: Rc<Cell<bool>>,
+    ) -> awc::Client {
         // awc leaves Nagle's algorithm on; a WebSocket client flushes whole
         // batches itself, and a small message (a ping, one request) must not
         // wait for the previous segment's acknowledgement.
         let tcp = actix_tls::connect::Connector::new(Resolver::default())
             .service()
-            .map(|conn: TcpConnection<Uri, TcpStream>| {
+            .map(move |conn: TcpConnection<Uri, TcpStream>| {
                 let _ = conn.io_ref().set_nodelay(true);
-                limit_unsent(conn.io_ref());
+                bounded.set(limit_unsent(conn.io_ref()));
                 conn
             });
         let connector = awc::Connector::new().connector(tcp).timeout(timeout);
@@ -65,20 +72,42 @@ impl AwcTransport {
 #[cfg(any(target_os = "linux", target_os = "android"))]
 const NOTSENT_LOWAT: u32 = 16 * 1024;
 
+/// The most accepted bytes that may still wait unsent below the writer, when
+/// `TCP_NOTSENT_LOWAT` is set: the low-water mark plus one write, plus
+/// rustls's own send buffer (64 KiB by default) for wss://. Without the
+/// option nothing bounds them, and the heartbeat never takes accepted bytes
+/// as proof of a moving link.
+fn unsent_bound(bounded: bool, secure: bool) -> u64 {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if bounded {
+        let tls = if secure { 80 * 1024 } else { 0 };
+        return u64::from(NOTSENT_LOWAT) + awc_link::WRITE_CHUNK as u64 + tls;
+    }
+    let _ = (bounded, secure);
+    u64::MAX
+}
+
 /// Keeps the kernel's unsent data small (`TCP_NOTSENT_LOWAT`): the socket
 /// reports writable only while less than 16 KiB wait to be sent, so the
 /// writer's own buffer, where control frames go ahead of data, holds the
 /// backlog instead of a send buffer of megabytes that a Pong would queue
 /// behind. Elsewhere the kernel's default applies.
-fn limit_unsent(tcp: &TcpStream) {
+fn limit_unsent(tcp: &TcpStream) -> bool {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
-        if let Err(e) = socket2::SockRef::from(tcp).set_tcp_notsent_lowat(NOTSENT_LOWAT) {
-            tracing::debug!(error = %e, "TCP_NOTSENT_LOWAT not set");
+        match socket2::SockRef::from(tcp).set_tcp_notsent_lowat(NOTSENT_LOWAT) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(error = %e, "TCP_NOTSENT_LOWAT not set");
+                false
+            }
         }
     }
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    let _ = tcp;
+    {
+        let _ = tcp;
+        false
+    }
 }
 
 impl Transport for AwcTransport {
@@ -94,7 +123,8 @@ impl Transport for AwcTransport {
             return Box::pin(future::ready(Err(err)));
         }
         let retry_after = Rc::new(Cell::new(None));
-        let client = self.client(timeout, retry_after.clone());
+        let bounded = Rc::new(Cell::new(false));
+        let client = self.client(timeout, retry_after.clone(), bounded.clone());
         let mut ws = client
             .ws(request.url.as_str())
             .max_frame_size(self.max_frame_size);
@@ -115,7 +145,8 @@ impl Transport for AwcTransport {
                 .get(SEC_WEBSOCKET_PROTOCOL)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
-            let (stream, writer) = awc_link::split(framed.into_parts());
+            let bound = unsent_bound(bounded.get(), secure);
+            let (stream, writer) = awc_link::split(framed.into_parts(), bound);
             Ok(Link {
                 stream: Box::pin(stream),
                 writer: Box::new(writer),

@@ -217,26 +217,6 @@ async fn a_throttled_uplink_drains_its_backlog_without_a_dead_peer_verdict() {
     assert!(stats.last_rtt.is_some(), "pongs came back during the drain");
 }
 
-/// A subscriber whose handler never returns.
-struct Stuck;
-
-impl actix::Actor for Stuck {
-    type Context = actix::Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(4);
-    }
-}
-
-impl actix::Handler<actix_tether::Inbound> for Stuck {
-    type Result = ();
-
-    fn handle(&mut self, _: actix_tether::Inbound, ctx: &mut Self::Context) {
-        use actix::AsyncContext;
-        ctx.wait(actix::fut::wrap_future(futures::future::pending::<()>()));
-    }
-}
-
 /// Issue 10, item 2: with a subscriber stuck in its handler, a peer that
 /// goes silent is still found within ping interval + pong timeout.
 #[actix_rt::test]
@@ -250,7 +230,7 @@ async fn a_stuck_subscriber_does_not_hide_a_silent_peer() {
         .backoff_initial(ms(50))
         .ping_interval(Duration::from_secs(1))
         .pong_timeout(Duration::from_secs(1))
-        .subscribe(Stuck.start().recipient())
+        .subscribe(support::Stuck.start().recipient())
         .subscribe_events(rec.events())
         .start()
         .unwrap();

@@ -12,10 +12,11 @@ use actix::prelude::*;
 use actix_tether::engine::OutFrame;
 use actix_tether::testkit::{mock, settle, Outcome, Recorder};
 use actix_tether::{
-    ConnectInfo, DisconnectReason, Event, Inbound, Jitter, Message, OverflowPolicy, StallPolicy,
+    ConnectInfo, DisconnectReason, Event, Jitter, Message, OverflowPolicy, StallPolicy,
 };
 
 use support::mock::{base, connected, ms};
+use support::Stuck;
 
 fn texts(messages: &[(usize, Message)]) -> Vec<String> {
     messages
@@ -191,25 +192,6 @@ async fn retry_after_is_capped_and_close_does_not_wait_it_out() {
             assert_eq!(before.elapsed(), Duration::ZERO, "close acts at once");
             assert_eq!(unsent, [Message::from("queued")]);
         }
-    }
-}
-
-/// A subscriber whose handler never returns.
-struct Stuck;
-
-impl Actor for Stuck {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.set_mailbox_capacity(4);
-    }
-}
-
-impl Handler<Inbound> for Stuck {
-    type Result = ();
-
-    fn handle(&mut self, _: Inbound, ctx: &mut Context<Self>) {
-        ctx.wait(actix::fut::wrap_future(futures::future::pending::<()>()));
     }
 }
 
@@ -475,25 +457,6 @@ async fn a_write_without_progress_ends_the_link_and_requeues_the_batch() {
     drop(conn);
 }
 
-/// An event subscriber that never finishes handling.
-struct StuckEvents;
-
-impl Actor for StuckEvents {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.set_mailbox_capacity(4);
-    }
-}
-
-impl Handler<Event> for StuckEvents {
-    type Result = ();
-
-    fn handle(&mut self, _: Event, ctx: &mut Context<Self>) {
-        ctx.wait(actix::fut::wrap_future(futures::future::pending::<()>()));
-    }
-}
-
 /// Item 4: a stuck event subscriber holds a bounded backlog; what it cannot
 /// take is counted, and everyone else still gets every event.
 #[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
@@ -505,7 +468,7 @@ async fn a_stuck_event_subscriber_costs_bounded_memory_and_counted_drops() {
         .connect_timeout(Duration::from_secs(3600))
         .queue_size(1)
         .overflow(OverflowPolicy::DropOldest)
-        .subscribe_events(StuckEvents.start().recipient())
+        .subscribe_events(Stuck.start().recipient())
         .start()
         .unwrap();
     for n in 0..3000 {

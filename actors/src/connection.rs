@@ -295,6 +295,8 @@ struct WriteTask {
     closed: bool,
     /// Close acknowledgements, answered at the next flush.
     acks: Vec<oneshot::Sender<()>>,
+    /// The writer's `bytes_accepted` at the last step.
+    accepted: u64,
 }
 
 impl WriteTask {
@@ -315,7 +317,11 @@ impl WriteTask {
             None => fut.await,
         }
         .map_err(WriteFailure::Transport)?;
-        Counters::add(&self.hub.counters.write_steps, 1);
+        if let Some(total) = self.writer.bytes_accepted() {
+            let moved = total.saturating_sub(self.accepted);
+            self.accepted = total;
+            Counters::add(&self.hub.counters.bytes_accepted, moved);
+        }
         Ok(out)
     }
 
@@ -372,6 +378,10 @@ impl WriteTask {
                     "transport took no message from a batch",
                 )));
             }
+            if self.writer.bytes_accepted().is_none() {
+                let bytes: usize = rest[..n.min(rest.len())].iter().map(Message::len).sum();
+                Counters::add(&self.hub.counters.bytes_accepted, bytes as u64);
+            }
             done += n;
         }
         self.control().await?;
@@ -384,6 +394,10 @@ impl WriteTask {
         // On an error everything here and still in `rx` drops: batches
         // requeue themselves, a Close's waiter learns it was not flushed.
         let _gone = Gone(self.control.clone());
+        self.hub
+            .counters
+            .unsent_bound
+            .set(self.writer.unsent_bound());
         loop {
             let control = self.control.clone();
             let work = poll_fn(|cx| {
@@ -405,12 +419,7 @@ impl WriteTask {
                     self.control().await?;
                     self.flush().await?;
                 }
-                Work::Batch(cmd) if !self.closed => {
-                    self.hub.counters.writing.set(true);
-                    let res = self.batch(cmd).await;
-                    self.hub.counters.writing.set(false);
-                    res?;
-                }
+                Work::Batch(cmd) if !self.closed => self.batch(cmd).await?,
                 // After a Close a batch drops, back to the buffer.
                 Work::Batch(_) => {}
                 Work::End => return Ok(()),
@@ -439,6 +448,7 @@ impl Actor for Connection {
             timeout: self.config.write_timeout,
             closed: false,
             acks: Vec::new(),
+            accepted: 0,
         };
         ctx.spawn(task.run(rx).into_actor(self).map(|res, act, ctx| {
             match res {
@@ -683,6 +693,7 @@ mod tests {
             timeout: None,
             closed: false,
             acks: Vec::new(),
+            accepted: 0,
         };
         assert!(futures::executor::block_on(task.run(rx)).is_ok());
         let frames: Vec<OutFrame> = futures::executor::block_on(written.collect());
@@ -729,6 +740,7 @@ mod tests {
             timeout: None,
             closed: false,
             acks: Vec::new(),
+            accepted: 0,
         };
         assert!(futures::executor::block_on(task.run(rx)).is_ok());
         assert!(futures::executor::block_on(flushed).is_ok());

@@ -14,11 +14,15 @@
 //!
 //! A busy uplink is not a dead peer: the Pong to a Ping comes only after the
 //! peer has read everything written before the Ping, which on a slow link
-//! can take longer than the pong timeout. When the timeout passes while the
-//! writer has a batch on its way and has made progress (chunks reaching the
-//! socket) since the Ping or the last check, the deadline moves one pong
-//! timeout on. A peer that stops reading stops that progress (the kernel's
-//! send buffer fills) and is declared dead one pong timeout later.
+//! can take longer than the pong timeout. When the timeout passes and, since
+//! the Ping or the last check, the socket accepted more bytes than may sit
+//! unsent in the kernel (`FrameWriter::unsent_bound`), some of them left
+//! for the peer, whose TCP therefore took them: the deadline moves one pong
+//! timeout on. A peer that stops reading stops that (the window closes, the
+//! kernel's unsent bytes reach their bound, writes wait) and is declared
+//! dead one pong timeout later; so is a blackholed peer, and a link that
+//! only trickles (less than the bound per pong timeout) gets no extension
+//! at all.
 
 use std::rc::Rc;
 
@@ -45,8 +49,9 @@ struct Outstanding {
     seq: u64,
     sent_at: Instant,
     frames_at_send: u64,
-    /// Writer steps at the ping, then at each extension of its deadline.
-    steps_at_check: u64,
+    /// Bytes accepted below the writer at the ping, then at each extension
+    /// of its deadline.
+    accepted_at_check: u64,
 }
 
 pub(crate) struct Heartbeat {
@@ -79,8 +84,8 @@ impl Heartbeat {
         self.hub.counters.frames_in.get()
     }
 
-    fn steps(&self) -> u64 {
-        self.hub.counters.write_steps.get()
+    fn accepted(&self) -> u64 {
+        self.hub.counters.bytes_accepted.get()
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
@@ -95,7 +100,7 @@ impl Heartbeat {
             seq,
             sent_at: Instant::now(),
             frames_at_send: self.frames(),
-            steps_at_check: self.steps(),
+            accepted_at_check: self.accepted(),
         });
         self.connection
             .do_send(FromHeartbeat::Ping(Bytes::copy_from_slice(
@@ -107,9 +112,9 @@ impl Heartbeat {
     }
 
     fn check_pong(&mut self, seq: u64, ctx: &mut Context<Self>) {
-        let steps = self.steps();
+        let accepted = self.accepted();
+        let bound = self.hub.counters.unsent_bound.get();
         let frames = self.frames();
-        let writing = self.hub.counters.writing.get();
         let reading_paused = self.hub.reading.is_closed();
         let Some(out) = &mut self.outstanding else {
             return;
@@ -122,8 +127,8 @@ impl Heartbeat {
             self.outstanding = None;
             return;
         }
-        if writing && steps != out.steps_at_check {
-            out.steps_at_check = steps;
+        if accepted.saturating_sub(out.accepted_at_check) > bound {
+            out.accepted_at_check = accepted;
             ctx.run_later(self.config.pong_timeout, move |act, ctx| {
                 act.check_pong(seq, ctx)
             });

@@ -25,11 +25,11 @@ pub(crate) struct Counters {
     pub(crate) bytes_out: Cell<u64>,
     /// Every inbound frame, control frames included: proof of life.
     pub(crate) frames_in: Cell<u64>,
-    /// Steps the writer completed (chunks on the socket, flushes): proof
-    /// that a busy link still moves bytes.
-    pub(crate) write_steps: Cell<u64>,
-    /// The writer has a batch on its way.
-    pub(crate) writing: Cell<bool>,
+    /// Bytes accepted below the writers of all links (see
+    /// `FrameWriter::bytes_accepted`): proof that a busy link moves data.
+    pub(crate) bytes_accepted: Cell<u64>,
+    /// The current link's `FrameWriter::unsent_bound`.
+    pub(crate) unsent_bound: Cell<u64>,
     pub(crate) last_rtt: Cell<Option<Duration>>,
 }
 

@@ -59,6 +59,25 @@ pub trait FrameWriter {
             Poll::Pending => Poll::Pending,
         }
     }
+
+    /// Bytes the socket below this writer has accepted so far, if the
+    /// transport counts them. The heartbeat uses them as proof that a busy
+    /// link still moves data (see [`FrameWriter::unsent_bound`]). The
+    /// default is `None`: the engine then counts the payload bytes of the
+    /// messages the writer took.
+    fn bytes_accepted(&self) -> Option<u64> {
+        None
+    }
+
+    /// The most accepted bytes that may still wait unsent below this writer
+    /// (in the kernel). More than this accepted within one pong timeout
+    /// means some left for the peer, whose TCP therefore acknowledged data:
+    /// the heartbeat then waits longer for a Pong that is stuck behind the
+    /// backlog. `u64::MAX` never counts as progress. The default is 0 (what
+    /// the writer takes has left it, as with an in-memory channel).
+    fn unsent_bound(&self) -> u64 {
+        0
+    }
 }
 
 impl fmt::Debug for dyn FrameWriter {

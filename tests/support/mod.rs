@@ -230,6 +230,30 @@ impl TestServer {
     }
 }
 
+/// A subscriber (to messages and events) whose handler never returns: its
+/// first message blocks it for good, with a mailbox of 4.
+pub struct Stuck;
+
+impl actix::Actor for Stuck {
+    type Context = actix::Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(4);
+    }
+}
+
+impl<M> actix::Handler<M> for Stuck
+where
+    M: actix::Message<Result = ()>,
+{
+    type Result = ();
+
+    fn handle(&mut self, _: M, ctx: &mut Self::Context) {
+        use actix::AsyncContext;
+        ctx.wait(actix::fut::wrap_future(futures::future::pending::<()>()));
+    }
+}
+
 /// Polls `cond` every 10 ms for up to `limit` (real time).
 pub async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = std::time::Instant::now() + limit;
