@@ -15,14 +15,17 @@
 //! Writes go through one writer task that owns the link's writer. Control
 //! frames go ahead of data: the task writes pending Pong, Ping and Close
 //! frames before the next chunk of a batch, so a heartbeat never waits
-//! behind megabytes of queued messages. At most one Pong is pending, carrying
-//! the latest Ping's payload (RFC 6455 §5.5.3), so a peer that floods Pings
-//! and stops reading costs a few bytes, not a Pong per Ping. A batch of
+//! behind megabytes of queued messages. Every Ping gets its Pong while the
+//! writer can write; while it is blocked on a peer that does not read, at
+//! most one Pong is pending, carrying the latest Ping's payload (RFC 6455
+//! §5.5.3), so a peer that floods Pings costs a few bytes, not a Pong per
+//! Ping. A batch of
 //! messages stays whole until it is flushed; if the write fails, makes no
 //! progress for the write timeout, or the actor stops first, dropping it
 //! requeues it. A closing link writes nothing after its Close frame.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Duration;
@@ -67,11 +70,22 @@ impl Writer {
 /// A batch for the writer task, acknowledged once it is flushed.
 struct WriteCmd(Batch, oneshot::Sender<Flushed>);
 
-/// Control frames waiting for the writer task: at most one of each kind.
+/// Pongs that may wait for a writer that is free: a burst of Pings read at
+/// once (one read holds at most this many frames) is answered in full.
+const MAX_PONGS: usize = crate::read_batch::BATCH_FRAMES;
+
+/// Control frames waiting for the writer task.
 #[derive(Default)]
 struct Control {
-    /// The payload of the latest unanswered Ping.
-    pong: Option<Bytes>,
+    /// Payloads of unanswered Pings, oldest first. While the writer is
+    /// blocked on the socket, only the latest is kept (RFC 6455 §5.5.3
+    /// lets a client answer only the most recent Ping): a peer that floods
+    /// Pings without reading costs one payload. While it is free, every
+    /// Ping gets its Pong, up to [`MAX_PONGS`] waiting at once (then the
+    /// newest replaces the last).
+    pongs: VecDeque<Bytes>,
+    /// The writer waits for the socket to take bytes.
+    blocked: bool,
     ping: Option<Bytes>,
     close: Option<(Option<CloseFrame>, oneshot::Sender<()>)>,
     /// The writer task, when it waits for work.
@@ -84,7 +98,7 @@ type SharedControl = Rc<RefCell<Control>>;
 
 impl Control {
     fn has_work(&self) -> bool {
-        self.pong.is_some() || self.ping.is_some() || self.close.is_some()
+        !self.pongs.is_empty() || self.ping.is_some() || self.close.is_some()
     }
 
     fn wake(&mut self) {
@@ -309,7 +323,12 @@ impl WriteTask {
         ) -> Poll<Result<T, TransportError>>,
     ) -> Result<T, WriteFailure> {
         let writer = &mut *self.writer;
-        let fut = poll_fn(|cx| poll(writer, cx));
+        let control = &self.control;
+        let fut = poll_fn(|cx| {
+            let res = poll(writer, cx);
+            control.borrow_mut().blocked = res.is_pending();
+            res
+        });
         let out = match self.timeout {
             Some(t) => actix_rt::time::timeout(t, fut)
                 .await
@@ -330,7 +349,7 @@ impl WriteTask {
         loop {
             let frame = {
                 let mut c = self.control.borrow_mut();
-                if let Some(p) = c.pong.take() {
+                if let Some(p) = c.pongs.pop_front() {
                     OutFrame::Pong(p)
                 } else if let Some(p) = c.ping.take() {
                     OutFrame::Ping(p)
@@ -599,7 +618,14 @@ impl Connection {
                 }
             }
             Frame::Ping(payload) => {
-                self.write_control(|c| c.pong = Some(payload));
+                self.write_control(|c| {
+                    if c.blocked {
+                        c.pongs.clear();
+                    } else if c.pongs.len() >= MAX_PONGS {
+                        c.pongs.pop_back();
+                    }
+                    c.pongs.push_back(payload);
+                });
             }
             Frame::Pong(payload) => {
                 if let Some(hb) = &self.heartbeat {
@@ -725,7 +751,7 @@ mod tests {
             .with(move |f: OutFrame| {
                 if matches!(f, OutFrame::Message(_)) {
                     n += 1;
-                    c.borrow_mut().pong = Some(Bytes::from(vec![n]));
+                    c.borrow_mut().pongs.push_back(Bytes::from(vec![n]));
                 }
                 futures::future::ready(Ok::<_, TransportError>(f))
             });
