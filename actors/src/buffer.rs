@@ -186,6 +186,7 @@ impl Buffer {
         Some(n)
     }
 
+    #[inline]
     fn accept(&mut self, msg: Message) -> Accepted {
         self.bytes += msg.len();
         self.backlog.push_back(msg);
@@ -221,6 +222,25 @@ impl Buffer {
             self.dropped.push(old);
         }
         Ok(self.accept(msg))
+    }
+
+    /// `send`'s fast path: accepts `msg` if there is room and nobody waits;
+    /// `Ok(Err(msg))` hands it back to wait in line.
+    #[inline]
+    pub(crate) fn push_or_wait(
+        &mut self,
+        msg: Message,
+    ) -> Result<Result<Accepted, Message>, SendError> {
+        if self.sealed {
+            return Err(SendError::Closed(msg));
+        }
+        if msg.len() > self.limits.max_bytes {
+            return Err(SendError::TooLarge(msg));
+        }
+        if self.waiters.is_empty() && self.fits(msg.len()) {
+            return Ok(Ok(self.accept(msg)));
+        }
+        Ok(Err(msg))
     }
 
     /// Accepts the message in `msg` once there is room, in the order the

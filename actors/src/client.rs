@@ -9,7 +9,7 @@ use actix::prelude::*;
 use futures::future::poll_fn;
 
 use crate::backoff::{Backoff, RandomSource};
-use crate::buffer::{lock, Buffer, SharedBuffer};
+use crate::buffer::{lock, Accepted, Buffer, SharedBuffer};
 use crate::config::Config;
 use crate::error::{CloseError, ConfigError, ConnectError, SendError};
 use crate::events::{Event, Inbound, InboundBatch, State};
@@ -279,18 +279,28 @@ impl Client {
     /// closed or gave up, and with [`SendError::TooLarge`] for a message
     /// larger than the queue's byte limit.
     pub async fn send(&self, msg: impl Into<Message>) -> Result<(), SendError> {
-        let mut waiting = WaitingSend {
-            buffer: &self.buffer,
-            msg: Some(msg.into()),
-            ticket: None,
+        // Room now and nobody in line: no waiting machinery at all. The
+        // waiting path is boxed so that this future stays small.
+        let first = lock(&self.buffer).push_or_wait(msg.into())?;
+        let accepted = match first {
+            Ok(accepted) => accepted,
+            Err(msg) => Box::pin(self.wait_for_room(msg)).await?,
         };
-        let accepted =
-            poll_fn(|cx| lock(waiting.buffer).poll_push(&mut waiting.msg, &mut waiting.ticket, cx))
-                .await?;
         if accepted.wake {
             self.queue.do_send(Wake);
         }
         Ok(())
+    }
+
+    /// Waits in line until `msg` fits; leaves the line if dropped.
+    async fn wait_for_room(&self, msg: Message) -> Result<Accepted, SendError> {
+        let mut waiting = WaitingSend {
+            buffer: &self.buffer,
+            msg: Some(msg),
+            ticket: None,
+        };
+        poll_fn(|cx| lock(waiting.buffer).poll_push(&mut waiting.msg, &mut waiting.ticket, cx))
+            .await
     }
 
     /// Subscribes an actor to inbound messages.

@@ -74,8 +74,9 @@ pub struct Config {
     pub dead_close_timeout: Duration,
     /// A write that makes no progress for this long ends the link (its
     /// batch goes back to the head of the queue); `None` waits forever.
-    /// Progress is one step of the writer: a chunk of up to 64 KiB reaching
-    /// the socket, or a flush. Default is 30 s.
+    /// Progress is the socket taking bytes; a watchdog checks four times per
+    /// timeout, so the link ends between one and one and a quarter timeouts
+    /// after the last progress. Default is 30 s.
     pub write_timeout: Option<Duration>,
     /// Heartbeat settings.
     pub heartbeat: HeartbeatConfig,

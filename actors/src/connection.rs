@@ -86,6 +86,8 @@ struct Control {
     pongs: VecDeque<Bytes>,
     /// The writer waits for the socket to take bytes.
     blocked: bool,
+    /// Since when, for the write timeout.
+    blocked_since: Option<Instant>,
     ping: Option<Bytes>,
     close: Option<(Option<CloseFrame>, oneshot::Sender<()>)>,
     /// The writer task, when it waits for work.
@@ -275,8 +277,6 @@ impl Connection {
 /// Why the writer task ended the link.
 enum WriteFailure {
     Transport(TransportError),
-    /// A write made no progress for this long.
-    Stalled(Duration),
 }
 
 /// What the idle writer task wakes up for.
@@ -298,13 +298,13 @@ impl Drop for Gone {
     }
 }
 
-/// The writer task: control frames first, then batches in chunks, each step
-/// bounded by the write timeout.
+/// The writer task: control frames first, then batches in chunks. It marks
+/// when it starts waiting for the socket; the connection's watchdog ends a
+/// link whose writer has waited for the write timeout.
 struct WriteTask {
     writer: Box<dyn FrameWriter>,
     control: SharedControl,
     hub: Rc<Hub>,
-    timeout: Option<Duration>,
     /// A Close was written: nothing more goes out.
     closed: bool,
     /// Close acknowledgements, answered at the next flush.
@@ -324,17 +324,27 @@ impl WriteTask {
     ) -> Result<T, WriteFailure> {
         let writer = &mut *self.writer;
         let control = &self.control;
-        let fut = poll_fn(|cx| {
+        let mut seen = writer.bytes_accepted();
+        let out = poll_fn(|cx| {
             let res = poll(writer, cx);
-            control.borrow_mut().blocked = res.is_pending();
+            // Bytes the socket took while this step waits are progress: the
+            // write timeout counts from the last of them.
+            let accepted = writer.bytes_accepted();
+            let moved = accepted != seen;
+            seen = accepted;
+            let mut c = control.borrow_mut();
+            if res.is_pending() {
+                c.blocked = true;
+                if moved || c.blocked_since.is_none() {
+                    c.blocked_since = Some(Instant::now());
+                }
+            } else {
+                c.blocked = false;
+                c.blocked_since = None;
+            }
             res
-        });
-        let out = match self.timeout {
-            Some(t) => actix_rt::time::timeout(t, fut)
-                .await
-                .map_err(|_| WriteFailure::Stalled(t))?,
-            None => fut.await,
-        }
+        })
+        .await
         .map_err(WriteFailure::Transport)?;
         if let Some(total) = self.writer.bytes_accepted() {
             let moved = total.saturating_sub(self.accepted);
@@ -464,19 +474,27 @@ impl Actor for Connection {
             writer: link.writer,
             control: self.control.clone(),
             hub: self.hub.clone(),
-            timeout: self.config.write_timeout,
             closed: false,
             acks: Vec::new(),
             accepted: 0,
         };
         ctx.spawn(task.run(rx).into_actor(self).map(|res, act, ctx| {
-            match res {
-                Err(WriteFailure::Transport(e)) => act.set_reason(DisconnectReason::Transport(e)),
-                Err(WriteFailure::Stalled(t)) => act.set_reason(DisconnectReason::WriteTimeout(t)),
-                Ok(()) => {}
+            if let Err(WriteFailure::Transport(e)) = res {
+                act.set_reason(DisconnectReason::Transport(e));
             }
             ctx.stop();
         }));
+        if let Some(timeout) = self.config.write_timeout {
+            // A watchdog, not a timer per write: a write that has waited
+            // for the socket for the timeout is found within a quarter more.
+            ctx.run_interval(timeout / 4, move |act, ctx| {
+                let since = act.control.borrow().blocked_since;
+                if since.is_some_and(|at| at.elapsed() >= timeout) {
+                    act.set_reason(DisconnectReason::WriteTimeout(timeout));
+                    ctx.stop();
+                }
+            });
+        }
         let hb = &self.config.heartbeat;
         if hb.ping_interval.is_some() || hb.silence_timeout.is_some() {
             let heartbeat = Heartbeat::new(ctx.address().recipient(), self.hub.clone(), *hb);
@@ -716,7 +734,6 @@ mod tests {
             writer: Box::new(writer),
             control: control.clone(),
             hub: Rc::default(),
-            timeout: None,
             closed: false,
             acks: Vec::new(),
             accepted: 0,
@@ -763,7 +780,6 @@ mod tests {
             writer: Box::new(SinkWriter(Box::pin(socket))),
             control,
             hub: Rc::default(),
-            timeout: None,
             closed: false,
             acks: Vec::new(),
             accepted: 0,
