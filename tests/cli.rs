@@ -231,12 +231,31 @@ async fn giving_up_exits_1_even_while_stdin_stays_open() {
     assert_eq!(last["event"], "gave_up");
 }
 
-#[actix_rt::test]
-async fn json_reports_every_line_not_sent_as_a_dropped_event() {
+/// The `dropped` events of a `--json` run: (line, reason), in order.
+fn dropped_lines(stdout: &str) -> Vec<(u64, String)> {
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["event"] == "dropped")
+        .map(|e| {
+            let line = e["line"]
+                .as_u64()
+                .expect("every dropped line has its number");
+            (line, e["reason"].as_str().unwrap().to_owned())
+        })
+        .collect()
+}
+
+fn down_url() -> String {
     let free = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap();
+    format!("ws://{free}/")
+}
+
+#[actix_rt::test]
+async fn json_reports_every_line_not_sent_as_a_dropped_event() {
     let args = vec![
         "--json".into(),
         "--exit-on-eof".into(),
@@ -244,22 +263,63 @@ async fn json_reports_every_line_not_sent_as_a_dropped_event() {
         "2".into(),
         "--close-timeout".into(),
         "200ms".into(),
-        format!("ws://{free}/"),
+        down_url(),
     ];
     let run = tether_async(args, "a\nb\nc\nd\n").await;
     assert_eq!(run.code, Some(1), "{}", run.stderr);
-    let dropped: Vec<serde_json::Value> = run
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|e| e["event"] == "dropped")
+    // Lines 3 and 4 find the queue full; 1 and 2 are queued and handed back
+    // by the close: every line is accounted for, once, with its reason.
+    let got = dropped_lines(&run.stdout);
+    let full = "outbound queue is full".to_owned();
+    let late = "not delivered before the close timeout".to_owned();
+    assert_eq!(
+        got,
+        [(3, full.clone()), (4, full), (1, late.clone()), (2, late)],
+        "{}",
+        run.stdout
+    );
+}
+
+#[actix_rt::test]
+async fn json_gives_the_line_of_every_message_drop_oldest_evicts() {
+    let args = vec![
+        "--json".into(),
+        "--exit-on-eof".into(),
+        "--queue-size".into(),
+        "2".into(),
+        "--overflow".into(),
+        "drop-oldest".into(),
+        "--close-timeout".into(),
+        "200ms".into(),
+        down_url(),
+    ];
+    let run = tether_async(args, "a\nb\nc\nd\ne\n").await;
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    let mut lines: Vec<u64> = dropped_lines(&run.stdout)
+        .into_iter()
+        .map(|(l, _)| l)
         .collect();
-    let lines: Vec<u64> = dropped
-        .iter()
-        .map(|e| e["line"].as_u64().unwrap())
+    lines.sort_unstable();
+    assert_eq!(lines, [1, 2, 3, 4, 5], "{}", run.stdout);
+    let evicted = dropped_lines(&run.stdout)
+        .into_iter()
+        .filter(|(_, r)| r.contains("drop-oldest"))
+        .map(|(l, _)| l)
+        .collect::<Vec<_>>();
+    assert_eq!(evicted, [1, 2, 3], "{}", run.stdout);
+}
+
+#[actix_rt::test]
+async fn json_reports_the_lines_left_queued_when_the_client_gives_up() {
+    let mut spec = Spec::new(record);
+    spec.refusal = Some(unauthorized);
+    let server = TestServer::start(spec);
+    let run = tether_async(vec!["--json".into(), server.url()], "one\ntwo\nthree\n").await;
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    let mut lines: Vec<u64> = dropped_lines(&run.stdout)
+        .into_iter()
+        .map(|(l, _)| l)
         .collect();
-    assert_eq!(lines, [3, 4], "{}", run.stdout);
-    for e in &dropped {
-        assert_eq!(e["reason"], "outbound queue is full");
-    }
+    lines.sort_unstable();
+    assert_eq!(lines, [1, 2, 3], "{}", run.stdout);
 }

@@ -46,7 +46,7 @@ pub(crate) struct Args {
     pong_timeout: Option<Duration>,
     /// Most queued outbound messages.
     #[arg(long, value_name = "N")]
-    queue_size: Option<usize>,
+    pub(crate) queue_size: Option<usize>,
     /// Most queued outbound bytes (e.g. 64KiB).
     #[arg(long, value_parser = size, value_name = "SIZE")]
     queue_bytes: Option<usize>,

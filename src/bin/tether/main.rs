@@ -5,20 +5,24 @@
 //! messages undelivered, 2 invalid arguments.
 
 mod args;
+mod lines;
 mod output;
 
+use std::cell::RefCell;
 use std::process::ExitCode;
+use std::rc::Rc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use actix_tether::demo::{DemoConfig, DemoServer};
-use actix_tether::{Client, OverflowPolicy};
+use actix_tether::{Client, Message, OverflowPolicy};
 use clap::Parser;
 use futures::channel::mpsc;
 use futures::StreamExt;
 use tokio::io::AsyncBufReadExt;
 
 use args::Args;
+use lines::Lines;
 use output::{Printer, Terminal};
 
 fn main() -> ExitCode {
@@ -72,9 +76,15 @@ async fn run(args: Args) -> u8 {
         (None, None) => return 1,
     };
     let (terminal_tx, mut terminal) = mpsc::unbounded();
+    // The queue's size, and room for the lines read while a drop is on its
+    // way to the printer.
+    let remembered = args.queue_size.unwrap_or(1024).saturating_add(65_536);
+    let lines = Rc::new(RefCell::new(Lines::new(remembered)));
     let printer = Printer {
         json: args.json,
         terminal: terminal_tx,
+        lines: lines.clone(),
+        gave_up: false,
     }
     .start();
     let client = match args
@@ -92,16 +102,17 @@ async fn run(args: Args) -> u8 {
     let input = Input {
         json: args.json,
         wait: args.overflow == Some(OverflowPolicy::Wait),
+        lines: &lines,
     };
     let code = tokio::select! {
         refused = pump_stdin(&client, input) => {
             if args.exit_on_eof {
-                finish(&client, args.close_timeout, refused, &mut terminal).await
+                finish(&client, args.close_timeout, refused, &mut terminal, input).await
             } else {
-                wait_for_end(&client, args.close_timeout, &mut terminal).await
+                wait_for_end(&client, args.close_timeout, &mut terminal, input).await
             }
         }
-        code = wait_for_end(&client, args.close_timeout, &mut terminal) => code,
+        code = wait_for_end(&client, args.close_timeout, &mut terminal, input) => code,
     };
     if let Some(d) = demo {
         d.stop().await;
@@ -109,18 +120,29 @@ async fn run(args: Args) -> u8 {
     code
 }
 
-/// How stdin lines go in.
+/// How stdin lines go in, and how those not sent are reported.
 #[derive(Debug, Clone, Copy)]
-struct Input {
+struct Input<'a> {
     json: bool,
     /// `--overflow wait`: a full queue makes reading stdin wait; otherwise
     /// the overflow policy applies to each line.
     wait: bool,
+    lines: &'a RefCell<Lines>,
+}
+
+impl Input<'_> {
+    /// Reports queued messages that were never sent, each with its line.
+    fn not_sent(&self, unsent: &[Message], reason: &str) {
+        let lines = self.lines.borrow();
+        for m in unsent {
+            output::line_refused(self.json, lines.line_of(m), reason);
+        }
+    }
 }
 
 /// Sends each stdin line; returns how many lines were not accepted. Every
 /// line not sent is reported (a JSON `dropped` event with `--json`).
-async fn pump_stdin(client: &Client, input: Input) -> u64 {
+async fn pump_stdin(client: &Client, input: Input<'_>) -> u64 {
     let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
     let mut refused = 0;
     let mut raw = Vec::new();
@@ -139,18 +161,23 @@ async fn pump_stdin(client: &Client, input: Input) -> u64 {
         let line = raw.strip_suffix(b"\n").unwrap_or(&raw);
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let Ok(text) = std::str::from_utf8(line) else {
-            output::line_refused(input.json, number, "not valid UTF-8");
+            output::line_refused(input.json, Some(number), "not valid UTF-8");
             refused += 1;
             continue;
         };
+        let message = Message::from(text);
+        let tracked = message.clone();
         let sent = if input.wait {
-            client.send(text).await
+            client.send(message).await
         } else {
-            client.try_send(text)
+            client.try_send(message)
         };
-        if let Err(e) = sent {
-            output::line_refused(input.json, number, &e.to_string());
-            refused += 1;
+        match sent {
+            Ok(()) => input.lines.borrow_mut().accepted(&tracked, number),
+            Err(e) => {
+                output::line_refused(input.json, Some(number), &e.to_string());
+                refused += 1;
+            }
         }
     }
 }
@@ -160,11 +187,18 @@ async fn wait_for_end(
     client: &Client,
     close_timeout: Duration,
     terminal: &mut mpsc::UnboundedReceiver<Terminal>,
+    input: Input<'_>,
 ) -> u8 {
     tokio::select! {
         t = terminal.next() => match t {
             Some(Terminal::Closed) => 0,
-            Some(Terminal::GaveUp) | None => 1,
+            Some(Terminal::GaveUp) | None => {
+                // What was still queued will not be sent: say so, line by line.
+                if let Ok(unsent) = client.close(close_timeout).await {
+                    input.not_sent(&unsent, "the client gave up");
+                }
+                1
+            }
         },
         _ = actix_rt::signal::ctrl_c() => {
             let _ = client.close(close_timeout).await;
@@ -179,10 +213,14 @@ async fn finish(
     close_timeout: Duration,
     refused: u64,
     terminal: &mut mpsc::UnboundedReceiver<Terminal>,
+    input: Input<'_>,
 ) -> u8 {
     let dropped = client.stats().await.map(|s| s.dropped).unwrap_or(0);
     let unsent = match client.close(close_timeout).await {
-        Ok(unsent) => unsent.len(),
+        Ok(unsent) => {
+            input.not_sent(&unsent, "not delivered before the close timeout");
+            unsent.len()
+        }
         Err(e) => {
             eprintln!("tether: {e}");
             return 1;

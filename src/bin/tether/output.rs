@@ -1,7 +1,9 @@
 //! What `tether` prints: inbound text on stdout, events on stderr, or one
 //! JSON object per event on stdout with `--json`.
 
+use std::cell::RefCell;
 use std::io::Write;
+use std::rc::Rc;
 
 use actix::prelude::*;
 use actix_tether::engine::ErrorChain;
@@ -9,6 +11,8 @@ use actix_tether::{Event, Inbound, Message};
 use base64::Engine as _;
 use futures::channel::mpsc;
 use serde_json::{json, Value};
+
+use crate::lines::Lines;
 
 /// Events that end the program.
 #[derive(Debug)]
@@ -20,6 +24,11 @@ pub(crate) enum Terminal {
 pub(crate) struct Printer {
     pub(crate) json: bool,
     pub(crate) terminal: mpsc::UnboundedSender<Terminal>,
+    /// The stdin line of each queued message, for `dropped` events.
+    pub(crate) lines: Rc<RefCell<Lines>>,
+    /// After `gave_up` the program is ending: the `closed` of its own close
+    /// is not news (the lines left unsent are reported instead).
+    pub(crate) gave_up: bool,
 }
 
 impl Actor for Printer {
@@ -36,8 +45,9 @@ fn payload(m: &Message) -> (&'static str, Value) {
     }
 }
 
-/// The JSON line for an event, or `None` for events the contract leaves out.
-fn event_json(event: &Event) -> Option<Value> {
+/// The JSON line for an event, or `None` for events the contract leaves out;
+/// `line` is the stdin line of a dropped message, when known.
+fn event_json(event: &Event, line: Option<u64>) -> Option<Value> {
     let mut v = match event {
         Event::Connected { attempt, protocol } => {
             json!({ "attempt": attempt, "protocol": protocol })
@@ -53,7 +63,11 @@ fn event_json(event: &Event) -> Option<Value> {
         }
         Event::Dropped { message } => {
             let (key, value) = payload(message);
-            json!({ key: value, "reason": "dropped by the drop-oldest policy" })
+            let mut v = json!({ key: value, "reason": "dropped by the drop-oldest policy" });
+            if let Some(line) = line {
+                v["line"] = json!(line);
+            }
+            v
         }
         Event::Closed { unsent } => json!({ "unsent": unsent }),
         _ => return None,
@@ -94,17 +108,21 @@ fn event_text(event: &Event) -> String {
     }
 }
 
-/// Reports stdin line `number`, which was not sent: a `dropped` event with
-/// the line number and the reason on stdout with `--json`, text on stderr
-/// otherwise.
-pub(crate) fn line_refused(json: bool, number: u64, reason: &str) {
+/// Reports a stdin line that was not sent: a `dropped` event with the line
+/// number (when known) and the reason on stdout with `--json`, text on
+/// stderr otherwise.
+pub(crate) fn line_refused(json: bool, number: Option<u64>, reason: &str) {
     if json {
-        let v = json!({ "event": "dropped", "line": number, "reason": reason });
+        let mut v = json!({ "event": "dropped", "reason": reason });
+        if let Some(n) = number {
+            v["line"] = json!(n);
+        }
         line(&mut std::io::stdout().lock(), &v.to_string());
     } else {
+        let which = number.map_or_else(|| "a stdin line".to_owned(), |n| format!("stdin line {n}"));
         line(
             &mut std::io::stderr(),
-            &format!("tether: stdin line {number} not sent: {reason}"),
+            &format!("tether: {which} not sent: {reason}"),
         );
     }
 }
@@ -141,11 +159,19 @@ impl Handler<Event> for Printer {
     type Result = ();
 
     fn handle(&mut self, event: Event, _: &mut Context<Self>) {
-        if self.json {
-            if let Some(v) = event_json(&event) {
+        // After `gave_up` the `closed` of the program's own close is not
+        // news; it still ends the program.
+        let quiet = self.gave_up && matches!(event, Event::Closed { .. });
+        self.gave_up |= matches!(event, Event::GaveUp { .. });
+        let stdin_line = match &event {
+            Event::Dropped { message } => self.lines.borrow().line_of(message),
+            _ => None,
+        };
+        if self.json && !quiet {
+            if let Some(v) = event_json(&event, stdin_line) {
                 line(&mut std::io::stdout().lock(), &v.to_string());
             }
-        } else {
+        } else if !quiet {
             line(
                 &mut std::io::stderr(),
                 &format!("tether: {}", event_text(&event)),
@@ -174,20 +200,21 @@ mod tests {
             delay: Duration::from_millis(250),
         };
         assert_eq!(
-            event_json(&e),
+            event_json(&e, None),
             Some(json!({"event": "reconnecting", "attempt": 3, "delay_ms": 250}))
         );
         let e = Event::Dropped {
             message: Message::Binary(vec![1, 2].into()),
         };
         assert_eq!(
-            event_json(&e),
+            event_json(&e, Some(7)),
             Some(json!({
                 "event": "dropped",
                 "base64": "AQI=",
+                "line": 7,
                 "reason": "dropped by the drop-oldest policy"
             }))
         );
-        assert_eq!(event_json(&Event::Connecting { attempt: 1 }), None);
+        assert_eq!(event_json(&Event::Connecting { attempt: 1 }, None), None);
     }
 }
