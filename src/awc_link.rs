@@ -12,7 +12,7 @@
 //! - reads ask for room adapted to the traffic: 8 KiB while it is light,
 //!   doubling to 64 KiB while reads fill the buffer;
 //! - writes go out when 64 KiB are buffered or on flush (the engine flushes
-//!   once per batch), at most 32 KiB per write call, so that the kernel's
+//!   once per batch), at most 64 KiB per write call, so that the kernel's
 //!   unsent bytes stay under `TCP_NOTSENT_LOWAT` plus one write: what the
 //!   socket accepted beyond that has left for the peer, which is how the
 //!   heartbeat tells a slow link from a dead one.
@@ -39,7 +39,7 @@ const READ_MAX: usize = 64 * 1024;
 /// Buffered bytes that make the writer write before encoding more.
 const WRITE_HIGH: usize = 64 * 1024;
 /// The most bytes handed to the socket in one write call.
-pub(crate) const WRITE_CHUNK: usize = 32 * 1024;
+pub(crate) const WRITE_CHUNK: usize = 64 * 1024;
 
 struct Socket {
     io: BoxedSocket,
