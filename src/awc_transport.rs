@@ -73,8 +73,9 @@ impl AwcTransport {
 const NOTSENT_LOWAT: u32 = 16 * 1024;
 
 /// The most accepted bytes that may still wait unsent below the writer, when
-/// `TCP_NOTSENT_LOWAT` is set: the low-water mark plus one write, plus
-/// rustls's own send buffer (64 KiB by default) for wss://. Without the
+/// `TCP_NOTSENT_LOWAT` is set: the low-water mark plus one write, plus for
+/// wss:// rustls's own send buffer (64 KiB of plaintext by default, counted
+/// as 80 KiB with record overhead). Without the
 /// option nothing bounds them, and the heartbeat never takes accepted bytes
 /// as proof of a moving link.
 fn unsent_bound(bounded: bool, secure: bool) -> u64 {

@@ -79,6 +79,15 @@ async fn tether_async(args: Vec<String>, stdin: &'static str) -> Run {
     .unwrap()
 }
 
+/// A loopback URL where nothing listens.
+fn down_url() -> String {
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    format!("ws://{free}/")
+}
+
 #[test]
 fn invalid_input_is_one_line_on_stderr_and_exit_2() {
     for args in [
@@ -164,17 +173,13 @@ async fn giving_up_prints_gave_up_and_exits_1() {
 
 #[actix_rt::test]
 async fn undelivered_lines_make_exit_on_eof_exit_1() {
-    let free = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
     let args = vec![
         "--exit-on-eof".into(),
         "--close-timeout".into(),
         "300ms".into(),
         "--backoff-initial".into(),
         "50ms".into(),
-        format!("ws://{free}/"),
+        down_url(),
     ];
     let run = tether_async(args, "lost\n").await;
     assert_eq!(run.code, Some(1), "{}", run.stderr);
@@ -187,17 +192,13 @@ async fn undelivered_lines_make_exit_on_eof_exit_1() {
 
 #[actix_rt::test]
 async fn max_retries_gives_up_with_exit_1() {
-    let free = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
     let args = vec![
         "--json".into(),
         "--max-retries".into(),
         "2".into(),
         "--backoff-initial".into(),
         "10ms".into(),
-        format!("ws://{free}/"),
+        down_url(),
     ];
     let run = tether_async(args, "").await;
     assert_eq!(run.code, Some(1), "{}", run.stderr);
@@ -244,14 +245,6 @@ fn dropped_lines(stdout: &str) -> Vec<(u64, String)> {
             (line, e["reason"].as_str().unwrap().to_owned())
         })
         .collect()
-}
-
-fn down_url() -> String {
-    let free = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    format!("ws://{free}/")
 }
 
 #[actix_rt::test]

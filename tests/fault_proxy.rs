@@ -18,16 +18,21 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
+/// A client through `proxy`, retrying fast and without jitter.
+fn through(proxy: &FaultProxy) -> ClientBuilder {
+    ClientBuilder::new(format!("ws://{}/ws", proxy.addr()))
+        .jitter(Jitter::None)
+        .backoff_initial(ms(50))
+        .backoff_max(ms(200))
+}
+
 async fn setup_with(
     pong_timeout: Duration,
 ) -> (TestServer, FaultProxy, Recorder, actix_tether::Client) {
     let server = TestServer::start(Spec::new(echo));
     let proxy = FaultProxy::start(server.addr).await.unwrap();
     let rec = Recorder::start();
-    let client = ClientBuilder::new(format!("ws://{}/ws", proxy.addr()))
-        .jitter(Jitter::None)
-        .backoff_initial(ms(50))
-        .backoff_max(ms(200))
+    let client = through(&proxy)
         .ping_interval(ms(200))
         .pong_timeout(pong_timeout)
         .subscribe(rec.inbound())
@@ -174,9 +179,7 @@ async fn a_throttled_uplink_drains_its_backlog_without_a_dead_peer_verdict() {
     let server = TestServer::start(Spec::new(support::record));
     let proxy = FaultProxy::start(server.addr).await.unwrap();
     let rec = Recorder::start();
-    let client = ClientBuilder::new(format!("ws://{}/ws", proxy.addr()))
-        .jitter(Jitter::None)
-        .backoff_initial(ms(50))
+    let client = through(&proxy)
         .ping_interval(Duration::from_secs(1))
         .pong_timeout(Duration::from_secs(2))
         .queue_size(4096)
@@ -225,9 +228,7 @@ async fn a_stuck_subscriber_does_not_hide_a_silent_peer() {
     let server = TestServer::start(Spec::new(echo));
     let proxy = FaultProxy::start(server.addr).await.unwrap();
     let rec = Recorder::start();
-    let client = ClientBuilder::new(format!("ws://{}/ws", proxy.addr()))
-        .jitter(Jitter::None)
-        .backoff_initial(ms(50))
+    let client = through(&proxy)
         .ping_interval(Duration::from_secs(1))
         .pong_timeout(Duration::from_secs(1))
         .subscribe(support::Stuck.start().recipient())

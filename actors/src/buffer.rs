@@ -195,22 +195,29 @@ impl Buffer {
         }
     }
 
+    /// Hands back a message the queue can never take: it is sealed, or the
+    /// message alone is over the byte bound.
+    #[inline]
+    fn admissible(&self, msg: Message) -> Result<Message, SendError> {
+        if self.sealed {
+            Err(SendError::Closed(msg))
+        } else if msg.len() > self.limits.max_bytes {
+            Err(SendError::TooLarge(msg))
+        } else {
+            Ok(msg)
+        }
+    }
+
     /// Accepts `msg` or hands it back, applying the overflow policy
     /// (`try_send`).
     pub(crate) fn push(&mut self, msg: Message) -> Result<Accepted, SendError> {
-        if self.sealed {
-            return Err(SendError::Closed(msg));
-        }
-        if msg.len() > self.limits.max_bytes {
-            return Err(SendError::TooLarge(msg));
-        }
-        let drop_oldest = self.limits.policy == OverflowPolicy::DropOldest;
         // A newcomer does not overtake waiting senders, unless the policy
         // says the newest message wins.
-        if self.waiters.is_empty() && self.fits(msg.len()) {
-            return Ok(self.accept(msg));
-        }
-        if !drop_oldest {
+        let msg = match self.push_or_wait(msg)? {
+            Ok(accepted) => return Ok(accepted),
+            Err(msg) => msg,
+        };
+        if self.limits.policy != OverflowPolicy::DropOldest {
             return Err(SendError::Full(msg));
         }
         let Some(n) = self.evictions_for(msg.len()) else {
@@ -231,12 +238,7 @@ impl Buffer {
         &mut self,
         msg: Message,
     ) -> Result<Result<Accepted, Message>, SendError> {
-        if self.sealed {
-            return Err(SendError::Closed(msg));
-        }
-        if msg.len() > self.limits.max_bytes {
-            return Err(SendError::TooLarge(msg));
-        }
+        let msg = self.admissible(msg)?;
         if self.waiters.is_empty() && self.fits(msg.len()) {
             return Ok(Ok(self.accept(msg)));
         }
@@ -257,12 +259,15 @@ impl Buffer {
             // Polled again after it completed: nothing left to send.
             return Poll::Ready(Err(SendError::Closed(Message::Binary(Default::default()))));
         };
-        if self.sealed || m.len() > self.limits.max_bytes {
-            if let Some(t) = ticket.take() {
-                self.cancel(t);
+        let m = match self.admissible(m) {
+            Ok(m) => m,
+            Err(refused) => {
+                if let Some(t) = ticket.take() {
+                    self.cancel(t);
+                }
+                return Poll::Ready(Err(refused));
             }
-            return Poll::Ready(self.push(m));
-        }
+        };
         let first_in_line = match *ticket {
             Some(t) => self.waiters.front().is_some_and(|(id, _)| *id == t),
             None => self.waiters.is_empty(),

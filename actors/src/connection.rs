@@ -19,10 +19,10 @@
 //! writer can write; while it is blocked on a peer that does not read, at
 //! most one Pong is pending, carrying the latest Ping's payload (RFC 6455
 //! §5.5.3), so a peer that floods Pings costs a few bytes, not a Pong per
-//! Ping. A batch of
-//! messages stays whole until it is flushed; if the write fails, makes no
-//! progress for the write timeout, or the actor stops first, dropping it
-//! requeues it. A closing link writes nothing after its Close frame.
+//! Ping. A batch of messages stays whole until it is flushed; if the write
+//! fails, makes no progress for the write timeout, or the actor stops
+//! first, dropping it requeues it. A closing link writes nothing after its
+//! Close frame.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -84,9 +84,8 @@ struct Control {
     /// Ping gets its Pong, up to [`MAX_PONGS`] waiting at once (then the
     /// newest replaces the last).
     pongs: VecDeque<Bytes>,
-    /// The writer waits for the socket to take bytes.
-    blocked: bool,
-    /// Since when, for the write timeout.
+    /// Since when the writer has waited for the socket to take bytes (for
+    /// the write timeout); `None` while it is not blocked.
     blocked_since: Option<Instant>,
     ping: Option<Bytes>,
     close: Option<(Option<CloseFrame>, oneshot::Sender<()>)>,
@@ -274,11 +273,6 @@ impl Connection {
     }
 }
 
-/// Why the writer task ended the link.
-enum WriteFailure {
-    Transport(TransportError),
-}
-
 /// What the idle writer task wakes up for.
 enum Work {
     Control,
@@ -309,53 +303,58 @@ struct WriteTask {
     closed: bool,
     /// Close acknowledgements, answered at the next flush.
     acks: Vec<oneshot::Sender<()>>,
-    /// The writer's `bytes_accepted` at the last step.
-    accepted: u64,
 }
 
 impl WriteTask {
-    /// Runs one step of writing; its completion is progress.
+    fn new(writer: Box<dyn FrameWriter>, control: SharedControl, hub: Rc<Hub>) -> Self {
+        Self {
+            writer,
+            control,
+            hub,
+            closed: false,
+            acks: Vec::new(),
+        }
+    }
+
+    /// Runs one step of writing, counting the bytes the socket takes (the
+    /// heartbeat's proof of a moving link) and marking when it starts to
+    /// wait for the socket (the write timeout counts from the last bytes
+    /// taken).
     async fn step<T>(
         &mut self,
         mut poll: impl FnMut(
             &mut dyn FrameWriter,
             &mut TaskContext<'_>,
         ) -> Poll<Result<T, TransportError>>,
-    ) -> Result<T, WriteFailure> {
+    ) -> Result<T, TransportError> {
         let writer = &mut *self.writer;
         let control = &self.control;
+        let counters = &self.hub.counters;
         let mut seen = writer.bytes_accepted();
-        let out = poll_fn(|cx| {
+        poll_fn(|cx| {
             let res = poll(writer, cx);
-            // Bytes the socket took while this step waits are progress: the
-            // write timeout counts from the last of them.
             let accepted = writer.bytes_accepted();
-            let moved = accepted != seen;
+            let moved = match (seen, accepted) {
+                (Some(before), Some(now)) => now.saturating_sub(before),
+                _ => 0,
+            };
             seen = accepted;
+            Counters::add(&counters.bytes_accepted, moved);
             let mut c = control.borrow_mut();
             if res.is_pending() {
-                c.blocked = true;
-                if moved || c.blocked_since.is_none() {
+                if moved > 0 || c.blocked_since.is_none() {
                     c.blocked_since = Some(Instant::now());
                 }
             } else {
-                c.blocked = false;
                 c.blocked_since = None;
             }
             res
         })
         .await
-        .map_err(WriteFailure::Transport)?;
-        if let Some(total) = self.writer.bytes_accepted() {
-            let moved = total.saturating_sub(self.accepted);
-            self.accepted = total;
-            Counters::add(&self.hub.counters.bytes_accepted, moved);
-        }
-        Ok(out)
     }
 
     /// Writes the pending control frames: Pong, then Ping, then Close.
-    async fn control(&mut self) -> Result<(), WriteFailure> {
+    async fn control(&mut self) -> Result<(), TransportError> {
         loop {
             let frame = {
                 let mut c = self.control.borrow_mut();
@@ -374,14 +373,12 @@ impl WriteTask {
                 continue;
             }
             self.step(|w, cx| w.poll_ready(cx)).await?;
-            self.writer
-                .start_send(frame.borrowed())
-                .map_err(WriteFailure::Transport)?;
+            self.writer.start_send(frame.borrowed())?;
             self.closed = matches!(frame, OutFrame::Close(_));
         }
     }
 
-    async fn flush(&mut self) -> Result<(), WriteFailure> {
+    async fn flush(&mut self) -> Result<(), TransportError> {
         self.step(|w, cx| w.poll_flush(cx)).await?;
         for ack in self.acks.drain(..) {
             let _ = ack.send(());
@@ -390,7 +387,7 @@ impl WriteTask {
     }
 
     /// Writes one batch, letting control frames in between its chunks.
-    async fn batch(&mut self, WriteCmd(batch, ack): WriteCmd) -> Result<(), WriteFailure> {
+    async fn batch(&mut self, WriteCmd(batch, ack): WriteCmd) -> Result<(), TransportError> {
         let mut done = 0;
         while done < batch.messages().len() {
             self.control().await?;
@@ -402,10 +399,10 @@ impl WriteTask {
             let n = self.step(|w, cx| w.poll_write_messages(cx, rest)).await?;
             if n == 0 {
                 // A writer that takes nothing would spin forever.
-                return Err(WriteFailure::Transport(TransportError::new(
+                return Err(TransportError::new(
                     TransportErrorKind::Io,
                     "transport took no message from a batch",
-                )));
+                ));
             }
             if self.writer.bytes_accepted().is_none() {
                 let bytes: usize = rest[..n.min(rest.len())].iter().map(Message::len).sum();
@@ -419,7 +416,10 @@ impl WriteTask {
         Ok(())
     }
 
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<WriteCmd>) -> Result<(), WriteFailure> {
+    async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<WriteCmd>,
+    ) -> Result<(), TransportError> {
         // On an error everything here and still in `rx` drops: batches
         // requeue themselves, a Close's waiter learns it was not flushed.
         let _gone = Gone(self.control.clone());
@@ -470,16 +470,9 @@ impl Actor for Connection {
             ctx.stop();
             return;
         };
-        let task = WriteTask {
-            writer: link.writer,
-            control: self.control.clone(),
-            hub: self.hub.clone(),
-            closed: false,
-            acks: Vec::new(),
-            accepted: 0,
-        };
+        let task = WriteTask::new(link.writer, self.control.clone(), self.hub.clone());
         ctx.spawn(task.run(rx).into_actor(self).map(|res, act, ctx| {
-            if let Err(WriteFailure::Transport(e)) = res {
+            if let Err(e) = res {
                 act.set_reason(DisconnectReason::Transport(e));
             }
             ctx.stop();
@@ -526,8 +519,7 @@ impl StreamHandler<Vec<Result<Frame, TransportError>>> for Connection {
         // Messages of one read go out together, in order, before anything
         // the frames above set in motion (a Disconnected comes later).
         if !self.received.is_empty() {
-            let bytes = self.received.iter().map(Message::len).sum();
-            let waits = self.hub.publish_inbound(std::mem::take(&mut self.received));
+            let (bytes, waits) = self.hub.publish_inbound(std::mem::take(&mut self.received));
             if !waits.is_empty() {
                 self.behind(bytes, waits, ctx);
             }
@@ -577,26 +569,28 @@ impl Connection {
         };
         let timeout = self.config.stall_timeout;
         let stalled_for = since.elapsed();
-        if stalled_for >= timeout {
-            if self.reported_stall != Some(seq) {
-                self.reported_stall = Some(seq);
-                self.hub.publish(Event::SubscriberStalled {
-                    stalled_for,
-                    behind_bytes: self.hub.behind.bytes(),
-                });
-                if self.config.on_stall == StallPolicy::Disconnect {
-                    self.set_reason(DisconnectReason::SubscriberStalled(stalled_for));
-                    let wait = self.config.dead_close_timeout;
-                    self.begin_close(Some(CloseFrame::new(1001, "")), wait, false, ctx);
-                    return;
-                }
+        if stalled_for >= timeout && self.reported_stall != Some(seq) {
+            self.reported_stall = Some(seq);
+            self.hub.publish(Event::SubscriberStalled {
+                stalled_for,
+                behind_bytes: self.hub.behind.bytes(),
+            });
+            if self.config.on_stall == StallPolicy::Disconnect {
+                self.set_reason(DisconnectReason::SubscriberStalled(stalled_for));
+                let wait = self.config.dead_close_timeout;
+                self.begin_close(Some(CloseFrame::new(1001, "")), wait, false, ctx);
+                return;
             }
-            self.stall_check = true;
-            ctx.run_later(timeout, |act, ctx| act.check_stall(ctx));
-        } else {
-            self.stall_check = true;
-            ctx.run_later(timeout - stalled_for, |act, ctx| act.check_stall(ctx));
         }
+        // Look again when the oldest waiting read reaches the timeout, or a
+        // timeout later if it already has.
+        let next = if stalled_for >= timeout {
+            timeout
+        } else {
+            timeout - stalled_for
+        };
+        self.stall_check = true;
+        ctx.run_later(next, |act, ctx| act.check_stall(ctx));
     }
 
     fn on_item(&mut self, item: Result<Frame, TransportError>, ctx: &mut Context<Self>) {
@@ -637,7 +631,7 @@ impl Connection {
             }
             Frame::Ping(payload) => {
                 self.write_control(|c| {
-                    if c.blocked {
+                    if c.blocked_since.is_some() {
                         c.pongs.clear();
                     } else if c.pongs.len() >= MAX_PONGS {
                         c.pongs.pop_back();
@@ -730,14 +724,7 @@ mod tests {
         commands.unbounded_send(WriteCmd(batch, ack)).unwrap();
         drop(commands);
 
-        let task = WriteTask {
-            writer: Box::new(writer),
-            control: control.clone(),
-            hub: Rc::default(),
-            closed: false,
-            acks: Vec::new(),
-            accepted: 0,
-        };
+        let task = WriteTask::new(Box::new(writer), control.clone(), Rc::default());
         assert!(futures::executor::block_on(task.run(rx)).is_ok());
         let frames: Vec<OutFrame> = futures::executor::block_on(written.collect());
         assert_eq!(frames, [OutFrame::Close(Some(close))]);
@@ -776,14 +763,11 @@ mod tests {
         let (ack, flushed) = oneshot::channel();
         commands.unbounded_send(WriteCmd(batch, ack)).unwrap();
         drop(commands);
-        let task = WriteTask {
-            writer: Box::new(SinkWriter(Box::pin(socket))),
+        let task = WriteTask::new(
+            Box::new(SinkWriter(Box::pin(socket))),
             control,
-            hub: Rc::default(),
-            closed: false,
-            acks: Vec::new(),
-            accepted: 0,
-        };
+            Rc::default(),
+        );
         assert!(futures::executor::block_on(task.run(rx)).is_ok());
         assert!(futures::executor::block_on(flushed).is_ok());
         let frames: Vec<String> = futures::executor::block_on(written.collect::<Vec<_>>())

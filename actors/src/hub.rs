@@ -107,13 +107,14 @@ impl Hub {
     /// Publishes the messages of one read: one actor message per message to
     /// inbound subscribers, one per read to batch subscribers.
     ///
-    /// Returns what reading must wait for: for each subscriber whose mailbox
-    /// filled up, a future that resolves once it has handled this read. The
-    /// rest of the read still goes to it (over capacity, in order: nothing is
-    /// lost), but no more is read until it has caught up, so a slow
-    /// subscriber holds at most its mailbox and one read, and pushes back on
-    /// the server through TCP instead of growing memory.
-    pub(crate) fn publish_inbound(&self, messages: Vec<Message>) -> Vec<CatchUp> {
+    /// Returns the read's payload bytes and, for each subscriber whose
+    /// mailbox filled up, a future that resolves once it has handled this
+    /// read. The rest of the read still goes to it (over capacity, in order:
+    /// nothing is lost); the connection counts the read against the
+    /// read-ahead until then, and stops reading once the read-ahead is full,
+    /// so a slow subscriber pushes back on the server through TCP instead of
+    /// growing memory.
+    pub(crate) fn publish_inbound(&self, messages: Vec<Message>) -> (usize, Vec<CatchUp>) {
         Counters::add(&self.counters.messages_in, messages.len() as u64);
         let bytes: usize = messages.iter().map(Message::len).sum();
         Counters::add(&self.counters.bytes_in, bytes as u64);
@@ -137,7 +138,7 @@ impl Hub {
                 send_in_order(r, std::iter::once(InboundBatch(m)), &mut waits)
             });
         }
-        waits
+        (bytes, waits)
     }
 
     pub(crate) fn publish(&self, event: Event) {

@@ -370,15 +370,14 @@ impl Supervisor {
             .next_attempt_at
             .map(|at| at.saturating_duration_since(now));
         self.state = State::Closing;
-        match close_plan(self.current.is_some(), backlog, next_attempt_in, timeout) {
-            ClosePlan::DrainThenClose => {
-                ctx.run_later(timeout, |act, ctx| act.finish_close(ctx));
-                self.drain_then_close(ctx);
-            }
-            ClosePlan::ReconnectUntilDeadline => {
-                ctx.run_later(timeout, |act, ctx| act.finish_close(ctx));
-            }
-            ClosePlan::CloseNow => self.finish_close(ctx),
+        let plan = close_plan(self.current.is_some(), backlog, next_attempt_in, timeout);
+        if plan == ClosePlan::CloseNow {
+            self.finish_close(ctx);
+            return;
+        }
+        ctx.run_later(timeout, |act, ctx| act.finish_close(ctx));
+        if plan == ClosePlan::DrainThenClose {
+            self.drain_then_close(ctx);
         }
     }
 

@@ -292,10 +292,12 @@ impl Router {
         }
     }
 
-    fn forget(&mut self, id: &str, ctx: &mut Context<Self>) {
-        if let Some(p) = self.pending.remove(id) {
-            ctx.cancel_future(p.timer);
-        }
+    /// Removes request `id` and its timer; the caller answers it, if anyone
+    /// still waits.
+    fn forget(&mut self, id: &str, ctx: &mut Context<Self>) -> Option<Pending> {
+        let p = self.pending.remove(id)?;
+        ctx.cancel_future(p.timer);
+        Some(p)
     }
 
     fn fail_all(&mut self, ctx: &mut Context<Self>, err: TypedError, keep_retry: bool) {
@@ -306,8 +308,7 @@ impl Router {
             .map(|(id, _)| id.clone())
             .collect();
         for id in ids {
-            if let Some(p) = self.pending.remove(&id) {
-                ctx.cancel_future(p.timer);
+            if let Some(p) = self.forget(&id, ctx) {
                 let _ = p.reply.send(Err(err.clone()));
             }
         }
@@ -394,8 +395,7 @@ impl Handler<Event> for Router {
                     p.cut = false;
                     let message = p.message.clone();
                     if let Err(e) = self.try_send(message) {
-                        if let Some(p) = self.pending.remove(&id) {
-                            ctx.cancel_future(p.timer);
+                        if let Some(p) = self.forget(&id, ctx) {
                             let _ = p.reply.send(Err(TypedError::Send(e)));
                         }
                     }
