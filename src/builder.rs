@@ -266,6 +266,45 @@ impl ClientBuilder {
         self
     }
 
+    /// Keeps every message written until a Pong confirms it, and writes the
+    /// unconfirmed tail of a link that ends again on the next link, behind
+    /// its setup lane and ahead of the backlog: at-least-once delivery to
+    /// the server's WebSocket layer, with duplicates only in that tail.
+    /// Turns on delivery barriers. Default is off (a message flushed into a
+    /// link that dies may be lost; [`Stats::possibly_lost`] counts them).
+    ///
+    /// [`Stats::possibly_lost`]: crate::Stats::possibly_lost
+    pub fn replay_unconfirmed(mut self, yes: bool) -> Self {
+        self.config.delivery.replay = yes;
+        self
+    }
+
+    /// Sends barrier Pings of its own after write batches while messages
+    /// are unconfirmed (at once when the tail reaches half the window,
+    /// otherwise at most one per barrier interval), so that confirmations
+    /// follow writes within about a round trip. Default is off: only
+    /// heartbeat pings confirm (replay turns it on).
+    pub fn delivery_barriers(mut self, yes: bool) -> Self {
+        self.config.delivery.barriers = yes;
+        self
+    }
+
+    /// The least time between two barrier Pings while the unconfirmed tail
+    /// is below half the window. Default is 100 ms.
+    pub fn barrier_interval(mut self, d: Duration) -> Self {
+        self.config.delivery.barrier_interval = d;
+        self
+    }
+
+    /// With replay, the most messages and payload bytes written and not yet
+    /// confirmed; at the bound, writing waits for a Pong. Default is 4096
+    /// messages, 8 MiB.
+    pub fn unconfirmed_window(mut self, messages: usize, bytes: usize) -> Self {
+        self.config.delivery.window_messages = messages;
+        self.config.delivery.window_bytes = bytes;
+        self
+    }
+
     /// Most messages held in the outbound queue. Default is 1024.
     pub fn queue_size(mut self, n: usize) -> Self {
         self.queue_size = n;

@@ -63,8 +63,8 @@ mod validate;
 pub use actix_tether_actors as engine;
 pub use actix_tether_actors::{
     BackoffPolicy, Client, CloseError, CloseFrame, ConfigError, ConnectError, ConnectErrorKind,
-    ConnectInfo, ConnectRequest, DisconnectReason, ErrorChain, Event, Inbound, InboundBatch,
-    Jitter, Message, OverflowPolicy, ProtocolViolation, RandomSource, SendError, StallPolicy,
-    State, Stats, Transport, TransportError, WeakClient,
+    ConnectInfo, ConnectRequest, DeliveryConfig, DisconnectReason, ErrorChain, Event, Inbound,
+    InboundBatch, Jitter, Message, OverflowPolicy, ProtocolViolation, RandomSource, SendError,
+    StallPolicy, State, Stats, Transport, TransportError, Unconfirmed, Undelivered, WeakClient,
 };
 pub use builder::ClientBuilder;

@@ -424,7 +424,7 @@ async fn graceful_close_drains_everything_then_sends_1000() {
         })
         .await
     );
-    rec.wait_for(|e| matches!(e, Event::Closed { unsent: 0 }), BOUND)
+    rec.wait_for(|e| matches!(e, Event::Closed { unsent: 0, .. }), BOUND)
         .await
         .unwrap();
 }

@@ -10,8 +10,11 @@
 //! never lost, and the happy path costs no copy and no reference-count
 //! traffic per message.
 
-use crate::buffer::{lock, SharedBuffer};
+use std::rc::Rc;
+
+use crate::buffer::{lock, SharedBuffer, Taken};
 use crate::frame::Message;
+use crate::hub::Hub;
 
 /// What one flushed batch wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,24 +23,48 @@ pub(crate) struct Flushed {
     pub(crate) bytes: usize,
 }
 
-/// Messages taken for one write: the first `setup` come from the setup lane
-/// (not counted in the buffer, not requeued: the next link makes fresh ones),
-/// the rest from the backlog.
+/// Messages taken for one write on link `link`: the first `setup` come from
+/// the setup lane (not counted in the buffer, not requeued: the next link
+/// makes fresh ones), the rest from the backlog.
+///
+/// The writer reports what it wrote ([`Batch::wrote`]) so that the delivery
+/// books know where each Ping stands. Dropped unflushed, the batch gives back
+/// to the buffer only what no Pong confirmed, its messages written on this
+/// link marked as written before.
 #[derive(Debug)]
 pub(crate) struct Batch {
     messages: Vec<Message>,
     setup: usize,
+    taken: Taken,
+    link: u64,
+    /// The link position of the first backlog message, once written.
+    start: Option<u64>,
+    /// Backlog messages written so far.
+    written: usize,
     buffer: SharedBuffer,
+    hub: Rc<Hub>,
     settled: bool,
 }
 
 impl Batch {
     /// The caller must not hold the buffer's lock when the batch may drop.
-    pub(crate) fn new(messages: Vec<Message>, setup: usize, buffer: SharedBuffer) -> Self {
+    pub(crate) fn new(
+        messages: Vec<Message>,
+        setup: usize,
+        taken: Taken,
+        link: u64,
+        buffer: SharedBuffer,
+        hub: Rc<Hub>,
+    ) -> Self {
         Self {
+            setup: setup.min(messages.len()),
             messages,
-            setup,
+            taken,
+            link,
+            start: None,
+            written: 0,
             buffer,
+            hub,
             settled: false,
         }
     }
@@ -46,14 +73,41 @@ impl Batch {
         &self.messages
     }
 
-    /// The whole batch reached the socket: release its room in the buffer.
+    /// The writer took `messages()[from..from + n]`.
+    pub(crate) fn wrote(&mut self, from: usize, n: usize) {
+        let lo = from.max(self.setup);
+        let hi = (from + n).min(self.messages.len());
+        if hi <= lo {
+            return;
+        }
+        let mut delivery = self.hub.delivery.borrow_mut();
+        if self.start.is_none() {
+            self.start = delivery.written(self.link).map(|m| m.count);
+        }
+        let bytes: usize = self.messages[lo..hi].iter().map(Message::len).sum();
+        let seq_after = self.taken.first_seq + (hi - self.setup) as u64;
+        delivery.wrote(self.link, (hi - lo) as u64, bytes as u64, seq_after);
+        self.written += hi - lo;
+    }
+
+    /// The whole batch reached the socket: release its room in the buffer
+    /// (with replay, its messages wait in the window for a Pong).
     pub(crate) fn flushed(mut self) -> Flushed {
         self.settled = true;
-        let (setup, backlog) = self.messages.split_at(self.setup.min(self.messages.len()));
-        let setup_bytes: usize = setup.iter().map(Message::len).sum();
-        let backlog_bytes = lock(&self.buffer).written(backlog);
+        let total = self.messages.len();
+        let backlog = self.messages.split_off(self.setup);
+        let setup_bytes: usize = self.messages.iter().map(Message::len).sum();
+        let backlog_bytes = lock(&self.buffer).written(&backlog);
+        if let Some(start) = self.start {
+            self.hub.delivery.borrow_mut().flushed(
+                self.link,
+                start,
+                self.taken.first_seq,
+                backlog.into_iter(),
+            );
+        }
         Flushed {
-            messages: self.messages.len(),
+            messages: total,
             bytes: setup_bytes + backlog_bytes,
         }
     }
@@ -64,8 +118,25 @@ impl Drop for Batch {
         if self.settled {
             return;
         }
-        let backlog = self.messages.split_off(self.setup.min(self.messages.len()));
-        lock(&self.buffer).requeue(backlog);
+        let mut backlog = self.messages.split_off(self.setup);
+        let in_flight = backlog.len();
+        let confirmed = self.start.map_or(0, |start| {
+            self.hub
+                .delivery
+                .borrow()
+                .confirmed_prefix(self.link, start, self.written)
+        });
+        let rest = backlog.split_off(confirmed.min(in_flight));
+        // What this link wrote is written before now, as is what earlier
+        // links wrote (both are prefixes of the batch).
+        let resent = self.taken.resent.max(self.written) - confirmed;
+        lock(&self.buffer).requeue(
+            in_flight,
+            &backlog,
+            rest,
+            self.taken.first_seq + confirmed as u64,
+            resent,
+        );
     }
 }
 
@@ -84,9 +155,13 @@ mod tests {
     }
 
     fn take(buffer: &SharedBuffer, setup: &[&str]) -> Batch {
+        take_on(buffer, setup, Rc::default())
+    }
+
+    fn take_on(buffer: &SharedBuffer, setup: &[&str], hub: Rc<Hub>) -> Batch {
         let mut messages: Vec<Message> = setup.iter().map(|s| Message::from(*s)).collect();
-        lock(buffer).take_batch(8, &mut messages);
-        Batch::new(messages, setup.len(), buffer.clone())
+        let taken = lock(buffer).take_batch(8, 1 << 20, true, &mut messages);
+        Batch::new(messages, setup.len(), taken, 1, buffer.clone(), hub)
     }
 
     #[test]
@@ -99,7 +174,7 @@ mod tests {
         assert_eq!(batch.messages().len(), 4);
         lock(&buffer).push(Message::from("d")).unwrap();
         drop(batch);
-        let left: Vec<Message> = lock(&buffer).take_all();
+        let left: Vec<Message> = lock(&buffer).take_all().into_messages();
         let texts: Vec<&str> = left.iter().filter_map(Message::as_text).collect();
         // The setup message is not requeued; the backlog goes back ahead of
         // what arrived meanwhile.
@@ -124,5 +199,29 @@ mod tests {
         );
         let buf = lock(&buffer);
         assert_eq!((buf.depth(), buf.bytes()), (0, 0));
+    }
+
+    #[test]
+    fn a_dropped_batch_keeps_back_what_a_pong_confirmed_and_marks_what_was_written() {
+        let buffer = shared();
+        for s in ["a", "b", "c", "d"] {
+            lock(&buffer).push(Message::from(s)).unwrap();
+        }
+        let hub: Rc<Hub> = Rc::default();
+        hub.delivery.borrow_mut().attach(1, std::rc::Weak::new());
+        let mut batch = take_on(&buffer, &["auth"], hub.clone());
+        // The writer took auth, a, b, then a Ping, then c; the Pong came
+        // before the link died.
+        batch.wrote(0, 3);
+        let ping = hub.delivery.borrow_mut().ping_payload(1);
+        batch.wrote(3, 1);
+        assert_eq!(hub.delivery.borrow_mut().on_pong(1, &ping), Some(1));
+        drop(batch);
+        let mut buf = lock(&buffer);
+        assert_eq!(buf.depth(), 2);
+        assert_eq!(buf.bytes(), 2, "the room of a and b is free");
+        let left = buf.take_all();
+        assert_eq!(left.possibly_delivered, [Message::from("c")]);
+        assert_eq!(left.unsent, [Message::from("d")]);
     }
 }

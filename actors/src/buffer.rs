@@ -120,10 +120,64 @@ pub(crate) struct Accepted {
     pub(crate) wake: bool,
 }
 
+/// What [`Buffer::take_batch`] took: the accept sequence number of the first
+/// message (a batch's messages have consecutive numbers) and how many of the
+/// first were written before on a link that ended unconfirmed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Taken {
+    pub(crate) first_seq: u64,
+    pub(crate) resent: usize,
+}
+
+/// The messages the client could not deliver, handed back by
+/// [`Client::close`](crate::Client::close), in the order they were accepted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Undelivered {
+    /// Written on a link that ended, or was closed, before a Pong confirmed
+    /// them: the server may have them. They come first.
+    pub possibly_delivered: Vec<Message>,
+    /// Never written.
+    pub unsent: Vec<Message>,
+}
+
+impl Undelivered {
+    /// How many messages, both kinds.
+    pub fn len(&self) -> usize {
+        self.possibly_delivered.len() + self.unsent.len()
+    }
+
+    /// Whether every message was delivered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// All of them, in order: the possibly delivered, then the unsent.
+    pub fn iter(&self) -> impl Iterator<Item = &Message> {
+        self.possibly_delivered.iter().chain(&self.unsent)
+    }
+
+    /// All of them, in order: the possibly delivered, then the unsent.
+    pub fn into_messages(self) -> Vec<Message> {
+        let mut all = self.possibly_delivered;
+        all.extend(self.unsent);
+        all
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Buffer {
     limits: QueueLimits,
     backlog: VecDeque<Message>,
+    /// Accept sequence numbers of the backlog, as runs of consecutive
+    /// numbers `(first, len)`: a run breaks only where messages were
+    /// evicted while a batch was in flight and the batch came back.
+    runs: VecDeque<(u64, usize)>,
+    /// The number the next accepted message gets.
+    next_seq: u64,
+    /// How many messages at the head of the backlog were written before,
+    /// on a link that ended before a Pong confirmed them.
+    resent: usize,
     /// Payload bytes of the backlog and of the messages in flight.
     bytes: usize,
     in_flight: usize,
@@ -154,6 +208,9 @@ impl Buffer {
         Self {
             limits,
             backlog: VecDeque::new(),
+            runs: VecDeque::new(),
+            next_seq: 0,
+            resent: 0,
             bytes: 0,
             in_flight: 0,
             sealed: false,
@@ -190,6 +247,12 @@ impl Buffer {
     fn accept(&mut self, msg: Message) -> Accepted {
         self.bytes += msg.len();
         self.backlog.push_back(msg);
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        match self.runs.back_mut() {
+            Some((first, len)) if *first + *len as u64 == seq => *len += 1,
+            _ => self.runs.push_back((seq, 1)),
+        }
         Accepted {
             wake: !std::mem::replace(&mut self.wake_pending, true),
         }
@@ -223,6 +286,8 @@ impl Buffer {
         let Some(n) = self.evictions_for(msg.len()) else {
             return Err(SendError::Full(msg));
         };
+        self.consume_runs(n);
+        self.resent = self.resent.saturating_sub(n);
         for old in self.backlog.drain(..n) {
             self.bytes -= old.len();
             self.dropped_total = self.dropped_total.saturating_add(1);
@@ -327,21 +392,72 @@ impl Buffer {
         std::mem::take(&mut self.dropped)
     }
 
-    /// Moves up to `max` messages, and at most [`BATCH_BYTES`] of payload
-    /// (but at least one message), into `batch` for one write, keeping them
-    /// counted.
-    pub(crate) fn take_batch(&mut self, max: usize, batch: &mut Vec<Message>) {
+    /// Moves up to `max` messages, and at most `max_bytes` of payload, into
+    /// `batch` for one write, keeping them counted. With `at_least_one`, the
+    /// first message goes even when it is larger than `max_bytes`. A batch
+    /// holds consecutive accept sequence numbers only.
+    pub(crate) fn take_batch(
+        &mut self,
+        max: usize,
+        max_bytes: usize,
+        at_least_one: bool,
+        batch: &mut Vec<Message>,
+    ) -> Taken {
+        let run = self.runs.front().map_or(0, |(_, len)| *len);
         let mut n = 0;
         let mut bytes = 0;
-        for m in self.backlog.iter().take(max) {
+        for m in self.backlog.iter().take(max.min(run)) {
             bytes += m.len();
-            if n > 0 && bytes > BATCH_BYTES {
+            if bytes > max_bytes && !(n == 0 && at_least_one) {
                 break;
             }
             n += 1;
         }
+        let taken = Taken {
+            first_seq: self.runs.front().map_or(self.next_seq, |(first, _)| *first),
+            resent: self.resent.min(n),
+        };
+        self.consume_runs(n);
+        self.resent -= taken.resent;
         self.in_flight += n;
         batch.extend(self.backlog.drain(..n));
+        taken
+    }
+
+    /// The first `n` messages leave the backlog: their numbers go too.
+    fn consume_runs(&mut self, mut n: usize) {
+        while n > 0 {
+            let Some((first, len)) = self.runs.front_mut() else {
+                return;
+            };
+            let k = n.min(*len);
+            *first += k as u64;
+            *len -= k;
+            n -= k;
+            if *len == 0 {
+                self.runs.pop_front();
+            }
+        }
+    }
+
+    /// Puts messages numbered from `first_seq` on back at the head.
+    fn push_front_run(&mut self, first_seq: u64, len: usize) {
+        if len == 0 {
+            return;
+        }
+        match self.runs.front_mut() {
+            Some((first, l)) if first_seq + len as u64 == *first => {
+                *first = first_seq;
+                *l += len;
+            }
+            _ => self.runs.push_front((first_seq, len)),
+        }
+    }
+
+    /// The accept sequence number the next message gets: every message
+    /// accepted so far has a smaller one.
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.next_seq
     }
 
     /// The write of `batch` was flushed: release its space. Returns its
@@ -354,10 +470,40 @@ impl Buffer {
         bytes
     }
 
-    /// The write of `batch` failed: put it back at the head, in order.
-    pub(crate) fn requeue(&mut self, batch: Vec<Message>) {
-        self.in_flight = self.in_flight.saturating_sub(batch.len());
-        for msg in batch.into_iter().rev() {
+    /// The write of a batch of `in_flight` backlog messages failed: its
+    /// first `confirmed` were confirmed by a Pong (they leave, their room is
+    /// freed), and `rest`, numbered from `first_seq`, goes back to the head
+    /// in order, its first `resent` marked as written before.
+    pub(crate) fn requeue(
+        &mut self,
+        in_flight: usize,
+        confirmed: &[Message],
+        rest: Vec<Message>,
+        first_seq: u64,
+        resent: usize,
+    ) {
+        self.in_flight = self.in_flight.saturating_sub(in_flight);
+        let freed: usize = confirmed.iter().map(Message::len).sum();
+        self.bytes = self.bytes.saturating_sub(freed);
+        if !confirmed.is_empty() {
+            self.wake_first();
+        }
+        self.push_front_run(first_seq, rest.len());
+        self.resent += resent.min(rest.len());
+        for msg in rest.into_iter().rev() {
+            self.backlog.push_front(msg);
+        }
+    }
+
+    /// A link ended with `tail` written and not confirmed (replay): it goes
+    /// back to the head, ahead of everything, to be written again. The
+    /// queue may then hold more than its bounds until it is written; sends
+    /// wait meanwhile.
+    pub(crate) fn replay(&mut self, tail: Vec<(u64, Message)>) {
+        self.resent += tail.len();
+        for (seq, msg) in tail.into_iter().rev() {
+            self.bytes += msg.len();
+            self.push_front_run(seq, 1);
             self.backlog.push_front(msg);
         }
     }
@@ -372,10 +518,23 @@ impl Buffer {
         }
     }
 
-    /// Takes everything not yet written, in order.
-    pub(crate) fn take_all(&mut self) -> Vec<Message> {
+    /// Takes everything not confirmed, in order: first what was written
+    /// before without confirmation, then what was never written.
+    pub(crate) fn take_all(&mut self) -> Undelivered {
         self.bytes = 0;
-        self.backlog.drain(..).collect()
+        self.runs.clear();
+        let resent = std::mem::take(&mut self.resent).min(self.backlog.len());
+        let mut unsent: Vec<Message> = self.backlog.drain(..).collect();
+        let rest = unsent.split_off(resent);
+        Undelivered {
+            possibly_delivered: unsent,
+            unsent: rest,
+        }
+    }
+
+    /// Messages at the head that a link wrote and no Pong confirmed.
+    pub(crate) fn resent(&self) -> usize {
+        self.resent
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -421,9 +580,18 @@ mod tests {
     }
 
     fn take(b: &mut Buffer, max: usize) -> Vec<Message> {
+        take_seq(b, max).0
+    }
+
+    fn take_seq(b: &mut Buffer, max: usize) -> (Vec<Message>, u64) {
         let mut batch = Vec::new();
-        b.take_batch(max, &mut batch);
-        batch
+        let taken = b.take_batch(max, BATCH_BYTES, true, &mut batch);
+        (batch, taken.first_seq)
+    }
+
+    /// A failed write of a whole batch, nothing confirmed.
+    fn requeue(b: &mut Buffer, batch: Vec<Message>, first_seq: u64) {
+        b.requeue(batch.len(), &[], batch, first_seq, 0);
     }
 
     #[test]
@@ -446,7 +614,7 @@ mod tests {
         assert!(b.push(m("a")).is_ok());
         assert!(b.push(m("b")).is_ok());
         assert_eq!(b.push(m("c")), Err(SendError::Full(m("c"))));
-        assert_eq!(b.take_all(), vec![m("a"), m("b")]);
+        assert_eq!(b.take_all().unsent, vec![m("a"), m("b")]);
     }
 
     #[test]
@@ -466,7 +634,7 @@ mod tests {
         }
         assert_eq!(b.begin_pump(), vec![m("a")]);
         assert_eq!(b.dropped_total(), 1);
-        assert_eq!(b.take_all(), vec![m("b"), m("c")]);
+        assert_eq!(b.take_all().unsent, vec![m("b"), m("c")]);
     }
 
     #[test]
@@ -475,19 +643,19 @@ mod tests {
         for s in ["a", "b", "c"] {
             assert!(b.push(m(s)).is_ok());
         }
-        let batch = take(&mut b, 2);
+        let (batch, first) = take_seq(&mut b, 2);
         assert_eq!(batch, vec![m("a"), m("b")]);
         assert_eq!(b.depth(), 3);
         assert!(b.push(m("d")).is_err());
-        b.requeue(batch);
-        assert_eq!(b.take_all(), vec![m("a"), m("b"), m("c")]);
+        requeue(&mut b, batch, first);
+        assert_eq!(b.take_all().unsent, vec![m("a"), m("b"), m("c")]);
     }
 
     #[test]
     fn drop_oldest_drops_nothing_when_dropping_cannot_make_room() {
         let mut b = buffer(4, 64, OverflowPolicy::DropOldest);
         assert!(b.push(m(&"a".repeat(30))).is_ok());
-        let stuck = take(&mut b, 1);
+        let (stuck, first) = take_seq(&mut b, 1);
         assert!(b.push(m(&"b".repeat(10))).is_ok());
         assert!(b.push(m(&"c".repeat(10))).is_ok());
         // 30 bytes are in flight: even with b and c gone, 40 more do not fit.
@@ -499,7 +667,7 @@ mod tests {
         assert!(b.push(m(&"e".repeat(30))).is_ok());
         assert_eq!(b.begin_pump().len(), 2);
         assert_eq!(b.dropped_total(), 2);
-        b.requeue(stuck);
+        requeue(&mut b, stuck, first);
         assert_eq!(b.take_all().len(), 2);
     }
 
@@ -511,7 +679,7 @@ mod tests {
         }
         assert!(b.push(m("d")).is_ok());
         assert_eq!(b.begin_pump(), vec![m("a")]);
-        assert_eq!(b.take_all(), vec![m("b"), m("c"), m("d")]);
+        assert_eq!(b.take_all().unsent, vec![m("b"), m("c"), m("d")]);
     }
 
     fn poll(
@@ -556,7 +724,7 @@ mod tests {
             Poll::Ready(Ok(_))
         ));
         assert_eq!(b.waiting(), 0);
-        assert_eq!(b.take_all(), vec![m("d")]);
+        assert_eq!(b.take_all().unsent, vec![m("d")]);
     }
 
     #[test]
@@ -633,7 +801,7 @@ mod props {
             let mut accepted = Vec::new();
             let mut written = Vec::new();
             let mut dropped = Vec::new();
-            let mut in_flight: Option<Vec<Message>> = None;
+            let mut in_flight: Option<(Vec<Message>, u64)> = None;
             for op in ops {
                 match op {
                     Op::Push(len) => {
@@ -652,15 +820,20 @@ mod props {
                     }
                     Op::Take(n) if in_flight.is_none() => {
                         let mut batch = Vec::new();
-                        b.take_batch(n, &mut batch);
-                        if !batch.is_empty() { in_flight = Some(batch); }
+                        let taken = b.take_batch(n, BATCH_BYTES, true, &mut batch);
+                        // A batch's sequence numbers are its messages' places
+                        // in the accept order, consecutive.
+                        for (i, msg) in batch.iter().enumerate() {
+                            prop_assert_eq!(accepted.get(taken.first_seq as usize + i), Some(msg));
+                        }
+                        if !batch.is_empty() { in_flight = Some((batch, taken.first_seq)); }
                     }
-                    Op::Written => if let Some(batch) = in_flight.take() {
+                    Op::Written => if let Some((batch, _)) = in_flight.take() {
                         b.written(&batch);
                         written.extend(batch);
                     },
-                    Op::Failed => if let Some(batch) = in_flight.take() {
-                        b.requeue(batch);
+                    Op::Failed => if let Some((batch, first)) = in_flight.take() {
+                        b.requeue(batch.len(), &[], batch, first, 0);
                     },
                     Op::Take(_) => {}
                 }
@@ -668,8 +841,8 @@ mod props {
                 prop_assert!(b.depth() <= max);
                 prop_assert!(b.bytes() <= max_bytes);
             }
-            if let Some(batch) = in_flight.take() { b.requeue(batch); }
-            let held = b.take_all();
+            if let Some((batch, first)) = in_flight.take() { b.requeue(batch.len(), &[], batch, first, 0); }
+            let held = b.take_all().into_messages();
             prop_assert_eq!(written.len() + dropped.len() + held.len(), accepted.len());
             prop_assert_eq!(b.dropped_total() as usize, dropped.len());
             // Written then held is a subsequence of accepted: never reordered.

@@ -9,13 +9,13 @@ use actix::prelude::*;
 use futures::future::poll_fn;
 
 use crate::backoff::{Backoff, RandomSource};
-use crate::buffer::{lock, Accepted, Buffer, SharedBuffer};
+use crate::buffer::{lock, Accepted, Buffer, SharedBuffer, Undelivered};
 use crate::config::Config;
-use crate::error::{CloseError, ConfigError, ConnectError, SendError};
+use crate::error::{CloseError, ConfigError, ConnectError, SendError, Unconfirmed};
 use crate::events::{Event, Inbound, InboundBatch, State};
 use crate::frame::Message;
 use crate::hub::Hub;
-use crate::queue::{Queue, Wake};
+use crate::queue::{Queue, WaitConfirmed, Wake};
 use crate::supervisor::{
     AddSetupSource, Close, ConnectInfo, GetStats, Orphaned, Parts, SetupSource, Subscribe,
     Supervisor,
@@ -116,7 +116,7 @@ impl Engine {
             Some(r) => Backoff::with_random(self.config.backoff, r),
             None => Backoff::new(self.config.backoff),
         };
-        let hub = Rc::new(Hub::default());
+        let hub = Rc::new(Hub::new(&self.config));
         for r in self.inbound {
             hub.subscribe_inbound(r);
         }
@@ -128,6 +128,9 @@ impl Engine {
         }
         let buffer: SharedBuffer = Arc::new(Mutex::new(Buffer::new(self.config.queue)));
         let queue = Queue::new(buffer.clone(), hub.clone(), self.config.write_batch).start();
+        hub.delivery
+            .borrow_mut()
+            .set_queue(queue.clone().recipient());
         let supervisor = Supervisor::new(Parts {
             config: Rc::new(self.config),
             transport: self.transport,
@@ -333,10 +336,36 @@ impl Client {
             .map_err(|_| CloseError::AlreadyClosed)
     }
 
+    /// Waits until every message accepted before the call has reached the
+    /// server's WebSocket layer: a Pong to a Ping written after it came back
+    /// (messages the overflow policy dropped excepted). While it waits, the
+    /// client sends barrier Pings (at most one per barrier interval) so the
+    /// wait is about a round trip once the messages are written.
+    ///
+    /// With replay, a link that ends first does not fail it: the tail is
+    /// written again and the wait goes on. Without replay, it fails with
+    /// [`Unconfirmed::PossiblyLost`] when a link ends with some of the
+    /// messages written and unconfirmed (they may be lost: see
+    /// [`Stats::possibly_lost`]), and with [`Unconfirmed::Closed`] when the
+    /// client closes or gives up first. A peer that does not answer Pings
+    /// never confirms anything; the heartbeat then ends the link.
+    pub async fn confirmed(&self) -> Result<(), Unconfirmed> {
+        let target = lock(&self.buffer).next_seq();
+        let wait = self
+            .queue
+            .send(WaitConfirmed(target))
+            .await
+            .map_err(|_| Unconfirmed::Closed)?;
+        wait.await.unwrap_or(Err(Unconfirmed::Closed))
+    }
+
     /// Closes the client: stops accepting messages, writes what is queued
-    /// (reconnecting if needed) until `timeout`, sends Close 1000, stops every
-    /// actor and returns the messages left unsent, in order.
-    pub async fn close(&self, timeout: Duration) -> Result<Vec<Message>, CloseError> {
+    /// (reconnecting if needed) and waits for a Pong to confirm it, until
+    /// `timeout`; then sends Close 1000, stops every actor and returns what
+    /// it could not deliver, in order: first what was written and not
+    /// confirmed (with replay, or the part of a batch a dying link was
+    /// writing), then what was never written.
+    pub async fn close(&self, timeout: Duration) -> Result<Undelivered, CloseError> {
         self.supervisor
             .send(Close(timeout))
             .await
@@ -389,6 +418,28 @@ pub struct Stats {
     /// `send` calls waiting for room (their messages are in their futures,
     /// not in the queue).
     pub waiting_senders: usize,
+    /// Queued messages a Pong confirmed: the server's WebSocket layer read
+    /// them. Counts every confirmation, so a replayed message confirmed on
+    /// its second link counts once there (setup-lane messages are not
+    /// tracked).
+    pub confirmed: u64,
+    /// Payload bytes of `confirmed`.
+    pub confirmed_bytes: u64,
+    /// Queued messages written on the current link and not confirmed yet.
+    pub unconfirmed: u64,
+    /// Payload bytes of `unconfirmed`.
+    pub unconfirmed_bytes: u64,
+    /// With replay: messages put back at the head of the queue because the
+    /// link they were written on ended before a Pong confirmed them.
+    pub replayed: u64,
+    /// Without replay: messages flushed into links that ended before a Pong
+    /// confirmed them. An upper bound on what dead links lost: some may
+    /// have reached the server (only their Pong was lost).
+    pub possibly_lost: u64,
+    /// Payload bytes of `possibly_lost`.
+    pub possibly_lost_bytes: u64,
+    /// Pings sent as delivery barriers, beyond the heartbeat's.
+    pub barrier_pings: u64,
     /// The last measured ping round trip.
     pub last_rtt: Option<Duration>,
     /// How long the current link has been up.

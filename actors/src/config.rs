@@ -50,6 +50,60 @@ pub enum StallPolicy {
     Disconnect,
 }
 
+/// Delivery barriers and replay of the unconfirmed tail.
+///
+/// Every Ping the client writes is a delivery barrier: a server answers it
+/// only after reading every frame written before it (RFC 6455 §5.5.2), so
+/// its Pong confirms that those messages reached the server's WebSocket
+/// layer. Heartbeat pings always serve as barriers, which is what
+/// [`Stats`](crate::Stats) counts confirmed, unconfirmed and possibly lost
+/// messages by. The settings here add barrier pings of their own and the
+/// replay of what no Pong confirmed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeliveryConfig {
+    /// Keep every message written until a Pong confirms it, and write the
+    /// unconfirmed tail of a link that ends again on the next link, ahead
+    /// of the backlog and behind the setup lane: at-least-once delivery to
+    /// the server's WebSocket layer. Turns on `barriers`. Default is false.
+    pub replay: bool,
+    /// Send a barrier Ping after a write batch when messages are
+    /// unconfirmed and no Ping is on its way: at once when the unconfirmed
+    /// tail reaches half the window, otherwise at most one per
+    /// `barrier_interval`. Default is false (only heartbeat pings confirm).
+    pub barriers: bool,
+    /// The least time between two barrier pings while the unconfirmed tail
+    /// is below half the window. Default is 100 ms.
+    pub barrier_interval: Duration,
+    /// With replay, the most messages written and not yet confirmed; at the
+    /// bound, writing waits for a confirmation (as a TCP window does).
+    /// Default is 4096.
+    pub window_messages: usize,
+    /// With replay, the most payload bytes written and not yet confirmed
+    /// (a single larger message still goes out once the window is empty).
+    /// Default is 8 MiB.
+    pub window_bytes: usize,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            replay: false,
+            barriers: false,
+            barrier_interval: Duration::from_millis(100),
+            window_messages: 4096,
+            window_bytes: 8 << 20,
+        }
+    }
+}
+
+impl DeliveryConfig {
+    /// Whether the client sends barrier pings of its own.
+    pub fn sends_barriers(&self) -> bool {
+        self.barriers || self.replay
+    }
+}
+
 /// Everything the engine needs to know, with defaults that suit a long-lived
 /// feed. Start from [`Config::default`] and change fields; [`Config::validate`]
 /// (called when the client starts) rejects what cannot work.
@@ -107,6 +161,9 @@ pub struct Config {
     /// The longest server `Retry-After` honoured; a longer one waits this
     /// long. Default is 5 minutes.
     pub max_retry_after: Duration,
+    /// Delivery barriers and replay. Default is [`DeliveryConfig::default`]
+    /// (heartbeat pings confirm; nothing is replayed).
+    pub delivery: DeliveryConfig,
 }
 
 impl Default for Config {
@@ -128,6 +185,7 @@ impl Default for Config {
             write_batch: 1024,
             retry_client_errors: false,
             max_retry_after: Duration::from_secs(300),
+            delivery: DeliveryConfig::default(),
         }
     }
 }
@@ -164,6 +222,16 @@ impl Config {
         positive(self.stall_timeout, "stall_timeout")?;
         if self.read_ahead == 0 {
             return Err(ConfigError::invalid("read_ahead", "must be above zero"));
+        }
+        positive(self.delivery.barrier_interval, "barrier_interval")?;
+        if self.delivery.window_messages == 0 {
+            return Err(ConfigError::invalid(
+                "window_messages",
+                "must be above zero",
+            ));
+        }
+        if self.delivery.window_bytes == 0 {
+            return Err(ConfigError::invalid("window_bytes", "must be above zero"));
         }
         if self.write_batch == 0 {
             return Err(ConfigError::invalid("write_batch", "must be above zero"));

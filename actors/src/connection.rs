@@ -26,12 +26,14 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Duration;
 
 use actix::prelude::*;
-use actix_rt::time::Instant;
+use actix_rt::time::{sleep_until, Instant, Sleep};
 use bytes::Bytes;
 use futures::channel::{mpsc, oneshot};
 use futures::future::poll_fn;
@@ -39,6 +41,7 @@ use futures::StreamExt;
 
 use crate::batch::{Batch, Flushed};
 use crate::config::{Config, StallPolicy};
+use crate::delivery::Due;
 use crate::error::{
     DisconnectReason, ErrorChain, ProtocolViolation, TransportError, TransportErrorKind,
 };
@@ -53,7 +56,7 @@ use crate::transport::{FrameWriter, Link};
 
 /// Where the queue sends batches: straight to the link's writer task, no
 /// actor mailbox in between.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub(crate) struct Writer(mpsc::UnboundedSender<WriteCmd>);
 
 impl Writer {
@@ -68,6 +71,7 @@ impl Writer {
 }
 
 /// A batch for the writer task, acknowledged once it is flushed.
+#[derive(Debug)]
 struct WriteCmd(Batch, oneshot::Sender<Flushed>);
 
 /// Pongs that may wait for a writer that is free: a burst of Pings read at
@@ -76,7 +80,7 @@ const MAX_PONGS: usize = crate::read_batch::BATCH_FRAMES;
 
 /// Control frames waiting for the writer task.
 #[derive(Default)]
-struct Control {
+pub(crate) struct Control {
     /// Payloads of unanswered Pings, oldest first. While the writer is
     /// blocked on the socket, only the latest is kept (RFC 6455 §5.5.3
     /// lets a client answer only the most recent Ping): a peer that floods
@@ -87,22 +91,24 @@ struct Control {
     /// Since when the writer has waited for the socket to take bytes (for
     /// the write timeout); `None` while it is not blocked.
     blocked_since: Option<Instant>,
-    ping: Option<Bytes>,
+    /// A Ping is wanted (heartbeat or barrier); the writer numbers it when
+    /// it writes it (see `delivery.rs`).
+    pub(crate) ping: bool,
     close: Option<(Option<CloseFrame>, oneshot::Sender<()>)>,
     /// The writer task, when it waits for work.
     waker: Option<Waker>,
     /// The writer task has ended.
-    gone: bool,
+    pub(crate) gone: bool,
 }
 
 type SharedControl = Rc<RefCell<Control>>;
 
 impl Control {
     fn has_work(&self) -> bool {
-        !self.pongs.is_empty() || self.ping.is_some() || self.close.is_some()
+        !self.pongs.is_empty() || self.ping || self.close.is_some()
     }
 
-    fn wake(&mut self) {
+    pub(crate) fn wake(&mut self) {
         if let Some(w) = self.waker.take() {
             w.wake();
         }
@@ -113,8 +119,8 @@ impl Control {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) enum FromHeartbeat {
-    /// Send a Ping with this payload.
-    Ping(Bytes),
+    /// Send a Ping.
+    Ping,
     /// The link is dead.
     Dead(DisconnectReason),
 }
@@ -277,6 +283,8 @@ impl Connection {
 enum Work {
     Control,
     Batch(WriteCmd),
+    /// The barrier timer fired.
+    Barrier,
     End,
 }
 
@@ -296,9 +304,12 @@ impl Drop for Gone {
 /// when it starts waiting for the socket; the connection's watchdog ends a
 /// link whose writer has waited for the write timeout.
 struct WriteTask {
+    link: u64,
     writer: Box<dyn FrameWriter>,
     control: SharedControl,
     hub: Rc<Hub>,
+    /// When the next barrier Ping may go, while messages are unconfirmed.
+    barrier_timer: Option<Pin<Box<Sleep>>>,
     /// A Close was written: nothing more goes out.
     closed: bool,
     /// Close acknowledgements, answered at the next flush.
@@ -306,11 +317,13 @@ struct WriteTask {
 }
 
 impl WriteTask {
-    fn new(writer: Box<dyn FrameWriter>, control: SharedControl, hub: Rc<Hub>) -> Self {
+    fn new(link: u64, writer: Box<dyn FrameWriter>, control: SharedControl, hub: Rc<Hub>) -> Self {
         Self {
+            link,
             writer,
             control,
             hub,
+            barrier_timer: None,
             closed: false,
             acks: Vec::new(),
         }
@@ -353,15 +366,17 @@ impl WriteTask {
         .await
     }
 
-    /// Writes the pending control frames: Pong, then Ping, then Close.
+    /// Writes the pending control frames: Pong, then Ping, then Close. A
+    /// Ping gets its number and payload as it is written, so that it marks
+    /// exactly the messages written before it.
     async fn control(&mut self) -> Result<(), TransportError> {
         loop {
             let frame = {
                 let mut c = self.control.borrow_mut();
                 if let Some(p) = c.pongs.pop_front() {
                     OutFrame::Pong(p)
-                } else if let Some(p) = c.ping.take() {
-                    OutFrame::Ping(p)
+                } else if std::mem::take(&mut c.ping) {
+                    OutFrame::Ping(Bytes::new())
                 } else if let Some((close, ack)) = c.close.take() {
                     self.acks.push(ack);
                     OutFrame::Close(close)
@@ -373,8 +388,40 @@ impl WriteTask {
                 continue;
             }
             self.step(|w, cx| w.poll_ready(cx)).await?;
+            let frame = match frame {
+                OutFrame::Ping(_) => {
+                    OutFrame::Ping(self.hub.delivery.borrow_mut().ping_payload(self.link))
+                }
+                other => other,
+            };
             self.writer.start_send(frame.borrowed())?;
             self.closed = matches!(frame, OutFrame::Close(_));
+        }
+    }
+
+    /// Asks for a barrier Ping if one is due (the caller writes control
+    /// frames next), or sets the timer for when one may be.
+    fn plan_barrier(&mut self) {
+        let due = self
+            .hub
+            .delivery
+            .borrow()
+            .barrier_due(self.link, Instant::now());
+        match due {
+            Due::Now => {
+                self.barrier_timer = None;
+                let mut c = self.control.borrow_mut();
+                if !c.ping {
+                    c.ping = true;
+                    self.hub.delivery.borrow_mut().count_barrier_ping();
+                }
+            }
+            Due::At(at) => match &mut self.barrier_timer {
+                Some(t) if t.deadline() == at => {}
+                Some(t) => t.as_mut().reset(at),
+                None => self.barrier_timer = Some(Box::pin(sleep_until(at))),
+            },
+            Due::No => self.barrier_timer = None,
         }
     }
 
@@ -386,8 +433,9 @@ impl WriteTask {
         Ok(())
     }
 
-    /// Writes one batch, letting control frames in between its chunks.
-    async fn batch(&mut self, WriteCmd(batch, ack): WriteCmd) -> Result<(), TransportError> {
+    /// Writes one batch, letting control frames in between its chunks, and
+    /// a barrier Ping after it when one is due.
+    async fn batch(&mut self, WriteCmd(mut batch, ack): WriteCmd) -> Result<(), TransportError> {
         let mut done = 0;
         while done < batch.messages().len() {
             self.control().await?;
@@ -404,12 +452,15 @@ impl WriteTask {
                     "transport took no message from a batch",
                 ));
             }
+            let n = n.min(rest.len());
             if self.writer.bytes_accepted().is_none() {
-                let bytes: usize = rest[..n.min(rest.len())].iter().map(Message::len).sum();
+                let bytes: usize = rest[..n].iter().map(Message::len).sum();
                 Counters::add(&self.hub.counters.bytes_accepted, bytes as u64);
             }
+            batch.wrote(done, n);
             done += n;
         }
+        self.plan_barrier();
         self.control().await?;
         self.flush().await?;
         let _ = ack.send(batch.flushed());
@@ -429,6 +480,7 @@ impl WriteTask {
             .set(self.writer.unsent_bound());
         loop {
             let control = self.control.clone();
+            let timer = &mut self.barrier_timer;
             let work = poll_fn(|cx| {
                 let mut c = control.borrow_mut();
                 if c.has_work() {
@@ -437,14 +489,24 @@ impl WriteTask {
                 c.waker = Some(cx.waker().clone());
                 drop(c);
                 match rx.poll_next_unpin(cx) {
-                    Poll::Ready(Some(cmd)) => Poll::Ready(Work::Batch(cmd)),
-                    Poll::Ready(None) => Poll::Ready(Work::End),
-                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(Some(cmd)) => return Poll::Ready(Work::Batch(cmd)),
+                    Poll::Ready(None) => return Poll::Ready(Work::End),
+                    Poll::Pending => {}
+                }
+                match timer.as_mut().map(|t| t.as_mut().poll(cx)) {
+                    Some(Poll::Ready(())) => Poll::Ready(Work::Barrier),
+                    _ => Poll::Pending,
                 }
             })
             .await;
             match work {
                 Work::Control => {
+                    self.control().await?;
+                    self.flush().await?;
+                }
+                Work::Barrier => {
+                    self.barrier_timer = None;
+                    self.plan_barrier();
                     self.control().await?;
                     self.flush().await?;
                 }
@@ -470,7 +532,11 @@ impl Actor for Connection {
             ctx.stop();
             return;
         };
-        let task = WriteTask::new(link.writer, self.control.clone(), self.hub.clone());
+        self.hub
+            .delivery
+            .borrow_mut()
+            .attach(self.id, Rc::downgrade(&self.control));
+        let task = WriteTask::new(self.id, link.writer, self.control.clone(), self.hub.clone());
         ctx.spawn(task.run(rx).into_actor(self).map(|res, act, ctx| {
             if let Err(e) = res {
                 act.set_reason(DisconnectReason::Transport(e));
@@ -640,8 +706,11 @@ impl Connection {
                 });
             }
             Frame::Pong(payload) => {
-                if let Some(hb) = &self.heartbeat {
-                    hb.do_send(Pong(payload));
+                // Only a Pong to one of this link's Pings confirms delivery
+                // or answers the heartbeat; others count as frames only.
+                let answered = self.hub.delivery.borrow_mut().on_pong(self.id, &payload);
+                if let (Some(number), Some(hb)) = (answered, &self.heartbeat) {
+                    hb.do_send(Pong(number));
                 }
             }
             Frame::Close(close) => self.on_close_frame(close, ctx),
@@ -654,9 +723,9 @@ impl Handler<FromHeartbeat> for Connection {
 
     fn handle(&mut self, msg: FromHeartbeat, ctx: &mut Context<Self>) {
         match msg {
-            FromHeartbeat::Ping(payload) => {
+            FromHeartbeat::Ping => {
                 if !self.closing {
-                    self.write_control(|c| c.ping = Some(payload));
+                    self.write_control(|c| c.ping = true);
                 }
             }
             FromHeartbeat::Dead(reason) => {
@@ -709,8 +778,8 @@ mod tests {
         let buffer = Arc::new(Mutex::new(Buffer::new(limits)));
         lock(&buffer).push(Message::from("late")).unwrap();
         let mut messages = Vec::new();
-        lock(&buffer).take_batch(8, &mut messages);
-        let batch = Batch::new(messages, 0, buffer.clone());
+        let taken = lock(&buffer).take_batch(8, 1 << 20, true, &mut messages);
+        let batch = Batch::new(messages, 0, taken, 1, buffer.clone(), Rc::default());
 
         let (socket, written) = mpsc::unbounded::<OutFrame>();
         let writer =
@@ -724,13 +793,13 @@ mod tests {
         commands.unbounded_send(WriteCmd(batch, ack)).unwrap();
         drop(commands);
 
-        let task = WriteTask::new(Box::new(writer), control.clone(), Rc::default());
+        let task = WriteTask::new(1, Box::new(writer), control.clone(), Rc::default());
         assert!(futures::executor::block_on(task.run(rx)).is_ok());
         let frames: Vec<OutFrame> = futures::executor::block_on(written.collect());
         assert_eq!(frames, [OutFrame::Close(Some(close))]);
         assert!(futures::executor::block_on(close_flushed).is_ok());
         assert!(futures::executor::block_on(flushed).is_err(), "not flushed");
-        assert_eq!(lock(&buffer).take_all(), [Message::from("late")]);
+        assert_eq!(lock(&buffer).take_all().unsent, [Message::from("late")]);
         assert!(control.borrow().gone);
     }
 
@@ -742,8 +811,8 @@ mod tests {
             lock(&buffer).push(Message::from(m)).unwrap();
         }
         let mut messages = Vec::new();
-        lock(&buffer).take_batch(8, &mut messages);
-        let batch = Batch::new(messages, 0, buffer.clone());
+        let taken = lock(&buffer).take_batch(8, 1 << 20, true, &mut messages);
+        let batch = Batch::new(messages, 0, taken, 1, buffer.clone(), Rc::default());
         let (socket, written) = mpsc::unbounded::<OutFrame>();
         // Each message the writer takes sets a new Pong, as a peer's Pings
         // arriving while a batch is written would.
@@ -764,6 +833,7 @@ mod tests {
         commands.unbounded_send(WriteCmd(batch, ack)).unwrap();
         drop(commands);
         let task = WriteTask::new(
+            1,
             Box::new(SinkWriter(Box::pin(socket))),
             control,
             Rc::default(),

@@ -542,6 +542,32 @@ impl fmt::Display for CloseError {
 
 impl StdError for CloseError {}
 
+/// Why [`Client::confirmed`](crate::Client::confirmed) could not confirm
+/// the messages it waited for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Unconfirmed {
+    /// A link ended after writing some of them and before a Pong confirmed
+    /// them, and replay is off: the server may not have them (they are
+    /// counted in [`Stats::possibly_lost`](crate::Stats::possibly_lost)).
+    PossiblyLost,
+    /// The client closed or gave up first.
+    Closed,
+}
+
+impl fmt::Display for Unconfirmed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Unconfirmed::PossiblyLost => {
+                "a link ended before a Pong confirmed the messages: they may be lost"
+            }
+            Unconfirmed::Closed => "the client closed before the messages were confirmed",
+        })
+    }
+}
+
+impl StdError for Unconfirmed {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -88,17 +88,28 @@ pub enum Event {
         /// Inbound payload bytes waiting in subscribers' mailboxes.
         behind_bytes: usize,
     },
+    /// A new link writes again, right after its setup lane, messages an
+    /// earlier link wrote and no Pong confirmed: the replayed tail (with
+    /// replay on) and the unflushed part of a batch that link was writing.
+    /// The server may see them twice.
+    Replaying {
+        /// How many messages are written again.
+        messages: usize,
+    },
     /// The client closed; every actor has stopped.
     Closed {
-        /// How many accepted messages were handed back unsent.
+        /// How many accepted messages were handed back never written.
         unsent: usize,
+        /// How many were handed back written but not confirmed by a Pong
+        /// (the server may have them).
+        possibly_delivered: usize,
     },
 }
 
 impl Event {
     /// A short stable name: `connecting`, `connected`, `disconnected`,
-    /// `reconnecting`, `gave_up`, `dropped`, `subscriber_stalled` or
-    /// `closed`.
+    /// `reconnecting`, `gave_up`, `dropped`, `subscriber_stalled`,
+    /// `replaying` or `closed`.
     pub fn name(&self) -> &'static str {
         match self {
             Event::Connecting { .. } => "connecting",
@@ -108,6 +119,7 @@ impl Event {
             Event::GaveUp { .. } => "gave_up",
             Event::Dropped { .. } => "dropped",
             Event::SubscriberStalled { .. } => "subscriber_stalled",
+            Event::Replaying { .. } => "replaying",
             Event::Closed { .. } => "closed",
         }
     }

@@ -2,8 +2,10 @@
 //!
 //! Lifecycle: started by each connection actor when its link is up, and
 //! stopped by it when the link ends (an actor with a timer never stops on its
-//! own). It sends a ping every interval, with an 8-byte sequence number as
-//! payload; a pong echoing the outstanding ping's payload records the RTT.
+//! own). It asks for a ping every interval; the writer numbers each Ping as
+//! it writes it (its payload is a delivery barrier, see `delivery.rs`), and a
+//! Pong to that Ping or a later one (a peer may answer only the latest)
+//! records the RTT.
 //! When no such pong arrives within the pong timeout the heartbeat tells the
 //! connection the link is dead and stops; the connection drops the link and
 //! the supervisor reconnects. With `any_frame_is_alive`, any inbound frame
@@ -28,17 +30,16 @@ use std::rc::Rc;
 
 use actix::prelude::*;
 use actix_rt::time::Instant;
-use bytes::Bytes;
 
 use crate::config::HeartbeatConfig;
 use crate::connection::FromHeartbeat;
 use crate::error::DisconnectReason;
 use crate::hub::Hub;
 
-/// A pong arrived with this payload.
+/// A Pong answered the Ping with this number.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct Pong(pub(crate) Bytes);
+pub(crate) struct Pong(pub(crate) u64);
 
 /// The link ended; stop.
 #[derive(Message)]
@@ -46,7 +47,11 @@ pub(crate) struct Pong(pub(crate) Bytes);
 pub(crate) struct StopHeartbeat;
 
 struct Outstanding {
+    /// The heartbeat's own count of pings, to match its deadline checks.
     seq: u64,
+    /// The number the Ping asked for gets, at least: a Pong to it or to any
+    /// later Ping answers.
+    number: u64,
     sent_at: Instant,
     frames_at_send: u64,
     /// Bytes accepted below the writer at the ping, then at each extension
@@ -98,14 +103,12 @@ impl Heartbeat {
         let seq = self.seq;
         self.outstanding = Some(Outstanding {
             seq,
+            number: self.hub.delivery.borrow().next_ping(),
             sent_at: Instant::now(),
             frames_at_send: self.frames(),
             accepted_at_check: self.accepted(),
         });
-        self.connection
-            .do_send(FromHeartbeat::Ping(Bytes::copy_from_slice(
-                &seq.to_be_bytes(),
-            )));
+        self.connection.do_send(FromHeartbeat::Ping);
         ctx.run_later(self.config.pong_timeout, move |act, ctx| {
             act.check_pong(seq, ctx)
         });
@@ -177,7 +180,7 @@ impl Handler<Pong> for Heartbeat {
         let Some(out) = &self.outstanding else {
             return;
         };
-        if msg.0.as_ref() == out.seq.to_be_bytes() {
+        if msg.0 >= out.number {
             self.hub.counters.last_rtt.set(Some(out.sent_at.elapsed()));
             self.outstanding = None;
         }

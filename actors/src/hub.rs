@@ -13,6 +13,9 @@ use actix::Recipient;
 use actix_rt::time::Instant;
 use futures::future::LocalBoxFuture;
 
+use crate::config::Config;
+use crate::connection::Writer;
+use crate::delivery::Delivery;
 use crate::events::{Event, Inbound, InboundBatch};
 use crate::frame::Message;
 use crate::read_batch::Gate;
@@ -49,6 +52,10 @@ pub(crate) struct Hub {
     pub(crate) reading: Gate,
     /// Reads waiting in the mailboxes of subscribers that are behind.
     pub(crate) behind: Behind,
+    /// What Pongs confirmed of the messages written.
+    pub(crate) delivery: RefCell<Delivery>,
+    /// The newest link's writer, from the supervisor to the queue.
+    writer: RefCell<Option<(u64, Writer)>>,
 }
 
 /// The read-ahead in use: reads delivered over a full subscriber's mailbox
@@ -92,6 +99,23 @@ impl Behind {
 }
 
 impl Hub {
+    pub(crate) fn new(config: &Config) -> Self {
+        Self {
+            delivery: RefCell::new(Delivery::new(config)),
+            ..Self::default()
+        }
+    }
+
+    pub(crate) fn put_writer(&self, link: u64, writer: Writer) {
+        *self.writer.borrow_mut() = Some((link, writer));
+    }
+
+    /// The writer of `link`, if it is still the newest.
+    pub(crate) fn take_writer(&self, link: u64) -> Option<Writer> {
+        let mut slot = self.writer.borrow_mut();
+        slot.take_if(|(id, _)| *id == link).map(|(_, w)| w)
+    }
+
     pub(crate) fn subscribe_inbound(&self, r: Recipient<Inbound>) {
         self.inbound.borrow_mut().push(r);
     }

@@ -22,6 +22,7 @@ mod buffer;
 mod client;
 mod config;
 mod connection;
+mod delivery;
 mod error;
 mod events;
 mod frame;
@@ -35,12 +36,12 @@ mod supervisor;
 mod transport;
 
 pub use backoff::{Backoff, BackoffPolicy, Jitter, RandomSource};
-pub use buffer::{OverflowPolicy, QueueLimits};
+pub use buffer::{OverflowPolicy, QueueLimits, Undelivered};
 pub use client::{Client, Engine, OnConnect, RequestProvider, Stats, WeakClient};
-pub use config::{Config, HeartbeatConfig, StallPolicy};
+pub use config::{Config, DeliveryConfig, HeartbeatConfig, StallPolicy};
 pub use error::{
     BoxSource, CloseError, ConfigError, ConnectError, ConnectErrorKind, DisconnectReason,
-    ErrorChain, ProtocolViolation, SendError, TransportError, TransportErrorKind,
+    ErrorChain, ProtocolViolation, SendError, TransportError, TransportErrorKind, Unconfirmed,
 };
 pub use events::{Event, Inbound, InboundBatch, State};
 pub use frame::{CloseFrame, Fragment, Frame, Message, OutFrame, OutRef};

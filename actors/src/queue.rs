@@ -8,8 +8,13 @@
 //! flight at a time, moved (not copied) to the connection; when the connection
 //! flushes it, its room in the buffer is released, and when it does not (the
 //! link died) the batch's backlog part returns to the head of the buffer (see
-//! `batch.rs`). Setup messages of a dead link are not requeued: the next
-//! connect produces fresh ones.
+//! `batch.rs`), less what a Pong confirmed. Setup messages of a dead link are
+//! not requeued: the next connect produces fresh ones.
+//!
+//! With replay, writing also stops while the unconfirmed window is full,
+//! until a Pong confirms part of it; when a link ends, once its last batch
+//! has settled, the window's tail goes back to the head of the buffer, ahead
+//! of that batch's remainder. "Drained" means written and confirmed.
 
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -18,18 +23,20 @@ use actix::prelude::*;
 use futures::channel::oneshot;
 
 use crate::batch::Batch;
-use crate::buffer::{lock, SharedBuffer};
+use crate::buffer::{lock, SharedBuffer, Taken, BATCH_BYTES};
 use crate::connection::Writer;
+use crate::error::Unconfirmed;
 use crate::events::Event;
 use crate::frame::Message;
 use crate::hub::{Counters, Hub};
 
-/// A new link is up: write `setup` first, then the backlog, to `writer`.
+/// A new link is up: write `setup` first, then the backlog, to the writer
+/// the supervisor left in the hub (a writer holds batches, which are tied
+/// to the arbiter, so it does not travel in a message).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct Attach {
     pub(crate) link: u64,
-    pub(crate) writer: Writer,
     pub(crate) setup: Vec<Message>,
 }
 
@@ -45,10 +52,17 @@ pub(crate) struct Detach {
 #[rtype(result = "()")]
 pub(crate) struct Wake;
 
-/// Resolves when the buffer and the in-flight batch are empty.
+/// Resolves when the buffer and the in-flight batch are empty and a Pong
+/// has confirmed everything written.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct WhenDrained(pub(crate) oneshot::Sender<()>);
+
+/// Waits until every message with an accept sequence number below this one
+/// is confirmed.
+#[derive(Message)]
+#[rtype(result = "oneshot::Receiver<Result<(), Unconfirmed>>")]
+pub(crate) struct WaitConfirmed(pub(crate) u64);
 
 /// Stops once no batch is in flight (a batch that was not flushed is back in
 /// the buffer by then).
@@ -62,8 +76,13 @@ pub(crate) struct Queue {
     batch_max: usize,
     writer: Option<(u64, Writer)>,
     setup: VecDeque<Message>,
-    /// A batch is on its way to the socket.
-    in_flight: bool,
+    /// The attached link has not taken a batch yet.
+    fresh: bool,
+    /// A batch is on its way to the socket of this link.
+    in_flight: Option<u64>,
+    /// This link ended while its batch was in flight: its tail is settled
+    /// once the batch is.
+    ending: Option<u64>,
     drained: Vec<oneshot::Sender<()>>,
     /// Set by `Shutdown` while a batch is in flight: answered once it settles.
     shutdown: Option<oneshot::Sender<()>>,
@@ -77,33 +96,54 @@ impl Queue {
             batch_max,
             writer: None,
             setup: VecDeque::new(),
-            in_flight: false,
+            fresh: false,
+            in_flight: None,
+            ending: None,
             drained: Vec::new(),
             shutdown: None,
         }
     }
 
     fn pump(&mut self, ctx: &mut Context<Self>) {
-        let (dropped, messages, setup) = {
+        let (dropped, messages, setup, taken, replaying, all_written) = {
             let mut buf = lock(&self.buffer);
             let dropped = buf.begin_pump();
             let mut messages = Vec::new();
             let mut setup = 0;
-            if !self.in_flight && self.writer.is_some() {
+            let mut taken = Taken::default();
+            let mut replaying = 0;
+            if self.in_flight.is_none() && self.writer.is_some() {
+                if std::mem::take(&mut self.fresh) {
+                    replaying = buf.resent();
+                }
                 let n = self.setup.len().min(self.batch_max);
                 messages.extend(self.setup.drain(..n));
                 setup = messages.len();
-                buf.take_batch(self.batch_max - setup, &mut messages);
-            }
-            if messages.is_empty() && !self.in_flight && buf.is_empty() {
-                for tx in self.drained.drain(..) {
-                    let _ = tx.send(());
+                let mut delivery = self.hub.delivery.borrow_mut();
+                let (room, room_bytes, empty) = delivery.room();
+                let max = (self.batch_max - setup).min(room);
+                if max > 0 {
+                    let max_bytes = room_bytes.min(BATCH_BYTES);
+                    taken = buf.take_batch(max, max_bytes, empty, &mut messages);
+                }
+                if messages.len() == setup && buf.depth() > 0 {
+                    // The window is full: a Pong makes room.
+                    delivery.wake_queue_on_confirm();
                 }
             }
-            (dropped, messages, setup)
+            let all_written = messages.is_empty() && self.in_flight.is_none() && buf.is_empty();
+            (dropped, messages, setup, taken, replaying, all_written)
         };
+        if all_written {
+            self.answer_drained();
+        }
         for message in dropped {
             self.hub.publish(Event::Dropped { message });
+        }
+        if replaying > 0 {
+            self.hub.publish(Event::Replaying {
+                messages: replaying,
+            });
         }
         let Some((link, writer)) = &self.writer else {
             return;
@@ -114,11 +154,18 @@ impl Queue {
         let link = *link;
         // From here the batch looks after itself: if it is dropped anywhere
         // on the way, its backlog part goes back to the head of the buffer.
-        let batch = Batch::new(messages, setup, self.buffer.clone());
+        let batch = Batch::new(
+            messages,
+            setup,
+            taken,
+            link,
+            self.buffer.clone(),
+            self.hub.clone(),
+        );
         let written = writer.write(batch);
-        self.in_flight = true;
+        self.in_flight = Some(link);
         ctx.spawn(written.into_actor(self).map(move |res, act, ctx| {
-            act.in_flight = false;
+            act.in_flight = None;
             if let Ok(f) = res {
                 let counters = &act.hub.counters;
                 Counters::add(&counters.messages_out, f.messages as u64);
@@ -128,6 +175,10 @@ impl Queue {
                 // the next one (which may already be here: leave it be).
                 act.writer = None;
             }
+            if act.ending == Some(link) {
+                act.ending = None;
+                act.end_link(link);
+            }
             if let Some(tx) = act.shutdown.take() {
                 let _ = tx.send(());
                 ctx.stop();
@@ -135,6 +186,41 @@ impl Queue {
             }
             act.pump(ctx);
         }));
+    }
+
+    /// Everything is written: answer the drain waiters once a Pong has
+    /// confirmed it too, asking for one if need be.
+    fn answer_drained(&mut self) {
+        if self.drained.is_empty() {
+            return;
+        }
+        let mut delivery = self.hub.delivery.borrow_mut();
+        if delivery.unconfirmed().0 > 0 {
+            delivery.request_barrier();
+            delivery.wake_queue_on_confirm();
+            return;
+        }
+        for tx in self.drained.drain(..) {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Link `link` has ended and its last batch has settled: with replay,
+    /// what it did not get confirmed goes back to the head of the buffer.
+    fn end_link(&mut self, link: u64) {
+        let tail = self.hub.delivery.borrow_mut().end_link(link);
+        if !tail.is_empty() {
+            lock(&self.buffer).replay(tail);
+        }
+    }
+
+    /// The link is gone: settle it now, or once its batch settles.
+    fn link_gone(&mut self, link: u64) {
+        if self.in_flight == Some(link) {
+            self.ending = Some(link);
+        } else {
+            self.end_link(link);
+        }
     }
 }
 
@@ -146,8 +232,12 @@ impl Handler<Attach> for Queue {
     type Result = ();
 
     fn handle(&mut self, msg: Attach, ctx: &mut Context<Self>) {
-        self.writer = Some((msg.link, msg.writer));
+        let Some(writer) = self.hub.take_writer(msg.link) else {
+            return;
+        };
+        self.writer = Some((msg.link, writer));
         self.setup = msg.setup.into();
+        self.fresh = true;
         self.pump(ctx);
     }
 }
@@ -155,11 +245,13 @@ impl Handler<Attach> for Queue {
 impl Handler<Detach> for Queue {
     type Result = ();
 
-    fn handle(&mut self, msg: Detach, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: Detach, ctx: &mut Context<Self>) {
         if self.writer.as_ref().is_some_and(|(id, _)| *id == msg.link) {
             self.writer = None;
             self.setup.clear();
         }
+        self.link_gone(msg.link);
+        self.pump(ctx);
     }
 }
 
@@ -184,18 +276,33 @@ impl Handler<Shutdown> for Queue {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) -> Self::Result {
-        self.writer = None;
-        if !self.in_flight {
+        if let Some((link, _)) = self.writer.take() {
+            self.link_gone(link);
+        }
+        if self.in_flight.is_none() {
             ctx.stop();
             return Box::pin(async {});
         }
         // The supervisor has aborted the link, so the in-flight batch
         // settles soon: flushed, or dropped and back in the buffer, where
-        // the supervisor collects what was not written.
+        // the supervisor collects what was not confirmed.
         let (tx, rx) = oneshot::channel();
         self.shutdown = Some(tx);
         Box::pin(async move {
             let _ = rx.await;
         })
+    }
+}
+
+impl Handler<WaitConfirmed> for Queue {
+    type Result = MessageResult<WaitConfirmed>;
+
+    fn handle(&mut self, msg: WaitConfirmed, _: &mut Context<Self>) -> Self::Result {
+        let mut delivery = self.hub.delivery.borrow_mut();
+        let rx = delivery.wait_confirmed(msg.0);
+        if delivery.unconfirmed().0 > 0 {
+            delivery.request_barrier();
+        }
+        MessageResult(rx)
     }
 }

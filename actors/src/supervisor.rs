@@ -12,7 +12,7 @@ use futures::channel::oneshot;
 use futures::FutureExt;
 
 use crate::backoff::Backoff;
-use crate::buffer::{lock, SharedBuffer};
+use crate::buffer::{lock, SharedBuffer, Undelivered};
 use crate::client::{OnConnect, RequestProvider, Stats};
 use crate::config::Config;
 use crate::connection::{Abort, CloseLink, Connection};
@@ -32,9 +32,9 @@ pub(crate) struct LinkDown {
     pub(crate) reason: DisconnectReason,
 }
 
-/// Close the client; resolves with the messages left unsent.
+/// Close the client; resolves with the messages it could not deliver.
 #[derive(Message)]
-#[rtype(result = "Result<Vec<Message>, CloseError>")]
+#[rtype(result = "Result<Undelivered, CloseError>")]
 pub(crate) struct Close(pub(crate) Duration);
 
 /// From the client handle: the last handle was dropped.
@@ -79,7 +79,7 @@ struct Current {
     since: Instant,
 }
 
-type CloseReply = oneshot::Sender<Result<Vec<Message>, CloseError>>;
+type CloseReply = oneshot::Sender<Result<Undelivered, CloseError>>;
 
 /// Supervises the connection of one client. Created by [`crate::Engine`];
 /// applications hold a [`Client`](crate::Client), not this actor.
@@ -291,11 +291,8 @@ impl Supervisor {
         for source in &mut self.setup_sources {
             setup.extend(source(&info));
         }
-        self.queue.do_send(Attach {
-            link: id,
-            writer,
-            setup,
-        });
+        self.hub.put_writer(id, writer);
+        self.queue.do_send(Attach { link: id, setup });
         self.current = Some(Current {
             id,
             addr,
@@ -346,6 +343,7 @@ impl Supervisor {
         let attempts = self.policy.attempt();
         tracing::warn!(reason = %ErrorChain(&reason), attempts, "giving up");
         lock(&self.buffer).seal();
+        self.hub.delivery.borrow_mut().close();
         self.state = State::GaveUp;
         self.hub.publish(Event::GaveUp { reason, attempts });
         if !self.close_replies.is_empty() {
@@ -407,12 +405,16 @@ impl Supervisor {
         }
         let queue = self.queue.send(Shutdown);
         ctx.wait(queue.into_actor(self).map(|_, act, ctx| {
-            let unsent = lock(&act.buffer).take_all();
+            // The queue has put the last link's unconfirmed tail (with
+            // replay) back at the head: it comes first, possibly delivered.
+            let left = lock(&act.buffer).take_all();
+            act.hub.delivery.borrow_mut().close();
             act.hub.publish(Event::Closed {
-                unsent: unsent.len(),
+                unsent: left.unsent.len(),
+                possibly_delivered: left.possibly_delivered.len(),
             });
             for reply in act.close_replies.drain(..) {
-                let _ = reply.send(Ok(unsent.clone()));
+                let _ = reply.send(Ok(left.clone()));
             }
             ctx.stop();
         }));
@@ -420,6 +422,9 @@ impl Supervisor {
 
     fn stats(&self) -> Stats {
         let c = &self.hub.counters;
+        let delivery = self.hub.delivery.borrow();
+        let totals = delivery.totals();
+        let (unconfirmed, unconfirmed_bytes) = delivery.unconfirmed();
         let buf = lock(&self.buffer);
         Stats {
             state: self.state,
@@ -434,6 +439,14 @@ impl Supervisor {
             dropped: buf.dropped_total(),
             events_dropped: self.hub.events_dropped(),
             waiting_senders: buf.waiting(),
+            confirmed: totals.confirmed,
+            confirmed_bytes: totals.confirmed_bytes,
+            unconfirmed,
+            unconfirmed_bytes,
+            replayed: totals.replayed,
+            possibly_lost: totals.possibly_lost,
+            possibly_lost_bytes: totals.possibly_lost_bytes,
+            barrier_pings: totals.barrier_pings,
             last_rtt: c.last_rtt.get(),
             uptime: self.current.as_ref().map(|c| c.since.elapsed()),
         }
@@ -491,7 +504,7 @@ impl Handler<LinkDown> for Supervisor {
 }
 
 impl Handler<Close> for Supervisor {
-    type Result = ResponseFuture<Result<Vec<Message>, CloseError>>;
+    type Result = ResponseFuture<Result<Undelivered, CloseError>>;
 
     fn handle(&mut self, msg: Close, ctx: &mut Context<Self>) -> Self::Result {
         if self.state == State::Closed {

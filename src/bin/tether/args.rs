@@ -73,6 +73,10 @@ pub(crate) struct Args {
     /// Longest server Retry-After honoured.
     #[arg(long, value_parser = duration, value_name = "DURATION")]
     max_retry_after: Option<Duration>,
+    /// Keep written messages until a Pong confirms them and write the
+    /// unconfirmed tail again after a reconnect (at least once).
+    #[arg(long)]
+    replay_unconfirmed: bool,
     /// Bound on draining and closing at exit.
     #[arg(long, value_parser = duration, value_name = "DURATION", default_value = "5s")]
     pub(crate) close_timeout: Duration,
@@ -142,7 +146,8 @@ impl Args {
             Some(d) => b = b.ping_interval(d),
             None => {}
         }
-        b.close_timeout(self.close_timeout)
+        b.replay_unconfirmed(self.replay_unconfirmed)
+            .close_timeout(self.close_timeout)
     }
 }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use actix_tether::demo::{DemoConfig, DemoServer};
-use actix_tether::{Client, Message, OverflowPolicy};
+use actix_tether::{Client, Message, OverflowPolicy, Undelivered};
 use clap::Parser;
 use futures::channel::mpsc;
 use futures::StreamExt;
@@ -131,10 +131,16 @@ struct Input<'a> {
 }
 
 impl Input<'_> {
-    /// Reports queued messages that were never sent, each with its line.
-    fn not_sent(&self, unsent: &[Message], reason: &str) {
+    /// Reports queued messages that were not delivered, each with its line:
+    /// those written but not confirmed by a Pong (possibly delivered), then
+    /// those never sent.
+    fn not_sent(&self, left: &Undelivered, reason: &str) {
         let lines = self.lines.borrow();
-        for m in unsent {
+        let maybe = format!("{reason} (written, not confirmed: possibly delivered)");
+        for m in &left.possibly_delivered {
+            output::line_refused(self.json, lines.line_of(m), &maybe);
+        }
+        for m in &left.unsent {
             output::line_refused(self.json, lines.line_of(m), reason);
         }
     }

@@ -69,7 +69,11 @@ fn event_json(event: &Event, line: Option<u64>) -> Option<Value> {
             }
             v
         }
-        Event::Closed { unsent } => json!({ "unsent": unsent }),
+        Event::Replaying { messages } => json!({ "messages": messages }),
+        Event::Closed {
+            unsent,
+            possibly_delivered,
+        } => json!({ "unsent": unsent, "possibly_delivered": possibly_delivered }),
         _ => return None,
     };
     v["event"] = json!(event.name());
@@ -103,7 +107,17 @@ fn event_text(event: &Event) -> String {
         Event::Dropped { message } => {
             format!("dropped a queued message of {} bytes", message.len())
         }
-        Event::Closed { unsent } => format!("closed ({unsent} unsent)"),
+        Event::Replaying { messages } => {
+            format!("replaying {messages} unconfirmed messages")
+        }
+        Event::Closed {
+            unsent,
+            possibly_delivered: 0,
+        } => format!("closed ({unsent} unsent)"),
+        Event::Closed {
+            unsent,
+            possibly_delivered,
+        } => format!("closed ({unsent} unsent, {possibly_delivered} possibly delivered)"),
         other => format!("{other:?}"),
     }
 }

@@ -1,0 +1,581 @@
+//! Delivery barriers: what the peer's Pongs confirm, and the tail they have
+//! not confirmed yet.
+//!
+//! A server answers a Ping only after it has read every frame written before
+//! it, so the Pong to a Ping confirms every message the client wrote before
+//! that Ping. Each Ping the writer task writes (heartbeat or barrier) is
+//! recorded here with the position of the link's writes at that moment, and
+//! carries a payload only this link can produce: a tag drawn from a per-client
+//! random key and the link, then the Ping's number. A Pong whose payload is not
+//! one of this link's Pings confirms nothing (a peer's unsolicited Pong, a
+//! proxy's invention); a Pong for a Ping confirms that Ping and every earlier
+//! one (a peer may answer only the latest, RFC 6455 §5.5.3), never more.
+//!
+//! Positions count the messages of the backlog (what `send` accepted): the
+//! setup lane is made afresh for every link and not tracked. With replay on,
+//! flushed messages stay here, in the window, until confirmed; when a link
+//! ends, the queue puts what is left back at the head of the buffer.
+//!
+//! Everything here runs on the client's arbiter.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Weak;
+use std::time::Duration;
+
+use actix::Recipient;
+use actix_rt::time::Instant;
+use bytes::{BufMut, Bytes, BytesMut};
+use futures::channel::oneshot;
+use rand::rngs::SmallRng;
+use rand::RngExt;
+
+use crate::config::{Config, DeliveryConfig};
+use crate::connection::Control;
+use crate::error::Unconfirmed;
+use crate::frame::Message;
+use crate::queue::Wake;
+
+/// Bytes of a barrier Ping's payload: an 8-byte link tag, an 8-byte number.
+pub(crate) const PAYLOAD_LEN: usize = 16;
+
+/// Pings remembered while unanswered; when more are written, the oldest is
+/// forgotten (a later Pong still confirms everything before its own Ping).
+const MAX_BARRIERS: usize = 64;
+
+/// A position in one link's writes: backlog messages and their payload bytes
+/// written so far on the link, and the accept sequence after the last one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Mark {
+    pub(crate) count: u64,
+    pub(crate) bytes: u64,
+    pub(crate) seq: u64,
+}
+
+#[derive(Debug)]
+struct Barrier {
+    number: u64,
+    at: Mark,
+}
+
+/// Whether the writer should send a barrier Ping.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Due {
+    Now,
+    At(Instant),
+    No,
+}
+
+/// The books of the link being written.
+#[derive(Debug)]
+struct LinkBooks {
+    id: u64,
+    tag: u64,
+    /// Pings written on this link; they are numbered from 1.
+    pings: u64,
+    last_ping_at: Option<Instant>,
+    barriers: VecDeque<Barrier>,
+    written: Mark,
+    flushed: Mark,
+    confirmed: Mark,
+    control: Weak<RefCell<Control>>,
+}
+
+/// Cumulative figures, reported in `Stats`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Totals {
+    pub(crate) confirmed: u64,
+    pub(crate) confirmed_bytes: u64,
+    pub(crate) replayed: u64,
+    pub(crate) possibly_lost: u64,
+    pub(crate) possibly_lost_bytes: u64,
+    pub(crate) barrier_pings: u64,
+}
+
+type Waiter = (u64, oneshot::Sender<Result<(), Unconfirmed>>);
+
+#[derive(Debug)]
+pub(crate) struct Delivery {
+    config: DeliveryConfig,
+    pong_timeout: Duration,
+    key: u64,
+    link: Option<LinkBooks>,
+    /// With replay: flushed messages of the current link not confirmed yet,
+    /// oldest first, with their accept sequence numbers.
+    window: VecDeque<(u64, Message)>,
+    window_bytes: usize,
+    /// The link position (count) of the window's first message.
+    window_first: u64,
+    totals: Totals,
+    /// Every message accepted before this sequence number is confirmed,
+    /// dropped by the overflow policy, or was reported possibly lost.
+    confirmed_seq: u64,
+    /// `Client::confirmed` calls, by the sequence they wait for.
+    waiters: VecDeque<Waiter>,
+    /// The queue waits for a confirmation (a full window, or a drain).
+    queue_waits: bool,
+    queue: Option<Recipient<Wake>>,
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Self::new(&Config::default())
+    }
+}
+
+impl Delivery {
+    pub(crate) fn new(config: &Config) -> Self {
+        let mut rng: SmallRng = rand::make_rng();
+        Self {
+            config: config.delivery,
+            pong_timeout: config.heartbeat.pong_timeout,
+            key: rng.random(),
+            link: None,
+            window: VecDeque::new(),
+            window_bytes: 0,
+            window_first: 0,
+            totals: Totals::default(),
+            confirmed_seq: 0,
+            waiters: VecDeque::new(),
+            queue_waits: false,
+            queue: None,
+        }
+    }
+
+    pub(crate) fn set_queue(&mut self, queue: Recipient<Wake>) {
+        self.queue = Some(queue);
+    }
+
+    pub(crate) fn totals(&self) -> Totals {
+        self.totals
+    }
+
+    /// Messages and payload bytes written on the current link and not
+    /// confirmed yet.
+    pub(crate) fn unconfirmed(&self) -> (u64, u64) {
+        self.link.as_ref().map_or((0, 0), |l| {
+            (
+                l.written.count.saturating_sub(l.confirmed.count),
+                l.written.bytes.saturating_sub(l.confirmed.bytes),
+            )
+        })
+    }
+
+    /// A new link starts writing; its Pings go through `control`.
+    pub(crate) fn attach(&mut self, id: u64, control: Weak<RefCell<Control>>) {
+        let start = Mark {
+            count: 0,
+            bytes: 0,
+            seq: self.confirmed_seq,
+        };
+        self.link = Some(LinkBooks {
+            id,
+            tag: self.key ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            pings: 0,
+            last_ping_at: None,
+            barriers: VecDeque::new(),
+            written: start,
+            flushed: start,
+            confirmed: start,
+            control,
+        });
+        self.window_first = 0;
+    }
+
+    fn books(&mut self, id: u64) -> Option<&mut LinkBooks> {
+        self.link.as_mut().filter(|l| l.id == id)
+    }
+
+    /// Where link `id`'s writes are now.
+    pub(crate) fn written(&self, id: u64) -> Option<Mark> {
+        self.link.as_ref().filter(|l| l.id == id).map(|l| l.written)
+    }
+
+    /// Link `id` wrote `count` more backlog messages of `bytes`, the last
+    /// with accept sequence `seq_after - 1`.
+    pub(crate) fn wrote(&mut self, id: u64, count: u64, bytes: u64, seq_after: u64) {
+        if let Some(l) = self.books(id) {
+            l.written.count += count;
+            l.written.bytes += bytes;
+            l.written.seq = l.written.seq.max(seq_after);
+        }
+    }
+
+    /// The number the next Ping written on the current link will carry.
+    pub(crate) fn next_ping(&self) -> u64 {
+        self.link.as_ref().map_or(1, |l| l.pings + 1)
+    }
+
+    /// The writer of link `id` writes a Ping now: records it as a barrier
+    /// and returns its payload.
+    pub(crate) fn ping_payload(&mut self, id: u64) -> Bytes {
+        let now = Instant::now();
+        let Some(l) = self.books(id) else {
+            return Bytes::new();
+        };
+        l.pings += 1;
+        l.last_ping_at = Some(now);
+        if l.barriers.len() >= MAX_BARRIERS {
+            l.barriers.pop_front();
+        }
+        l.barriers.push_back(Barrier {
+            number: l.pings,
+            at: l.written,
+        });
+        let mut payload = BytesMut::with_capacity(PAYLOAD_LEN);
+        payload.put_u64(l.tag);
+        payload.put_u64(l.pings);
+        payload.freeze()
+    }
+
+    /// Counts a barrier Ping the writer sent of its own accord.
+    pub(crate) fn count_barrier_ping(&mut self) {
+        self.totals.barrier_pings += 1;
+    }
+
+    /// A Pong arrived on link `id`. Returns the number of the Ping it
+    /// answers, or `None` if its payload is not one of this link's Pings.
+    pub(crate) fn on_pong(&mut self, id: u64, payload: &[u8]) -> Option<u64> {
+        let l = self.books(id)?;
+        let (tag, number) = payload.split_at_checked(8)?;
+        let tag = u64::from_be_bytes(tag.try_into().ok()?);
+        let number = u64::from_be_bytes(number.try_into().ok()?);
+        if tag != l.tag || number == 0 || number > l.pings {
+            return None;
+        }
+        let mut best = None;
+        while l.barriers.front().is_some_and(|b| b.number <= number) {
+            best = l.barriers.pop_front().map(|b| b.at);
+        }
+        if let Some(at) = best {
+            self.confirm(at);
+        }
+        Some(number)
+    }
+
+    fn confirm(&mut self, at: Mark) {
+        let Some(l) = self.link.as_mut() else {
+            return;
+        };
+        if at.count <= l.confirmed.count {
+            return;
+        }
+        self.totals.confirmed += at.count - l.confirmed.count;
+        self.totals.confirmed_bytes += at.bytes.saturating_sub(l.confirmed.bytes);
+        l.confirmed = at;
+        self.confirmed_seq = self.confirmed_seq.max(at.seq);
+        while self.window_first < at.count {
+            let Some((_, m)) = self.window.pop_front() else {
+                break;
+            };
+            self.window_bytes -= m.len();
+            self.window_first += 1;
+        }
+        while self
+            .waiters
+            .front()
+            .is_some_and(|(t, _)| *t <= self.confirmed_seq)
+        {
+            if let Some((_, tx)) = self.waiters.pop_front() {
+                let _ = tx.send(Ok(()));
+            }
+        }
+        if std::mem::take(&mut self.queue_waits) {
+            if let Some(q) = &self.queue {
+                q.do_send(Wake);
+            }
+        }
+    }
+
+    /// A batch of link `id` was flushed: `messages` are its backlog part,
+    /// the first written at link position `start`, with accept sequence
+    /// numbers from `first_seq`. With replay, those not confirmed yet join
+    /// the window.
+    pub(crate) fn flushed(
+        &mut self,
+        id: u64,
+        start: u64,
+        first_seq: u64,
+        messages: impl Iterator<Item = Message>,
+    ) {
+        let replay = self.config.replay;
+        let Some(l) = self.books(id) else {
+            return;
+        };
+        // Flushed after the whole batch was written: the flushed mark is
+        // the written one.
+        l.flushed = l.written;
+        if !replay {
+            return;
+        }
+        let confirmed = l.confirmed.count;
+        for (i, m) in messages.enumerate() {
+            let pos = start + i as u64;
+            if pos < confirmed {
+                continue;
+            }
+            if self.window.is_empty() {
+                self.window_first = pos;
+            }
+            self.window_bytes += m.len();
+            self.window.push_back((first_seq + i as u64, m));
+        }
+    }
+
+    /// How many of a dropped batch's backlog messages, written from link
+    /// position `start` on (`written` of them), a Pong confirmed: they are
+    /// not written again.
+    pub(crate) fn confirmed_prefix(&self, id: u64, start: u64, written: usize) -> usize {
+        self.link.as_ref().filter(|l| l.id == id).map_or(0, |l| {
+            (l.confirmed.count.saturating_sub(start) as usize).min(written)
+        })
+    }
+
+    /// Room left in the window, in messages and bytes, and whether it is
+    /// empty (then one message goes out whatever its size). Without replay
+    /// the window does not bound writing.
+    pub(crate) fn room(&self) -> (usize, usize, bool) {
+        if !self.config.replay {
+            return (usize::MAX, usize::MAX, true);
+        }
+        (
+            self.config
+                .window_messages
+                .saturating_sub(self.window.len()),
+            self.config.window_bytes.saturating_sub(self.window_bytes),
+            self.window.is_empty(),
+        )
+    }
+
+    /// The queue waits for the next confirmation; wake it then.
+    pub(crate) fn wake_queue_on_confirm(&mut self) {
+        self.queue_waits = true;
+    }
+
+    /// Asks the current link's writer for a Ping now (if none is pending).
+    pub(crate) fn request_barrier(&mut self) {
+        let Some(control) = self.link.as_ref().and_then(|l| l.control.upgrade()) else {
+            return;
+        };
+        let mut c = control.borrow_mut();
+        if !c.ping && !c.gone {
+            c.ping = true;
+            c.wake();
+            self.totals.barrier_pings += 1;
+        }
+    }
+
+    /// Whether link `id`'s writer should send a barrier Ping now.
+    pub(crate) fn barrier_due(&self, id: u64, now: Instant) -> Due {
+        if !self.config.sends_barriers() && self.waiters.is_empty() {
+            return Due::No;
+        }
+        let Some(l) = self.link.as_ref().filter(|l| l.id == id) else {
+            return Due::No;
+        };
+        let count = l.written.count - l.confirmed.count;
+        if count == 0 {
+            return Due::No;
+        }
+        let bytes = l.written.bytes - l.confirmed.bytes;
+        let on_its_way = !l.barriers.is_empty()
+            && l.last_ping_at
+                .is_some_and(|at| now.saturating_duration_since(at) < self.pong_timeout);
+        if on_its_way {
+            // The answer to the Ping on its way will confirm part of the
+            // tail; if none comes within the pong timeout, another may go.
+            let wait = self.config.barrier_interval.max(self.pong_timeout);
+            return match l.last_ping_at {
+                Some(at) => Due::At(at + wait),
+                None => Due::No,
+            };
+        }
+        let half_full = count >= (self.config.window_messages as u64).div_ceil(2)
+            || bytes >= (self.config.window_bytes as u64).div_ceil(2);
+        match l.last_ping_at {
+            _ if half_full => Due::Now,
+            None => Due::Now,
+            Some(at) if now.saturating_duration_since(at) >= self.config.barrier_interval => {
+                Due::Now
+            }
+            Some(at) => Due::At(at + self.config.barrier_interval),
+        }
+    }
+
+    /// Link `id` has ended and its last batch has settled. Without replay,
+    /// what it flushed and no Pong confirmed is counted possibly lost, and
+    /// `confirmed` calls waiting for it fail; with replay, it is returned
+    /// (oldest first, with sequence numbers) to go back to the head of the
+    /// queue.
+    pub(crate) fn end_link(&mut self, id: u64) -> Vec<(u64, Message)> {
+        let Some(l) = self.link.take_if(|l| l.id == id) else {
+            return Vec::new();
+        };
+        self.window_bytes = 0;
+        let tail: Vec<(u64, Message)> = self.window.drain(..).collect();
+        if self.config.replay {
+            self.totals.replayed += tail.len() as u64;
+            return tail;
+        }
+        let lost = l.flushed.count.saturating_sub(l.confirmed.count);
+        if lost > 0 {
+            self.totals.possibly_lost += lost;
+            self.totals.possibly_lost_bytes += l.flushed.bytes.saturating_sub(l.confirmed.bytes);
+            for (_, tx) in self.waiters.drain(..) {
+                let _ = tx.send(Err(Unconfirmed::PossiblyLost));
+            }
+        }
+        tail
+    }
+
+    /// Waits until every message accepted before sequence `target` is
+    /// confirmed (or dropped by the overflow policy).
+    pub(crate) fn wait_confirmed(
+        &mut self,
+        target: u64,
+    ) -> oneshot::Receiver<Result<(), Unconfirmed>> {
+        let (tx, rx) = oneshot::channel();
+        if target <= self.confirmed_seq {
+            let _ = tx.send(Ok(()));
+            return rx;
+        }
+        self.waiters.push_back((target, tx));
+        rx
+    }
+
+    /// The client closed: waiting `confirmed` calls fail.
+    pub(crate) fn close(&mut self) {
+        for (_, tx) in self.waiters.drain(..) {
+            let _ = tx.send(Err(Unconfirmed::Closed));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn delivery(replay: bool) -> Delivery {
+        let mut config = Config::default();
+        config.delivery.replay = replay;
+        let mut d = Delivery::new(&config);
+        d.attach(1, Weak::new());
+        d
+    }
+
+    #[test]
+    fn a_pong_confirms_what_was_written_before_its_ping_and_no_more() {
+        let mut d = delivery(false);
+        d.wrote(1, 3, 30, 3);
+        let first = d.ping_payload(1);
+        d.wrote(1, 2, 20, 5);
+        let second = d.ping_payload(1);
+        d.wrote(1, 1, 10, 6);
+        assert_eq!(d.on_pong(1, &first), Some(1));
+        assert_eq!(d.unconfirmed(), (3, 30));
+        // A repeated or older Pong confirms nothing more.
+        assert_eq!(d.on_pong(1, &first), Some(1));
+        assert_eq!(d.unconfirmed(), (3, 30));
+        assert_eq!(d.on_pong(1, &second), Some(2));
+        assert_eq!(d.unconfirmed(), (1, 10));
+        assert_eq!(d.totals().confirmed, 5);
+        assert_eq!(d.totals().confirmed_bytes, 50);
+    }
+
+    #[test]
+    fn a_pong_for_the_latest_ping_confirms_the_earlier_ones_too() {
+        let mut d = delivery(false);
+        d.wrote(1, 1, 1, 1);
+        let _skipped = d.ping_payload(1);
+        d.wrote(1, 1, 1, 2);
+        let latest = d.ping_payload(1);
+        assert_eq!(d.on_pong(1, &latest), Some(2));
+        assert_eq!(d.unconfirmed(), (0, 0));
+    }
+
+    #[test]
+    fn foreign_payloads_confirm_nothing() {
+        let mut d = delivery(false);
+        d.wrote(1, 4, 4, 4);
+        let real = d.ping_payload(1);
+        let mut unsent_number = real.to_vec();
+        unsent_number[15] = 2;
+        let mut other_tag = real.to_vec();
+        other_tag[0] ^= 1;
+        for foreign in [
+            &b""[..],
+            &1u64.to_be_bytes(),
+            &unsent_number,
+            &other_tag,
+            &real[..15],
+            &[real.as_ref(), b"x"].concat(),
+        ] {
+            assert_eq!(d.on_pong(1, foreign), None, "{foreign:?}");
+        }
+        assert_eq!(d.unconfirmed(), (4, 4));
+        // Another link's Pings are not this link's.
+        let mut d2 = delivery(false);
+        d2.attach(2, Weak::new());
+        d2.wrote(2, 1, 1, 1);
+        let _ = d2.ping_payload(2);
+        assert_eq!(d2.on_pong(2, &real), None);
+    }
+
+    #[test]
+    fn the_window_keeps_flushed_messages_until_confirmed_and_hands_back_the_tail() {
+        let mut d = delivery(true);
+        let msgs: Vec<Message> = ["a", "b", "c"].into_iter().map(Message::from).collect();
+        d.wrote(1, 2, 2, 12);
+        let ping = d.ping_payload(1);
+        d.wrote(1, 1, 1, 13);
+        d.flushed(1, 0, 10, msgs.into_iter());
+        assert_eq!(d.room(), (4096 - 3, (8 << 20) - 3, false));
+        d.on_pong(1, &ping);
+        assert_eq!(d.room(), (4096 - 1, (8 << 20) - 1, false));
+        let tail = d.end_link(1);
+        assert_eq!(tail, [(12, Message::from("c"))]);
+        assert_eq!(d.totals().replayed, 1);
+        assert_eq!(d.room(), (4096, 8 << 20, true));
+    }
+
+    #[test]
+    fn without_replay_the_unconfirmed_flushed_tail_is_counted_possibly_lost() {
+        let mut d = delivery(false);
+        let mut waiting = d.wait_confirmed(3);
+        d.wrote(1, 3, 9, 3);
+        d.flushed(1, 0, 0, (0..3).map(|_| Message::from("abc")));
+        assert!(d.end_link(1).is_empty());
+        assert_eq!(d.totals().possibly_lost, 3);
+        assert_eq!(d.totals().possibly_lost_bytes, 9);
+        assert_eq!(waiting.try_recv(), Ok(Some(Err(Unconfirmed::PossiblyLost))));
+    }
+
+    #[test]
+    fn barrier_pings_are_rate_limited_unless_the_window_is_half_full() {
+        let mut config = Config::default();
+        config.delivery.barriers = true;
+        config.delivery.window_messages = 10;
+        let mut d = Delivery::new(&config);
+        d.attach(1, Weak::new());
+        let now = Instant::now();
+        assert_eq!(d.barrier_due(1, now), Due::No, "nothing unconfirmed");
+        d.wrote(1, 1, 1, 1);
+        assert_eq!(d.barrier_due(1, now), Due::Now, "no Ping yet");
+        let ping = d.ping_payload(1);
+        d.wrote(1, 1, 1, 2);
+        let later = Instant::now();
+        assert!(
+            matches!(d.barrier_due(1, later), Due::At(_)),
+            "one on its way"
+        );
+        d.on_pong(1, &ping);
+        assert!(
+            matches!(d.barrier_due(1, later), Due::At(_)),
+            "rate limited"
+        );
+        d.wrote(1, 4, 4, 6);
+        assert_eq!(d.barrier_due(1, later), Due::Now, "half the window");
+    }
+}
