@@ -67,10 +67,12 @@ pub struct DeliveryConfig {
     /// of the backlog and behind the setup lane: at-least-once delivery to
     /// the server's WebSocket layer. Turns on `barriers`. Default is false.
     pub replay: bool,
-    /// Send a barrier Ping after a write batch when messages are
-    /// unconfirmed and no Ping is on its way: at once when the unconfirmed
-    /// tail reaches half the window, otherwise at most one per
-    /// `barrier_interval`. Default is false (only heartbeat pings confirm).
+    /// Send barrier Pings while messages are unconfirmed: after a write
+    /// batch at once when the unconfirmed tail reaches half the window and
+    /// no Ping is on its way (younger than the pong timeout), otherwise at
+    /// most one per `barrier_interval`. Default is false: only heartbeat
+    /// pings confirm, and barrier Pings go only while someone waits for a
+    /// confirmation (`close`, `Client::confirmed`).
     pub barriers: bool,
     /// The least time between two barrier pings while the unconfirmed tail
     /// is below half the window. Default is 100 ms.

@@ -94,6 +94,9 @@ pub(crate) struct Control {
     /// A Ping is wanted (heartbeat or barrier); the writer numbers it when
     /// it writes it (see `delivery.rs`).
     pub(crate) ping: bool,
+    /// Someone waits for a confirmation: the writer decides whether a
+    /// barrier Ping goes now or later.
+    pub(crate) plan: bool,
     close: Option<(Option<CloseFrame>, oneshot::Sender<()>)>,
     /// The writer task, when it waits for work.
     waker: Option<Waker>,
@@ -105,7 +108,7 @@ type SharedControl = Rc<RefCell<Control>>;
 
 impl Control {
     fn has_work(&self) -> bool {
-        !self.pongs.is_empty() || self.ping || self.close.is_some()
+        !self.pongs.is_empty() || self.ping || self.plan || self.close.is_some()
     }
 
     pub(crate) fn wake(&mut self) {
@@ -370,6 +373,9 @@ impl WriteTask {
     /// Ping gets its number and payload as it is written, so that it marks
     /// exactly the messages written before it.
     async fn control(&mut self) -> Result<(), TransportError> {
+        if std::mem::take(&mut self.control.borrow_mut().plan) {
+            self.plan_barrier();
+        }
         loop {
             let frame = {
                 let mut c = self.control.borrow_mut();

@@ -81,6 +81,17 @@ struct LinkBooks {
     control: Weak<RefCell<Control>>,
 }
 
+impl LinkBooks {
+    /// Whether the last Ping is unanswered and younger than the pong
+    /// timeout.
+    fn on_its_way(&self, now: Instant, pong_timeout: Duration) -> bool {
+        !self.barriers.is_empty()
+            && self
+                .last_ping_at
+                .is_some_and(|at| now.saturating_duration_since(at) < pong_timeout)
+    }
+}
+
 /// Cumulative figures, reported in `Stats`.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Totals {
@@ -352,22 +363,23 @@ impl Delivery {
         self.queue_waits = true;
     }
 
-    /// Asks the current link's writer for a Ping now (if none is pending).
+    /// Asks the current link's writer to consider a barrier Ping now (see
+    /// [`Delivery::barrier_due`]): someone waits for a confirmation.
     pub(crate) fn request_barrier(&mut self) {
         let Some(control) = self.link.as_ref().and_then(|l| l.control.upgrade()) else {
             return;
         };
         let mut c = control.borrow_mut();
-        if !c.ping && !c.gone {
-            c.ping = true;
+        if !c.gone {
+            c.plan = true;
             c.wake();
-            self.totals.barrier_pings += 1;
         }
     }
 
     /// Whether link `id`'s writer should send a barrier Ping now.
     pub(crate) fn barrier_due(&self, id: u64, now: Instant) -> Due {
-        if !self.config.sends_barriers() && self.waiters.is_empty() {
+        let wanted = self.config.sends_barriers() || self.queue_waits || !self.waiters.is_empty();
+        if !wanted {
             return Due::No;
         }
         let Some(l) = self.link.as_ref().filter(|l| l.id == id) else {
@@ -378,23 +390,14 @@ impl Delivery {
             return Due::No;
         }
         let bytes = l.written.bytes - l.confirmed.bytes;
-        let on_its_way = !l.barriers.is_empty()
-            && l.last_ping_at
-                .is_some_and(|at| now.saturating_duration_since(at) < self.pong_timeout);
-        if on_its_way {
-            // The answer to the Ping on its way will confirm part of the
-            // tail; if none comes within the pong timeout, another may go.
-            let wait = self.config.barrier_interval.max(self.pong_timeout);
-            return match l.last_ping_at {
-                Some(at) => Due::At(at + wait),
-                None => Due::No,
-            };
-        }
+        // Half the window unconfirmed: a Ping at once, unless one is on its
+        // way (its answer makes room). Otherwise one per interval.
         let half_full = count >= (self.config.window_messages as u64).div_ceil(2)
             || bytes >= (self.config.window_bytes as u64).div_ceil(2);
+        let on_its_way = l.on_its_way(now, self.pong_timeout);
         match l.last_ping_at {
-            _ if half_full => Due::Now,
             None => Due::Now,
+            _ if half_full && !on_its_way => Due::Now,
             Some(at) if now.saturating_duration_since(at) >= self.config.barrier_interval => {
                 Due::Now
             }

@@ -28,6 +28,10 @@ pub const WAIT_LIMIT: Duration = Duration::from_secs(10);
 pub enum Outcome {
     /// Accept at once.
     Accept,
+    /// Accept a connection that is silent from its first frame, as after
+    /// [`MockConn::go_silent`]: it reads, and answers neither Ping nor
+    /// Close.
+    AcceptSilent,
     /// Accept and report that the server selected this subprotocol.
     AcceptProtocol(String),
     /// Accept after a delay (on the client's clock).
@@ -320,13 +324,16 @@ impl Transport for MockTransport {
         let shared = self.shared.clone();
         let request = request.clone();
         match outcome {
-            Outcome::Accept => Box::pin(future::ready(Ok(accept(&shared, request, None)))),
+            Outcome::Accept => Box::pin(future::ready(Ok(accept(&shared, request, None, true)))),
+            Outcome::AcceptSilent => {
+                Box::pin(future::ready(Ok(accept(&shared, request, None, false))))
+            }
             Outcome::AcceptProtocol(p) => {
-                Box::pin(future::ready(Ok(accept(&shared, request, Some(p)))))
+                Box::pin(future::ready(Ok(accept(&shared, request, Some(p), true))))
             }
             Outcome::AcceptAfter(d) => Box::pin(async move {
                 actix_rt::time::sleep(d).await;
-                Ok(accept(&shared, request, None))
+                Ok(accept(&shared, request, None, true))
             }),
             Outcome::Refuse => Box::pin(future::ready(Err(ConnectError::with_source(
                 ConnectErrorKind::Refused,
@@ -340,12 +347,17 @@ impl Transport for MockTransport {
     }
 }
 
-fn accept(shared: &Rc<RefCell<Shared>>, request: ConnectRequest, protocol: Option<String>) -> Link {
+fn accept(
+    shared: &Rc<RefCell<Shared>>,
+    request: ConnectRequest,
+    protocol: Option<String>,
+    responsive: bool,
+) -> Link {
     let (to_client, client_stream) = mpsc::unbounded();
     let (client_sink, mut from_client) = mpsc::channel::<OutFrame>(CLIENT_WINDOW);
     let (to_inbox, inbox) = mpsc::unbounded();
     let state = Rc::new(ConnState {
-        responsive: Cell::new(true),
+        responsive: Cell::new(responsive),
         reading: Cell::new(true),
         pace: Cell::new(None),
         resume: Notify::new(),
