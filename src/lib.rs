@@ -64,7 +64,8 @@ pub use actix_tether_actors as engine;
 pub use actix_tether_actors::{
     BackoffPolicy, Client, CloseError, CloseFrame, ConfigError, ConnectError, ConnectErrorKind,
     ConnectInfo, ConnectRequest, DeliveryConfig, DisconnectReason, ErrorChain, Event, Inbound,
-    InboundBatch, Jitter, Message, OverflowPolicy, ProtocolViolation, RandomSource, SendError,
-    StallPolicy, State, Stats, Transport, TransportError, Unconfirmed, Undelivered, WeakClient,
+    InboundBatch, Jitter, Message, OverflowPolicy, ProtocolViolation, RandomSource, Receipt,
+    SendError, StallPolicy, State, Stats, Transport, TransportError, Unconfirmed, Undelivered,
+    WeakClient,
 };
 pub use builder::ClientBuilder;

@@ -456,3 +456,75 @@ async fn confirmed_fails_when_the_client_closes_first() {
     assert!(left.is_empty(), "without replay nothing written is kept");
     assert!(waiting.await.unwrap().is_err());
 }
+
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn receipts_learn_each_message_fate_before_the_disconnect_is_published() {
+    let (t, mut server) = mock();
+    server.script([Outcome::AcceptSilent]);
+    let rec = Recorder::start();
+    let client = barriers(t, &rec).start().unwrap();
+    let mut conn = server.accept().await.unwrap();
+    let mut confirmed = client.try_send_tracked("a").unwrap();
+    let (_, pings) = read_until_quiet(&mut conn, ms(20)).await;
+    pong(&conn, &pings[0]);
+    assert_eq!((&mut confirmed).await, Ok(()));
+    let mut lost = client.try_send_tracked("b").unwrap();
+    let (seen, _) = read_until_quiet(&mut conn, ms(20)).await;
+    assert_eq!(seen, ["b"]);
+    assert_eq!(lost.outcome(), None, "written, not confirmed yet");
+    conn.fail(TransportErrorKind::Io);
+    rec.wait_for(|e| matches!(e, Event::Disconnected { .. }), ms(100))
+        .await
+        .unwrap();
+    assert_eq!(lost.outcome(), Some(Err(Unconfirmed::PossiblyLost)));
+    // Queued while down: settled when confirmed on the next link.
+    let queued = client.try_send_tracked("c").unwrap();
+    let _conn = server.accept().await.unwrap();
+    assert_eq!(queued.await, Ok(()));
+    let pending = client.try_send_tracked("d").unwrap();
+    client.close(ms(100)).await.unwrap();
+    let outcome = pending.await;
+    assert!(matches!(outcome, Ok(()) | Err(Unconfirmed::Closed)), "{outcome:?}");
+}
+
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn a_receipt_knows_its_message_was_dropped_or_handed_back() {
+    let (t, mut server) = mock();
+    server.script([Outcome::Refuse; 1]);
+    let rec = Recorder::start();
+    let client = base(t, &rec)
+        .queue_size(1)
+        .overflow(actix_tether::OverflowPolicy::DropOldest)
+        .backoff_initial(Duration::from_secs(60))
+        .backoff_max(Duration::from_secs(60))
+        .start()
+        .unwrap();
+    settle(ms(10)).await;
+    let evicted = client.try_send_tracked("x").unwrap();
+    client.try_send("y").unwrap();
+    assert_eq!(evicted.await, Err(Unconfirmed::Dropped));
+    let kept = client.try_send_tracked("z").unwrap();
+    let left = client.close(ms(10)).await.unwrap();
+    assert_eq!(left.unsent, [Message::from("z")]);
+    assert_eq!(kept.await, Err(Unconfirmed::Closed));
+}
+
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn with_replay_a_receipt_waits_through_the_replay() {
+    let (t, mut server) = mock();
+    server.script([Outcome::AcceptSilent]);
+    let rec = Recorder::start();
+    let client = base(t, &rec).replay_unconfirmed(true).start().unwrap();
+    let mut conn = server.accept().await.unwrap();
+    let mut receipt = client.try_send_tracked("a").unwrap();
+    let (seen, _) = read_until_quiet(&mut conn, ms(20)).await;
+    assert_eq!(seen, ["a", "ping"]);
+    conn.fail(TransportErrorKind::Io);
+    rec.wait_for(|e| matches!(e, Event::Disconnected { .. }), ms(100))
+        .await
+        .unwrap();
+    assert_eq!(receipt.outcome(), None, "replayed, not settled");
+    let mut conn = server.accept().await.unwrap();
+    assert_eq!(conn.next_text().await.as_deref(), Some("a"));
+    assert_eq!(receipt.await, Ok(()));
+}

@@ -6,14 +6,17 @@
 //! counted ("in flight") until the connection confirms the flush, and go back
 //! to the head of the buffer if it does not, so order is never broken.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
+use std::ops::Range;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use std::task::{Context, Poll, Waker};
 
-use crate::error::{ConfigError, SendError};
+use futures::channel::oneshot;
+
+use crate::error::{ConfigError, SendError, Unconfirmed};
 use crate::frame::Message;
 
 /// What [`Client::try_send`](crate::Client::try_send) does with a message
@@ -178,6 +181,10 @@ pub(crate) struct Buffer {
     /// How many messages at the head of the backlog were written before,
     /// on a link that ended before a Pong confirmed them.
     resent: usize,
+    /// Receipts of tracked messages whose fate is not known yet, by accept
+    /// sequence number: at most one per message queued, in flight or in
+    /// the replay window.
+    receipts: BTreeMap<u64, oneshot::Sender<Result<(), Unconfirmed>>>,
     /// Payload bytes of the backlog and of the messages in flight.
     bytes: usize,
     in_flight: usize,
@@ -211,6 +218,7 @@ impl Buffer {
             runs: VecDeque::new(),
             next_seq: 0,
             resent: 0,
+            receipts: BTreeMap::new(),
             bytes: 0,
             in_flight: 0,
             sealed: false,
@@ -286,7 +294,11 @@ impl Buffer {
         let Some(n) = self.evictions_for(msg.len()) else {
             return Err(SendError::Full(msg));
         };
-        self.consume_runs(n);
+        let mut evicted = Vec::new();
+        self.consume_runs(n, |range| evicted.push(range));
+        for range in evicted {
+            self.settle_receipts(range, Err(Unconfirmed::Dropped));
+        }
         self.resent = self.resent.saturating_sub(n);
         for old in self.backlog.drain(..n) {
             self.bytes -= old.len();
@@ -417,26 +429,60 @@ impl Buffer {
             first_seq: self.runs.front().map_or(self.next_seq, |(first, _)| *first),
             resent: self.resent.min(n),
         };
-        self.consume_runs(n);
+        self.consume_runs(n, |_| {});
         self.resent -= taken.resent;
         self.in_flight += n;
         batch.extend(self.backlog.drain(..n));
         taken
     }
 
-    /// The first `n` messages leave the backlog: their numbers go too.
-    fn consume_runs(&mut self, mut n: usize) {
+    /// The first `n` messages leave the backlog: their numbers go too,
+    /// each run of them reported to `gone`.
+    fn consume_runs(&mut self, mut n: usize, mut gone: impl FnMut(Range<u64>)) {
         while n > 0 {
             let Some((first, len)) = self.runs.front_mut() else {
-                return;
+                break;
             };
             let k = n.min(*len);
+            gone(*first..*first + k as u64);
             *first += k as u64;
             *len -= k;
             n -= k;
             if *len == 0 {
                 self.runs.pop_front();
             }
+        }
+    }
+
+    /// Accepts `msg` as [`Buffer::push`] does and returns a receipt that
+    /// learns its fate.
+    pub(crate) fn push_tracked(
+        &mut self,
+        msg: Message,
+    ) -> Result<(Accepted, oneshot::Receiver<Result<(), Unconfirmed>>), SendError> {
+        let accepted = self.push(msg)?;
+        let (tx, rx) = oneshot::channel();
+        self.receipts.insert(self.next_seq - 1, tx);
+        Ok((accepted, rx))
+    }
+
+    /// Tells the receipts of the messages numbered in `range` their fate.
+    pub(crate) fn settle_receipts(&mut self, range: Range<u64>, outcome: Result<(), Unconfirmed>) {
+        if self.receipts.is_empty() || range.is_empty() {
+            return;
+        }
+        let mut settled = self.receipts.split_off(&range.start);
+        let mut rest = settled.split_off(&range.end);
+        self.receipts.append(&mut rest);
+        for (_, tx) in settled {
+            let _ = tx.send(outcome);
+        }
+    }
+
+    /// The client closed or gave up: no receipt will learn more.
+    pub(crate) fn close_receipts(&mut self) {
+        for (_, tx) in std::mem::take(&mut self.receipts) {
+            let _ = tx.send(Err(Unconfirmed::Closed));
         }
     }
 

@@ -1,11 +1,15 @@
 //! Starting the engine, and the handle applications keep.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use actix::prelude::*;
+use futures::channel::oneshot;
 use futures::future::poll_fn;
 
 use crate::backoff::{Backoff, RandomSource};
@@ -130,7 +134,7 @@ impl Engine {
         let queue = Queue::new(buffer.clone(), hub.clone(), self.config.write_batch).start();
         hub.delivery
             .borrow_mut()
-            .set_queue(queue.clone().recipient());
+            .connect(queue.clone().recipient(), buffer.clone());
         let supervisor = Supervisor::new(Parts {
             config: Rc::new(self.config),
             transport: self.transport,
@@ -269,6 +273,16 @@ impl Client {
         Ok(())
     }
 
+    /// Queues `msg` as [`Client::try_send`] does, and returns a [`Receipt`]
+    /// that learns whether it reached the server.
+    pub fn try_send_tracked(&self, msg: impl Into<Message>) -> Result<Receipt, SendError> {
+        let (accepted, rx) = lock(&self.buffer).push_tracked(msg.into())?;
+        if accepted.wake {
+            self.queue.do_send(Wake);
+        }
+        Ok(Receipt(rx))
+    }
+
     /// Queues `msg`, waiting while the queue is full, whatever the overflow
     /// policy (backpressure, as a bounded channel's `send`). Waiting senders
     /// get room in the order they called.
@@ -370,6 +384,44 @@ impl Client {
             .send(Close(timeout))
             .await
             .unwrap_or(Err(CloseError::AlreadyClosed))
+    }
+}
+
+/// The fate of one message sent with [`Client::try_send_tracked`].
+///
+/// Resolves `Ok` once a Pong to a Ping written after the message came back:
+/// the server's WebSocket layer read it. Resolves with
+/// [`Unconfirmed::PossiblyLost`] when, without replay, a link ends after
+/// flushing it and before confirming it; with [`Unconfirmed::Dropped`] when
+/// the overflow policy drops it; with [`Unconfirmed::Closed`] when the client
+/// closes or gives up first. With replay, a link that ends does not settle
+/// it: it is written again, and the receipt waits for that.
+///
+/// Settling happens when the connection stops, before the `Disconnected`
+/// event is published: an event subscriber that holds a receipt can look
+/// ([`Receipt::outcome`]) and find what that link confirmed. A receipt
+/// costs nothing on the wire; it resolves with the next barrier (heartbeat
+/// or barrier Ping).
+#[derive(Debug)]
+pub struct Receipt(oneshot::Receiver<Result<(), Unconfirmed>>);
+
+impl Receipt {
+    /// The outcome, if it is known yet.
+    pub fn outcome(&mut self) -> Option<Result<(), Unconfirmed>> {
+        match self.0.try_recv() {
+            Ok(outcome) => outcome,
+            Err(oneshot::Canceled) => Some(Err(Unconfirmed::Closed)),
+        }
+    }
+}
+
+impl Future for Receipt {
+    type Output = Result<(), Unconfirmed>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(Unconfirmed::Closed)))
     }
 }
 

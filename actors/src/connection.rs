@@ -571,6 +571,9 @@ impl Actor for Connection {
         if let Some(hb) = self.heartbeat.take() {
             hb.do_send(StopHeartbeat);
         }
+        // Before the supervisor hears of it: whoever learns of the link's
+        // end from an event finds its receipts settled.
+        self.hub.delivery.borrow_mut().link_stopped(self.id);
         let reason = self.reason.take().unwrap_or(DisconnectReason::Dropped);
         tracing::debug!(parent: &self.span, reason = %ErrorChain(&reason), "link down");
         self.supervisor.do_send(LinkDown {

@@ -30,6 +30,7 @@ use futures::channel::oneshot;
 use rand::rngs::SmallRng;
 use rand::RngExt;
 
+use crate::buffer::{lock, SharedBuffer};
 use crate::config::{Config, DeliveryConfig};
 use crate::connection::Control;
 use crate::error::Unconfirmed;
@@ -79,6 +80,8 @@ struct LinkBooks {
     flushed: Mark,
     confirmed: Mark,
     control: Weak<RefCell<Control>>,
+    /// Its connection has stopped: what it confirmed is final.
+    stopped: bool,
 }
 
 impl LinkBooks {
@@ -126,6 +129,8 @@ pub(crate) struct Delivery {
     /// The queue waits for a confirmation (a full window, or a drain).
     queue_waits: bool,
     queue: Option<Recipient<Wake>>,
+    /// Where the receipts of tracked messages wait.
+    buffer: Option<SharedBuffer>,
 }
 
 impl Default for Delivery {
@@ -150,11 +155,14 @@ impl Delivery {
             waiters: VecDeque::new(),
             queue_waits: false,
             queue: None,
+            buffer: None,
         }
     }
 
-    pub(crate) fn set_queue(&mut self, queue: Recipient<Wake>) {
+    /// Where to wake the queue and settle receipts.
+    pub(crate) fn connect(&mut self, queue: Recipient<Wake>, buffer: SharedBuffer) {
         self.queue = Some(queue);
+        self.buffer = Some(buffer);
     }
 
     pub(crate) fn totals(&self) -> Totals {
@@ -189,6 +197,7 @@ impl Delivery {
             flushed: start,
             confirmed: start,
             control,
+            stopped: false,
         });
         self.window_first = 0;
     }
@@ -291,10 +300,18 @@ impl Delivery {
                 let _ = tx.send(Ok(()));
             }
         }
+        // Every tracked message below is written on this link or settled
+        // already (dropped, or lost on an earlier link).
+        if let Some(buffer) = &self.buffer {
+            lock(buffer).settle_receipts(0..at.seq, Ok(()));
+        }
         if std::mem::take(&mut self.queue_waits) {
             if let Some(q) = &self.queue {
                 q.do_send(Wake);
             }
+        }
+        if !self.waiters.is_empty() && self.unconfirmed().0 > 0 {
+            self.request_barrier();
         }
     }
 
@@ -363,17 +380,29 @@ impl Delivery {
         self.queue_waits = true;
     }
 
-    /// Asks the current link's writer to consider a barrier Ping now (see
-    /// [`Delivery::barrier_due`]): someone waits for a confirmation.
+    /// Someone waits for a confirmation (a drain, `Client::confirmed`): a
+    /// barrier Ping goes at once, unless one is on its way (its Pong comes
+    /// back here, and the wait asks again if it did not confirm enough).
     pub(crate) fn request_barrier(&mut self) {
-        let Some(control) = self.link.as_ref().and_then(|l| l.control.upgrade()) else {
+        let Some(l) = self.link.as_ref() else {
+            return;
+        };
+        let on_its_way = l.on_its_way(Instant::now(), self.pong_timeout);
+        let Some(control) = l.control.upgrade() else {
             return;
         };
         let mut c = control.borrow_mut();
-        if !c.gone {
-            c.plan = true;
-            c.wake();
+        if c.gone || c.ping {
+            return;
         }
+        if on_its_way {
+            // The writer looks again by the pong timeout.
+            c.plan = true;
+        } else {
+            c.ping = true;
+            self.totals.barrier_pings += 1;
+        }
+        c.wake();
     }
 
     /// Whether link `id`'s writer should send a barrier Ping now.
@@ -405,29 +434,45 @@ impl Delivery {
         }
     }
 
-    /// Link `id` has ended and its last batch has settled. Without replay,
-    /// what it flushed and no Pong confirmed is counted possibly lost, and
-    /// `confirmed` calls waiting for it fail; with replay, it is returned
-    /// (oldest first, with sequence numbers) to go back to the head of the
-    /// queue.
-    pub(crate) fn end_link(&mut self, id: u64) -> Vec<(u64, Message)> {
-        let Some(l) = self.link.take_if(|l| l.id == id) else {
-            return Vec::new();
+    /// Link `id`'s connection has stopped: what its Pongs confirmed is
+    /// final. Without replay, what it flushed and no Pong confirmed is
+    /// possibly lost: counted, and the receipts and `confirmed` calls that
+    /// wait for it are told.
+    pub(crate) fn link_stopped(&mut self, id: u64) {
+        let replay = self.config.replay;
+        let Some(l) = self.books(id) else {
+            return;
         };
-        self.window_bytes = 0;
-        let tail: Vec<(u64, Message)> = self.window.drain(..).collect();
-        if self.config.replay {
-            self.totals.replayed += tail.len() as u64;
-            return tail;
+        if std::mem::replace(&mut l.stopped, true) || replay {
+            return;
         }
         let lost = l.flushed.count.saturating_sub(l.confirmed.count);
-        if lost > 0 {
-            self.totals.possibly_lost += lost;
-            self.totals.possibly_lost_bytes += l.flushed.bytes.saturating_sub(l.confirmed.bytes);
-            for (_, tx) in self.waiters.drain(..) {
-                let _ = tx.send(Err(Unconfirmed::PossiblyLost));
-            }
+        if lost == 0 {
+            return;
         }
+        let lost_bytes = l.flushed.bytes.saturating_sub(l.confirmed.bytes);
+        let seqs = l.confirmed.seq..l.flushed.seq;
+        self.totals.possibly_lost += lost;
+        self.totals.possibly_lost_bytes += lost_bytes;
+        for (_, tx) in self.waiters.drain(..) {
+            let _ = tx.send(Err(Unconfirmed::PossiblyLost));
+        }
+        if let Some(buffer) = &self.buffer {
+            lock(buffer).settle_receipts(seqs, Err(Unconfirmed::PossiblyLost));
+        }
+    }
+
+    /// Link `id` has ended and its last batch has settled. With replay,
+    /// returns what it wrote and no Pong confirmed (oldest first, with
+    /// sequence numbers) to go back to the head of the queue.
+    pub(crate) fn end_link(&mut self, id: u64) -> Vec<(u64, Message)> {
+        self.link_stopped(id);
+        if self.link.take_if(|l| l.id == id).is_none() {
+            return Vec::new();
+        }
+        self.window_bytes = 0;
+        let tail: Vec<(u64, Message)> = self.window.drain(..).collect();
+        self.totals.replayed += tail.len() as u64;
         tail
     }
 

@@ -542,8 +542,8 @@ impl fmt::Display for CloseError {
 
 impl StdError for CloseError {}
 
-/// Why [`Client::confirmed`](crate::Client::confirmed) could not confirm
-/// the messages it waited for.
+/// Why [`Client::confirmed`](crate::Client::confirmed) or a
+/// [`Receipt`](crate::Receipt) could not confirm delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Unconfirmed {
@@ -553,6 +553,9 @@ pub enum Unconfirmed {
     PossiblyLost,
     /// The client closed or gave up first.
     Closed,
+    /// The overflow policy dropped the message before it was written
+    /// (reported as [`Event::Dropped`](crate::Event::Dropped)).
+    Dropped,
 }
 
 impl fmt::Display for Unconfirmed {
@@ -562,6 +565,7 @@ impl fmt::Display for Unconfirmed {
                 "a link ended before a Pong confirmed the messages: they may be lost"
             }
             Unconfirmed::Closed => "the client closed before the messages were confirmed",
+            Unconfirmed::Dropped => "the overflow policy dropped the message",
         })
     }
 }

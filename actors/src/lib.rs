@@ -37,7 +37,7 @@ mod transport;
 
 pub use backoff::{Backoff, BackoffPolicy, Jitter, RandomSource};
 pub use buffer::{OverflowPolicy, QueueLimits, Undelivered};
-pub use client::{Client, Engine, OnConnect, RequestProvider, Stats, WeakClient};
+pub use client::{Client, Engine, OnConnect, Receipt, RequestProvider, Stats, WeakClient};
 pub use config::{Config, DeliveryConfig, HeartbeatConfig, StallPolicy};
 pub use error::{
     BoxSource, CloseError, ConfigError, ConnectError, ConnectErrorKind, DisconnectReason,
