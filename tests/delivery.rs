@@ -489,7 +489,7 @@ async fn receipts_learn_each_message_fate_before_the_disconnect_is_published() {
 
 #[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
 async fn a_receipt_knows_its_message_was_dropped_or_handed_back() {
-    let (t, mut server) = mock();
+    let (t, server) = mock();
     server.script([Outcome::Refuse; 1]);
     let rec = Recorder::start();
     let client = base(t, &rec)
