@@ -484,7 +484,10 @@ async fn receipts_learn_each_message_fate_before_the_disconnect_is_published() {
     let pending = client.try_send_tracked("d").unwrap();
     client.close(ms(100)).await.unwrap();
     let outcome = pending.await;
-    assert!(matches!(outcome, Ok(()) | Err(Unconfirmed::Closed)), "{outcome:?}");
+    assert!(
+        matches!(outcome, Ok(()) | Err(Unconfirmed::Closed)),
+        "{outcome:?}"
+    );
 }
 
 #[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]

@@ -591,3 +591,64 @@ async fn the_pending_table_is_bounded_and_a_dropped_request_leaves_at_once() {
     );
     second.abort();
 }
+
+/// Reads frames until a Ping; returns its payload.
+async fn next_ping(conn: &mut actix_tether::testkit::MockConn) -> bytes::Bytes {
+    loop {
+        if let Some(actix_tether::engine::OutFrame::Ping(p)) = conn.next_frame().await {
+            return p;
+        }
+    }
+}
+
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn a_request_a_pong_confirmed_fails_as_response_lost_when_the_link_goes() {
+    let (t, mut server) = mock();
+    server.script([actix_tether::testkit::Outcome::AcceptSilent]);
+    let c = client(t).delivery_barriers(true).start().unwrap();
+    let api = api(&c);
+    let mut conn = server.accept().await.unwrap();
+    let api2 = api.clone();
+    let call = actix_rt::spawn(async move {
+        api2.request::<_, Value>(&json!({"params": 1}), Duration::from_secs(30))
+            .await
+    });
+    let ping = next_ping(&mut conn).await;
+    conn.send_frame(actix_tether::engine::Frame::Pong(ping));
+    settle(ms(10)).await;
+    conn.drop_link();
+    assert!(matches!(call.await.unwrap(), Err(TypedError::ResponseLost)));
+    // Unconfirmed, it may not have arrived: Disconnected, as before.
+    let mut conn = server.accept().await.unwrap();
+    conn.go_silent();
+    let api3 = api.clone();
+    let call = actix_rt::spawn(async move {
+        api3.request::<_, Value>(&json!({"params": 2}), Duration::from_secs(30))
+            .await
+    });
+    let _ = next_ping(&mut conn).await;
+    conn.drop_link();
+    assert!(matches!(call.await.unwrap(), Err(TypedError::Disconnected)));
+}
+
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn with_replay_an_unconfirmed_request_survives_the_disconnect() {
+    let (t, mut server) = mock();
+    server.script([actix_tether::testkit::Outcome::AcceptSilent]);
+    let c = client(t).replay_unconfirmed(true).start().unwrap();
+    let api = api(&c);
+    let mut conn = server.accept().await.unwrap();
+    let api2 = api.clone();
+    let call = actix_rt::spawn(async move {
+        api2.request::<_, Value>(&json!({"params": 3}), Duration::from_secs(30))
+            .await
+    });
+    let _ = next_ping(&mut conn).await;
+    conn.drop_link();
+    // The client writes it again on the next link, which answers it.
+    let mut conn = server.accept().await.unwrap();
+    let req = answer_next(&mut conn).await;
+    assert_eq!(req["params"], 3);
+    assert_eq!(call.await.unwrap().unwrap()["result"], 3);
+    assert_eq!(api.pending_requests().await.unwrap(), 0);
+}

@@ -12,8 +12,15 @@ use super::codec::CodecError;
 pub enum TypedError {
     /// No response within the request's timeout; the request was forgotten.
     Timeout,
-    /// The link went down before the response arrived.
+    /// The link went down before the response arrived, and the request may
+    /// not have reached the server (it was written, and no Pong confirmed
+    /// it).
     Disconnected,
+    /// The request reached the server (a Pong to a later Ping confirmed
+    /// it), but the link went down before its response: the server may have
+    /// acted on it. Not retried unless it was sent with
+    /// `retry_on_reconnect`.
+    ResponseLost,
     /// The client closed or gave up.
     Closed,
     /// The value could not be encoded (or the correlation id not placed).
@@ -33,6 +40,9 @@ impl fmt::Display for TypedError {
         match self {
             TypedError::Timeout => f.write_str("request timed out"),
             TypedError::Disconnected => f.write_str("link went down before the response"),
+            TypedError::ResponseLost => f.write_str(
+                "the request reached the server; the link went down before the response",
+            ),
             TypedError::Closed => f.write_str("client is closed"),
             TypedError::Encode(_) => f.write_str("cannot encode"),
             TypedError::Decode(_) => f.write_str("cannot decode"),

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use actix_tether_actors::{
-    DisconnectReason, Event, Fanout, Inbound, Message, SendError, WeakClient,
+    DisconnectReason, Event, Fanout, Inbound, Message, Receipt, SendError, Unconfirmed, WeakClient,
 };
 use futures::channel::oneshot;
 use serde::de::DeserializeOwned;
@@ -193,6 +193,8 @@ struct Pending {
     timer: SpawnHandle,
     retry: bool,
     message: Message,
+    /// What the client knows of the request's delivery.
+    receipt: Receipt,
     cut: bool,
 }
 
@@ -285,6 +287,43 @@ impl Router {
         Ok(message)
     }
 
+    /// Queues a request, with a receipt for its delivery.
+    fn send_request(&self, message: Message) -> Result<Receipt, SendError> {
+        match self.client.upgrade() {
+            Some(client) => client.try_send_tracked(message),
+            None => Err(SendError::Closed(message)),
+        }
+    }
+
+    /// The link went down: each pending request's receipt (settled before
+    /// the event) says what to do. Still with the client (queued, or
+    /// replayed): it goes out on the next link by itself. Confirmed by a
+    /// Pong: it reached the server, only the response is missing. Written
+    /// and unconfirmed, or dropped: it may not have reached the server.
+    fn link_lost(&mut self, ctx: &mut Context<Self>) {
+        let ids: Vec<String> = self.pending.keys().cloned().collect();
+        for id in ids {
+            let Some(p) = self.pending.get_mut(&id) else {
+                continue;
+            };
+            let failure = match p.receipt.outcome() {
+                None => continue,
+                Some(_) if p.retry => {
+                    p.cut = true;
+                    continue;
+                }
+                Some(Ok(())) => TypedError::ResponseLost,
+                Some(Err(Unconfirmed::PossiblyLost | Unconfirmed::Dropped)) => {
+                    TypedError::Disconnected
+                }
+                Some(Err(_)) => TypedError::Closed,
+            };
+            if let Some(p) = self.forget(&id, ctx) {
+                let _ = p.reply.send(Err(failure));
+            }
+        }
+    }
+
     fn try_send(&self, message: Message) -> Result<(), SendError> {
         match self.client.upgrade() {
             Some(client) => client.try_send(message),
@@ -300,13 +339,8 @@ impl Router {
         Some(p)
     }
 
-    fn fail_all(&mut self, ctx: &mut Context<Self>, err: TypedError, keep_retry: bool) {
-        let ids: Vec<String> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| !(keep_retry && p.retry))
-            .map(|(id, _)| id.clone())
-            .collect();
+    fn fail_all(&mut self, ctx: &mut Context<Self>, err: TypedError) {
+        let ids: Vec<String> = self.pending.keys().cloned().collect();
         for id in ids {
             if let Some(p) = self.forget(&id, ctx) {
                 let _ = p.reply.send(Err(err.clone()));
@@ -394,9 +428,16 @@ impl Handler<Event> for Router {
                     };
                     p.cut = false;
                     let message = p.message.clone();
-                    if let Err(e) = self.try_send(message) {
-                        if let Some(p) = self.forget(&id, ctx) {
-                            let _ = p.reply.send(Err(TypedError::Send(e)));
+                    match self.send_request(message) {
+                        Ok(receipt) => {
+                            if let Some(p) = self.pending.get_mut(&id) {
+                                p.receipt = receipt;
+                            }
+                        }
+                        Err(e) => {
+                            if let Some(p) = self.forget(&id, ctx) {
+                                let _ = p.reply.send(Err(TypedError::Send(e)));
+                            }
                         }
                     }
                 }
@@ -406,17 +447,14 @@ impl Handler<Event> for Router {
                 ..
             } => {
                 self.up = false;
-                self.fail_all(ctx, TypedError::Closed, false);
+                self.fail_all(ctx, TypedError::Closed);
             }
             Event::Disconnected { .. } if self.up => {
                 self.up = false;
-                self.fail_all(ctx, TypedError::Disconnected, true);
-                for p in self.pending.values_mut() {
-                    p.cut = true;
-                }
+                self.link_lost(ctx);
             }
             Event::GaveUp { .. } | Event::Closed { .. } => {
-                self.fail_all(ctx, TypedError::Closed, false);
+                self.fail_all(ctx, TypedError::Closed);
                 if let Some(r) = &self.reliable {
                     reliable::lock(&r.window).give_up();
                 }
@@ -464,7 +502,12 @@ impl Handler<Request> for Router {
         }
         self.next_id += 1;
         let id = self.next_id.to_string();
-        let message = self.send_with_id(req.value, &pointer, &id)?;
+        let mut value = req.value;
+        set_at(&mut value, &pointer, Value::String(id.clone())).map_err(TypedError::Encode)?;
+        let message = self.codec.encode(&value).map_err(TypedError::Encode)?;
+        let receipt = self
+            .send_request(message.clone())
+            .map_err(TypedError::Send)?;
         let timer_id = id.clone();
         let timer = ctx.run_later(req.timeout, move |act, _| {
             if let Some(p) = act.pending.remove(&timer_id) {
@@ -478,6 +521,7 @@ impl Handler<Request> for Router {
                 timer,
                 retry: req.retry,
                 message,
+                receipt,
                 cut: false,
             },
         );
