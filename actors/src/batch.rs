@@ -94,16 +94,19 @@ impl Batch {
     /// (with replay, its messages wait in the window for a Pong).
     pub(crate) fn flushed(mut self) -> Flushed {
         self.settled = true;
-        let total = self.messages.len();
-        let backlog = self.messages.split_off(self.setup);
-        let setup_bytes: usize = self.messages.iter().map(Message::len).sum();
-        let backlog_bytes = lock(&self.buffer).written(&backlog);
+        let mut messages = std::mem::take(&mut self.messages);
+        let (setup, backlog) = messages.split_at(self.setup);
+        let setup_bytes: usize = setup.iter().map(Message::len).sum();
+        let backlog_bytes = lock(&self.buffer).written(backlog);
+        let total = messages.len();
         if let Some(start) = self.start {
+            messages.drain(..self.setup);
             self.hub.delivery.borrow_mut().flushed(
                 self.link,
                 start,
                 self.taken.first_seq,
-                backlog.into_iter(),
+                messages,
+                backlog_bytes,
             );
         }
         Flushed {

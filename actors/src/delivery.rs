@@ -95,6 +95,60 @@ impl LinkBooks {
     }
 }
 
+/// With replay: the flushed messages of the current link that no Pong has
+/// confirmed yet, in the batches they were flushed in (a batch moves in and
+/// out whole, without a step per message).
+#[derive(Debug, Default)]
+struct Window {
+    /// Link position of the first message, its accept sequence number (a
+    /// chunk's are consecutive), the messages and their payload bytes.
+    chunks: VecDeque<(u64, u64, Vec<Message>, usize)>,
+    len: usize,
+    bytes: usize,
+}
+
+impl Window {
+    fn push(&mut self, pos: u64, seq: u64, messages: Vec<Message>, bytes: usize) {
+        self.len += messages.len();
+        self.bytes += bytes;
+        self.chunks.push_back((pos, seq, messages, bytes));
+    }
+
+    /// Drops every message before link position `count`.
+    fn confirm(&mut self, count: u64) {
+        while let Some((pos, seq, messages, bytes)) = self.chunks.front_mut() {
+            let end = *pos + messages.len() as u64;
+            if end <= count {
+                self.len -= messages.len();
+                self.bytes -= *bytes;
+                self.chunks.pop_front();
+                continue;
+            }
+            if *pos < count {
+                let k = (count - *pos) as usize;
+                let gone: usize = messages.drain(..k).map(|m| m.len()).sum();
+                *pos += k as u64;
+                *seq += k as u64;
+                *bytes -= gone;
+                self.len -= k;
+                self.bytes -= gone;
+            }
+            return;
+        }
+    }
+
+    /// Empties the window: its messages, oldest first, with their numbers.
+    fn take(&mut self) -> Vec<(u64, Message)> {
+        let mut tail = Vec::with_capacity(self.len);
+        for (_, seq, messages, _) in self.chunks.drain(..) {
+            tail.extend((seq..).zip(messages));
+        }
+        self.len = 0;
+        self.bytes = 0;
+        tail
+    }
+}
+
 /// Cumulative figures, reported in `Stats`.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Totals {
@@ -114,12 +168,8 @@ pub(crate) struct Delivery {
     pong_timeout: Duration,
     key: u64,
     link: Option<LinkBooks>,
-    /// With replay: flushed messages of the current link not confirmed yet,
-    /// oldest first, with their accept sequence numbers.
-    window: VecDeque<(u64, Message)>,
-    window_bytes: usize,
-    /// The link position (count) of the window's first message.
-    window_first: u64,
+    /// With replay: flushed messages of the current link not confirmed yet.
+    window: Window,
     totals: Totals,
     /// Every message accepted before this sequence number is confirmed,
     /// dropped by the overflow policy, or was reported possibly lost.
@@ -147,9 +197,7 @@ impl Delivery {
             pong_timeout: config.heartbeat.pong_timeout,
             key: rng.random(),
             link: None,
-            window: VecDeque::new(),
-            window_bytes: 0,
-            window_first: 0,
+            window: Window::default(),
             totals: Totals::default(),
             confirmed_seq: 0,
             waiters: VecDeque::new(),
@@ -199,7 +247,6 @@ impl Delivery {
             control,
             stopped: false,
         });
-        self.window_first = 0;
     }
 
     fn books(&mut self, id: u64) -> Option<&mut LinkBooks> {
@@ -284,13 +331,7 @@ impl Delivery {
         self.totals.confirmed_bytes += at.bytes.saturating_sub(l.confirmed.bytes);
         l.confirmed = at;
         self.confirmed_seq = self.confirmed_seq.max(at.seq);
-        while self.window_first < at.count {
-            let Some((_, m)) = self.window.pop_front() else {
-                break;
-            };
-            self.window_bytes -= m.len();
-            self.window_first += 1;
-        }
+        self.window.confirm(at.count);
         while self
             .waiters
             .front()
@@ -315,16 +356,17 @@ impl Delivery {
         }
     }
 
-    /// A batch of link `id` was flushed: `messages` are its backlog part,
-    /// the first written at link position `start`, with accept sequence
-    /// numbers from `first_seq`. With replay, those not confirmed yet join
-    /// the window.
+    /// A batch of link `id` was flushed: `messages` (of `bytes`) are its
+    /// backlog part, the first written at link position `start`, numbered
+    /// from `first_seq`. With replay, those not confirmed yet join the
+    /// window, as one chunk.
     pub(crate) fn flushed(
         &mut self,
         id: u64,
         start: u64,
         first_seq: u64,
-        messages: impl Iterator<Item = Message>,
+        messages: Vec<Message>,
+        bytes: usize,
     ) {
         let replay = self.config.replay;
         let Some(l) = self.books(id) else {
@@ -333,21 +375,12 @@ impl Delivery {
         // Flushed after the whole batch was written: the flushed mark is
         // the written one.
         l.flushed = l.written;
-        if !replay {
+        if !replay || messages.is_empty() {
             return;
         }
         let confirmed = l.confirmed.count;
-        for (i, m) in messages.enumerate() {
-            let pos = start + i as u64;
-            if pos < confirmed {
-                continue;
-            }
-            if self.window.is_empty() {
-                self.window_first = pos;
-            }
-            self.window_bytes += m.len();
-            self.window.push_back((first_seq + i as u64, m));
-        }
+        self.window.push(start, first_seq, messages, bytes);
+        self.window.confirm(confirmed);
     }
 
     /// How many of a dropped batch's backlog messages, written from link
@@ -367,11 +400,9 @@ impl Delivery {
             return (usize::MAX, usize::MAX, true);
         }
         (
-            self.config
-                .window_messages
-                .saturating_sub(self.window.len()),
-            self.config.window_bytes.saturating_sub(self.window_bytes),
-            self.window.is_empty(),
+            self.config.window_messages.saturating_sub(self.window.len),
+            self.config.window_bytes.saturating_sub(self.window.bytes),
+            self.window.len == 0,
         )
     }
 
@@ -470,8 +501,7 @@ impl Delivery {
         if self.link.take_if(|l| l.id == id).is_none() {
             return Vec::new();
         }
-        self.window_bytes = 0;
-        let tail: Vec<(u64, Message)> = self.window.drain(..).collect();
+        let tail = self.window.take();
         self.totals.replayed += tail.len() as u64;
         tail
     }
@@ -578,14 +608,18 @@ mod tests {
         d.wrote(1, 2, 2, 12);
         let ping = d.ping_payload(1);
         d.wrote(1, 1, 1, 13);
-        d.flushed(1, 0, 10, msgs.into_iter());
-        assert_eq!(d.room(), (4096 - 3, (8 << 20) - 3, false));
+        d.flushed(1, 0, 10, msgs, 3);
+        let (n, bytes) = (
+            DeliveryConfig::default().window_messages,
+            DeliveryConfig::default().window_bytes,
+        );
+        assert_eq!(d.room(), (n - 3, bytes - 3, false));
         d.on_pong(1, &ping);
-        assert_eq!(d.room(), (4096 - 1, (8 << 20) - 1, false));
+        assert_eq!(d.room(), (n - 1, bytes - 1, false));
         let tail = d.end_link(1);
         assert_eq!(tail, [(12, Message::from("c"))]);
         assert_eq!(d.totals().replayed, 1);
-        assert_eq!(d.room(), (4096, 8 << 20, true));
+        assert_eq!(d.room(), (n, bytes, true));
     }
 
     #[test]
@@ -593,7 +627,7 @@ mod tests {
         let mut d = delivery(false);
         let mut waiting = d.wait_confirmed(3);
         d.wrote(1, 3, 9, 3);
-        d.flushed(1, 0, 0, (0..3).map(|_| Message::from("abc")));
+        d.flushed(1, 0, 0, vec![Message::from("abc"); 3], 9);
         assert!(d.end_link(1).is_empty());
         assert_eq!(d.totals().possibly_lost, 3);
         assert_eq!(d.totals().possibly_lost_bytes, 9);
@@ -625,5 +659,75 @@ mod tests {
         );
         d.wrote(1, 4, 4, 6);
         assert_eq!(d.barrier_due(1, later), Due::Now, "half the window");
+    }
+}
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Write(u64),
+        Ping,
+        /// A Pong echoing one of the Pings written (by index).
+        Pong(usize),
+        /// A Pong with bytes from the network.
+        Foreign(Vec<u8>),
+    }
+
+    fn ops() -> impl Strategy<Value = Vec<Op>> {
+        let op = prop_oneof![
+            3 => (1u64..20).prop_map(Op::Write),
+            2 => Just(Op::Ping),
+            2 => any::<usize>().prop_map(Op::Pong),
+            2 => proptest::collection::vec(any::<u8>(), 0..24).prop_map(Op::Foreign),
+        ];
+        proptest::collection::vec(op, 0..300)
+    }
+
+    proptest! {
+        /// Whatever Pongs arrive, in whatever order: confirmation only
+        /// grows, never passes the position of the latest Ping answered,
+        /// and bytes that are not one of the link's Ping payloads change
+        /// nothing.
+        #[test]
+        fn only_real_pongs_confirm_and_never_beyond_their_ping(ops in ops()) {
+            let mut d = Delivery::default();
+            d.attach(7, Weak::new());
+            let mut written = 0u64;
+            let mut pings: Vec<(Bytes, u64)> = Vec::new();
+            let mut answered_bound = 0u64;
+            let mut confirmed = 0u64;
+            for op in ops {
+                match op {
+                    Op::Write(n) => {
+                        written += n;
+                        d.wrote(7, n, n, written);
+                    }
+                    Op::Ping => pings.push((d.ping_payload(7), written)),
+                    Op::Pong(i) if !pings.is_empty() => {
+                        let (payload, at) = &pings[i % pings.len()];
+                        prop_assert!(d.on_pong(7, payload).is_some());
+                        answered_bound = answered_bound.max(*at);
+                    }
+                    Op::Pong(_) => {}
+                    Op::Foreign(bytes) => {
+                        let real = pings.iter().any(|(p, _)| p.as_ref() == bytes.as_slice());
+                        let before = d.unconfirmed();
+                        let answer = d.on_pong(7, &bytes);
+                        if !real {
+                            prop_assert_eq!(answer, None);
+                            prop_assert_eq!(d.unconfirmed(), before);
+                        }
+                    }
+                }
+                let now = written - d.unconfirmed().0;
+                prop_assert!(now >= confirmed, "confirmation went back");
+                prop_assert!(now <= answered_bound, "{now} confirmed, {answered_bound} answered");
+                confirmed = now;
+            }
+        }
     }
 }

@@ -17,15 +17,18 @@ pub(crate) enum Client {
     Awc,
     Tether,
     TetherBatched,
+    /// One actor message per message, with replay of the unconfirmed tail.
+    TetherReplay,
     Tungstenite,
     Ezsockets,
 }
 
 impl Client {
-    pub(crate) const ALL: [Client; 5] = [
+    pub(crate) const ALL: [Client; 6] = [
         Client::Awc,
         Client::Tether,
         Client::TetherBatched,
+        Client::TetherReplay,
         Client::Tungstenite,
         Client::Ezsockets,
     ];
@@ -35,6 +38,7 @@ impl Client {
             Client::Awc => "raw-awc",
             Client::Tether => "actix-tether",
             Client::TetherBatched => "actix-tether (batches)",
+            Client::TetherReplay => "actix-tether (replay)",
             Client::Tungstenite => "tokio-tungstenite",
             Client::Ezsockets => "ezsockets",
         }
@@ -147,8 +151,10 @@ impl Handler<Event> for Counter {
 }
 
 /// An actix-tether client whose subscriber takes one actor message per
-/// message, or with `batched` one per socket read.
-async fn tether(url: String, batched: bool) -> Res<(actix_tether::Client, Tally)> {
+/// message, or for `TetherBatched` one per socket read; `TetherReplay`
+/// keeps what it writes until a Pong confirms it.
+async fn tether(url: String, kind: Client) -> Res<(actix_tether::Client, Tally)> {
+    let batched = kind == Client::TetherBatched;
     let (tally, counts) = Tally::new();
     let counter = Counter(counts).start();
     let mut builder = ClientBuilder::new(url)
@@ -157,6 +163,7 @@ async fn tether(url: String, batched: bool) -> Res<(actix_tether::Client, Tally)
         // The default queue (1024 messages, 8 MiB); `send` waits for room.
         .overflow(OverflowPolicy::Wait)
         .max_message_size(64 << 20)
+        .replay_unconfirmed(kind == Client::TetherReplay)
         .subscribe_events(counter.clone().recipient());
     builder = if batched {
         builder.subscribe_batches(counter.recipient())
@@ -298,8 +305,8 @@ pub(crate) async fn inbound(
             }
             Ok(start.elapsed().as_secs_f64())
         }
-        Client::Tether | Client::TetherBatched => {
-            let (client, mut tally) = tether(url, client == Client::TetherBatched).await?;
+        Client::Tether | Client::TetherBatched | Client::TetherReplay => {
+            let (client, mut tally) = tether(url, client).await?;
             let start = Instant::now();
             tally.count(n).await?;
             let secs = start.elapsed().as_secs_f64();
@@ -352,8 +359,8 @@ pub(crate) async fn outbound(client: Client, base: &str, n: usize, size: usize) 
             }
             Ok(start.elapsed().as_secs_f64())
         }
-        Client::Tether | Client::TetherBatched => {
-            let (client, mut tally) = tether(url, client == Client::TetherBatched).await?;
+        Client::Tether | Client::TetherBatched | Client::TetherReplay => {
+            let (client, mut tally) = tether(url, client).await?;
             let start = Instant::now();
             for _ in 0..n {
                 client.send(text.as_str()).await?;
@@ -415,8 +422,8 @@ pub(crate) async fn echo(client: Client, base: &str, n: usize) -> Res<Vec<f64>> 
                 samples.push(t.elapsed().as_secs_f64() * 1e6);
             }
         }
-        Client::Tether | Client::TetherBatched => {
-            let (client, mut tally) = tether(url, client == Client::TetherBatched).await?;
+        Client::Tether | Client::TetherBatched | Client::TetherReplay => {
+            let (client, mut tally) = tether(url, client).await?;
             for _ in 0..n {
                 let t = Instant::now();
                 client.send(text.as_str()).await?;
