@@ -170,6 +170,16 @@ impl Engine {
 /// [`Supervisor`](crate::Supervisor) for what a lost link does to the
 /// messages on their way.
 ///
+/// # Delivery: what a Pong confirms
+///
+/// Written is not delivered: a link can die with bytes the kernel took and
+/// the peer never read. Every Ping the client writes is a barrier whose Pong
+/// confirms what was written before it ([`DeliveryConfig`](crate::DeliveryConfig)).
+/// [`Client::confirmed`] waits for that; [`Client::try_send_tracked`] tracks
+/// one message; [`Stats`] counts confirmed, unconfirmed and possibly lost
+/// messages. With replay on, what no Pong confirmed is written again after a
+/// reconnect: at least once to the server's WebSocket layer.
+///
 /// # Inbound: backpressure
 ///
 /// Subscribers receive every message in order. One that falls behind its

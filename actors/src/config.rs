@@ -59,6 +59,16 @@ pub enum StallPolicy {
 /// [`Stats`](crate::Stats) counts confirmed, unconfirmed and possibly lost
 /// messages by. The settings here add barrier pings of their own and the
 /// replay of what no Pong confirmed.
+///
+/// What a Pong proves is limited by who sends it: an intermediary (proxy,
+/// load balancer) that answers Pings itself confirms delivery only as far
+/// as itself, and a server that read a frame into a buffer it then lost (a
+/// crash after its Pong) confirmed it all the same. A peer that answers
+/// with a payload the client did not send confirms nothing; one that
+/// answers late confirms late (the heartbeat still judges it by its pong
+/// timeout); one that never answers confirms nothing, and with replay on
+/// the window fills and writing waits until the heartbeat ends the link.
+/// Acknowledged delivery (the typed layer) covers the server's application.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DeliveryConfig {

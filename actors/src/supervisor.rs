@@ -105,10 +105,16 @@ type CloseReply = oneshot::Sender<Result<Undelivered, CloseError>>;
 ///
 /// - queued and not yet taken: they stay queued, for the next link;
 /// - in the batch being written when the link died: the batch goes back to
-///   the head of the queue, in order, and is written again on the next link
-///   (so the server may see a suffix of it twice);
-/// - flushed into a link that then died: counted as written, possibly lost
-///   (the kernel took the bytes, the peer may not have read them);
+///   the head of the queue, in order, less what a Pong already confirmed,
+///   and is written again on the next link (so the server may see a suffix
+///   of it twice; [`Event::Replaying`] counts it);
+/// - flushed into a link that then died: confirmed if the Pong to a later
+///   Ping came back first (see [`DeliveryConfig`](crate::DeliveryConfig));
+///   otherwise, without replay, possibly lost (the kernel took the bytes,
+///   the peer may not have read them; counted in
+///   [`Stats::possibly_lost`](crate::Stats::possibly_lost)), and with replay,
+///   written again on the next link, after its setup lane and before the
+///   backlog;
 /// - setup-lane messages of a dead link: not requeued; the next link's hook
 ///   makes fresh ones.
 ///
@@ -124,10 +130,12 @@ type CloseReply = oneshot::Sender<Result<Undelivered, CloseError>>;
 ///
 /// On `close` (or when the last [`Client`](crate::Client) is dropped): the
 /// queue is sealed, the client keeps writing, reconnecting if needed, until
-/// the queue is drained or the timeout passes (at once if no attempt can
-/// come before the deadline), sends Close 1000, waits for the handshake,
-/// then stops every actor. Subscribers see `Disconnected` and then `Closed`
-/// with the number of messages left unsent, which `close` returns in order.
+/// the queue is drained and a Pong has confirmed what was written, or the
+/// timeout passes (at once if no attempt can come before the deadline),
+/// sends Close 1000, waits for the handshake, then stops every actor.
+/// Subscribers see `Disconnected` and then `Closed` with the number of
+/// messages not delivered, which `close` returns in order: first those
+/// written and not confirmed (possibly delivered), then those never written.
 pub struct Supervisor {
     config: Rc<Config>,
     transport: Box<dyn Transport>,

@@ -30,9 +30,15 @@
 //! the client wrote into it; a request that gets no response within its
 //! timeout fails with [`TypedError::Timeout`] and is forgotten (a late
 //! response then goes to the subscribers like any message). When the link
-//! goes down, pending requests fail with [`TypedError::Disconnected`], except
-//! those sent with `retry_on_reconnect`, which are written again after the
-//! reconnect: the server may then see them twice.
+//! goes down, each pending request's delivery barrier decides (see
+//! [`Receipt`](actix_tether_actors::Receipt)): one a Pong confirmed reached
+//! the server and fails with [`TypedError::ResponseLost`] (the server may
+//! have acted on it); one written and not confirmed fails with
+//! [`TypedError::Disconnected`] (it may not have arrived); one the client
+//! still holds (still queued, or in the tail that replay writes again)
+//! keeps waiting, within its timeout, for a response on the next link.
+//! Requests sent with `retry_on_reconnect` are written again after the
+//! reconnect instead of failing: the server may then see them twice.
 //!
 //! What acknowledged delivery guarantees: a message sent with
 //! [`TypedClient::send_reliable`] is delivered at least once: it is written
@@ -40,6 +46,14 @@
 //! backlog, until the server acknowledges its id or the client closes (then
 //! its outcome is `GaveUp` with the message). It may arrive more than once,
 //! so the server must deduplicate by id.
+//!
+//! Three levels of delivery, from weakest: a plain send is delivered at
+//! most once (a message flushed into a link that dies may be lost); with
+//! `replay_unconfirmed` on the client, at least once to the server's
+//! WebSocket layer (a Pong confirmed it, or it is written again; any RFC
+//! 6455 server); a reliable send, at least once to the server's application
+//! (it acknowledged the id). Only the last survives a server that crashes
+//! after reading a message and before handling it.
 
 mod codec;
 mod error;
