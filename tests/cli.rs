@@ -316,3 +316,69 @@ async fn json_reports_the_lines_left_queued_when_the_client_gives_up() {
     lines.sort_unstable();
     assert_eq!(lines, [1, 2, 3], "{}", run.stdout);
 }
+
+/// The first connection reads two lines, ignores Pings and hangs up; later
+/// ones record everything.
+fn hang_up_unconfirmed(c: support::Conn) -> futures::future::LocalBoxFuture<'static, ()> {
+    Box::pin(async move {
+        if c.n > 0 {
+            return c.serve(false).await;
+        }
+        let support::Conn {
+            n, mut stream, log, ..
+        } = c;
+        let mut read = 0;
+        while let Some(Ok(msg)) = stream.recv().await {
+            if let actix_ws::Message::Text(t) = msg {
+                support::lock(&log.texts).push((n, t.to_string()));
+                read += 1;
+                if read == 2 {
+                    return;
+                }
+            }
+        }
+    })
+}
+
+#[actix_rt::test]
+async fn replay_unconfirmed_writes_the_tail_again_and_reports_it() {
+    let server = TestServer::start(Spec::new(hang_up_unconfirmed));
+    let run = tether_async(
+        vec![
+            "--json".into(),
+            "--exit-on-eof".into(),
+            "--replay-unconfirmed".into(),
+            "--backoff-initial".into(),
+            "50ms".into(),
+            server.url(),
+        ],
+        "a\nb\nc\nd\n",
+    )
+    .await;
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+    let events: Vec<serde_json::Value> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let replaying = events
+        .iter()
+        .find(|e| e["event"] == "replaying")
+        .unwrap_or_else(|| panic!("no replaying event: {}", run.stdout));
+    assert!(replaying["messages"].as_u64().unwrap() >= 1);
+    let closed = events.iter().find(|e| e["event"] == "closed").unwrap();
+    assert_eq!(
+        (
+            closed["unsent"].as_u64(),
+            closed["possibly_delivered"].as_u64()
+        ),
+        (Some(0), Some(0))
+    );
+    // Everything reached a server that read it and answered the barrier.
+    let later: Vec<String> = support::lock(&server.log.texts)
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(_, t)| t.clone())
+        .collect();
+    assert_eq!(later, ["a", "b", "c", "d"], "{}", run.stdout);
+}

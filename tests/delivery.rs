@@ -531,3 +531,28 @@ async fn with_replay_a_receipt_waits_through_the_replay() {
     assert_eq!(conn.next_text().await.as_deref(), Some("a"));
     assert_eq!(receipt.await, Ok(()));
 }
+
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn a_link_that_dies_while_closing_hands_its_tail_to_the_next() {
+    let (t, mut server) = mock();
+    server.script([Outcome::AcceptSilent]);
+    let rec = Recorder::start();
+    let client = base(t, &rec).replay_unconfirmed(true).start().unwrap();
+    let mut conn = server.accept().await.unwrap();
+    for m in ["a", "b"] {
+        client.try_send(m).unwrap();
+    }
+    let closing = {
+        let client = client.clone();
+        actix_rt::spawn(async move { client.close(Duration::from_secs(5)).await })
+    };
+    let (seen, _) = read_until_quiet(&mut conn, ms(20)).await;
+    assert_eq!(seen, ["a", "b", "ping"]);
+    conn.fail(TransportErrorKind::Io);
+    // Closing, with the tail unconfirmed: the client connects again to
+    // deliver it before its Close.
+    let mut conn = server.accept().await.unwrap();
+    assert_eq!(conn.next_text().await.as_deref(), Some("a"));
+    assert_eq!(conn.next_text().await.as_deref(), Some("b"));
+    assert!(closing.await.unwrap().unwrap().is_empty());
+}

@@ -228,6 +228,12 @@ impl Delivery {
         })
     }
 
+    /// With replay, whether the current link wrote messages no Pong
+    /// confirmed: when it ends, they go back to the queue.
+    pub(crate) fn tail_to_replay(&self) -> bool {
+        self.config.replay && self.unconfirmed().0 > 0
+    }
+
     /// A new link starts writing; its Pings go through `control`.
     pub(crate) fn attach(&mut self, id: u64, control: Weak<RefCell<Control>>) {
         let start = Mark {

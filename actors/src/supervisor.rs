@@ -319,7 +319,10 @@ impl Supervisor {
         ctx: &mut Context<Self>,
     ) {
         let decision = self.policy.after_down(&reason, uptime);
-        if self.closing() && lock(&self.buffer).is_empty() {
+        // With replay, what the link wrote and no Pong confirmed is on its
+        // way back to the queue: not drained yet.
+        let replaying = self.hub.delivery.borrow().tail_to_replay();
+        if self.closing() && !replaying && lock(&self.buffer).is_empty() {
             self.hub.publish(Event::Disconnected {
                 reason,
                 will_retry: false,
