@@ -513,3 +513,21 @@ async fn a_burst_of_pings_to_a_reading_peer_is_answered_in_full() {
     }
     assert_eq!(pongs, (0u8..10).collect::<Vec<_>>());
 }
+
+/// A close whose caller stops waiting (a timeout, a `select!` that took
+/// another branch) still closes: found in `tether`, which hung when stdin
+/// ended while it was closing a client that gave up.
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn a_close_whose_caller_stops_waiting_still_closes() {
+    let (t, mut server) = mock();
+    let rec = Recorder::start();
+    let client = base(t, &rec).start().unwrap();
+    let mut conn = server.accept().await.unwrap();
+    client.try_send("last").unwrap();
+    drop(client.close(Duration::from_secs(5)));
+    assert_eq!(conn.next_text().await.as_deref(), Some("last"));
+    rec.wait_for(|e| matches!(e, Event::Closed { unsent: 0, .. }), ms(10_000))
+        .await
+        .unwrap();
+    assert!(client.try_send("after").is_err());
+}

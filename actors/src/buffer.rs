@@ -112,6 +112,9 @@ impl QueueLimits {
     }
 }
 
+/// Receipts held before the first sweep of dropped ones.
+const MIN_SWEEP: usize = 1024;
+
 /// Payload bytes after which a write batch ends, so that a batch of large
 /// messages does not hold up control frames (a Pong) for long.
 pub(crate) const BATCH_BYTES: usize = 1 << 20;
@@ -182,9 +185,12 @@ pub(crate) struct Buffer {
     /// on a link that ended before a Pong confirmed them.
     resent: usize,
     /// Receipts of tracked messages whose fate is not known yet, by accept
-    /// sequence number: at most one per message queued, in flight or in
-    /// the replay window.
+    /// sequence number. Those whose `Receipt` was dropped are swept out
+    /// once the map doubles, so it holds about as many as the application
+    /// keeps (plus what was accepted since the last sweep).
     receipts: BTreeMap<u64, oneshot::Sender<Result<(), Unconfirmed>>>,
+    /// The size at which the next sweep runs.
+    next_sweep: usize,
     /// Payload bytes of the backlog and of the messages in flight.
     bytes: usize,
     in_flight: usize,
@@ -219,6 +225,7 @@ impl Buffer {
             next_seq: 0,
             resent: 0,
             receipts: BTreeMap::new(),
+            next_sweep: MIN_SWEEP,
             bytes: 0,
             in_flight: 0,
             sealed: false,
@@ -463,6 +470,10 @@ impl Buffer {
         let accepted = self.push(msg)?;
         let (tx, rx) = oneshot::channel();
         self.receipts.insert(self.next_seq - 1, tx);
+        if self.receipts.len() >= self.next_sweep {
+            self.receipts.retain(|_, tx| !tx.is_canceled());
+            self.next_sweep = (self.receipts.len() * 2).max(MIN_SWEEP);
+        }
         Ok((accepted, rx))
     }
 
@@ -794,6 +805,28 @@ mod tests {
         assert_eq!(b.push(m("b")), Ok(Accepted { wake: false }));
         b.begin_pump();
         assert_eq!(b.push(m("c")), Ok(Accepted { wake: true }));
+    }
+
+    #[test]
+    fn receipts_nobody_holds_are_swept_and_held_ones_settle() {
+        let mut b = buffer(1 << 16, 1 << 24, OverflowPolicy::Reject);
+        let mut kept = Vec::new();
+        for i in 0..10_000 {
+            let (_, rx) = b.push_tracked(m("x")).unwrap();
+            if i % 100 == 0 {
+                kept.push(rx);
+            }
+        }
+        assert!(
+            b.receipts.len() < 2 * MIN_SWEEP,
+            "{} held",
+            b.receipts.len()
+        );
+        b.settle_receipts(0..10_000, Ok(()));
+        assert!(b.receipts.is_empty());
+        for mut rx in kept {
+            assert_eq!(rx.try_recv(), Ok(Some(Ok(()))));
+        }
     }
 
     #[test]

@@ -389,11 +389,17 @@ impl Client {
     /// it could not deliver, in order: first what was written and not
     /// confirmed (with replay, or the part of a batch a dying link was
     /// writing), then what was never written.
-    pub async fn close(&self, timeout: Duration) -> Result<Undelivered, CloseError> {
-        self.supervisor
-            .send(Close(timeout))
-            .await
-            .unwrap_or(Err(CloseError::AlreadyClosed))
+    ///
+    /// The close begins when this is called; the future only waits for its
+    /// outcome, so dropping it (a timeout around it, a `select!` that took
+    /// another branch) does not stop the close.
+    pub fn close(
+        &self,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Undelivered, CloseError>> + 'static {
+        let (reply, outcome) = oneshot::channel();
+        self.supervisor.do_send(Close { timeout, reply });
+        async move { outcome.await.unwrap_or(Err(CloseError::AlreadyClosed)) }
     }
 }
 
@@ -411,7 +417,7 @@ impl Client {
 /// event is published: an event subscriber that holds a receipt can look
 /// ([`Receipt::outcome`]) and find what that link confirmed. A receipt
 /// costs nothing on the wire; it resolves with the next barrier (heartbeat
-/// or barrier Ping).
+/// or barrier Ping). Dropping one is fine: the client forgets it.
 #[derive(Debug)]
 pub struct Receipt(oneshot::Receiver<Result<(), Unconfirmed>>);
 

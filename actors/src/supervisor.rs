@@ -32,10 +32,15 @@ pub(crate) struct LinkDown {
     pub(crate) reason: DisconnectReason,
 }
 
-/// Close the client; resolves with the messages it could not deliver.
+/// Close the client within `timeout`; `reply` learns what it could not
+/// deliver. Sent without waiting for an answer, so that a caller who stops
+/// waiting does not cancel it.
 #[derive(Message)]
-#[rtype(result = "Result<Undelivered, CloseError>")]
-pub(crate) struct Close(pub(crate) Duration);
+#[rtype(result = "()")]
+pub(crate) struct Close {
+    pub(crate) timeout: Duration,
+    pub(crate) reply: CloseReply,
+}
 
 /// From the client handle: the last handle was dropped.
 #[derive(Message)]
@@ -79,7 +84,7 @@ struct Current {
     since: Instant,
 }
 
-type CloseReply = oneshot::Sender<Result<Undelivered, CloseError>>;
+pub(crate) type CloseReply = oneshot::Sender<Result<Undelivered, CloseError>>;
 
 /// Supervises the connection of one client. Created by [`crate::Engine`];
 /// applications hold a [`Client`](crate::Client), not this actor.
@@ -523,16 +528,15 @@ impl Handler<LinkDown> for Supervisor {
 }
 
 impl Handler<Close> for Supervisor {
-    type Result = ResponseFuture<Result<Undelivered, CloseError>>;
+    type Result = ();
 
-    fn handle(&mut self, msg: Close, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Close, ctx: &mut Context<Self>) {
         if self.state == State::Closed {
-            return Box::pin(async { Err(CloseError::AlreadyClosed) });
+            let _ = msg.reply.send(Err(CloseError::AlreadyClosed));
+            return;
         }
-        let (tx, rx) = oneshot::channel();
-        self.close_replies.push(tx);
-        self.begin_close(msg.0, ctx);
-        Box::pin(async move { rx.await.unwrap_or(Err(CloseError::AlreadyClosed)) })
+        self.close_replies.push(msg.reply);
+        self.begin_close(msg.timeout, ctx);
     }
 }
 

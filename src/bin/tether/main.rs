@@ -104,21 +104,51 @@ async fn run(args: Args) -> u8 {
         wait: args.overflow == Some(OverflowPolicy::Wait),
         lines: &lines,
     };
-    let code = tokio::select! {
-        refused = pump_stdin(&client, input) => {
-            if args.exit_on_eof {
-                finish(&client, args.close_timeout, refused, &mut terminal, input).await
-            } else {
-                wait_for_end(&client, args.close_timeout, &mut terminal, input).await
+    // One loop, so that the client's end is handled to completion: a close
+    // begun when the client gives up is not dropped because stdin ended
+    // meanwhile (a dropped close would leave the lines unreported).
+    let mut pump = std::pin::pin!(pump_stdin(&client, input));
+    let mut stdin_done = false;
+    let code = loop {
+        tokio::select! {
+            refused = &mut pump, if !stdin_done => {
+                if args.exit_on_eof {
+                    break finish(&client, args.close_timeout, refused, &mut terminal, input).await;
+                }
+                stdin_done = true;
+            }
+            t = terminal.next() => match t {
+                Some(Terminal::Closed) => break 0,
+                Some(Terminal::GaveUp) | None => {
+                    // What was still queued will not be sent: say so, line
+                    // by line.
+                    if let Ok(left) = client.close(args.close_timeout).await {
+                        input.not_sent(&left, "the client gave up");
+                    }
+                    // Lines stdin already holds (or one being sent when the
+                    // client gave up) are refused now: report them, for at
+                    // most a moment, whatever stdin does after.
+                    if !stdin_done {
+                        let _ = tokio::time::timeout(STDIN_GRACE, &mut pump).await;
+                    }
+                    break 1;
+                }
+            },
+            _ = actix_rt::signal::ctrl_c() => {
+                let _ = client.close(args.close_timeout).await;
+                break 0;
             }
         }
-        code = wait_for_end(&client, args.close_timeout, &mut terminal, input) => code,
     };
     if let Some(d) = demo {
         d.stop().await;
     }
     code
 }
+
+/// After the client gives up, how long stdin is still read so that the lines
+/// it already holds are reported as not sent.
+const STDIN_GRACE: Duration = Duration::from_millis(50);
 
 /// How stdin lines go in, and how those not sent are reported.
 #[derive(Debug, Clone, Copy)]
@@ -184,31 +214,6 @@ async fn pump_stdin(client: &Client, input: Input<'_>) -> u64 {
                 output::line_refused(input.json, Some(number), &e.to_string());
                 refused += 1;
             }
-        }
-    }
-}
-
-/// Runs until the client gives up (exit 1) or Ctrl-C (graceful close, exit 0).
-async fn wait_for_end(
-    client: &Client,
-    close_timeout: Duration,
-    terminal: &mut mpsc::UnboundedReceiver<Terminal>,
-    input: Input<'_>,
-) -> u8 {
-    tokio::select! {
-        t = terminal.next() => match t {
-            Some(Terminal::Closed) => 0,
-            Some(Terminal::GaveUp) | None => {
-                // What was still queued will not be sent: say so, line by line.
-                if let Ok(unsent) = client.close(close_timeout).await {
-                    input.not_sent(&unsent, "the client gave up");
-                }
-                1
-            }
-        },
-        _ = actix_rt::signal::ctrl_c() => {
-            let _ = client.close(close_timeout).await;
-            0
         }
     }
 }
