@@ -812,7 +812,9 @@ mod tests {
         let mut b = buffer(1 << 16, 1 << 24, OverflowPolicy::Reject);
         let mut kept = Vec::new();
         for i in 0..10_000 {
-            let (_, rx) = b.push_tracked(m("x")).unwrap();
+            let Ok((_, rx)) = b.push_tracked(m("x")) else {
+                panic!("refused");
+            };
             if i % 100 == 0 {
                 kept.push(rx);
             }
