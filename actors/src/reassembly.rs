@@ -3,6 +3,11 @@
 //! awc hands continuation frames up raw and does not check text; this pure
 //! state machine turns the frame sequence into complete [`Message`]s, or a
 //! [`ProtocolViolation`] that the connection answers with a close code.
+//!
+//! Text is checked as it comes: a fragment whose bytes cannot begin valid
+//! UTF-8, whatever follows, fails at once (RFC 6455 §8.1 asks to fail fast),
+//! not when the last fragment arrives. A sequence cut at a fragment's end
+//! waits for the next fragment.
 
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
@@ -20,7 +25,37 @@ enum Kind {
 #[derive(Debug)]
 pub(crate) struct Reassembler {
     max_message: usize,
-    partial: Option<(Kind, BytesMut)>,
+    partial: Option<Partial>,
+}
+
+/// A fragmented message in progress.
+#[derive(Debug)]
+struct Partial {
+    kind: Kind,
+    buf: BytesMut,
+    /// Text: the length of the prefix known to be whole, valid UTF-8.
+    checked: usize,
+}
+
+impl Partial {
+    /// Text: fails if what arrived cannot begin valid UTF-8; a sequence cut
+    /// at the end waits for more.
+    fn check(&mut self) -> Result<(), ProtocolViolation> {
+        if self.kind == Kind::Binary {
+            return Ok(());
+        }
+        match std::str::from_utf8(&self.buf[self.checked..]) {
+            Ok(_) => {
+                self.checked = self.buf.len();
+                Ok(())
+            }
+            Err(e) if e.error_len().is_none() => {
+                self.checked += e.valid_up_to();
+                Ok(())
+            }
+            Err(_) => Err(ProtocolViolation::InvalidUtf8),
+        }
+    }
 }
 
 impl Reassembler {
@@ -73,21 +108,35 @@ impl Reassembler {
                 } else {
                     Kind::Binary
                 };
-                self.partial = Some((kind, BytesMut::from(&data[..])));
+                let mut partial = Partial {
+                    kind,
+                    buf: BytesMut::from(&data[..]),
+                    checked: 0,
+                };
+                partial.check()?;
+                self.partial = Some(partial);
                 Ok(None)
             }
-            (Fragment::Continue | Fragment::Last, Some((_, buf))) => {
-                if buf.len() + data.len() > self.max_message {
+            (Fragment::Continue | Fragment::Last, Some(partial)) => {
+                if partial.buf.len() + data.len() > self.max_message {
                     self.partial = None;
                     return Err(ProtocolViolation::MessageTooBig);
                 }
-                buf.extend_from_slice(&data);
+                partial.buf.extend_from_slice(&data);
                 if fragment == Fragment::Continue {
+                    if let Err(v) = partial.check() {
+                        self.partial = None;
+                        return Err(v);
+                    }
                     return Ok(None);
                 }
                 match self.partial.take() {
-                    Some((Kind::Binary, buf)) => Ok(Some(Message::Binary(buf.freeze()))),
-                    Some((Kind::Text, buf)) => text(buf.freeze()).map(Some),
+                    Some(Partial {
+                        kind: Kind::Binary,
+                        buf,
+                        ..
+                    }) => Ok(Some(Message::Binary(buf.freeze()))),
+                    Some(Partial { buf, .. }) => text(buf.freeze()).map(Some),
                     None => Err(ProtocolViolation::UnexpectedContinuation),
                 }
             }
@@ -123,6 +172,34 @@ mod tests {
                 .and(r.fragment(Fragment::Last, b(b"\x01"))),
             Ok(Some(Message::Binary(b(b"\x00\x01"))))
         );
+    }
+
+    #[test]
+    fn invalid_utf8_fails_at_the_fragment_that_makes_it_invalid() {
+        let mut r = Reassembler::new(100);
+        assert_eq!(r.fragment(Fragment::FirstText, b(b"ok ")), Ok(None));
+        // Autobahn 6.4.1: the second of three fragments holds bytes no
+        // continuation can make valid (a code point above U+10FFFF).
+        assert_eq!(
+            r.fragment(Fragment::Continue, b(&[0xF4, 0x90, 0x80, 0x80])),
+            Err(ProtocolViolation::InvalidUtf8)
+        );
+        let mut r = Reassembler::new(100);
+        assert_eq!(
+            r.fragment(Fragment::FirstText, b(&[0xFF])),
+            Err(ProtocolViolation::InvalidUtf8),
+            "even the first fragment"
+        );
+        // A sequence cut at the fragment's end is not invalid yet.
+        let mut r = Reassembler::new(100);
+        assert_eq!(r.fragment(Fragment::FirstText, b(&[0xF0, 0x9F])), Ok(None));
+        assert_eq!(r.fragment(Fragment::Continue, b(&[0x98])), Ok(None));
+        assert_eq!(
+            r.fragment(Fragment::Last, b(&[0x80])),
+            Ok(Some(Message::Text("😀".into())))
+        );
+        // Binary is not text.
+        assert_eq!(r.fragment(Fragment::FirstBinary, b(&[0xFF])), Ok(None));
     }
 
     #[test]
@@ -211,6 +288,9 @@ mod props {
                 (2 | 3, None) if data.len() > max => {
                     Out::Violation(ProtocolViolation::MessageTooBig)
                 }
+                (2 | 3, None) if *kind == 2 && !could_be_utf8(data) => {
+                    Out::Violation(ProtocolViolation::InvalidUtf8)
+                }
                 (2 | 3, None) => {
                     self.partial = Some((*kind == 3, data.clone()));
                     Out::Nothing
@@ -220,6 +300,8 @@ mod props {
                     buf.extend_from_slice(data);
                     if buf.len() > max {
                         Out::Violation(ProtocolViolation::MessageTooBig)
+                    } else if *k == 4 && !binary && !could_be_utf8(&buf) {
+                        Out::Violation(ProtocolViolation::InvalidUtf8)
                     } else if *k == 4 {
                         self.partial = Some((binary, buf));
                         Out::Nothing
@@ -229,6 +311,29 @@ mod props {
                 }
             }
         }
+    }
+
+    /// Whether `bytes` is valid UTF-8 or a prefix of it: some bytes could
+    /// follow that make it valid (tried naively: every continuation of up
+    /// to three bytes).
+    fn could_be_utf8(bytes: &[u8]) -> bool {
+        if std::str::from_utf8(bytes).is_ok() {
+            return true;
+        }
+        let tails: Vec<Vec<u8>> = (1..=3)
+            .flat_map(|n| {
+                (0..64u8).map(move |x| {
+                    let mut t = vec![0x80 | x; n];
+                    t[n - 1] = 0x80 | x;
+                    t
+                })
+            })
+            .collect();
+        tails.iter().any(|t| {
+            let mut v = bytes.to_vec();
+            v.extend_from_slice(t);
+            std::str::from_utf8(&v).is_ok()
+        })
     }
 
     fn real_step(r: &mut Reassembler, frame: &(u8, Vec<u8>)) -> Out {
