@@ -24,13 +24,14 @@ use std::rc::Rc;
 use std::task::{ready, Context, Poll};
 
 use actix_codec::{AsyncWrite, Decoder, FramedParts};
-use actix_http::ws::{CloseCode, CloseReason, Codec, OpCode, Parser, ProtocolError};
+use actix_http::ws::{Codec, ProtocolError};
 use actix_tether_actors::{Frame, FrameWriter, Message, OutRef, TransportError};
 use awc::BoxedSocket;
 use bytes::{Buf, BytesMut};
 use futures::Stream;
 
 use crate::awc_transport::{frame_in, protocol_error};
+use crate::wire::{self, Masks};
 
 /// Room asked for before a read while traffic is light.
 const READ_MIN: usize = 8 * 1024;
@@ -53,6 +54,7 @@ struct Socket {
     eof: bool,
     /// Bytes the socket has accepted.
     accepted: u64,
+    masks: Masks,
 }
 
 type Shared = Rc<RefCell<Socket>>;
@@ -73,6 +75,7 @@ pub(crate) fn split(
         readable: true,
         eof: false,
         accepted: 0,
+        masks: Masks::new(),
     }));
     (
         ReadHalf(socket.clone()),
@@ -185,18 +188,14 @@ impl WriteHalf {
 
     fn encode(&self, frame: OutRef<'_>) -> Result<(), ProtocolError> {
         let mut s = borrow(&self.socket)?;
-        let dst = &mut s.write_buf;
-        // A client masks every frame (RFC 6455 §5.3).
+        let s = &mut *s;
+        let (dst, masks) = (&mut s.write_buf, &mut s.masks);
         match frame {
-            OutRef::Message(m) => write_data(dst, m),
-            OutRef::Ping(b) => Parser::write_message(dst, b, OpCode::Ping, true, true),
-            OutRef::Pong(b) => Parser::write_message(dst, b, OpCode::Pong, true, true),
+            OutRef::Message(m) => write_data(dst, masks, m),
+            OutRef::Ping(b) => wire::encode(dst, masks, wire::PING, b),
+            OutRef::Pong(b) => wire::encode(dst, masks, wire::PONG, b),
             OutRef::Close(c) => {
-                let reason = c.map(|c| CloseReason {
-                    code: CloseCode::from(c.code),
-                    description: (!c.reason.is_empty()).then(|| c.reason.clone()),
-                });
-                Parser::write_close(dst, reason, true);
+                wire::encode_close(dst, masks, c.map(|c| (c.code, c.reason.as_str())))
             }
         }
         Ok(())
@@ -232,14 +231,15 @@ impl FrameWriter for WriteHalf {
     ) -> Poll<Result<usize, TransportError>> {
         ready!(self.poll_ready(cx))?;
         let mut s = borrow(&self.socket).map_err(protocol_error)?;
-        let dst = &mut s.write_buf;
+        let s = &mut *s;
+        let (dst, masks) = (&mut s.write_buf, &mut s.masks);
         let mut taken = 0;
         for m in messages {
             // At least one; then as many as fit below the high-water mark.
             if taken > 0 && dst.len() >= WRITE_HIGH {
                 break;
             }
-            write_data(dst, m);
+            write_data(dst, masks, m);
             taken += 1;
         }
         Poll::Ready(Ok(taken))
@@ -256,9 +256,9 @@ impl FrameWriter for WriteHalf {
 
 /// Encodes one data message, masked (a client masks every frame, RFC 6455
 /// §5.3).
-fn write_data(dst: &mut BytesMut, m: &Message) {
+fn write_data(dst: &mut BytesMut, masks: &mut Masks, m: &Message) {
     match m {
-        Message::Text(t) => Parser::write_message(dst, t.as_bytes(), OpCode::Text, true, true),
-        Message::Binary(b) => Parser::write_message(dst, b, OpCode::Binary, true, true),
+        Message::Text(t) => wire::encode(dst, masks, wire::TEXT, t.as_bytes()),
+        Message::Binary(b) => wire::encode(dst, masks, wire::BINARY, b),
     }
 }

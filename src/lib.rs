@@ -59,6 +59,7 @@ mod tls;
 #[cfg(feature = "typed")]
 pub mod typed;
 mod validate;
+mod wire;
 
 pub use actix_tether_actors as engine;
 pub use actix_tether_actors::{
