@@ -42,6 +42,35 @@
 //! }
 //! ```
 //!
+//! # What reached the server
+//!
+//! Every Ping the client writes is a delivery barrier: the server's Pong
+//! confirms what was written before it. [`Client::confirmed`] waits for
+//! that, [`Stats`] counts it, and with [`ClientBuilder::replay_unconfirmed`]
+//! what a dying link wrote without confirmation is written again on the next
+//! link (at least once; see the README's "What delivered means"). Here
+//! against the test kit's mock server, which answers Pings:
+//!
+//! ```
+//! use actix_tether::testkit::{mock, run_paused};
+//! use actix_tether::ClientBuilder;
+//!
+//! run_paused(async {
+//!     let (transport, mut server) = mock();
+//!     let client = ClientBuilder::new("ws://orders.test/")
+//!         .transport(transport)
+//!         .replay_unconfirmed(true)
+//!         .start()
+//!         .unwrap();
+//!     let mut conn = server.accept().await.unwrap();
+//!     client.send("order 1").await.unwrap();
+//!     client.confirmed().await.unwrap();
+//!     assert_eq!(conn.next_text().await.as_deref(), Some("order 1"));
+//!     let stats = client.stats().await.unwrap();
+//!     assert_eq!((stats.confirmed, stats.unconfirmed), (1, 0));
+//! });
+//! ```
+//!
 //! The engine (actors, policies, the transport seam) lives in
 //! [`actix_tether_actors`], re-exported here as [`engine`].
 
