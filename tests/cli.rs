@@ -131,11 +131,7 @@ async fn json_events_follow_the_contract() {
     )
     .await;
     assert_eq!(run.code, Some(0), "{}", run.stderr);
-    let events: Vec<serde_json::Value> = run
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let events = json_lines(&run.stdout);
     let names: Vec<&str> = events
         .iter()
         .map(|e| e["event"].as_str().unwrap())
@@ -202,11 +198,7 @@ async fn max_retries_gives_up_with_exit_1() {
     ];
     let run = tether_async(args, "").await;
     assert_eq!(run.code, Some(1), "{}", run.stderr);
-    let lines: Vec<serde_json::Value> = run
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = json_lines(&run.stdout);
     let reconnecting: Vec<_> = lines
         .iter()
         .filter(|e| e["event"] == "reconnecting")
@@ -233,10 +225,17 @@ async fn giving_up_exits_1_even_while_stdin_stays_open() {
 }
 
 /// The `dropped` events of a `--json` run: (line, reason), in order.
-fn dropped_lines(stdout: &str) -> Vec<(u64, String)> {
+/// Every stdout line of `tether --json`, parsed (each must be JSON).
+fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
     stdout
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn dropped_lines(stdout: &str) -> Vec<(u64, String)> {
+    json_lines(stdout)
+        .into_iter()
         .filter(|e| e["event"] == "dropped")
         .map(|e| {
             let line = e["line"]
@@ -356,11 +355,7 @@ async fn replay_unconfirmed_writes_the_tail_again_and_reports_it() {
     )
     .await;
     assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
-    let events: Vec<serde_json::Value> = run
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let events = json_lines(&run.stdout);
     let replaying = events
         .iter()
         .find(|e| e["event"] == "replaying")

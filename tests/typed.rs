@@ -592,11 +592,13 @@ async fn the_pending_table_is_bounded_and_a_dropped_request_leaves_at_once() {
     second.abort();
 }
 
-/// Reads frames until a Ping; returns its payload.
+/// Reads frames until a Ping; returns its payload (fails if none comes).
 async fn next_ping(conn: &mut actix_tether::testkit::MockConn) -> bytes::Bytes {
     loop {
-        if let Some(actix_tether::engine::OutFrame::Ping(p)) = conn.next_frame().await {
-            return p;
+        match conn.next_frame().await {
+            Some(actix_tether::engine::OutFrame::Ping(p)) => return p,
+            Some(_) => {}
+            None => panic!("the client wrote no Ping"),
         }
     }
 }

@@ -174,7 +174,7 @@ pub(crate) struct Delivery {
     /// Every message accepted before this sequence number is confirmed,
     /// dropped by the overflow policy, or was reported possibly lost.
     confirmed_seq: u64,
-    /// `Client::confirmed` calls, by the sequence they wait for.
+    /// `Client::confirmed` calls and the sequence each waits for.
     waiters: VecDeque<Waiter>,
     /// The queue waits for a confirmation (a full window, or a drain).
     queue_waits: bool,
@@ -338,12 +338,13 @@ impl Delivery {
         l.confirmed = at;
         self.confirmed_seq = self.confirmed_seq.max(at.seq);
         self.window.confirm(at.count);
-        while self
-            .waiters
-            .front()
-            .is_some_and(|(t, _)| *t <= self.confirmed_seq)
-        {
-            if let Some((_, tx)) = self.waiters.pop_front() {
+        // Waiters register through the queue's mailbox from any thread, so
+        // their targets need not arrive in order: look at each.
+        let mut i = 0;
+        while i < self.waiters.len() {
+            if self.waiters[i].0 > self.confirmed_seq {
+                i += 1;
+            } else if let Some((_, tx)) = self.waiters.swap_remove_back(i) {
                 let _ = tx.send(Ok(()));
             }
         }
@@ -527,10 +528,14 @@ impl Delivery {
         rx
     }
 
-    /// The client closed: waiting `confirmed` calls fail.
+    /// The client closed or gave up: waiting `confirmed` calls and receipts
+    /// learn that nothing more will be confirmed.
     pub(crate) fn close(&mut self) {
         for (_, tx) in self.waiters.drain(..) {
             let _ = tx.send(Err(Unconfirmed::Closed));
+        }
+        if let Some(buffer) = &self.buffer {
+            lock(buffer).close_receipts();
         }
     }
 }
@@ -638,6 +643,19 @@ mod tests {
         assert_eq!(d.totals().possibly_lost, 3);
         assert_eq!(d.totals().possibly_lost_bytes, 9);
         assert_eq!(waiting.try_recv(), Ok(Some(Err(Unconfirmed::PossiblyLost))));
+    }
+
+    #[test]
+    fn a_waiter_resolves_when_its_target_is_confirmed_whatever_came_before_it() {
+        let mut d = delivery(false);
+        // Registered from two threads: the later target arrived first.
+        let mut far = d.wait_confirmed(10);
+        let mut near = d.wait_confirmed(2);
+        d.wrote(1, 5, 5, 5);
+        let ping = d.ping_payload(1);
+        d.on_pong(1, &ping);
+        assert_eq!(near.try_recv(), Ok(Some(Ok(()))));
+        assert_eq!(far.try_recv(), Ok(None));
     }
 
     #[test]

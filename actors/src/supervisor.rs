@@ -358,11 +358,7 @@ impl Supervisor {
     fn give_up(&mut self, reason: DisconnectReason, ctx: &mut Context<Self>) {
         let attempts = self.policy.attempt();
         tracing::warn!(reason = %ErrorChain(&reason), attempts, "giving up");
-        {
-            let mut buf = lock(&self.buffer);
-            buf.seal();
-            buf.close_receipts();
-        }
+        lock(&self.buffer).seal();
         self.hub.delivery.borrow_mut().close();
         self.state = State::GaveUp;
         self.hub.publish(Event::GaveUp { reason, attempts });
@@ -427,11 +423,7 @@ impl Supervisor {
         ctx.wait(queue.into_actor(self).map(|_, act, ctx| {
             // The queue has put the last link's unconfirmed tail (with
             // replay) back at the head: it comes first, possibly delivered.
-            let left = {
-                let mut buf = lock(&act.buffer);
-                buf.close_receipts();
-                buf.take_all()
-            };
+            let left = lock(&act.buffer).take_all();
             act.hub.delivery.borrow_mut().close();
             act.hub.publish(Event::Closed {
                 unsent: left.unsent.len(),
