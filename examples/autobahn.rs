@@ -13,7 +13,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use actix::prelude::*;
-use actix_tether::{Client, ClientBuilder, Event, Inbound, Message};
+use actix_tether::{Client, ClientBuilder, Compression, Event, Inbound, Message};
 use futures::channel::oneshot;
 
 /// Echoes inbound messages once it has the client; tells `done` when the
@@ -93,6 +93,17 @@ async fn session(url: String) -> Result<Option<String>, Box<dyn std::error::Erro
     }
     .start();
     let client = ClientBuilder::new(url)
+        // permessage-deflate for 12.* and 13.*, offered so that every case
+        // can negotiate: kosoku only asks a client for no context takeover
+        // (13.2, 13.5, 13.6) when its offer carries
+        // `client_no_context_takeover`, and it fails on an uncompressed
+        // text message in a compressed session (it hashes the payload as a
+        // str), so every message is compressed here (threshold 0).
+        .compression(
+            Compression::offer()
+                .client_no_context_takeover(true)
+                .threshold(0),
+        )
         .no_ping()
         .max_retries(0)
         .max_message_size(64 << 20)

@@ -1,13 +1,15 @@
 //! One awc socket as the engine's [`Link`].
 //!
-//! awc hands over a `Framed` socket. Splitting it with `StreamExt::split`
+//! awc does the upgrade and hands over a `Framed` socket, whose read buffer
+//! may already hold the first frames; its codec is set aside. Splitting it with `StreamExt::split`
 //! would put a `BiLock` (atomic operations on every poll) between the two
 //! halves, and its sink takes messages by value, so the engine would have to
 //! copy every message it keeps for a possible requeue. Instead the socket, its
 //! buffers and actix-http's codec live in one `Rc<RefCell>` shared by the read
 //! half and the writer (everything runs on one arbiter, and neither half
-//! calls into the other), messages are encoded from a borrow with
-//! actix-http's frame writer, and the buffers are sized here:
+//! calls into the other), frames are decoded and encoded by our own codec
+//! ([`crate::wire`]; messages are encoded from a borrow), and the buffers are
+//! sized here:
 //!
 //! - reads ask for room adapted to the traffic: 8 KiB while it is light,
 //!   doubling to 64 KiB while reads fill the buffer;
@@ -17,20 +19,23 @@
 //!   socket accepted beyond that has left for the peer, which is how the
 //!   heartbeat tells a slow link from a dead one.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{ready, Context, Poll};
 
-use actix_codec::{AsyncWrite, Decoder, FramedParts};
-use actix_http::ws::{Codec, ProtocolError};
-use actix_tether_actors::{Frame, FrameWriter, Message, OutRef, TransportError};
+use actix_codec::{AsyncWrite, FramedParts};
+use actix_http::ws::Codec;
+use actix_tether_actors::{
+    Frame, FrameWriter, Message, OutRef, TransportError, TransportErrorKind,
+};
 use awc::BoxedSocket;
 use bytes::{Buf, BytesMut};
 use futures::Stream;
 
-use crate::awc_transport::{frame_in, protocol_error};
+use crate::wire::decode::Decoder;
+use crate::wire::deflate::Deflater;
 use crate::wire::{self, Masks};
 
 /// Room asked for before a read while traffic is light.
@@ -44,7 +49,11 @@ pub(crate) const WRITE_CHUNK: usize = 64 * 1024;
 
 struct Socket {
     io: BoxedSocket,
-    codec: Codec,
+    decoder: Decoder,
+    /// The compressor, when permessage-deflate was agreed.
+    deflater: Option<Deflater>,
+    /// Where a message is compressed before it is framed.
+    deflated: Vec<u8>,
     read_buf: BytesMut,
     write_buf: BytesMut,
     /// Room to ask for before the next read.
@@ -52,29 +61,43 @@ struct Socket {
     /// `read_buf` may hold a whole frame.
     readable: bool,
     eof: bool,
+    /// The decoder failed the link: what arrives after is read and dropped
+    /// (the client's Close is on its way; the server's answer cannot be
+    /// parsed behind a bad frame).
+    failed: bool,
     /// Bytes the socket has accepted.
     accepted: u64,
+    /// Bytes read from the socket (shared with the engine's counters).
+    received: Rc<Cell<u64>>,
     masks: Masks,
 }
 
 type Shared = Rc<RefCell<Socket>>;
 
-/// Splits awc's socket into the read half and the writer; `unsent_bound` is
-/// how many accepted bytes the kernel may still hold unsent.
+/// Splits awc's socket into the read half and the writer, which decode with
+/// `decoder` and compress with `deflater`; `unsent_bound` is how many
+/// accepted bytes the kernel may still hold unsent.
 pub(crate) fn split(
     parts: FramedParts<BoxedSocket, Codec>,
+    decoder: Decoder,
+    deflater: Option<Deflater>,
     unsent_bound: u64,
+    received: Rc<Cell<u64>>,
 ) -> (ReadHalf, WriteHalf) {
     let socket = Rc::new(RefCell::new(Socket {
         io: parts.io,
-        codec: parts.codec,
+        decoder,
+        deflater,
+        deflated: Vec::new(),
         // Bytes after the handshake response may already be here.
         read_buf: parts.read_buf,
         write_buf: parts.write_buf,
         read_room: READ_MIN,
         readable: true,
         eof: false,
+        failed: false,
         accepted: 0,
+        received,
         masks: Masks::new(),
     }));
     (
@@ -89,10 +112,17 @@ pub(crate) fn split(
 /// Borrows the socket. The halves are polled one at a time on one thread and
 /// never call into each other, so the borrow cannot clash; if it ever did,
 /// that is an error on this link, not a panic.
-fn borrow(shared: &Shared) -> Result<std::cell::RefMut<'_, Socket>, ProtocolError> {
-    shared
-        .try_borrow_mut()
-        .map_err(|_| ProtocolError::Io(io::Error::other("socket halves polled re-entrantly")))
+fn borrow(shared: &Shared) -> Result<std::cell::RefMut<'_, Socket>, TransportError> {
+    shared.try_borrow_mut().map_err(|_| {
+        TransportError::new(
+            TransportErrorKind::Io,
+            io::Error::other("socket halves polled re-entrantly"),
+        )
+    })
+}
+
+fn io_error(e: io::Error) -> TransportError {
+    TransportError::new(TransportErrorKind::Io, e)
 }
 
 /// Decoded frames, converted for the engine.
@@ -102,26 +132,21 @@ impl Stream for ReadHalf {
     type Item = Result<Frame, TransportError>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.poll_frame(cx)
-            .map(|item| item.map(|r| r.map(frame_in).map_err(protocol_error)))
-    }
-}
-
-impl ReadHalf {
-    fn poll_frame(
-        &self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<awc::ws::Frame, ProtocolError>>> {
         let mut s = match borrow(&self.0) {
             Ok(s) => s,
             Err(e) => return Poll::Ready(Some(Err(e))),
         };
         let s = &mut *s;
         loop {
-            if s.readable {
-                match s.codec.decode(&mut s.read_buf) {
+            if s.failed {
+                s.read_buf.clear();
+            } else if s.readable {
+                match s.decoder.decode(&mut s.read_buf) {
                     Ok(Some(frame)) => return Poll::Ready(Some(Ok(frame))),
-                    Err(e) => return Poll::Ready(Some(Err(e))),
+                    Err(e) => {
+                        s.failed = true;
+                        return Poll::Ready(Some(Err(e.into())));
+                    }
                     Ok(None) => s.readable = false,
                 }
             }
@@ -132,7 +157,7 @@ impl ReadHalf {
                 // Report a frame cut off by the end of the stream once.
                 s.read_buf.clear();
                 let cut = io::Error::new(io::ErrorKind::UnexpectedEof, "stream ended mid-frame");
-                return Poll::Ready(Some(Err(ProtocolError::Io(cut))));
+                return Poll::Ready(Some(Err(io_error(cut))));
             }
             let room = s.read_room;
             if s.read_buf.capacity() - s.read_buf.len() < room / 2 {
@@ -145,8 +170,9 @@ impl ReadHalf {
                 &mut s.read_buf
             )) {
                 Ok(n) => n,
-                Err(e) => return Poll::Ready(Some(Err(ProtocolError::Io(e)))),
+                Err(e) => return Poll::Ready(Some(Err(io_error(e)))),
             };
+            s.received.set(s.received.get().saturating_add(n as u64));
             // A read that filled the room asks for more next time; a light
             // one goes back to the minimum (idle links stay small).
             s.read_room = if n >= spare {
@@ -169,29 +195,30 @@ pub(crate) struct WriteHalf {
 }
 
 impl WriteHalf {
-    fn flush(&self, cx: &mut Context<'_>) -> Poll<Result<(), ProtocolError>> {
+    fn flush(&self, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
         let mut s = borrow(&self.socket)?;
         let s = &mut *s;
         while !s.write_buf.is_empty() {
             let chunk = s.write_buf.len().min(WRITE_CHUNK);
-            let n = ready!(Pin::new(&mut s.io).poll_write(cx, &s.write_buf[..chunk]))?;
+            let n = ready!(Pin::new(&mut s.io).poll_write(cx, &s.write_buf[..chunk]))
+                .map_err(io_error)?;
             if n == 0 {
                 let e = io::Error::new(io::ErrorKind::WriteZero, "socket took no bytes");
-                return Poll::Ready(Err(ProtocolError::Io(e)));
+                return Poll::Ready(Err(io_error(e)));
             }
             s.write_buf.advance(n);
             s.accepted = s.accepted.saturating_add(n as u64);
         }
-        ready!(Pin::new(&mut s.io).poll_flush(cx))?;
+        ready!(Pin::new(&mut s.io).poll_flush(cx)).map_err(io_error)?;
         Poll::Ready(Ok(()))
     }
 
-    fn encode(&self, frame: OutRef<'_>) -> Result<(), ProtocolError> {
+    fn encode(&self, frame: OutRef<'_>) -> Result<(), TransportError> {
         let mut s = borrow(&self.socket)?;
         let s = &mut *s;
         let (dst, masks) = (&mut s.write_buf, &mut s.masks);
         match frame {
-            OutRef::Message(m) => write_data(dst, masks, m),
+            OutRef::Message(m) => write_data(dst, masks, &mut s.deflater, &mut s.deflated, m),
             OutRef::Ping(b) => wire::encode(dst, masks, wire::PING, b),
             OutRef::Pong(b) => wire::encode(dst, masks, wire::PONG, b),
             OutRef::Close(c) => {
@@ -204,24 +231,20 @@ impl WriteHalf {
 
 impl FrameWriter for WriteHalf {
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
-        let full = borrow(&self.socket)
-            .map_err(protocol_error)?
-            .write_buf
-            .len()
-            >= WRITE_HIGH;
+        let full = borrow(&self.socket)?.write_buf.len() >= WRITE_HIGH;
         if full {
-            self.flush(cx).map_err(protocol_error)
+            self.flush(cx)
         } else {
             Poll::Ready(Ok(()))
         }
     }
 
     fn start_send(&mut self, frame: OutRef<'_>) -> Result<(), TransportError> {
-        self.encode(frame).map_err(protocol_error)
+        self.encode(frame)
     }
 
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
-        self.flush(cx).map_err(protocol_error)
+        self.flush(cx)
     }
 
     fn poll_write_messages(
@@ -230,7 +253,7 @@ impl FrameWriter for WriteHalf {
         messages: &[Message],
     ) -> Poll<Result<usize, TransportError>> {
         ready!(self.poll_ready(cx))?;
-        let mut s = borrow(&self.socket).map_err(protocol_error)?;
+        let mut s = borrow(&self.socket)?;
         let s = &mut *s;
         let (dst, masks) = (&mut s.write_buf, &mut s.masks);
         let mut taken = 0;
@@ -239,7 +262,7 @@ impl FrameWriter for WriteHalf {
             if taken > 0 && dst.len() >= WRITE_HIGH {
                 break;
             }
-            write_data(dst, masks, m);
+            write_data(dst, masks, &mut s.deflater, &mut s.deflated, m);
             taken += 1;
         }
         Poll::Ready(Ok(taken))
@@ -255,10 +278,32 @@ impl FrameWriter for WriteHalf {
 }
 
 /// Encodes one data message, masked (a client masks every frame, RFC 6455
-/// §5.3).
-fn write_data(dst: &mut BytesMut, masks: &mut Masks, m: &Message) {
-    match m {
-        Message::Text(t) => wire::encode(dst, masks, wire::TEXT, t.as_bytes()),
-        Message::Binary(b) => wire::encode(dst, masks, wire::BINARY, b),
+/// §5.3), and compressed when permessage-deflate was agreed and the message
+/// is worth it.
+fn write_data(
+    dst: &mut BytesMut,
+    masks: &mut Masks,
+    deflater: &mut Option<Deflater>,
+    deflated: &mut Vec<u8>,
+    m: &Message,
+) {
+    let (opcode, payload) = match m {
+        Message::Text(t) => (wire::TEXT, t.as_bytes().as_ref()),
+        Message::Binary(b) => (wire::BINARY, &b[..]),
+    };
+    let compressed = deflater
+        .as_mut()
+        .is_some_and(|d| d.wants(m) && d.deflate(payload, deflated));
+    if compressed {
+        wire::encode(dst, masks, opcode | wire::RSV1, deflated);
+        // A large message's buffer is not kept for an idle link.
+        if deflated.capacity() > DEFLATED_KEEP {
+            *deflated = Vec::new();
+        }
+    } else {
+        wire::encode(dst, masks, opcode, payload);
     }
 }
+
+/// The compression buffer kept between messages.
+const DEFLATED_KEEP: usize = 16 * 1024;

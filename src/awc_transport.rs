@@ -11,29 +11,26 @@ use std::rc::Rc;
 use std::time::{Duration, SystemTime};
 
 use actix_http::error::ParseError;
-use actix_http::ws::Item;
 use actix_rt::net::TcpStream;
 use actix_service::{Service, ServiceExt};
-use actix_tether_actors::{
-    CloseFrame, ConnectError, ConnectErrorKind, ConnectRequest, Fragment, Frame, Link, Transport,
-    TransportError, TransportErrorKind,
-};
+use actix_tether_actors::{ConnectError, ConnectErrorKind, ConnectRequest, Link, Transport};
 use actix_tls::connect::{Connection as TcpConnection, Resolver};
-use awc::error::{
-    ConnectError as AwcConnectError, SendRequestError, WsClientError, WsProtocolError,
-};
-use awc::http::header::{HeaderMap, RETRY_AFTER, SEC_WEBSOCKET_PROTOCOL};
+use awc::error::{ConnectError as AwcConnectError, SendRequestError, WsClientError};
+use awc::http::header::{HeaderMap, RETRY_AFTER, SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_PROTOCOL};
 use awc::http::Uri;
 use awc::middleware::Transform;
-use awc::ws;
 use futures::future::{self, LocalBoxFuture};
 
+use crate::wire::decode::Decoder;
+use crate::wire::deflate::Compression;
 use crate::{awc_link, validate};
 
-/// Opens links with awc.
+/// Opens links with awc, then speaks WebSocket with our own codec.
 #[derive(Debug, Clone)]
 pub(crate) struct AwcTransport {
     pub(crate) max_frame_size: usize,
+    pub(crate) max_message_size: usize,
+    pub(crate) compression: Compression,
     #[cfg(feature = "rustls")]
     pub(crate) tls: std::sync::Arc<rustls::ClientConfig>,
 }
@@ -135,6 +132,14 @@ impl Transport for AwcTransport {
         if !request.protocols.is_empty() {
             ws = ws.protocols(&request.protocols);
         }
+        let offer = self.compression.offer_header();
+        if let Some(offer) = &offer {
+            // A request provider's own extension header would be answered
+            // for an offer we did not make: ours replaces it.
+            ws = ws.set_header(SEC_WEBSOCKET_EXTENSIONS, offer.as_str());
+        }
+        let compression = self.compression.clone();
+        let (max_frame, max_message) = (self.max_frame_size, self.max_message_size);
         let secure = request.url.starts_with("wss:") || request.url.starts_with("https:");
         Box::pin(async move {
             let (response, framed) = ws
@@ -146,49 +151,30 @@ impl Transport for AwcTransport {
                 .get(SEC_WEBSOCKET_PROTOCOL)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
+            let answers = response
+                .headers()
+                .get_all(SEC_WEBSOCKET_EXTENSIONS)
+                .map(|v| v.to_str().unwrap_or("\u{fffd}"));
+            let agreed = compression
+                .accept(answers)
+                .map_err(|e| ConnectError::with_source(ConnectErrorKind::Extension, e))?;
+            let extensions = agreed.as_ref().map(|a| a.text.clone());
+            let (inflater, deflater) = agreed.map(|a| a.split()).unzip();
+            let decoder = Decoder::new(max_frame, max_message, inflater);
             let bound = unsent_bound(bounded.get(), secure);
-            let (stream, writer) = awc_link::split(framed.into_parts(), bound);
-            Ok(Link {
-                stream: Box::pin(stream),
-                writer: Box::new(writer),
-                protocol,
-            })
+            let received = Rc::new(Cell::new(0));
+            let (stream, writer) = awc_link::split(
+                framed.into_parts(),
+                decoder,
+                deflater,
+                bound,
+                received.clone(),
+            );
+            Ok(Link::new(Box::pin(stream), Box::new(writer))
+                .with_protocol(protocol)
+                .with_extensions(extensions)
+                .with_bytes_received(received))
         })
-    }
-}
-
-pub(crate) fn frame_in(frame: ws::Frame) -> Frame {
-    match frame {
-        ws::Frame::Text(b) => Frame::Text(b),
-        ws::Frame::Binary(b) => Frame::Binary(b),
-        ws::Frame::Continuation(item) => match item {
-            Item::FirstText(b) => Frame::Continuation(Fragment::FirstText, b),
-            Item::FirstBinary(b) => Frame::Continuation(Fragment::FirstBinary, b),
-            Item::Continue(b) => Frame::Continuation(Fragment::Continue, b),
-            Item::Last(b) => Frame::Continuation(Fragment::Last, b),
-        },
-        ws::Frame::Ping(b) => Frame::Ping(b),
-        ws::Frame::Pong(b) => Frame::Pong(b),
-        ws::Frame::Close(reason) => Frame::Close(reason.map(|r| CloseFrame {
-            code: r.code.into(),
-            reason: r.description.unwrap_or_default(),
-        })),
-    }
-}
-
-pub(crate) fn protocol_error(e: WsProtocolError) -> TransportError {
-    let kind = match &e {
-        WsProtocolError::Overflow => TransportErrorKind::FrameTooBig,
-        // actix-http reports RSV bits without an extension as InvalidData.
-        WsProtocolError::Io(io) if io.kind() == io::ErrorKind::InvalidData => {
-            TransportErrorKind::Protocol
-        }
-        WsProtocolError::Io(_) => TransportErrorKind::Io,
-        _ => TransportErrorKind::Protocol,
-    };
-    match e {
-        WsProtocolError::Io(io) => TransportError::new(kind, io),
-        other => TransportError::new(kind, other.to_string()),
     }
 }
 

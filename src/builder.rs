@@ -12,6 +12,7 @@ use actix_tether_actors::{
 
 use crate::awc_transport::AwcTransport;
 use crate::validate;
+use crate::wire::deflate::Compression;
 
 /// Configures and starts a supervised WebSocket client.
 ///
@@ -47,6 +48,7 @@ pub struct ClientBuilder {
     queue_bytes: usize,
     overflow: OverflowPolicy,
     max_frame_size: Option<usize>,
+    compression: Compression,
     on_connect: Option<OnConnect>,
     random: Option<Box<dyn RandomSource>>,
     inbound: Vec<Recipient<Inbound>>,
@@ -88,6 +90,7 @@ impl ClientBuilder {
             overflow: queue.policy(),
             config,
             max_frame_size: None,
+            compression: Compression::default(),
             on_connect: None,
             random: None,
             inbound: Vec::new(),
@@ -338,6 +341,20 @@ impl ClientBuilder {
         self
     }
 
+    /// permessage-deflate (RFC 7692): [`Compression::offer`] by default,
+    /// [`Compression::off`], or [`Compression::require`], each with its
+    /// parameters. Inflated messages are bounded by the maximum message
+    /// size as they inflate (a compression bomb closes the link with 1009).
+    /// What the server agreed to is in [`Event::Connected`]; bytes on the
+    /// wire next to payload bytes are in [`Stats`].
+    ///
+    /// [`Event::Connected`]: crate::Event::Connected
+    /// [`Stats`]: crate::Stats
+    pub fn compression(mut self, compression: Compression) -> Self {
+        self.compression = compression;
+        self
+    }
+
     /// Messages to write first on every connect and reconnect, before the
     /// queued backlog: authentication, resubscription. Default is none.
     pub fn on_connect(mut self, hook: impl FnMut(&ConnectInfo) -> Vec<Message> + 'static) -> Self {
@@ -418,6 +435,8 @@ impl ClientBuilder {
             Some(t) => t,
             None => Box::new(AwcTransport {
                 max_frame_size,
+                max_message_size: config.max_message_size,
+                compression: self.compression,
                 #[cfg(feature = "rustls")]
                 tls: match self.tls {
                     Some(tls) => tls,

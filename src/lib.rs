@@ -99,3 +99,4 @@ pub use actix_tether_actors::{
     WeakClient,
 };
 pub use builder::ClientBuilder;
+pub use wire::deflate::{Compression, CompressionMode, NegotiationError};

@@ -474,6 +474,15 @@ pub struct Stats {
     pub messages_out: u64,
     /// Outbound payload bytes flushed.
     pub bytes_out: u64,
+    /// Bytes read from the socket: frame headers, control frames and
+    /// payloads as they crossed the wire (compressed, with
+    /// permessage-deflate). Compare with `bytes_in` for the compression
+    /// ratio. A transport that does not count them reports payload bytes.
+    pub wire_bytes_in: u64,
+    /// Bytes the socket accepted: frame headers, control frames and
+    /// payloads as written (compressed, with permessage-deflate). A
+    /// transport that does not count them reports payload bytes.
+    pub wire_bytes_out: u64,
     /// Messages queued or in flight.
     pub queue_depth: usize,
     /// Payload bytes queued or in flight.

@@ -533,7 +533,11 @@ impl Actor for Connection {
             ctx.stop();
             return;
         };
-        ctx.add_stream(ReadBatches::new(link.stream, self.hub.clone()));
+        ctx.add_stream(ReadBatches::new(
+            link.stream,
+            self.hub.clone(),
+            link.bytes_received,
+        ));
         let Some(rx) = self.commands.take() else {
             ctx.stop();
             return;
@@ -674,7 +678,17 @@ impl Connection {
             Ok(frame) => frame,
             Err(e) => {
                 let code = e.close_code();
-                self.set_reason(DisconnectReason::Transport(e));
+                // A violation the codec found is the same violation.
+                let reason = match e.kind() {
+                    TransportErrorKind::InvalidData => {
+                        DisconnectReason::Protocol(ProtocolViolation::InvalidUtf8)
+                    }
+                    TransportErrorKind::MessageTooBig => {
+                        DisconnectReason::Protocol(ProtocolViolation::MessageTooBig)
+                    }
+                    _ => DisconnectReason::Transport(e),
+                };
+                self.set_reason(reason);
                 match code {
                     Some(code) => {
                         let wait = self.config.dead_close_timeout;

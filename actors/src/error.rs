@@ -80,6 +80,10 @@ pub enum ConnectErrorKind {
     Handshake,
     /// The server selected a subprotocol the client did not offer.
     ProtocolMismatch,
+    /// The server's `Sec-WebSocket-Extensions` answer is invalid: an
+    /// extension or parameter that was not offered, a repeated parameter, a
+    /// bad value, or no permessage-deflate when it is required.
+    Extension,
     /// The request itself is invalid (bad URL, scheme, header name or value).
     InvalidRequest,
     /// Any other I/O failure.
@@ -209,6 +213,9 @@ impl fmt::Display for ConnectError {
             ConnectErrorKind::ProtocolMismatch => {
                 f.write_str("server selected a subprotocol that was not offered")?
             }
+            ConnectErrorKind::Extension => {
+                f.write_str("server answered the extension negotiation wrongly")?
+            }
             ConnectErrorKind::InvalidRequest => f.write_str("invalid connect request")?,
             ConnectErrorKind::Io => f.write_str("I/O error while connecting")?,
         }
@@ -235,6 +242,17 @@ pub enum TransportErrorKind {
     /// The peer sent a frame the codec rejects: reserved opcode, RSV bits,
     /// an oversized or fragmented control frame, ... (close code 1002).
     Protocol,
+    /// The peer sent text (or a close reason) that is not valid UTF-8,
+    /// found by the transport's codec as it arrived (close code 1007). The
+    /// link's reason is then `DisconnectReason::Protocol(InvalidUtf8)`, as
+    /// when the engine finds it.
+    InvalidData,
+    /// A message (inflated, with compression) exceeded the maximum message
+    /// size, found by the transport's codec before it was buffered (close
+    /// code 1009). The link's reason is then
+    /// `DisconnectReason::Protocol(MessageTooBig)`, as when the engine finds
+    /// it.
+    MessageTooBig,
 }
 
 /// A failure of an established link reported by the transport.
@@ -268,6 +286,8 @@ impl TransportError {
             TransportErrorKind::Io => None,
             TransportErrorKind::FrameTooBig => Some(1009),
             TransportErrorKind::Protocol => Some(1002),
+            TransportErrorKind::InvalidData => Some(1007),
+            TransportErrorKind::MessageTooBig => Some(1009),
         }
     }
 }
@@ -287,6 +307,8 @@ impl fmt::Display for TransportError {
             TransportErrorKind::Io => "socket error",
             TransportErrorKind::FrameTooBig => "frame too big",
             TransportErrorKind::Protocol => "protocol error",
+            TransportErrorKind::InvalidData => "invalid UTF-8",
+            TransportErrorKind::MessageTooBig => "message too big",
         })
     }
 }

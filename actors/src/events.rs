@@ -50,6 +50,9 @@ pub enum Event {
         attempt: u32,
         /// The subprotocol the server selected.
         protocol: Option<String>,
+        /// The extensions the server agreed to, as the handshake said them
+        /// (`permessage-deflate; client_max_window_bits=12`), if any.
+        extensions: Option<String>,
     },
     /// The link went down, or an attempt failed.
     Disconnected {

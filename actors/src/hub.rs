@@ -31,6 +31,9 @@ pub(crate) struct Counters {
     /// Bytes accepted below the writers of all links (see
     /// `FrameWriter::bytes_accepted`): proof that a busy link moves data.
     pub(crate) bytes_accepted: Cell<u64>,
+    /// Bytes read from the sockets of all links (payloads, for a transport
+    /// that does not count them).
+    pub(crate) wire_bytes_in: Cell<u64>,
     /// The current link's `FrameWriter::unsent_bound`.
     pub(crate) unsent_bound: Cell<u64>,
     pub(crate) last_rtt: Cell<Option<Duration>>,

@@ -23,7 +23,7 @@ use futures::Stream;
 
 use crate::error::TransportError;
 use crate::frame::Frame;
-use crate::hub::Hub;
+use crate::hub::{Counters, Hub};
 use crate::transport::FrameStream;
 
 /// Most frames in one batch.
@@ -68,17 +68,30 @@ impl Gate {
 
 pub(crate) struct ReadBatches {
     inner: FrameStream,
-    /// Holds the client's read gate.
+    /// Holds the client's read gate and counters.
     hub: Rc<Hub>,
     done: bool,
+    /// The transport's count of bytes read, and how much of it is counted.
+    received: Option<(Rc<Cell<u64>>, u64)>,
 }
 
 impl ReadBatches {
-    pub(crate) fn new(inner: FrameStream, hub: Rc<Hub>) -> Self {
+    pub(crate) fn new(inner: FrameStream, hub: Rc<Hub>, received: Option<Rc<Cell<u64>>>) -> Self {
         Self {
             inner,
             hub,
             done: false,
+            received: received.map(|r| (r, 0)),
+        }
+    }
+
+    /// Moves what the transport read since the last look into the client's
+    /// count of bytes on the wire.
+    fn count_received(&mut self) {
+        if let Some((counter, seen)) = &mut self.received {
+            let now = counter.get();
+            Counters::add(&self.hub.counters.wire_bytes_in, now.saturating_sub(*seen));
+            *seen = now;
         }
     }
 }
@@ -107,7 +120,12 @@ impl Stream for ReadBatches {
         while batch.len() < BATCH_FRAMES && bytes < BATCH_BYTES {
             match self.inner.as_mut().poll_next(cx) {
                 Poll::Ready(Some(item)) => {
-                    bytes += payload_len(&item);
+                    let len = payload_len(&item);
+                    // A transport that does not count: payloads stand in.
+                    if self.received.is_none() {
+                        Counters::add(&self.hub.counters.wire_bytes_in, len as u64);
+                    }
+                    bytes += len;
                     batch.push(item);
                 }
                 Poll::Ready(None) => {
@@ -117,6 +135,7 @@ impl Stream for ReadBatches {
                 Poll::Pending => break,
             }
         }
+        self.count_received();
         if !batch.is_empty() {
             Poll::Ready(Some(batch))
         } else if self.done {
@@ -150,7 +169,7 @@ mod tests {
     fn batches_end_at_the_frame_count() {
         let all = vec![1; BATCH_FRAMES * 2 + 3];
         let got = futures::executor::block_on(
-            ReadBatches::new(frames(&all), Rc::default()).collect::<Vec<_>>(),
+            ReadBatches::new(frames(&all), Rc::default(), None).collect::<Vec<_>>(),
         );
         assert_eq!(sizes(got), [BATCH_FRAMES, BATCH_FRAMES, 3]);
     }
@@ -162,6 +181,7 @@ mod tests {
             ReadBatches::new(
                 frames(&[big, big, big, 10, BATCH_BYTES * 3, 1]),
                 Rc::default(),
+                None,
             )
             .collect::<Vec<_>>(),
         );
@@ -172,7 +192,7 @@ mod tests {
     #[test]
     fn a_closed_gate_stops_reading_until_opened() {
         let hub = Rc::new(Hub::default());
-        let mut batches = ReadBatches::new(frames(&[1, 2]), hub.clone());
+        let mut batches = ReadBatches::new(frames(&[1, 2]), hub.clone(), None);
         let waker = futures::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
         hub.reading.close();

@@ -264,6 +264,7 @@ impl Supervisor {
         self.next_link += 1;
         let id = self.next_link;
         let protocol = link.protocol.clone();
+        let extensions = link.extensions.clone();
         let conn = Connection::new(
             id,
             link,
@@ -285,6 +286,7 @@ impl Supervisor {
         self.hub.publish(Event::Connected {
             attempt,
             protocol: protocol.clone(),
+            extensions,
         });
         let info = ConnectInfo {
             attempt,
@@ -450,6 +452,8 @@ impl Supervisor {
             bytes_in: c.bytes_in.get(),
             messages_out: c.messages_out.get(),
             bytes_out: c.bytes_out.get(),
+            wire_bytes_in: c.wire_bytes_in.get(),
+            wire_bytes_out: c.bytes_accepted.get(),
             queue_depth: buf.depth(),
             queue_bytes: buf.bytes(),
             dropped: buf.dropped_total(),

@@ -7,8 +7,10 @@
 //! in an in-memory mock, which is what makes the engine testable on a paused
 //! clock.
 
+use std::cell::Cell;
 use std::fmt;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -156,6 +158,9 @@ pub fn redact_url(url: &str) -> String {
 }
 
 /// An open WebSocket connection, as handed to the connection actor.
+///
+/// Built with [`Link::new`] and the `with_*` steps.
+#[non_exhaustive]
 pub struct Link {
     /// Decoded inbound frames; the stream ends when the socket closes.
     pub stream: FrameStream,
@@ -163,12 +168,53 @@ pub struct Link {
     pub writer: Box<dyn FrameWriter>,
     /// The subprotocol the server selected, if any.
     pub protocol: Option<String>,
+    /// The extensions the server agreed to, as `Sec-WebSocket-Extensions`
+    /// says them (`permessage-deflate; client_max_window_bits=12`), if any.
+    pub extensions: Option<String>,
+    /// Bytes read from the socket so far, if the transport counts them
+    /// (frame headers and compressed payloads: [`Stats::wire_bytes_in`]).
+    ///
+    /// [`Stats::wire_bytes_in`]: crate::Stats::wire_bytes_in
+    pub bytes_received: Option<Rc<Cell<u64>>>,
+}
+
+impl Link {
+    /// A link reading `stream` and writing with `writer`, without a
+    /// subprotocol or extensions.
+    pub fn new(stream: FrameStream, writer: Box<dyn FrameWriter>) -> Self {
+        Self {
+            stream,
+            writer,
+            protocol: None,
+            extensions: None,
+            bytes_received: None,
+        }
+    }
+
+    /// The subprotocol the server selected.
+    pub fn with_protocol(mut self, protocol: Option<String>) -> Self {
+        self.protocol = protocol;
+        self
+    }
+
+    /// The extensions the server agreed to.
+    pub fn with_extensions(mut self, extensions: Option<String>) -> Self {
+        self.extensions = extensions;
+        self
+    }
+
+    /// The transport's count of bytes read from the socket.
+    pub fn with_bytes_received(mut self, counter: Rc<Cell<u64>>) -> Self {
+        self.bytes_received = Some(counter);
+        self
+    }
 }
 
 impl fmt::Debug for Link {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Link")
             .field("protocol", &self.protocol)
+            .field("extensions", &self.extensions)
             .finish_non_exhaustive()
     }
 }

@@ -412,9 +412,5 @@ fn accept(
             io::Error::new(io::ErrorKind::BrokenPipe, e),
         )
     });
-    Link {
-        stream: Box::pin(client_stream),
-        writer: Box::new(SinkWriter(sink)),
-        protocol,
-    }
+    Link::new(Box::pin(client_stream), Box::new(SinkWriter(sink))).with_protocol(protocol)
 }

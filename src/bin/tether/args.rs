@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use actix_tether::{ClientBuilder, Jitter, OverflowPolicy};
+use actix_tether::{ClientBuilder, CompressionMode, Jitter, OverflowPolicy};
 use clap::Parser;
 
 /// A resilient WebSocket client: stdin lines out, inbound messages on stdout,
@@ -77,6 +77,10 @@ pub(crate) struct Args {
     /// unconfirmed tail again after a reconnect (at least once).
     #[arg(long)]
     replay_unconfirmed: bool,
+    /// permessage-deflate: off, offer (used if the server agrees) or
+    /// require (a server that declines fails the attempt).
+    #[arg(long, value_name = "MODE", default_value = "offer")]
+    compression: CompressionMode,
     /// Bound on draining and closing at exit.
     #[arg(long, value_parser = duration, value_name = "DURATION", default_value = "5s")]
     pub(crate) close_timeout: Duration,
@@ -147,6 +151,7 @@ impl Args {
             None => {}
         }
         b.replay_unconfirmed(self.replay_unconfirmed)
+            .compression(self.compression.into())
             .close_timeout(self.close_timeout)
     }
 }

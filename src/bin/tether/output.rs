@@ -49,8 +49,12 @@ fn payload(m: &Message) -> (&'static str, Value) {
 /// `line` is the stdin line of a dropped message, when known.
 fn event_json(event: &Event, line: Option<u64>) -> Option<Value> {
     let mut v = match event {
-        Event::Connected { attempt, protocol } => {
-            json!({ "attempt": attempt, "protocol": protocol })
+        Event::Connected {
+            attempt,
+            protocol,
+            extensions,
+        } => {
+            json!({ "attempt": attempt, "protocol": protocol, "extensions": extensions })
         }
         Event::Disconnected { reason, will_retry } => {
             json!({ "reason": ErrorChain(reason).to_string(), "will_retry": will_retry })
@@ -83,10 +87,21 @@ fn event_json(event: &Event, line: Option<u64>) -> Option<Value> {
 fn event_text(event: &Event) -> String {
     match event {
         Event::Connecting { attempt } => format!("connecting (attempt {attempt})"),
-        Event::Connected { attempt, protocol } => match protocol {
-            Some(p) => format!("connected (attempt {attempt}, protocol {p})"),
-            None => format!("connected (attempt {attempt})"),
-        },
+        Event::Connected {
+            attempt,
+            protocol,
+            extensions,
+        } => {
+            let mut text = format!("connected (attempt {attempt}");
+            if let Some(p) = protocol {
+                text.push_str(&format!(", protocol {p}"));
+            }
+            if let Some(e) = extensions {
+                text.push_str(&format!(", {e}"));
+            }
+            text.push(')');
+            text
+        }
         Event::Disconnected { reason, will_retry } => {
             let then = if *will_retry {
                 "will retry"

@@ -1,15 +1,22 @@
-//! The outbound frame encoder (RFC 6455 §5.2), our own.
+//! Our own RFC 6455 codec, used on the socket awc upgraded: the outbound
+//! encoder here, the decoder in [`decode`], permessage-deflate in
+//! [`deflate`].
 //!
 //! A client masks every frame (§5.3) with a key its peer cannot predict
 //! (§10.3). Each link draws its keys from its own ChaCha generator seeded by
 //! the operating system, instead of reaching a thread-local generator per
 //! frame, and masks eight bytes at a time.
 
+pub(crate) mod decode;
+pub(crate) mod deflate;
+mod utf8;
+
 use bytes::{BufMut, BytesMut};
 use rand::rngs::StdRng;
 use rand::RngExt;
 
-/// Opcodes the client writes.
+/// Opcodes (§5.2).
+pub(crate) const CONTINUATION: u8 = 0x0;
 pub(crate) const TEXT: u8 = 0x1;
 pub(crate) const BINARY: u8 = 0x2;
 pub(crate) const CLOSE: u8 = 0x8;
@@ -17,6 +24,8 @@ pub(crate) const PING: u8 = 0x9;
 pub(crate) const PONG: u8 = 0xA;
 
 const FIN: u8 = 0x80;
+/// Set on the first frame of a compressed message (RFC 7692 §6).
+pub(crate) const RSV1: u8 = 0x40;
 const MASKED: u8 = 0x80;
 
 /// Masking keys for one link.
@@ -33,11 +42,12 @@ impl Masks {
     }
 }
 
-/// Appends one final frame of `opcode` carrying `payload`, masked.
-pub(crate) fn encode(dst: &mut BytesMut, masks: &mut Masks, opcode: u8, payload: &[u8]) {
+/// Appends one final frame carrying `payload`, masked; `first` is the
+/// opcode, with RSV1 for a compressed message.
+pub(crate) fn encode(dst: &mut BytesMut, masks: &mut Masks, first: u8, payload: &[u8]) {
     let len = payload.len();
     dst.reserve(len + 14);
-    dst.put_u8(FIN | opcode);
+    dst.put_u8(FIN | first);
     if len < 126 {
         dst.put_u8(MASKED | len as u8);
     } else if let Ok(short) = u16::try_from(len) {

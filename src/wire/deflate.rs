@@ -1,0 +1,621 @@
+//! permessage-deflate (RFC 7692): the offer, the server's answer, and the
+//! per-link compressor and decompressor.
+//!
+//! The backend is zlib-rs, a Rust port of zlib (the backend flate2 offers
+//! too), through its safe API: it takes window bits in both directions
+//! (miniz_oxide, flate2's default, cannot), which is what `*_max_window_bits`
+//! negotiate, and the memory level, which flate2 does not expose and which
+//! sets most of a compressor's memory.
+
+use std::fmt;
+
+use actix_tether_actors::Message;
+use bytes::Bytes;
+use zlib_rs::{Deflate, DeflateConfig, DeflateFlush, Inflate, InflateFlush, Status};
+
+/// The bytes a sync flush ends with; RFC 7692 §7.2.1 removes them from each
+/// compressed message and §7.2.2 appends them before inflating.
+const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
+
+/// Decides per message whether to compress it.
+type Filter = std::sync::Arc<dyn Fn(&Message) -> bool + Send + Sync>;
+
+/// The extension's name in `Sec-WebSocket-Extensions`.
+pub(crate) const NAME: &str = "permessage-deflate";
+
+/// Whether the client asks for permessage-deflate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CompressionMode {
+    /// Not offered: frames are never compressed.
+    Off,
+    /// Offered; a server that declines gets an uncompressed link.
+    #[default]
+    Offer,
+    /// Offered, and a server that declines fails the attempt
+    /// (`ConnectErrorKind::Extension`).
+    Require,
+}
+
+impl std::str::FromStr for CompressionMode {
+    type Err = actix_tether_actors::ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "off" => Ok(CompressionMode::Off),
+            "offer" => Ok(CompressionMode::Offer),
+            "require" => Ok(CompressionMode::Require),
+            _ => Err(actix_tether_actors::ConfigError::Invalid {
+                setting: "compression",
+                requirement: "one of off, offer, require",
+            }),
+        }
+    }
+}
+
+impl From<CompressionMode> for Compression {
+    /// The default parameters in `mode`.
+    fn from(mode: CompressionMode) -> Self {
+        Self {
+            mode,
+            ..Self::offer()
+        }
+    }
+}
+
+/// permessage-deflate settings (RFC 7692).
+///
+/// The default offers the extension with `client_max_window_bits` (so that
+/// a server may shrink the client's window) and nothing else: the server
+/// compresses with its own window (at most 32 KiB, the inflater's memory),
+/// the client compresses with a 4 KiB window at zlib's memory level 5 (about
+/// 24 KiB while it has a message to compress, measured in BENCHMARKS.md), and
+/// messages under 256 bytes are sent uncompressed.
+#[derive(Clone)]
+pub struct Compression {
+    pub(crate) mode: CompressionMode,
+    pub(crate) server_no_context_takeover: bool,
+    pub(crate) client_no_context_takeover: bool,
+    pub(crate) server_max_window_bits: Option<u8>,
+    pub(crate) client_max_window_bits: u8,
+    pub(crate) threshold: usize,
+    pub(crate) level: u32,
+    pub(crate) mem_level: u8,
+    pub(crate) filter: Option<Filter>,
+}
+
+impl fmt::Debug for Compression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Compression")
+            .field("mode", &self.mode)
+            .field(
+                "server_no_context_takeover",
+                &self.server_no_context_takeover,
+            )
+            .field(
+                "client_no_context_takeover",
+                &self.client_no_context_takeover,
+            )
+            .field("server_max_window_bits", &self.server_max_window_bits)
+            .field("client_max_window_bits", &self.client_max_window_bits)
+            .field("threshold", &self.threshold)
+            .field("level", &self.level)
+            .field("filter", &self.filter.is_some())
+            .finish()
+    }
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Self::offer()
+    }
+}
+
+impl Compression {
+    /// Offered with the default parameters; declined means uncompressed.
+    pub fn offer() -> Self {
+        Self {
+            mode: CompressionMode::Offer,
+            server_no_context_takeover: false,
+            client_no_context_takeover: false,
+            server_max_window_bits: None,
+            client_max_window_bits: 12,
+            threshold: 256,
+            level: 6,
+            mem_level: 5,
+            filter: None,
+        }
+    }
+
+    /// Not offered.
+    pub fn off() -> Self {
+        Self {
+            mode: CompressionMode::Off,
+            ..Self::offer()
+        }
+    }
+
+    /// Offered, and required: a server that declines fails the attempt.
+    pub fn require() -> Self {
+        Self {
+            mode: CompressionMode::Require,
+            ..Self::offer()
+        }
+    }
+
+    /// The mode.
+    pub fn mode(&self) -> CompressionMode {
+        self.mode
+    }
+
+    /// Asks the server to compress each message on its own
+    /// (`server_no_context_takeover`): less memory kept between messages on
+    /// both sides, worse compression of similar messages.
+    pub fn server_no_context_takeover(mut self, yes: bool) -> Self {
+        self.server_no_context_takeover = yes;
+        self
+    }
+
+    /// Compresses each outbound message on its own and says so
+    /// (`client_no_context_takeover`).
+    pub fn client_no_context_takeover(mut self, yes: bool) -> Self {
+        self.client_no_context_takeover = yes;
+        self
+    }
+
+    /// Asks the server for a window of at most 2^`bits` bytes (8 to 15;
+    /// `server_max_window_bits`): the inflater's memory. Values outside the
+    /// range are clamped.
+    pub fn server_max_window_bits(mut self, bits: Option<u8>) -> Self {
+        self.server_max_window_bits = bits.map(|b| b.clamp(8, 15));
+        self
+    }
+
+    /// The client's own window, 2^`bits` bytes (9 to 15; a server may ask
+    /// for less with `client_max_window_bits`). Values outside the range are
+    /// clamped.
+    pub fn client_max_window_bits(mut self, bits: u8) -> Self {
+        self.client_max_window_bits = bits.clamp(9, 15);
+        self
+    }
+
+    /// Messages shorter than this are sent uncompressed (default 256 bytes).
+    pub fn threshold(mut self, bytes: usize) -> Self {
+        self.threshold = bytes;
+        self
+    }
+
+    /// The zlib compression level, 0 to 9 (default 6; clamped).
+    pub fn level(mut self, level: u32) -> Self {
+        self.level = level.min(9);
+        self
+    }
+
+    /// Decides per outbound message whether to compress it (after the
+    /// threshold): return `false` for payloads that are already compressed
+    /// (images, archives) or must not share a compression context with
+    /// secrets (RFC 7692 §9).
+    pub fn filter(mut self, f: impl Fn(&Message) -> bool + Send + Sync + 'static) -> Self {
+        self.filter = Some(std::sync::Arc::new(f));
+        self
+    }
+
+    /// The `Sec-WebSocket-Extensions` value to offer, if any.
+    pub(crate) fn offer_header(&self) -> Option<String> {
+        if self.mode == CompressionMode::Off {
+            return None;
+        }
+        let mut offer = String::from(NAME);
+        if self.server_no_context_takeover {
+            offer.push_str("; server_no_context_takeover");
+        }
+        if self.client_no_context_takeover {
+            offer.push_str("; client_no_context_takeover");
+        }
+        if let Some(bits) = self.server_max_window_bits {
+            offer.push_str(&format!("; server_max_window_bits={bits}"));
+        }
+        offer.push_str("; client_max_window_bits");
+        Some(offer)
+    }
+
+    /// Checks the server's answer (every `Sec-WebSocket-Extensions` value)
+    /// against the offer: the parameters to run the link with, or `None` for
+    /// an uncompressed link.
+    pub(crate) fn accept<'a>(
+        &self,
+        answers: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Option<Agreed>, NegotiationError> {
+        let mut agreed = None;
+        for answer in answers {
+            for ext in split_outside_quotes(answer, ',') {
+                let ext = ext.trim();
+                if ext.is_empty() {
+                    continue;
+                }
+                let mut params = split_outside_quotes(ext, ';').into_iter();
+                let name = params.next().unwrap_or_default().trim();
+                if !name.eq_ignore_ascii_case(NAME) || self.mode == CompressionMode::Off {
+                    return Err(NegotiationError(format!(
+                        "the server accepted `{name}`, which was not offered"
+                    )));
+                }
+                if agreed.is_some() {
+                    return Err(NegotiationError(format!(
+                        "the server accepted `{NAME}` twice"
+                    )));
+                }
+                agreed = Some(self.parameters(params)?);
+            }
+        }
+        match agreed {
+            None if self.mode == CompressionMode::Require => Err(NegotiationError(format!(
+                "the server declined `{NAME}`, which is required"
+            ))),
+            agreed => Ok(agreed),
+        }
+    }
+
+    fn parameters<'a>(
+        &self,
+        params: impl Iterator<Item = &'a str>,
+    ) -> Result<Agreed, NegotiationError> {
+        let mut agreed = Agreed {
+            server_no_context_takeover: false,
+            client_no_context_takeover: self.client_no_context_takeover,
+            server_max_window_bits: 15,
+            client_max_window_bits: self.client_max_window_bits,
+            level: self.level,
+            mem_level: self.mem_level,
+            threshold: self.threshold,
+            filter: self.filter.clone(),
+            text: String::from(NAME),
+        };
+        let mut seen: Vec<String> = Vec::new();
+        for param in params {
+            let (key, value) = match param.split_once('=') {
+                Some((k, v)) => (k.trim(), Some(unquote(v.trim())?)),
+                None => (param.trim(), None),
+            };
+            let key = key.to_ascii_lowercase();
+            if seen.contains(&key) {
+                return Err(NegotiationError(format!("the server repeated `{key}`")));
+            }
+            seen.push(key.clone());
+            let bare = |v: &Option<&str>| match v {
+                None => Ok(()),
+                Some(v) => Err(NegotiationError(format!(
+                    "`{key}` takes no value, got `{v}`"
+                ))),
+            };
+            match key.as_str() {
+                "server_no_context_takeover" => {
+                    bare(&value)?;
+                    agreed.server_no_context_takeover = true;
+                    agreed.text.push_str("; server_no_context_takeover");
+                }
+                "client_no_context_takeover" => {
+                    bare(&value)?;
+                    agreed.client_no_context_takeover = true;
+                    agreed.text.push_str("; client_no_context_takeover");
+                }
+                "server_max_window_bits" => {
+                    let bits = window_bits(&key, value)?;
+                    if self
+                        .server_max_window_bits
+                        .is_some_and(|offered| bits > offered)
+                    {
+                        return Err(NegotiationError(format!(
+                            "the server answered `{key}={bits}`, more than offered"
+                        )));
+                    }
+                    agreed.server_max_window_bits = bits;
+                    agreed
+                        .text
+                        .push_str(&format!("; server_max_window_bits={bits}"));
+                }
+                "client_max_window_bits" => {
+                    // Offered without a value: the answer must carry one.
+                    let bits = window_bits(&key, value)?;
+                    agreed.client_max_window_bits = agreed.client_max_window_bits.min(bits);
+                    agreed
+                        .text
+                        .push_str(&format!("; client_max_window_bits={bits}"));
+                }
+                other => {
+                    return Err(NegotiationError(format!(
+                        "the server answered the unknown parameter `{other}`"
+                    )))
+                }
+            }
+        }
+        if self.server_no_context_takeover && !agreed.server_no_context_takeover {
+            return Err(NegotiationError(
+                "the server did not agree to `server_no_context_takeover`, which was offered"
+                    .into(),
+            ));
+        }
+        if let Some(bits) = self.server_max_window_bits {
+            if !seen.iter().any(|k| k == "server_max_window_bits") {
+                return Err(NegotiationError(format!(
+                    "the server did not answer `server_max_window_bits={bits}`, which was offered"
+                )));
+            }
+        }
+        Ok(agreed)
+    }
+}
+
+/// Splits at `sep` where it is not inside a quoted string.
+fn split_outside_quotes(s: &str, sep: char) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, c) in s.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            c if c == sep && !quoted => {
+                parts.push(&s[start..i]);
+                start = i + c.len_utf8();
+            }
+            _ => {}
+        }
+    }
+    parts.push(&s[start..]);
+    parts
+}
+
+/// A value, without the quotes a quoted-string may put around it (RFC 7692
+/// §7.1: "the value may be quoted"; a token either way).
+fn unquote(v: &str) -> Result<&str, NegotiationError> {
+    match v.strip_prefix('"') {
+        None => Ok(v),
+        Some(rest) => rest
+            .strip_suffix('"')
+            .filter(|inner| !inner.contains(['"', '\\']))
+            .ok_or_else(|| NegotiationError(format!("badly quoted value `{v}`"))),
+    }
+}
+
+fn window_bits(key: &str, value: Option<&str>) -> Result<u8, NegotiationError> {
+    let value = value.ok_or_else(|| NegotiationError(format!("`{key}` needs a value")))?;
+    // RFC 7692 §7.1.2: 1*DIGIT, 8 to 15, no leading zero.
+    match value.parse::<u8>() {
+        Ok(bits @ 8..=15) if !value.starts_with('0') && !value.starts_with('+') => Ok(bits),
+        _ => Err(NegotiationError(format!(
+            "`{key}={value}` is not a window size (8 to 15)"
+        ))),
+    }
+}
+
+/// The server's answer did not make a valid permessage-deflate agreement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NegotiationError(String);
+
+impl fmt::Display for NegotiationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NegotiationError {}
+
+/// What the handshake settled for one link.
+#[derive(Clone)]
+pub(crate) struct Agreed {
+    server_no_context_takeover: bool,
+    client_no_context_takeover: bool,
+    server_max_window_bits: u8,
+    client_max_window_bits: u8,
+    level: u32,
+    mem_level: u8,
+    threshold: usize,
+    filter: Option<Filter>,
+    /// What the server agreed to, as a header value would say it.
+    pub(crate) text: String,
+}
+
+impl fmt::Debug for Agreed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl Agreed {
+    pub(crate) fn split(self) -> (Inflater, Deflater) {
+        let inflater = Inflater {
+            // zlib reads a stream made with a smaller window in a larger one;
+            // flate2 takes 9 to 15.
+            window_bits: self.server_max_window_bits.max(9),
+            state: None,
+            reset: self.server_no_context_takeover,
+        };
+        let deflater = Deflater {
+            // A window of 2^8 cannot be written by zlib: a server that asks
+            // for it gets uncompressed messages (RSV1 is per message).
+            window_bits: (self.client_max_window_bits >= 9).then_some(self.client_max_window_bits),
+            state: None,
+            reset: self.client_no_context_takeover,
+            level: self.level,
+            mem_level: self.mem_level,
+            threshold: self.threshold,
+            filter: self.filter,
+        };
+        (inflater, deflater)
+    }
+}
+
+/// Inflated data would exceed the bound, or is not a valid deflate stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum InflateError {
+    TooBig,
+    Corrupt,
+}
+
+/// The decompressor of one link, allocated with the first compressed
+/// message.
+pub(crate) struct Inflater {
+    window_bits: u8,
+    state: Option<Inflate>,
+    reset: bool,
+}
+
+impl fmt::Debug for Inflater {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Inflater")
+            .field("window_bits", &self.window_bits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Output is made in steps of at most this much, so that a bound is
+/// enforced without ever reserving the whole of it.
+const STEP: usize = 16 * 1024;
+
+impl Inflater {
+    /// Inflates one frame's payload of a compressed message; `last` for its
+    /// final frame. At most `limit` bytes come out: one more is an error,
+    /// found before more than `STEP` bytes beyond what came out are
+    /// reserved.
+    pub(crate) fn inflate(
+        &mut self,
+        input: &[u8],
+        last: bool,
+        limit: usize,
+    ) -> Result<Bytes, InflateError> {
+        let bits = self.window_bits;
+        let z = self.state.get_or_insert_with(|| Inflate::new(false, bits));
+        let mut out = Vec::new();
+        let ended = run_inflate(z, input, &mut out, limit)?;
+        if last {
+            if !ended {
+                run_inflate(z, &TAIL, &mut out, limit)?;
+            }
+            if self.reset || ended {
+                *z = Inflate::new(false, bits);
+            }
+        } else if ended {
+            // The server ended the deflate stream (a final block) before
+            // the message's last frame: the next frame has nothing to
+            // continue.
+            return Err(InflateError::Corrupt);
+        }
+        Ok(Bytes::from(out))
+    }
+}
+
+/// Inflates all of `input` onto `out`, at most `limit` bytes in all; true
+/// if the deflate stream ended (a final block), which must be at the end of
+/// the input.
+fn run_inflate(
+    z: &mut Inflate,
+    mut input: &[u8],
+    out: &mut Vec<u8>,
+    limit: usize,
+) -> Result<bool, InflateError> {
+    loop {
+        // Room for one byte past the limit is enough to know it was passed.
+        let room = (limit + 1).saturating_sub(out.len()).clamp(1, STEP);
+        let at = out.len();
+        out.resize(at + room, 0);
+        let (before_in, before_out) = (z.total_in(), z.total_out());
+        let status = z.decompress(input, &mut out[at..], InflateFlush::SyncFlush);
+        let used = (z.total_in() - before_in) as usize;
+        let made = (z.total_out() - before_out) as usize;
+        out.truncate(at + made);
+        input = &input[used..];
+        if out.len() > limit {
+            return Err(InflateError::TooBig);
+        }
+        match status {
+            Err(_) => return Err(InflateError::Corrupt),
+            Ok(Status::StreamEnd) if !input.is_empty() => return Err(InflateError::Corrupt),
+            Ok(Status::StreamEnd) => return Ok(true),
+            // Nothing moved although there was room: input that cannot go
+            // on (zlib takes input whenever it has room to write).
+            _ if used == 0 && made == 0 && !input.is_empty() => return Err(InflateError::Corrupt),
+            // Everything is in and the output was not full: nothing waits.
+            _ if input.is_empty() && made < room => return Ok(false),
+            _ => {}
+        }
+    }
+}
+
+/// The compressor of one link, allocated with the first message it
+/// compresses.
+pub(crate) struct Deflater {
+    window_bits: Option<u8>,
+    state: Option<Deflate>,
+    reset: bool,
+    level: u32,
+    mem_level: u8,
+    threshold: usize,
+    filter: Option<Filter>,
+}
+
+impl fmt::Debug for Deflater {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Deflater")
+            .field("window_bits", &self.window_bits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Deflater {
+    /// Whether `message` goes out compressed.
+    pub(crate) fn wants(&self, message: &Message) -> bool {
+        self.window_bits.is_some()
+            && message.len() >= self.threshold
+            && self.filter.as_ref().is_none_or(|f| f(message))
+    }
+
+    /// Compresses one message onto `out` (cleared first), without the sync
+    /// flush's tail. False if the compressor failed (the message then goes
+    /// out uncompressed, which RSV1 per message allows).
+    pub(crate) fn deflate(&mut self, input: &[u8], out: &mut Vec<u8>) -> bool {
+        out.clear();
+        let Some(bits) = self.window_bits else {
+            return false;
+        };
+        let (level, mem_level) = (self.level, self.mem_level);
+        let z = self.state.get_or_insert_with(|| {
+            Deflate::new_with_config(DeflateConfig {
+                level: level as i32,
+                window_bits: -i32::from(bits),
+                mem_level: i32::from(mem_level),
+                ..DeflateConfig::default()
+            })
+        });
+        let mut rest = input;
+        loop {
+            let room = (rest.len() / 2).clamp(64, STEP);
+            let at = out.len();
+            out.resize(at + room, 0);
+            let (before_in, before_out) = (z.total_in(), z.total_out());
+            let status = z.compress(rest, &mut out[at..], DeflateFlush::SyncFlush);
+            let made = (z.total_out() - before_out) as usize;
+            out.truncate(at + made);
+            rest = &rest[(z.total_in() - before_in) as usize..];
+            if status.is_err() {
+                *z = Deflate::new_with_config(DeflateConfig {
+                    level: level as i32,
+                    window_bits: -i32::from(bits),
+                    mem_level: i32::from(mem_level),
+                    ..DeflateConfig::default()
+                });
+                return false;
+            }
+            // Done when all input is in and the flush fit with room to spare.
+            if rest.is_empty() && made < room {
+                break;
+            }
+        }
+        if out.ends_with(&TAIL) {
+            out.truncate(out.len() - TAIL.len());
+        }
+        if self.reset {
+            z.reset();
+        }
+        true
+    }
+}
