@@ -316,3 +316,384 @@ fn close_payload(payload: &[u8]) -> Result<Option<CloseFrame>, WireError> {
         .map_err(|_| WireError::InvalidUtf8("close reason is not valid UTF-8"))?;
     Ok(Some(CloseFrame::new(code, reason)))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use proptest::prelude::*;
+    use zlib_rs::{Deflate, DeflateFlush};
+
+    use super::*;
+    use crate::wire::deflate::Compression;
+
+    /// One unmasked frame as a server writes it.
+    fn frame(first: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![first];
+        match payload.len() {
+            n @ 0..=125 => out.push(n as u8),
+            n @ 126..=65535 => {
+                out.push(126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                out.push(127);
+                out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        out.extend_from_slice(payload);
+        out
+    }
+
+    fn plain(max: usize) -> Decoder {
+        Decoder::new(max, max, None)
+    }
+
+    /// A decoder with permessage-deflate agreed (`no_takeover`: the server
+    /// resets its context per message).
+    fn deflating(max: usize, no_takeover: bool) -> Decoder {
+        let answer = if no_takeover {
+            "permessage-deflate; server_no_context_takeover"
+        } else {
+            "permessage-deflate"
+        };
+        let agreed = Compression::offer().accept([answer]).unwrap().unwrap();
+        Decoder::new(max, max, Some(agreed.split().0))
+    }
+
+    /// Everything `bytes` decodes to, fed whole.
+    fn decode_all(d: &mut Decoder, bytes: &[u8]) -> Result<Vec<Frame>, WireError> {
+        let mut buf = BytesMut::from(bytes);
+        let mut out = Vec::new();
+        while let Some(f) = d.decode(&mut buf)? {
+            out.push(f);
+        }
+        Ok(out)
+    }
+
+    fn first_error(d: &mut Decoder, bytes: &[u8]) -> WireError {
+        decode_all(d, bytes).unwrap_err()
+    }
+
+    /// A server's compressor: zlib's default window and level, which the
+    /// client's inflater must read whatever its own settings.
+    struct Server(Deflate);
+
+    impl Server {
+        fn new() -> Self {
+            Self(Deflate::new(9, false, 15))
+        }
+
+        /// One message compressed, without the sync flush's tail.
+        fn compress(&mut self, data: &[u8]) -> Vec<u8> {
+            let mut out = vec![0u8; data.len() * 2 + 64];
+            let before = self.0.total_out();
+            self.0
+                .compress(data, &mut out, DeflateFlush::SyncFlush)
+                .unwrap();
+            out.truncate((self.0.total_out() - before) as usize);
+            assert!(out.ends_with(&[0, 0, 0xff, 0xff]));
+            out.truncate(out.len() - 4);
+            out
+        }
+    }
+
+    #[test]
+    fn every_length_class_decodes_and_leaves_what_follows() {
+        for len in [0, 1, 125, 126, 127, 65_535, 65_536, 100_000] {
+            let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let mut bytes = frame(0x82, &payload);
+            bytes.extend(frame(0x89, b"next"));
+            let got = decode_all(&mut plain(1 << 20), &bytes).unwrap();
+            assert_eq!(
+                got,
+                [
+                    Frame::Binary(payload.into()),
+                    Frame::Ping(Bytes::from_static(b"next"))
+                ],
+                "{len}"
+            );
+        }
+    }
+
+    #[test]
+    fn fragments_and_control_frames_between_them() {
+        let mut bytes = frame(0x01, b"hel");
+        bytes.extend(frame(0x89, b"p"));
+        bytes.extend(frame(0x00, b"lo "));
+        bytes.extend(frame(0x80, "wörld".as_bytes()));
+        bytes.extend(frame(0x88, &[0x03, 0xE8, b'o', b'k']));
+        let got = decode_all(&mut plain(1 << 20), &bytes).unwrap();
+        assert_eq!(
+            got,
+            [
+                Frame::Continuation(Fragment::FirstText, Bytes::from_static(b"hel")),
+                Frame::Ping(Bytes::from_static(b"p")),
+                Frame::Continuation(Fragment::Continue, Bytes::from_static(b"lo ")),
+                Frame::Continuation(Fragment::Last, Bytes::from("wörld")),
+                Frame::Close(Some(CloseFrame::new(1000, "ok"))),
+            ]
+        );
+    }
+
+    #[test]
+    fn what_the_rfc_forbids_fails_with_its_close_code() {
+        let too_long_ping = [0x89, 126, 0, 126];
+        let huge = {
+            let mut h = vec![0x82, 127];
+            h.extend_from_slice(&(1u64 << 63).to_be_bytes());
+            h
+        };
+        let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+            ("RSV2", frame(0xA1, b"x"), 1002),
+            ("RSV3", frame(0x91, b"x"), 1002),
+            ("RSV1 without deflate", frame(0xC1, b"x"), 1002),
+            ("masked", vec![0x81, 0x81, 1, 2, 3, 4, b'x'], 1002),
+            ("opcode 3", frame(0x83, b""), 1002),
+            ("opcode 7", frame(0x87, b"x"), 1002),
+            ("opcode 0xB", frame(0x8B, b""), 1002),
+            ("opcode 0xF", frame(0x8F, b"x"), 1002),
+            ("fragmented ping", frame(0x09, b""), 1002),
+            ("ping of 126 bytes", too_long_ping.to_vec(), 1002),
+            ("length with the top bit", huge, 1002),
+            ("continuation first", frame(0x80, b"x"), 1002),
+            ("close of one byte", frame(0x88, &[3]), 1002),
+            ("close 999", frame(0x88, &999u16.to_be_bytes()), 1002),
+            ("close 1004", frame(0x88, &1004u16.to_be_bytes()), 1002),
+            ("close 1005", frame(0x88, &1005u16.to_be_bytes()), 1002),
+            ("close 1006", frame(0x88, &1006u16.to_be_bytes()), 1002),
+            ("close 1015", frame(0x88, &1015u16.to_be_bytes()), 1002),
+            ("close 2999", frame(0x88, &2999u16.to_be_bytes()), 1002),
+            ("close 5000", frame(0x88, &5000u16.to_be_bytes()), 1002),
+            ("close reason", frame(0x88, &[0x03, 0xE8, 0xFF]), 1007),
+            ("text", frame(0x81, &[b'a', 0xC0, 0x80]), 1007),
+            ("text cut at its end", frame(0x81, &[0xE2, 0x82]), 1007),
+        ];
+        for (what, bytes, code) in cases {
+            let e = first_error(&mut plain(1 << 20), &bytes);
+            assert_eq!(TransportError::from(e).close_code(), Some(code), "{what}");
+        }
+        let mut nested = frame(0x01, b"a");
+        nested.extend(frame(0x81, b"b"));
+        let e = first_error(&mut plain(1 << 20), &nested);
+        assert_eq!(
+            e,
+            WireError::Protocol("a new message began inside a fragmented one")
+        );
+        let mut rsv1_continuation = frame(0x01, b"a");
+        rsv1_continuation.extend(frame(0xC0, b"b"));
+        let e = first_error(&mut deflating(1 << 20, false), &rsv1_continuation);
+        assert_eq!(e, WireError::Protocol("RSV1 set on a continuation frame"));
+        let e = first_error(&mut deflating(1 << 20, false), &frame(0xC9, b""));
+        assert_eq!(e, WireError::Protocol("RSV1 set on a control frame"));
+    }
+
+    #[test]
+    fn valid_close_codes_pass() {
+        for code in [
+            1000u16, 1001, 1002, 1003, 1007, 1010, 1011, 1014, 3000, 4999,
+        ] {
+            let got = decode_all(&mut plain(1 << 20), &frame(0x88, &code.to_be_bytes())).unwrap();
+            assert_eq!(got, [Frame::Close(Some(CloseFrame::new(code, "")))]);
+        }
+        let got = decode_all(&mut plain(1 << 20), &frame(0x88, b"")).unwrap();
+        assert_eq!(got, [Frame::Close(None)]);
+    }
+
+    #[test]
+    fn limits_fail_on_the_header_before_the_payload_arrives() {
+        // Only the header of a frame over the limit: it fails already.
+        let mut header = frame(0x82, &[0u8; 70_000]);
+        header.truncate(10);
+        let e = first_error(&mut plain(65_536), &header);
+        assert_eq!(
+            TransportError::from(e).kind(),
+            TransportErrorKind::FrameTooBig
+        );
+        // A message whose fragments add up to more than the limit fails at
+        // the header of the fragment that passes it.
+        let mut d = Decoder::new(1 << 20, 16, None);
+        let mut bytes = frame(0x02, &[0u8; 10]);
+        bytes.extend(&frame(0x80, &[0u8; 10])[..2]);
+        let e = first_error(&mut d, &bytes);
+        assert_eq!(
+            TransportError::from(e).kind(),
+            TransportErrorKind::MessageTooBig
+        );
+    }
+
+    #[test]
+    fn invalid_text_fails_inside_a_frame_still_arriving() {
+        let mut d = plain(1 << 20);
+        let whole = frame(0x81, &[b'a'; 1000]);
+        let mut buf = BytesMut::from(&whole[..500]);
+        assert_eq!(d.decode(&mut buf), Ok(None));
+        buf.extend_from_slice(&[0xFF]);
+        assert_eq!(
+            d.decode(&mut buf),
+            Err(WireError::InvalidUtf8("text is not valid UTF-8"))
+        );
+        // A code point cut by the read is not an error.
+        let mut d = plain(1 << 20);
+        let text = "aé".repeat(300);
+        let whole = frame(0x81, text.as_bytes());
+        let mut buf = BytesMut::new();
+        for chunk in whole.chunks(7) {
+            buf.extend_from_slice(chunk);
+            if let Some(f) = d.decode(&mut buf).unwrap() {
+                assert_eq!(f, Frame::Text(Bytes::from(text.clone())));
+            }
+        }
+    }
+
+    #[test]
+    fn compressed_messages_inflate_with_context_takeover_and_fragments() {
+        let mut server = Server::new();
+        let mut d = deflating(1 << 20, false);
+        let message = br#"{"channel":"ticks","price":101.25,"size":3}"#;
+        for _ in 0..3 {
+            // The second and later copies refer back into the first.
+            let got = decode_all(&mut d, &frame(0xC1, &server.compress(message))).unwrap();
+            assert_eq!(got, [Frame::Text(Bytes::from_static(message))]);
+        }
+        // Fragmented: RSV1 on the first frame only; cut anywhere.
+        let body = server.compress(&message.repeat(20));
+        let (a, b) = body.split_at(body.len() / 3);
+        let mut bytes = frame(0x42, a);
+        bytes.extend(frame(0x80, b));
+        let got = decode_all(&mut d, &bytes).unwrap();
+        let joined: Vec<u8> = got
+            .iter()
+            .flat_map(|f| match f {
+                Frame::Continuation(_, b) => b.to_vec(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(joined, message.repeat(20));
+        // An uncompressed message in between is allowed (RSV1 per message).
+        let got = decode_all(&mut d, &frame(0x81, b"plain")).unwrap();
+        assert_eq!(got, [Frame::Text(Bytes::from_static(b"plain"))]);
+    }
+
+    #[test]
+    fn no_context_takeover_resets_the_inflater_per_message() {
+        let mut d = deflating(1 << 20, true);
+        for _ in 0..3 {
+            // A fresh server compressor per message, as the server agreed.
+            let body = Server::new().compress(b"same message, fresh context");
+            let got = decode_all(&mut d, &frame(0xC1, &body)).unwrap();
+            assert_eq!(
+                got,
+                [Frame::Text(Bytes::from_static(
+                    b"same message, fresh context"
+                ))]
+            );
+        }
+    }
+
+    #[test]
+    fn a_compression_bomb_fails_at_the_limit() {
+        let bomb = Server::new().compress(&vec![0u8; 8 << 20]);
+        assert!(bomb.len() < 16 * 1024, "{}", bomb.len());
+        let e = first_error(&mut deflating(1 << 20, false), &frame(0xC2, &bomb));
+        assert_eq!(
+            TransportError::from(e).kind(),
+            TransportErrorKind::MessageTooBig
+        );
+        // Inflated text that is not UTF-8 fails as text does.
+        let body = Server::new().compress(&[0xFF, 0xFE]);
+        let e = first_error(&mut deflating(1 << 20, false), &frame(0xC1, &body));
+        assert_eq!(
+            TransportError::from(e).kind(),
+            TransportErrorKind::InvalidData
+        );
+        let e = first_error(&mut deflating(1 << 20, false), &frame(0xC2, &[0xFF; 16]));
+        assert_eq!(e, WireError::Protocol("invalid deflate data"));
+    }
+
+    /// A frame to send in the property test: the decoded frame it must give.
+    fn sequence() -> impl Strategy<Value = Vec<(u8, Vec<u8>, Frame)>> {
+        let text = ".{0,40}".prop_map(String::into_bytes);
+        let data = prop::collection::vec(any::<u8>(), 0..300);
+        let one = prop_oneof![
+            text.clone()
+                .prop_map(|t| vec![(0x81, t.clone(), Frame::Text(t.into()))]),
+            data.prop_map(|b| vec![(0x82, b.clone(), Frame::Binary(b.into()))]),
+            prop::collection::vec(any::<u8>(), 0..125).prop_map(|b| vec![(
+                0x89,
+                b.clone(),
+                Frame::Ping(b.into())
+            )]),
+            prop::collection::vec(any::<u8>(), 0..125).prop_map(|b| vec![(
+                0x8A,
+                b.clone(),
+                Frame::Pong(b.into())
+            )]),
+            // A fragmented text message with a Ping between its frames.
+            text.prop_map(|t| vec![
+                (
+                    0x01,
+                    t.clone(),
+                    Frame::Continuation(Fragment::FirstText, t.into())
+                ),
+                (0x89, Vec::new(), Frame::Ping(Bytes::new())),
+                (
+                    0x80,
+                    b"!".to_vec(),
+                    Frame::Continuation(Fragment::Last, Bytes::from_static(b"!"))
+                ),
+            ]),
+        ];
+        prop::collection::vec(one, 0..12).prop_map(|m| m.concat())
+    }
+
+    proptest! {
+        #[test]
+        fn frames_cut_at_any_points_decode_the_same(
+            frames in sequence(),
+            cuts in prop::collection::vec(1usize..64, 0..40),
+        ) {
+            let bytes: Vec<u8> = frames.iter().flat_map(|(op, p, _)| frame(*op, p)).collect();
+            let want: Vec<Frame> = frames.into_iter().map(|(_, _, f)| f).collect();
+            let mut d = plain(1 << 20);
+            let mut buf = BytesMut::new();
+            let mut got = Vec::new();
+            let mut at = 0;
+            let mut cuts = cuts.into_iter();
+            while at < bytes.len() {
+                let end = (at + cuts.next().unwrap_or(bytes.len())).min(bytes.len());
+                buf.extend_from_slice(&bytes[at..end]);
+                at = end;
+                while let Some(f) = d.decode(&mut buf).unwrap() {
+                    got.push(f);
+                }
+            }
+            prop_assert!(buf.is_empty());
+            prop_assert_eq!(got, want);
+        }
+
+        #[test]
+        fn random_bytes_never_panic(
+            bytes in prop::collection::vec(any::<u8>(), 0..512),
+            cuts in prop::collection::vec(1usize..32, 0..16),
+            compressed in any::<bool>(),
+        ) {
+            let mut d = if compressed { deflating(4096, false) } else { plain(4096) };
+            let mut buf = BytesMut::new();
+            let mut at = 0;
+            let mut cuts = cuts.into_iter();
+            'feed: while at < bytes.len() {
+                let end = (at + cuts.next().unwrap_or(bytes.len())).min(bytes.len());
+                buf.extend_from_slice(&bytes[at..end]);
+                at = end;
+                loop {
+                    match d.decode(&mut buf) {
+                        Ok(Some(_)) => {}
+                        Ok(None) => break,
+                        Err(_) => break 'feed,
+                    }
+                }
+            }
+        }
+    }
+}

@@ -619,3 +619,158 @@ impl Deflater {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn agreed(c: &Compression, answer: &str) -> Result<Option<String>, NegotiationError> {
+        c.accept([answer]).map(|a| a.map(|a| a.text))
+    }
+
+    #[test]
+    fn the_offer_carries_every_configured_parameter() {
+        assert_eq!(
+            Compression::offer().offer_header().as_deref(),
+            Some("permessage-deflate; client_max_window_bits")
+        );
+        let all = Compression::require()
+            .server_no_context_takeover(true)
+            .client_no_context_takeover(true)
+            .server_max_window_bits(Some(10));
+        assert_eq!(
+            all.offer_header().as_deref(),
+            Some(
+                "permessage-deflate; server_no_context_takeover; client_no_context_takeover; \
+                 server_max_window_bits=10; client_max_window_bits"
+            )
+        );
+        assert_eq!(Compression::off().offer_header(), None);
+    }
+
+    #[test]
+    fn valid_answers_are_agreed() {
+        let c = Compression::offer();
+        assert_eq!(
+            agreed(&c, "permessage-deflate").unwrap().as_deref(),
+            Some(NAME)
+        );
+        let full = "permessage-deflate; server_no_context_takeover; client_no_context_takeover; \
+                    server_max_window_bits=9; client_max_window_bits=\"10\"";
+        assert_eq!(
+            agreed(&c, full).unwrap().as_deref(),
+            Some(
+                "permessage-deflate; server_no_context_takeover; client_no_context_takeover; \
+                 server_max_window_bits=9; client_max_window_bits=10"
+            )
+        );
+        // Case and spaces do not matter; no answer is an uncompressed link.
+        assert!(agreed(&c, "Permessage-Deflate ;Server_No_Context_Takeover").is_ok());
+        assert_eq!(c.accept([]).unwrap().map(|a| a.text), None);
+        // The client's window shrinks to what the server asks.
+        let a = c
+            .accept(["permessage-deflate; client_max_window_bits=9"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(a.split().1.window_bits, Some(9));
+        let a = c
+            .accept(["permessage-deflate; client_max_window_bits=8"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            a.split().1.window_bits,
+            None,
+            "zlib cannot write 8: uncompressed"
+        );
+    }
+
+    #[test]
+    fn invalid_answers_fail_the_attempt() {
+        let c = Compression::offer();
+        for bad in [
+            "x-webkit-deflate-frame",
+            "permessage-deflate, permessage-deflate",
+            "permessage-deflate; server_no_context_takeover; server_no_context_takeover",
+            "permessage-deflate; server_no_context_takeover=1",
+            "permessage-deflate; server_max_window_bits",
+            "permessage-deflate; server_max_window_bits=16",
+            "permessage-deflate; server_max_window_bits=7",
+            "permessage-deflate; server_max_window_bits=09",
+            "permessage-deflate; server_max_window_bits=\"10",
+            "permessage-deflate; client_max_window_bits",
+            "permessage-deflate; client_max_window_bits=x",
+            "permessage-deflate; mystery",
+        ] {
+            assert!(agreed(&c, bad).is_err(), "{bad}");
+        }
+        // Declined although required; anything answered although not offered.
+        assert!(Compression::require().accept([]).is_err());
+        assert!(agreed(&Compression::off(), "permessage-deflate").is_err());
+        // Offered a server window: the answer must carry one, no larger.
+        let c = Compression::offer().server_max_window_bits(Some(10));
+        assert!(agreed(&c, "permessage-deflate").is_err());
+        assert!(agreed(&c, "permessage-deflate; server_max_window_bits=11").is_err());
+        assert!(agreed(&c, "permessage-deflate; server_max_window_bits=10").is_ok());
+        // Offered server_no_context_takeover: the answer must agree.
+        let c = Compression::offer().server_no_context_takeover(true);
+        assert!(agreed(&c, "permessage-deflate").is_err());
+        // The error says what was wrong.
+        let e = agreed(
+            &Compression::offer(),
+            "permessage-deflate; client_max_window_bits=9; client_max_window_bits=9",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the server repeated `client_max_window_bits`"
+        );
+    }
+
+    /// Inflates what our deflater wrote with a separate inflater of zlib's
+    /// default window, as a server would.
+    fn server_inflate(z: &mut Inflate, body: &[u8]) -> Vec<u8> {
+        let mut input = body.to_vec();
+        input.extend_from_slice(&TAIL);
+        let mut out = vec![0u8; 1 << 20];
+        let before = z.total_out();
+        z.decompress(&input, &mut out, InflateFlush::SyncFlush)
+            .unwrap();
+        out.truncate((z.total_out() - before) as usize);
+        out
+    }
+
+    #[test]
+    fn deflated_messages_inflate_on_the_other_side() {
+        for no_takeover in [false, true] {
+            let c = Compression::offer().client_no_context_takeover(no_takeover);
+            let (_, mut deflater) = c.accept(["permessage-deflate"]).unwrap().unwrap().split();
+            let mut server = Inflate::new(false, 15);
+            let mut out = Vec::new();
+            let message = br#"{"op":"order","side":"buy","qty":10}"#.repeat(10);
+            let mut sizes = Vec::new();
+            for _ in 0..3 {
+                assert!(deflater.deflate(&message, &mut out));
+                sizes.push(out.len());
+                if no_takeover {
+                    // Each message stands alone.
+                    server = Inflate::new(false, 15);
+                }
+                assert_eq!(server_inflate(&mut server, &out), message);
+            }
+            // With context takeover the second copy is a back reference.
+            assert_eq!(sizes[1] < sizes[0], !no_takeover, "{sizes:?}");
+        }
+        let (_, d) = Compression::offer()
+            .threshold(100)
+            .filter(|m| m.as_text().is_some())
+            .accept(["permessage-deflate"])
+            .unwrap()
+            .unwrap()
+            .split();
+        assert!(!d.wants(&"short".into()), "under the threshold");
+        assert!(!d.wants(&Message::from(vec![0u8; 200])), "filtered out");
+        assert!(d.wants(&"x".repeat(200).into()));
+    }
+}
