@@ -90,6 +90,11 @@ pub mod typed;
 mod validate;
 mod wire;
 
+/// Entry points for the `cargo fuzz` targets (`--cfg fuzzing` only).
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub use wire::fuzz;
+
 pub use actix_tether_actors as engine;
 pub use actix_tether_actors::{
     BackoffPolicy, Client, CloseError, CloseFrame, ConfigError, ConnectError, ConnectErrorKind,

@@ -425,7 +425,7 @@ impl Agreed {
     pub(crate) fn split(self) -> (Inflater, Deflater) {
         let inflater = Inflater {
             // zlib reads a stream made with a smaller window in a larger one;
-            // flate2 takes 9 to 15.
+            // zlib-rs takes 9 to 15.
             window_bits: self.server_max_window_bits.max(9),
             state: None,
             reset: self.server_no_context_takeover,

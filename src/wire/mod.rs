@@ -9,6 +9,8 @@
 
 pub(crate) mod decode;
 pub(crate) mod deflate;
+#[cfg(fuzzing)]
+pub mod fuzz;
 mod utf8;
 
 use bytes::{BufMut, BytesMut};
