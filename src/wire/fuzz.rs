@@ -61,7 +61,10 @@ pub fn negotiate(data: &[u8]) {
     let Ok(answer) = std::str::from_utf8(data) else {
         return;
     };
-    for c in [Compression::offer(), Compression::require().server_max_window_bits(Some(10))] {
+    for c in [
+        Compression::offer(),
+        Compression::require().server_max_window_bits(Some(10)),
+    ] {
         if let Ok(Some(agreed)) = c.accept([answer]) {
             assert!(agreed.text.starts_with("permessage-deflate"));
             let _ = agreed.split();
