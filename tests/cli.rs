@@ -99,6 +99,7 @@ fn invalid_input_is_one_line_on_stderr_and_exit_2() {
         &["--no-such-flag"],
         &["-H", "no colon", "ws://127.0.0.1:1/"],
         &["--backoff-factor", "0.5", "ws://127.0.0.1:1/"],
+        &["--compression", "sometimes", "ws://127.0.0.1:1/"],
     ] {
         let run = tether(args, "");
         assert_eq!(run.code, Some(2), "{args:?}: {}", run.stderr);
@@ -376,4 +377,107 @@ async fn replay_unconfirmed_writes_the_tail_again_and_reports_it() {
         .map(|(_, t)| t.clone())
         .collect();
     assert_eq!(later, ["a", "b", "c", "d"], "{}", run.stdout);
+}
+
+/// One message compressed as a server would (raw deflate, sync flush, tail
+/// removed: RFC 7692 §7.2.1).
+fn deflated(text: &str) -> Vec<u8> {
+    let mut z = zlib_rs::Deflate::new(6, false, 15);
+    let mut out = vec![0u8; text.len() + 64];
+    z.compress(text.as_bytes(), &mut out, zlib_rs::DeflateFlush::SyncFlush)
+        .unwrap();
+    out.truncate(z.total_out() as usize - 4);
+    out
+}
+
+/// A raw server that agrees to `answer` (if any), records the request and
+/// sends one compressed text message, then closes with 1000.
+async fn compressing_server(
+    answer: Option<&'static str>,
+) -> (String, std::sync::Arc<std::sync::Mutex<String>>) {
+    let request = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let seen = request.clone();
+    let addr = support::raw::serve(move |mut s| {
+        let seen = seen.clone();
+        Box::pin(async move {
+            use tokio::io::AsyncWriteExt;
+            let req = support::raw::read_request(&mut s).await;
+            *seen.lock().unwrap() = req.clone();
+            let extra = answer.map(|a| format!("Sec-WebSocket-Extensions: {a}\r\n")).unwrap_or_default();
+            let resp = format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n{extra}\r\n",
+                support::raw::accept_for(&req)
+            );
+            let _ = s.write_all(resp.as_bytes()).await;
+            let _ = s.write_all(&support::raw::frame(0xC1, &deflated("hello compressed"))).await;
+            let _ = s.write_all(&support::raw::frame(0x88, &1000u16.to_be_bytes())).await;
+            let _ = support::raw::read_frame(&mut s).await;
+        })
+    })
+    .await;
+    (format!("ws://{addr}/"), request)
+}
+
+#[actix_rt::test]
+async fn compression_is_offered_by_default_and_connected_says_what_was_agreed() {
+    let (url, request) =
+        compressing_server(Some("permessage-deflate; server_no_context_takeover")).await;
+    let args = vec!["--json".into(), "--max-retries".into(), "0".into(), url];
+    let run = tether_async(args, "").await;
+    let offer = request.lock().unwrap().to_ascii_lowercase();
+    assert!(
+        offer.contains("sec-websocket-extensions: permessage-deflate; client_max_window_bits"),
+        "{offer}"
+    );
+    let events = json_lines(&run.stdout);
+    let up = events.iter().find(|e| e["event"] == "connected").unwrap();
+    assert_eq!(
+        up["extensions"],
+        "permessage-deflate; server_no_context_takeover"
+    );
+    let message = events.iter().find(|e| e["event"] == "message").unwrap();
+    assert_eq!(message["data"], "hello compressed");
+}
+
+#[actix_rt::test]
+async fn compression_off_offers_nothing_and_require_fails_a_server_that_declines() {
+    let (url, request) = compressing_server(None).await;
+    let args = vec![
+        "--json".into(),
+        "--compression".into(),
+        "off".into(),
+        "--max-retries".into(),
+        "0".into(),
+        url,
+    ];
+    let run = tether_async(args, "").await;
+    let offer = request.lock().unwrap().to_ascii_lowercase();
+    assert!(!offer.contains("sec-websocket-extensions"), "{offer}");
+    let up = json_lines(&run.stdout)
+        .into_iter()
+        .find(|e| e["event"] == "connected")
+        .unwrap();
+    assert!(up["extensions"].is_null(), "{up}");
+
+    let server = TestServer::start(Spec::new(record));
+    let run = tether_async(
+        vec![
+            "--json".into(),
+            "--compression".into(),
+            "require".into(),
+            server.url(),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    let last = json_lines(&run.stdout).pop().unwrap();
+    assert_eq!(last["event"], "gave_up");
+    assert!(
+        last["reason"]
+            .as_str()
+            .unwrap()
+            .contains("permessage-deflate"),
+        "{last}"
+    );
 }

@@ -40,6 +40,17 @@ fn reconnect_cycles_do_not_grow_the_heap() {
     let (engine_early, engine_late) = engine_cycles();
     let (awc_early, awc_late) = awc_cycles();
     let (flood_growth, pongs) = ping_flood();
+    let (bomb_allocated, bomb_code) = compression_bomb();
+    println!(
+        "compression bomb: 64 MiB of zeros in {} compressed bytes, 1 MiB limit: \
+         {bomb_allocated} bytes allocated while it was read, closed with {bomb_code:?}",
+        BOMB_WIRE.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    assert_eq!(bomb_code, Some(1009));
+    assert!(
+        bomb_allocated < 8 << 20,
+        "a compression bomb allocated {bomb_allocated} bytes"
+    );
     println!(
         "ping flood: 200,000 pings to a client whose peer does not read: heap grew by \
          {flood_growth} bytes, {pongs} pongs came out when the peer read again"
@@ -127,6 +138,65 @@ fn awc_cycles() -> (isize, isize) {
 /// sends) but keeps at most one Pong pending: what it could not write waits
 /// as one payload, not a queue. Returns the heap growth while the client
 /// read the flood, and how many Pongs the peer found when it read again.
+/// Compressed size of the bomb (set when it is made).
+static BOMB_WIRE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A server agrees to permessage-deflate and sends one message that
+/// inflates to 64 MiB, to a client whose maximum message size is 1 MiB.
+/// Returns the bytes allocated while the client read it (everything in the
+/// process, the server's few buffers included) and the code of the client's
+/// Close.
+fn compression_bomb() -> (u64, Option<u16>) {
+    use futures::channel::oneshot;
+    use tokio::io::AsyncWriteExt;
+
+    actix_rt::System::new().block_on(async {
+        let mut z = zlib_rs::Deflate::new(9, false, 15);
+        let zeros = vec![0u8; 64 << 20];
+        let mut bomb = vec![0u8; 1 << 20];
+        z.compress(&zeros, &mut bomb, zlib_rs::DeflateFlush::SyncFlush)
+            .unwrap();
+        bomb.truncate(z.total_out() as usize - 4);
+        drop(zeros);
+        BOMB_WIRE.store(bomb.len(), std::sync::atomic::Ordering::Relaxed);
+        let frame = support::raw::frame(0xC2, &bomb);
+        let (code_tx, code_rx) = oneshot::channel::<Option<u16>>();
+        let slot = std::rc::Rc::new(std::cell::RefCell::new(Some((frame, code_tx))));
+        let addr = support::raw::serve(move |mut s| {
+            let slot = slot.borrow_mut().take();
+            Box::pin(async move {
+                let Some((frame, code_tx)) = slot else {
+                    return;
+                };
+                support::raw::upgrade(&mut s, "Sec-WebSocket-Extensions: permessage-deflate\r\n")
+                    .await;
+                let _ = s.write_all(&frame).await;
+                let close = support::raw::read_frame(&mut s).await;
+                let code = close
+                    .filter(|(op, p)| *op == 0x8 && p.len() >= 2)
+                    .map(|(_, p)| u16::from_be_bytes([p[0], p[1]]));
+                let _ = code_tx.send(code);
+            })
+        })
+        .await;
+        let before = GLOBAL.stats().bytes_allocated;
+        let client = ClientBuilder::new(format!("ws://{addr}/"))
+            .no_ping()
+            .max_retries(0)
+            .max_message_size(1 << 20)
+            .start()
+            .unwrap();
+        let code = actix_rt::time::timeout(Duration::from_secs(30), code_rx)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten();
+        let allocated = (GLOBAL.stats().bytes_allocated - before) as u64;
+        drop(client);
+        (allocated, code)
+    })
+}
+
 fn ping_flood() -> (isize, usize) {
     use std::cell::RefCell;
     use std::rc::Rc;
