@@ -109,7 +109,7 @@ impl Tally {
     }
 
     /// Waits until `n` more messages were counted.
-    async fn count(&mut self, n: usize) -> Res<()> {
+    pub(crate) async fn count(&mut self, n: usize) -> Res<()> {
         self.waited += n;
         let goal = self.waited;
         self.counts.goal.store(goal, Ordering::SeqCst);
@@ -153,7 +153,7 @@ impl Handler<Event> for Counter {
 /// An actix-tether client whose subscriber takes one actor message per
 /// message, or for `TetherBatched` one per socket read; `TetherReplay`
 /// keeps what it writes until a Pong confirms it.
-async fn tether(url: String, kind: Client) -> Res<(actix_tether::Client, Tally)> {
+pub(crate) async fn tether(url: String, kind: Client) -> Res<(actix_tether::Client, Tally)> {
     let batched = kind == Client::TetherBatched;
     let (tally, counts) = Tally::new();
     let counter = Counter(counts).start();

@@ -15,6 +15,7 @@
 //! sharing that core; unpinned, latency depends on cross-core wake-ups.
 
 mod clients;
+mod compressed;
 mod scale;
 mod server;
 
@@ -48,18 +49,27 @@ impl Report {
     /// One measurement; `awc` is raw awc's figure for the same bench.
     fn line(&self, bench: &str, client: Client, value: f64, unit: &str, awc: f64) {
         let ratio = (client != Client::Awc && awc.is_finite() && awc > 0.0).then(|| value / awc);
+        self.row(bench, client.name(), value, unit, ratio, "ratio_vs_awc");
+    }
+
+    /// One measurement of a compressed bench; `base` is the figure of
+    /// zlib-rs alone doing the same compression work.
+    fn versus_zlib(&self, bench: &str, name: &str, value: f64, unit: &str, base: Option<f64>) {
+        let ratio = base.filter(|b| *b > 0.0).map(|b| value / b);
+        self.row(bench, name, value, unit, ratio, "ratio_vs_zlib_rs");
+    }
+
+    fn row(&self, bench: &str, name: &str, value: f64, unit: &str, ratio: Option<f64>, key: &str) {
         if self.json {
-            let v = serde_json::json!({
-                "bench": bench, "client": client.name(), "value": value, "unit": unit,
-                "ratio_vs_awc": ratio,
+            let mut v = serde_json::json!({
+                "bench": bench, "client": name, "value": value, "unit": unit,
+                "ratio_vs_awc": null,
             });
+            v[key] = serde_json::json!(ratio);
             println!("{v}");
         } else {
             let ratio = ratio.map_or(String::from("-"), |r| format!("{r:.2}x"));
-            println!(
-                "{bench:<28} {:<18} {value:>14.1} {unit:<8} {ratio:>8}",
-                client.name()
-            );
+            println!("{bench:<28} {name:<18} {value:>14.1} {unit:<8} {ratio:>8}");
         }
     }
 }
@@ -77,7 +87,8 @@ fn main() -> Res<()> {
         return Ok(server::serve(port.parse()?)?);
     }
     if let (Some(n), Some(url)) = (arg("--idle-memory"), args.get(2).cloned()) {
-        return actix::System::new().block_on(scale::idle_memory_child(n.parse()?, url));
+        let bits = args.get(3).and_then(|b| b.parse().ok());
+        return actix::System::new().block_on(scale::idle_memory_child(n.parse()?, url, bits));
     }
     let options = Options {
         quick: args.iter().any(|a| a == "--quick"),
@@ -187,7 +198,94 @@ async fn run(o: Options) -> Res<()> {
         }
     }
 
+    compressed_figures(&o, &base).await?;
     scale_figures(&o).await
+}
+
+/// permessage-deflate: actix-tether against zlib-rs alone doing the same
+/// compression work (msgs/s; the ratio says how much of zlib-rs's rate the
+/// whole client keeps), and the bytes on the wire per payload byte.
+async fn compressed_figures(o: &Options, base: &str) -> Res<()> {
+    let report = &o.report;
+    let rounds = if o.quick { 1 } else { 3 };
+    let n = if o.quick { 5_000 } else { 100_000 };
+    let tethers: Vec<Client> = o
+        .clients
+        .iter()
+        .copied()
+        .filter(|c| matches!(c, Client::Tether | Client::TetherBatched))
+        .collect();
+    for (bench, inbound) in [
+        ("inbound 1 KiB JSON deflated", true),
+        ("outbound 1 KiB JSON deflated", false),
+    ] {
+        if !bench.contains(o.only.as_str()) {
+            continue;
+        }
+        let payloads = compressed::server_payloads(n);
+        let mut alone = Vec::new();
+        let mut floor = Vec::new();
+        let mut runs: Vec<Vec<compressed::Run>> = tethers.iter().map(|_| Vec::new()).collect();
+        for _ in 0..rounds {
+            alone.push(if inbound {
+                compressed::inflate_alone(&payloads)
+            } else {
+                compressed::deflate_alone(n)
+            });
+            if inbound {
+                let base = base.to_owned();
+                floor.push(
+                    in_task(async move { compressed::raw_socket_inflate(&base, n).await }).await?,
+                );
+            }
+            for (i, c) in tethers.iter().enumerate() {
+                let (c, base) = (*c, base.to_owned());
+                let run = if inbound {
+                    in_task(async move { compressed::inbound(c, &base, n).await }).await?
+                } else {
+                    in_task(async move { compressed::outbound(c, &base, n).await }).await?
+                };
+                runs[i].push(run);
+            }
+        }
+        let zlib = n as f64 / median(alone);
+        report.versus_zlib(
+            &format!("{bench} msgs/s"),
+            "zlib-rs alone",
+            zlib,
+            "msgs/s",
+            None,
+        );
+        if inbound {
+            let rate = n as f64 / median(floor);
+            report.versus_zlib(
+                &format!("{bench} msgs/s"),
+                "socket + zlib-rs",
+                rate,
+                "msgs/s",
+                Some(zlib),
+            );
+        }
+        for (i, c) in tethers.iter().enumerate() {
+            let rate = n as f64 / median(runs[i].iter().map(|r| r.secs).collect());
+            let wire = median(runs[i].iter().map(|r| r.wire_ratio).collect());
+            report.versus_zlib(
+                &format!("{bench} msgs/s"),
+                c.name(),
+                rate,
+                "msgs/s",
+                Some(zlib),
+            );
+            report.versus_zlib(
+                &format!("{bench} wire/payload"),
+                c.name(),
+                wire,
+                "ratio",
+                None,
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Runs a measurement in a task of the actor runtime, where an actor's work
@@ -209,8 +307,19 @@ async fn scale_figures(o: &Options) -> Res<()> {
     };
     if wanted("idle memory per connection") {
         for n in [small, large] {
-            let bytes = scale::idle_memory(n)?;
+            let bytes = scale::idle_memory(n, "/idle", None)?;
             let name = format!("idle memory per connection ({n})");
+            report.scale(&name, bytes as f64, "bytes");
+        }
+        // With permessage-deflate agreed and one compressed message in (the
+        // inflater holds its window from then on), at the default offer
+        // (the server's window: 32 KiB) and asking for a 4 KiB window.
+        for bits in [None, Some(12)] {
+            let bytes = scale::idle_memory(small, "/deflate-idle/1", bits)?;
+            let window = bits.map_or(String::from("server's window"), |b| {
+                format!("server_max_window_bits={b}")
+            });
+            let name = format!("idle memory per connection, deflate, {window} ({small})");
             report.scale(&name, bytes as f64, "bytes");
         }
     }

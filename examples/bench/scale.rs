@@ -117,10 +117,16 @@ fn rss() -> Res<u64> {
     Ok(kb * 1024)
 }
 
-/// A supervised client with the heartbeat on (a ping every second).
-fn idle_client(url: &str, events: &Recipient<Event>) -> Res<actix_tether::Client> {
+/// A supervised client with the heartbeat on (a ping every second),
+/// offering permessage-deflate (asking for a server window of 2^`bits`).
+fn idle_client(
+    url: &str,
+    events: &Recipient<Event>,
+    bits: Option<u8>,
+) -> Res<actix_tether::Client> {
     Ok(ClientBuilder::new(url)
         .ping_interval(Duration::from_secs(1))
+        .compression(actix_tether::Compression::offer().server_max_window_bits(bits))
         .subscribe_events(events.clone())
         .start()?)
 }
@@ -128,16 +134,16 @@ fn idle_client(url: &str, events: &Recipient<Event>) -> Res<actix_tether::Client
 /// `--idle-memory N URL`, in a fresh child process: prints the growth of
 /// the resident set per connection once `n` clients are connected and have
 /// exchanged a few pings.
-pub(crate) async fn idle_memory_child(n: usize, url: String) -> Res<()> {
+pub(crate) async fn idle_memory_child(n: usize, url: String, bits: Option<u8>) -> Res<()> {
     let (ev, mut rx) = events();
     // Warm up what every client shares (TLS roots, runtime, thread-locals).
-    let warm = idle_client(&url, &ev)?;
+    let warm = idle_client(&url, &ev, bits)?;
     wait_for(&mut rx, "connected", 1, Duration::from_secs(10)).await?;
     warm.close(Duration::from_secs(1)).await?;
     let before = rss()?;
     let mut clients = Vec::with_capacity(n);
     for _ in 0..n {
-        clients.push(idle_client(&url, &ev)?);
+        clients.push(idle_client(&url, &ev, bits)?);
     }
     wait_for(&mut rx, "connected", n, Duration::from_secs(120)).await?;
     actix_rt::time::sleep(Duration::from_millis(2500)).await;
@@ -146,12 +152,14 @@ pub(crate) async fn idle_memory_child(n: usize, url: String) -> Res<()> {
     Ok(())
 }
 
-/// Memory per idle supervised connection at `n` connections (bytes).
-pub(crate) fn idle_memory(n: usize) -> Res<u64> {
+/// Memory per idle supervised connection at `n` connections to `path`
+/// (bytes), the clients asking for a server window of 2^`bits`.
+pub(crate) fn idle_memory(n: usize, path: &str, bits: Option<u8>) -> Res<u64> {
     let server = ServerProcess::start(0)?;
-    let url = format!("ws://127.0.0.1:{}/idle", server.port);
+    let url = format!("ws://127.0.0.1:{}{path}", server.port);
+    let bits = bits.map_or(String::from("-"), |b| b.to_string());
     let out = Command::new(std::env::current_exe()?)
-        .args(["--idle-memory", &n.to_string(), &url])
+        .args(["--idle-memory", &n.to_string(), &url, &bits])
         .stderr(Stdio::inherit())
         .output()?;
     let text = String::from_utf8_lossy(&out.stdout);

@@ -10,7 +10,7 @@
 use std::fmt;
 
 use actix_tether_actors::Message;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use zlib_rs::{Deflate, DeflateConfig, DeflateFlush, Inflate, InflateFlush, Status};
 
 /// The bytes a sync flush ends with; RFC 7692 §7.2.1 removes them from each
@@ -469,7 +469,7 @@ impl fmt::Debug for Inflater {
 }
 
 /// Output is made in steps of at most this much, so that a bound is
-/// enforced without ever reserving the whole of it.
+/// enforced without ever inflating far past it.
 const STEP: usize = 16 * 1024;
 
 impl Inflater {
@@ -485,12 +485,27 @@ impl Inflater {
     ) -> Result<Bytes, InflateError> {
         let bits = self.window_bits;
         let z = self.state.get_or_insert_with(|| Inflate::new(false, bits));
-        let mut out = Vec::new();
-        let ended = run_inflate(z, input, &mut out, limit)?;
-        if last {
-            if !ended {
+        // Empty: the first step of output allocates exactly its size (most
+        // messages take one step).
+        let mut out = BytesMut::new();
+        let ended = if last && input.len() <= STEP {
+            // One call for the payload and the tail: small messages are
+            // most of a feed, and each call into zlib costs its setup.
+            TAILED.with(|t| {
+                let mut t = t.borrow_mut();
+                t.clear();
+                t.extend_from_slice(input);
+                t.extend_from_slice(&TAIL);
+                run_inflate(z, &t, &mut out, limit)
+            })?
+        } else {
+            let ended = run_inflate(z, input, &mut out, limit)?;
+            if last && !ended {
                 run_inflate(z, &TAIL, &mut out, limit)?;
             }
+            ended
+        };
+        if last {
             if self.reset || ended {
                 *z = Inflate::new(false, bits);
             }
@@ -500,8 +515,18 @@ impl Inflater {
             // continue.
             return Err(InflateError::Corrupt);
         }
-        Ok(Bytes::from(out))
+        Ok(out.freeze())
     }
+}
+
+thread_local! {
+    /// Where inflated bytes land before they are copied to a message of
+    /// their exact size: zlib-rs's safe API writes into initialized memory,
+    /// and zeroing a step of output per message costs more than the copy.
+    /// One per thread, shared by every link on it.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// A small message's last payload with the tail appended.
+    static TAILED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Inflates all of `input` onto `out`, at most `limit` bytes in all; true
@@ -509,20 +534,36 @@ impl Inflater {
 /// the input.
 fn run_inflate(
     z: &mut Inflate,
-    mut input: &[u8],
-    out: &mut Vec<u8>,
+    input: &[u8],
+    out: &mut BytesMut,
     limit: usize,
+) -> Result<bool, InflateError> {
+    SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        if scratch.len() < STEP {
+            scratch.resize(STEP, 0);
+        }
+        inflate_into(z, input, out, limit, &mut scratch[..STEP])
+    })
+}
+
+fn inflate_into(
+    z: &mut Inflate,
+    mut input: &[u8],
+    out: &mut BytesMut,
+    limit: usize,
+    scratch: &mut [u8],
 ) -> Result<bool, InflateError> {
     loop {
         // Room for one byte past the limit is enough to know it was passed.
-        let room = (limit + 1).saturating_sub(out.len()).clamp(1, STEP);
-        let at = out.len();
-        out.resize(at + room, 0);
+        let room = (limit + 1)
+            .saturating_sub(out.len())
+            .clamp(1, scratch.len());
         let (before_in, before_out) = (z.total_in(), z.total_out());
-        let status = z.decompress(input, &mut out[at..], InflateFlush::SyncFlush);
+        let status = z.decompress(input, &mut scratch[..room], InflateFlush::SyncFlush);
         let used = (z.total_in() - before_in) as usize;
         let made = (z.total_out() - before_out) as usize;
-        out.truncate(at + made);
+        out.extend_from_slice(&scratch[..made]);
         input = &input[used..];
         if out.len() > limit {
             return Err(InflateError::TooBig);
