@@ -277,10 +277,10 @@ async fn compressed_figures(o: &Options, base: &str) -> Res<()> {
                 Some(zlib),
             );
             report.versus_zlib(
-                &format!("{bench} wire/payload"),
+                &format!("{bench} wire bytes"),
                 c.name(),
-                wire,
-                "ratio",
+                wire * 100.0,
+                "% of payload",
                 None,
             );
         }
