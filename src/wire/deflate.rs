@@ -654,6 +654,12 @@ impl Deflater {
         if out.ends_with(&TAIL) {
             out.truncate(out.len() - TAIL.len());
         }
+        // An empty message right after another's flush compresses to
+        // nothing, and the tail the peer appends would then begin a stored
+        // block instead of ending one: RFC 7692 §7.2.3.6 sends 0x00.
+        if out.is_empty() {
+            out.push(0);
+        }
         if self.reset {
             z.reset();
         }
@@ -802,6 +808,19 @@ mod tests {
             }
             // With context takeover the second copy is a back reference.
             assert_eq!(sizes[1] < sizes[0], !no_takeover, "{sizes:?}");
+        }
+        // Empty messages, one after another, each stand for nothing.
+        let (_, mut deflater) = Compression::offer()
+            .threshold(0)
+            .accept(["permessage-deflate"])
+            .unwrap()
+            .unwrap()
+            .split();
+        let mut server = Inflate::new(false, 15);
+        let mut out = Vec::new();
+        for m in [&b""[..], b"", b"", b"after", b""] {
+            assert!(deflater.deflate(m, &mut out));
+            assert_eq!(server_inflate(&mut server, &out), m);
         }
         let (_, d) = Compression::offer()
             .threshold(100)
