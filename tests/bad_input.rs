@@ -371,3 +371,39 @@ fn a_panicking_subscriber_does_not_take_the_client_down() {
         assert!(c.close(BOUND).await.unwrap().is_empty());
     });
 }
+
+/// Frames that arrive in the same segment as the 101 (compressed ones
+/// included) are decoded: our codec takes awc's read buffer over.
+#[actix_rt::test]
+async fn frames_sent_with_the_handshake_answer_are_not_lost() {
+    let addr = raw::serve(|mut s| {
+        Box::pin(async move {
+            let req = raw::read_request(&mut s).await;
+            let mut bytes = format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Accept: {}\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n",
+                raw::accept_for(&req)
+            )
+            .into_bytes();
+            bytes.extend(raw::frame(0x81, b"first"));
+            // "hi" compressed (raw deflate, sync flush, tail removed).
+            bytes.extend(raw::frame(0xC1, &[0xca, 0xc8, 0x04, 0x00]));
+            bytes.extend(raw::frame(0x81, b"third"));
+            let _ = s.write_all(&bytes).await;
+            let _ = raw::close_code(&mut s).await;
+        })
+    })
+    .await;
+    let rec = Recorder::start();
+    let _c = client(format!("ws://{addr}/"), &rec).start().unwrap();
+    assert!(rec
+        .wait_for_text("third", Duration::from_secs(10))
+        .await
+        .is_some());
+    let texts: Vec<String> = rec
+        .recorded_inbound()
+        .iter()
+        .filter_map(|m| m.as_text().map(str::to_owned))
+        .collect();
+    assert_eq!(texts, ["first", "hi", "third"]);
+}
