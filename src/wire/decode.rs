@@ -137,6 +137,13 @@ impl Decoder {
             return Ok(None);
         }
         let checked = std::mem::take(&mut self.checked);
+        if self.compressed(&head) {
+            // Inflated straight from the read buffer: the compressed bytes
+            // need not become a payload of their own.
+            let data = self.inflate(&head, &buf[head.at..end]);
+            buf.advance(end);
+            return Ok(Some(self.place(head, data?)));
+        }
         let payload = if head.len == 0 {
             buf.advance(end);
             Bytes::new()
@@ -256,54 +263,74 @@ impl Decoder {
         }))
     }
 
-    /// A whole data frame: inflated if compressed, text checked, and placed
-    /// in its message.
+    /// Whether a data frame belongs to a compressed message.
+    fn compressed(&self, head: &Head) -> bool {
+        match head.opcode {
+            TEXT | BINARY => head.rsv1,
+            CONTINUATION => self.message.is_some_and(|m| m.compressed),
+            _ => false,
+        }
+    }
+
+    /// Inflates a whole frame of a compressed message, within what is left
+    /// of the message limit.
+    fn inflate(&mut self, head: &Head, payload: &[u8]) -> Result<Bytes, WireError> {
+        let before = self.message.map_or(0, |m| m.size);
+        let inflater = self.inflater.as_mut().ok_or(WireError::Protocol(
+            "RSV1 set without permessage-deflate negotiated",
+        ))?;
+        inflater
+            .inflate(payload, head.fin, self.max_message - before)
+            .map_err(|e| match e {
+                InflateError::TooBig => {
+                    WireError::MessageTooBig("inflated message exceeds the maximum message size")
+                }
+                InflateError::Corrupt => WireError::Protocol("invalid deflate data"),
+            })
+    }
+
+    /// A whole uncompressed data frame, its text checked where the engine
+    /// would see it too late.
     fn data(&mut self, head: Head, payload: Bytes, checked: usize) -> Result<Frame, WireError> {
+        let first = head.opcode != CONTINUATION;
+        let text = match self.message {
+            Some(m) if !first => m.text,
+            _ => head.opcode == TEXT,
+        };
+        if text && !(first && head.fin) {
+            let invalid = |_| WireError::InvalidUtf8("text is not valid UTF-8");
+            self.utf8.feed(&payload[checked..]).map_err(invalid)?;
+            if head.fin {
+                self.utf8.finish().map_err(invalid)?;
+            }
+        } else {
+            // Checked by the engine; forget what was checked of it while it
+            // arrived.
+            self.utf8 = Utf8::default();
+        }
+        Ok(self.place(head, payload))
+    }
+
+    /// Places a data frame's (inflated) bytes in its message.
+    fn place(&mut self, head: Head, data: Bytes) -> Frame {
         let first = head.opcode != CONTINUATION;
         let (text, compressed, before) = match self.message {
             Some(m) if !first => (m.text, m.compressed, m.size),
             _ => (head.opcode == TEXT, head.rsv1, 0),
-        };
-        let invalid = |_| WireError::InvalidUtf8("text is not valid UTF-8");
-        let data = match (&mut self.inflater, compressed) {
-            (Some(inflater), true) => {
-                let limit = self.max_message - before;
-                inflater
-                    .inflate(&payload, head.fin, limit)
-                    .map_err(|e| match e {
-                        InflateError::TooBig => WireError::MessageTooBig(
-                            "inflated message exceeds the maximum message size",
-                        ),
-                        InflateError::Corrupt => WireError::Protocol("invalid deflate data"),
-                    })?
-            }
-            _ if text && !(first && head.fin) => {
-                self.utf8.feed(&payload[checked..]).map_err(invalid)?;
-                if head.fin {
-                    self.utf8.finish().map_err(invalid)?;
-                }
-                payload
-            }
-            _ => {
-                // Checked by the engine; forget what was checked of it
-                // while it arrived.
-                self.utf8 = Utf8::default();
-                payload
-            }
         };
         self.message = (!head.fin).then_some(InProgress {
             text,
             compressed,
             size: before + data.len(),
         });
-        Ok(match (first, head.fin, text) {
+        match (first, head.fin, text) {
             (true, true, true) => Frame::Text(data),
             (true, true, false) => Frame::Binary(data),
             (true, false, true) => Frame::Continuation(Fragment::FirstText, data),
             (true, false, false) => Frame::Continuation(Fragment::FirstBinary, data),
             (false, false, _) => Frame::Continuation(Fragment::Continue, data),
             (false, true, _) => Frame::Continuation(Fragment::Last, data),
-        })
+        }
     }
 }
 
