@@ -1,15 +1,15 @@
 //! One awc socket as the engine's [`Link`].
 //!
 //! awc does the upgrade and hands over a `Framed` socket, whose read buffer
-//! may already hold the first frames; its codec is set aside. Splitting it with `StreamExt::split`
-//! would put a `BiLock` (atomic operations on every poll) between the two
-//! halves, and its sink takes messages by value, so the engine would have to
-//! copy every message it keeps for a possible requeue. Instead the socket, its
-//! buffers and actix-http's codec live in one `Rc<RefCell>` shared by the read
-//! half and the writer (everything runs on one arbiter, and neither half
-//! calls into the other), frames are decoded and encoded by our own codec
-//! ([`crate::wire`]; messages are encoded from a borrow), and the buffers are
-//! sized here:
+//! may already hold the first frames; its codec is set aside, and frames are
+//! decoded and encoded by our own ([`crate::wire`]). Splitting the socket
+//! with `StreamExt::split` would put a `BiLock` (atomic operations on every
+//! poll) between the two halves, and a sink takes messages by value, so the
+//! engine would have to copy every message it keeps for a possible requeue.
+//! Instead the socket, its buffers and the codec's state live in one
+//! `Rc<RefCell>` shared by the read half and the writer (everything runs on
+//! one arbiter, and neither half calls into the other), messages are encoded
+//! from a borrow, and the buffers are sized here:
 //!
 //! - reads ask for room adapted to the traffic: 8 KiB while it is light,
 //!   doubling to 256 KiB while reads fill the buffer (a large buffer holds

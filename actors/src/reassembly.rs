@@ -1,6 +1,7 @@
 //! Reassembly of fragmented messages and UTF-8 validation of text.
 //!
-//! awc hands continuation frames up raw and does not check text; this pure
+//! A transport hands continuation frames up raw (the mock's unchecked, the
+//! awc transport's checked only as far as it must fail fast); this pure
 //! state machine turns the frame sequence into complete [`Message`]s, or a
 //! [`ProtocolViolation`] that the connection answers with a close code.
 //!
