@@ -36,6 +36,47 @@ impl Message {
             Message::Binary(_) => None,
         }
     }
+
+    /// The payload bytes, for either kind (a text message's UTF-8).
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Message::Text(t) => t.as_bytes(),
+            Message::Binary(b) => b,
+        }
+    }
+
+    /// Whether this is a text message.
+    pub fn is_text(&self) -> bool {
+        matches!(self, Message::Text(_))
+    }
+
+    /// Whether this is a binary message.
+    pub fn is_binary(&self) -> bool {
+        matches!(self, Message::Binary(_))
+    }
+
+    /// The payload, for either kind, without copying it.
+    pub fn into_bytes(self) -> Bytes {
+        match self {
+            Message::Text(t) => t.into_bytes(),
+            Message::Binary(b) => b,
+        }
+    }
+
+    /// The text, for a text message, without copying it; a binary message
+    /// comes back as it was.
+    pub fn into_text(self) -> Result<ByteString, Message> {
+        match self {
+            Message::Text(t) => Ok(t),
+            other => Err(other),
+        }
+    }
+}
+
+impl AsRef<[u8]> for Message {
+    fn as_ref(&self) -> &[u8] {
+        self.as_bytes()
+    }
 }
 
 impl From<String> for Message {
@@ -169,5 +210,29 @@ impl OutRef<'_> {
             OutRef::Pong(b) => OutFrame::Pong(b.clone()),
             OutRef::Close(c) => OutFrame::Close(c.cloned()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accessors_cover_both_kinds_without_copying() {
+        let text = Message::from("héllo");
+        assert!(text.is_text() && !text.is_binary());
+        assert_eq!(text.as_bytes(), "héllo".as_bytes());
+        assert_eq!(text.as_ref(), "héllo".as_bytes());
+        let bytes = Bytes::from_static(b"\x00\x01");
+        let binary = Message::Binary(bytes.clone());
+        assert!(binary.is_binary() && !binary.is_text());
+        assert_eq!(binary.as_bytes(), b"\x00\x01");
+        // The same buffer comes back, not a copy.
+        assert_eq!(binary.clone().into_bytes().as_ptr(), bytes.as_ptr());
+        assert_eq!(binary.clone().into_text(), Err(binary));
+        let shared = ByteString::from("shared");
+        let from_text = Message::Text(shared.clone()).into_bytes();
+        assert_eq!(from_text.as_ptr(), shared.as_bytes().as_ptr());
+        assert_eq!(Message::Text(shared.clone()).into_text(), Ok(shared));
     }
 }
