@@ -55,8 +55,6 @@ struct Socket {
     decoder: Decoder,
     /// The compressor, when permessage-deflate was agreed.
     deflater: Option<Deflater>,
-    /// Where a message is compressed before it is framed.
-    deflated: Vec<u8>,
     read_buf: BytesMut,
     write_buf: BytesMut,
     /// Room to ask for before the next read.
@@ -91,7 +89,6 @@ pub(crate) fn split(
         io: parts.io,
         decoder,
         deflater,
-        deflated: Vec::new(),
         // Bytes after the handshake response may already be here.
         read_buf: parts.read_buf,
         write_buf: parts.write_buf,
@@ -221,7 +218,7 @@ impl WriteHalf {
         let s = &mut *s;
         let (dst, masks) = (&mut s.write_buf, &mut s.masks);
         match frame {
-            OutRef::Message(m) => write_data(dst, masks, &mut s.deflater, &mut s.deflated, m),
+            OutRef::Message(m) => write_data(dst, masks, &mut s.deflater, m),
             OutRef::Ping(b) => wire::encode(dst, masks, wire::PING, b),
             OutRef::Pong(b) => wire::encode(dst, masks, wire::PONG, b),
             OutRef::Close(c) => {
@@ -265,7 +262,7 @@ impl FrameWriter for WriteHalf {
             if taken > 0 && dst.len() >= WRITE_HIGH {
                 break;
             }
-            write_data(dst, masks, &mut s.deflater, &mut s.deflated, m);
+            write_data(dst, masks, &mut s.deflater, m);
             taken += 1;
         }
         Poll::Ready(Ok(taken))
@@ -283,30 +280,18 @@ impl FrameWriter for WriteHalf {
 /// Encodes one data message, masked (a client masks every frame, RFC 6455
 /// §5.3), and compressed when permessage-deflate was agreed and the message
 /// is worth it.
-fn write_data(
-    dst: &mut BytesMut,
-    masks: &mut Masks,
-    deflater: &mut Option<Deflater>,
-    deflated: &mut Vec<u8>,
-    m: &Message,
-) {
-    let (opcode, payload) = match m {
-        Message::Text(t) => (wire::TEXT, t.as_bytes().as_ref()),
-        Message::Binary(b) => (wire::BINARY, &b[..]),
-    };
-    let compressed = deflater
-        .as_mut()
-        .is_some_and(|d| d.wants(m) && d.deflate(payload, deflated));
-    if compressed {
-        wire::encode(dst, masks, opcode | wire::RSV1, deflated);
-        // A large message's buffer is not kept for an idle link.
-        if deflated.capacity() > DEFLATED_KEEP {
-            *deflated = Vec::new();
-        }
+fn write_data(dst: &mut BytesMut, masks: &mut Masks, deflater: &mut Option<Deflater>, m: &Message) {
+    let opcode = if m.is_text() {
+        wire::TEXT
     } else {
-        wire::encode(dst, masks, opcode, payload);
+        wire::BINARY
+    };
+    let Some(d) = deflater.as_mut().filter(|d| d.wants(m)) else {
+        return wire::encode(dst, masks, opcode, m.as_bytes());
+    };
+    match d.deflate(m.as_bytes()) {
+        Some(body) => wire::encode(dst, masks, opcode | wire::RSV1, body),
+        None => wire::encode(dst, masks, opcode, m.as_bytes()),
     }
+    d.release();
 }
-
-/// The compression buffer kept between messages.
-const DEFLATED_KEEP: usize = 16 * 1024;

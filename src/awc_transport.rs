@@ -123,17 +123,16 @@ impl Transport for AwcTransport {
         let retry_after = Rc::new(Cell::new(None));
         let bounded = Rc::new(Cell::new(false));
         let client = self.client(timeout, retry_after.clone(), bounded.clone());
-        let mut ws = client
-            .ws(request.url.as_str())
-            .max_frame_size(self.max_frame_size);
+        // awc's codec is set aside after the upgrade (our decoder has the
+        // limits), so its frame size is not set.
+        let mut ws = client.ws(request.url.as_str());
         for (name, value) in &request.headers {
             ws = ws.header(name.as_str(), value.as_str());
         }
         if !request.protocols.is_empty() {
             ws = ws.protocols(&request.protocols);
         }
-        let offer = self.compression.offer_header();
-        if let Some(offer) = &offer {
+        if let Some(offer) = self.compression.offer_header() {
             // A request provider's own extension header would be answered
             // for an offer we did not make: ours replaces it.
             ws = ws.set_header(SEC_WEBSOCKET_EXTENSIONS, offer.as_str());

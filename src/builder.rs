@@ -334,8 +334,8 @@ impl ClientBuilder {
         self
     }
 
-    /// Largest single inbound frame. Default is the maximum message size
-    /// (awc's own default is 64 KiB).
+    /// Largest single inbound frame, refused (1009) on its header before any
+    /// of it is buffered. Default is the maximum message size.
     pub fn max_frame_size(mut self, n: usize) -> Self {
         self.max_frame_size = Some(n);
         self

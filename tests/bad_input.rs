@@ -379,12 +379,8 @@ async fn frames_sent_with_the_handshake_answer_are_not_lost() {
     let addr = raw::serve(|mut s| {
         Box::pin(async move {
             let req = raw::read_request(&mut s).await;
-            let mut bytes = format!(
-                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-                 Sec-WebSocket-Accept: {}\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n",
-                raw::accept_for(&req)
-            )
-            .into_bytes();
+            let mut bytes =
+                raw::answer(&req, "Sec-WebSocket-Extensions: permessage-deflate\r\n").into_bytes();
             bytes.extend(raw::frame(0x81, b"first"));
             // "hi" compressed (raw deflate, sync flush, tail removed).
             bytes.extend(raw::frame(0xC1, &[0xca, 0xc8, 0x04, 0x00]));

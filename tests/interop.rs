@@ -136,6 +136,20 @@ async fn connected(rec: &Recorder) -> Option<String> {
     }
 }
 
+/// A server of `kind` with settings `cfg`, a client with `compression`
+/// connected to it, and what they agreed to.
+async fn session(
+    kind: Kind,
+    cfg: &str,
+    compression: Compression,
+) -> (Server, Recorder, Client, Option<String>) {
+    let server = Server::start(kind, cfg);
+    let rec = Recorder::start();
+    let c = client(&server.url(), compression, &rec);
+    let ext = connected(&rec).await;
+    (server, rec, c, ext)
+}
+
 async fn echoed(client: &Client, rec: &Recorder, m: Message) {
     client.send(m.clone()).await.unwrap();
     let back = rec
@@ -148,10 +162,8 @@ async fn echoed(client: &Client, rec: &Recorder, m: Message) {
 #[actix_rt::test]
 async fn every_size_both_ways_compressed() {
     for kind in KINDS {
-        let server = Server::start(kind, "{}");
-        let rec = Recorder::start();
-        let c = client(&server.url(), Compression::offer(), &rec);
-        let ext = connected(&rec).await.expect("compression agreed");
+        let (_server, rec, c, ext) = session(kind, "{}", Compression::offer()).await;
+        let ext = ext.expect("compression agreed");
         assert!(ext.starts_with("permessage-deflate"), "{kind:?}: {ext}");
         for size in [1, 255, 256, 1000, 64 << 10, 1 << 20, 5 << 20] {
             echoed(&c, &rec, Message::from(big(size))).await;
@@ -227,10 +239,8 @@ async fn every_parameter_combination_negotiates_and_carries_context() {
     ];
     for kind in KINDS {
         for (cfg, compression, want) in &combos {
-            let server = Server::start(kind, cfg);
-            let rec = Recorder::start();
-            let c = client(&server.url(), compression.clone(), &rec);
-            let ext = connected(&rec).await.unwrap_or_default();
+            let (_server, rec, c, ext) = session(kind, cfg, compression.clone()).await;
+            let ext = ext.unwrap_or_default();
             // Each parameter, in whatever order the server wrote them.
             let agreed: Vec<&str> = ext.split("; ").collect();
             for part in want.split("; ") {
@@ -259,10 +269,8 @@ async fn empty_and_tiny_messages_compressed_one_after_another() {
     // client must send 0x00 instead (RFC 7692 §7.2.3.6) or the peer's
     // inflater starts a stored block and the stream is lost.
     for kind in KINDS {
-        let server = Server::start(kind, "{}");
-        let rec = Recorder::start();
-        let c = client(&server.url(), Compression::offer().threshold(0), &rec);
-        connected(&rec).await.expect("compression agreed");
+        let (_server, rec, c, ext) = session(kind, "{}", Compression::offer().threshold(0)).await;
+        assert!(ext.is_some(), "{kind:?}: compression agreed");
         for m in ["", "", "", "a", "", "ab", ""] {
             echoed(&c, &rec, m.into()).await;
             echoed(&c, &rec, Message::from(m.as_bytes().to_vec())).await;
@@ -274,10 +282,8 @@ async fn empty_and_tiny_messages_compressed_one_after_another() {
 #[actix_rt::test]
 async fn fragmented_and_large_compressed_messages_from_the_server() {
     for kind in KINDS {
-        let server = Server::start(kind, "{}");
-        let rec = Recorder::start();
-        let c = client(&server.url(), Compression::offer(), &rec);
-        connected(&rec).await.expect("compression agreed");
+        let (_server, rec, c, ext) = session(kind, "{}", Compression::offer()).await;
+        assert!(ext.is_some(), "{kind:?}: compression agreed");
         let text = big(100_000);
         c.send(format!("!frag 7 {text}")).await.unwrap();
         assert!(
@@ -297,10 +303,8 @@ async fn fragmented_and_large_compressed_messages_from_the_server() {
 #[actix_rt::test]
 async fn a_reconnect_starts_the_compression_state_over() {
     for kind in KINDS {
-        let server = Server::start(kind, "{}");
-        let rec = Recorder::start();
-        let c = client(&server.url(), Compression::offer(), &rec);
-        connected(&rec).await.expect("compression agreed");
+        let (_server, rec, c, ext) = session(kind, "{}", Compression::offer()).await;
+        assert!(ext.is_some(), "{kind:?}: compression agreed");
         for i in 0..20 {
             echoed(&c, &rec, format!("before {i} {}", big(500)).into()).await;
         }
@@ -317,10 +321,8 @@ async fn a_reconnect_starts_the_compression_state_over() {
 #[actix_rt::test]
 async fn off_and_require_against_a_server_without_compression() {
     for kind in KINDS {
-        let server = Server::start(kind, r#"{"off":true}"#);
-        let rec = Recorder::start();
-        let c = client(&server.url(), Compression::offer(), &rec);
-        assert_eq!(connected(&rec).await, None, "{kind:?}: declined");
+        let (server, rec, c, ext) = session(kind, r#"{"off":true}"#, Compression::offer()).await;
+        assert_eq!(ext, None, "{kind:?}: declined");
         echoed(&c, &rec, Message::from(big(10_000))).await;
         c.close(BOUND).await.unwrap();
 

@@ -137,7 +137,7 @@ impl Decoder {
             return Ok(None);
         }
         let checked = std::mem::take(&mut self.checked);
-        if self.compressed(&head) {
+        if self.message_of(&head).compressed {
             // Inflated straight from the read buffer: the compressed bytes
             // need not become a payload of their own.
             let data = self.inflate(&head, &buf[head.at..end]);
@@ -161,14 +161,24 @@ impl Decoder {
         Ok(Some(frame))
     }
 
+    /// The message a data frame starts or continues, as it stands before
+    /// the frame (for a control frame: neither text nor compressed).
+    fn message_of(&self, head: &Head) -> InProgress {
+        match self.message {
+            Some(m) if head.opcode == CONTINUATION => m,
+            _ => InProgress {
+                text: head.opcode == TEXT,
+                compressed: head.rsv1,
+                size: 0,
+            },
+        }
+    }
+
     /// Whether a frame's payload is text to check as it arrives (compressed
     /// text is checked once inflated).
     fn plain_text(&self, head: &Head) -> bool {
-        match head.opcode {
-            TEXT => !head.rsv1,
-            CONTINUATION => self.message.is_some_and(|m| m.text && !m.compressed),
-            _ => false,
-        }
+        let m = self.message_of(head);
+        m.text && !m.compressed
     }
 
     /// Parses and checks the header at the head of `buf`.
@@ -244,38 +254,30 @@ impl Decoder {
         if len > self.max_frame {
             return Err(WireError::TooBig("frame exceeds the maximum frame size"));
         }
-        let compressed = rsv1 || self.message.is_some_and(|m| m.compressed);
-        let before = self.message.map_or(0, |m| m.size);
-        if !matches!(opcode, PING | PONG | CLOSE)
-            && !compressed
-            && len > self.max_message.saturating_sub(before)
-        {
-            return Err(WireError::MessageTooBig(
-                "message exceeds the maximum message size",
-            ));
-        }
-        Ok(Some(Head {
+        let head = Head {
             fin,
             rsv1,
             opcode,
             at,
             len,
-        }))
-    }
-
-    /// Whether a data frame belongs to a compressed message.
-    fn compressed(&self, head: &Head) -> bool {
-        match head.opcode {
-            TEXT | BINARY => head.rsv1,
-            CONTINUATION => self.message.is_some_and(|m| m.compressed),
-            _ => false,
+        };
+        // Compressed messages are held to the limit as they inflate.
+        let m = self.message_of(&head);
+        if !matches!(opcode, PING | PONG | CLOSE)
+            && !m.compressed
+            && len > self.max_message.saturating_sub(m.size)
+        {
+            return Err(WireError::MessageTooBig(
+                "message exceeds the maximum message size",
+            ));
         }
+        Ok(Some(head))
     }
 
     /// Inflates a whole frame of a compressed message, within what is left
     /// of the message limit.
     fn inflate(&mut self, head: &Head, payload: &[u8]) -> Result<Bytes, WireError> {
-        let before = self.message.map_or(0, |m| m.size);
+        let before = self.message_of(head).size;
         let inflater = self.inflater.as_mut().ok_or(WireError::Protocol(
             "RSV1 set without permessage-deflate negotiated",
         ))?;
@@ -292,12 +294,8 @@ impl Decoder {
     /// A whole uncompressed data frame, its text checked where the engine
     /// would see it too late.
     fn data(&mut self, head: Head, payload: Bytes, checked: usize) -> Result<Frame, WireError> {
-        let first = head.opcode != CONTINUATION;
-        let text = match self.message {
-            Some(m) if !first => m.text,
-            _ => head.opcode == TEXT,
-        };
-        if text && !(first && head.fin) {
+        let whole = head.opcode != CONTINUATION && head.fin;
+        if self.message_of(&head).text && !whole {
             let invalid = |_| WireError::InvalidUtf8("text is not valid UTF-8");
             self.utf8.feed(&payload[checked..]).map_err(invalid)?;
             if head.fin {
@@ -314,16 +312,12 @@ impl Decoder {
     /// Places a data frame's (inflated) bytes in its message.
     fn place(&mut self, head: Head, data: Bytes) -> Frame {
         let first = head.opcode != CONTINUATION;
-        let (text, compressed, before) = match self.message {
-            Some(m) if !first => (m.text, m.compressed, m.size),
-            _ => (head.opcode == TEXT, head.rsv1, 0),
-        };
+        let m = self.message_of(&head);
         self.message = (!head.fin).then_some(InProgress {
-            text,
-            compressed,
-            size: before + data.len(),
+            size: m.size + data.len(),
+            ..m
         });
-        match (first, head.fin, text) {
+        match (first, head.fin, m.text) {
             (true, true, true) => Frame::Text(data),
             (true, true, false) => Frame::Binary(data),
             (true, false, true) => Frame::Continuation(Fragment::FirstText, data),
@@ -397,12 +391,30 @@ mod tests {
 
     /// Everything `bytes` decodes to, fed whole.
     fn decode_all(d: &mut Decoder, bytes: &[u8]) -> Result<Vec<Frame>, WireError> {
-        let mut buf = BytesMut::from(bytes);
-        let mut out = Vec::new();
-        while let Some(f) = d.decode(&mut buf)? {
-            out.push(f);
+        decode_in_pieces(d, bytes, &[]).map(|(frames, _)| frames)
+    }
+
+    /// Feeds `bytes` to `d` in pieces of the lengths `cuts` gives (then the
+    /// rest at once), decoding after each piece: the frames and the bytes
+    /// left undecoded, or the first error.
+    fn decode_in_pieces(
+        d: &mut Decoder,
+        bytes: &[u8],
+        cuts: &[usize],
+    ) -> Result<(Vec<Frame>, usize), WireError> {
+        let mut buf = BytesMut::new();
+        let mut frames = Vec::new();
+        let mut at = 0;
+        let mut cuts = cuts.iter();
+        while at < bytes.len() {
+            let end = (at + cuts.next().copied().unwrap_or(bytes.len())).min(bytes.len());
+            buf.extend_from_slice(&bytes[at..end]);
+            at = end;
+            while let Some(f) = d.decode(&mut buf)? {
+                frames.push(f);
+            }
         }
-        Ok(out)
+        Ok((frames, buf.len()))
     }
 
     fn first_error(d: &mut Decoder, bytes: &[u8]) -> WireError {
@@ -620,7 +632,7 @@ mod tests {
     }
 
     #[test]
-    fn no_context_takeover_resets_the_inflater_per_message() {
+    fn messages_compressed_each_on_its_own_inflate() {
         let mut d = deflating(1 << 20, true);
         for _ in 0..3 {
             // A fresh server compressor per message, as the server agreed.
@@ -692,20 +704,8 @@ mod tests {
         ) {
             let bytes: Vec<u8> = frames.iter().flat_map(|(op, p, _)| frame(*op, p)).collect();
             let want: Vec<Frame> = frames.into_iter().map(|(_, _, f)| f).collect();
-            let mut d = plain(1 << 20);
-            let mut buf = BytesMut::new();
-            let mut got = Vec::new();
-            let mut at = 0;
-            let mut cuts = cuts.into_iter();
-            while at < bytes.len() {
-                let end = (at + cuts.next().unwrap_or(bytes.len())).min(bytes.len());
-                buf.extend_from_slice(&bytes[at..end]);
-                at = end;
-                while let Some(f) = d.decode(&mut buf).unwrap() {
-                    got.push(f);
-                }
-            }
-            prop_assert!(buf.is_empty());
+            let (got, left) = decode_in_pieces(&mut plain(1 << 20), &bytes, &cuts).unwrap();
+            prop_assert_eq!(left, 0);
             prop_assert_eq!(got, want);
         }
 
@@ -729,26 +729,20 @@ mod tests {
                 }
                 bytes.extend(frame(0x89, b"p"));
             }
-            let mut d = deflating(1 << 20, false);
-            let mut buf = BytesMut::new();
+            let (frames, left) =
+                decode_in_pieces(&mut deflating(1 << 20, false), &bytes, &cuts).unwrap();
+            prop_assert_eq!(left, 0);
             let (mut got, mut partial) = (Vec::new(), Vec::new());
-            let mut at = 0;
-            let mut cuts = cuts.into_iter();
-            while at < bytes.len() {
-                let end = (at + cuts.next().unwrap_or(bytes.len())).min(bytes.len());
-                buf.extend_from_slice(&bytes[at..end]);
-                at = end;
-                while let Some(f) = d.decode(&mut buf).unwrap() {
-                    match f {
-                        Frame::Text(t) => got.push(String::from_utf8(t.to_vec()).unwrap()),
-                        Frame::Continuation(Fragment::Last, t) => {
-                            partial.extend_from_slice(&t);
-                            got.push(String::from_utf8(std::mem::take(&mut partial)).unwrap());
-                        }
-                        Frame::Continuation(_, t) => partial.extend_from_slice(&t),
-                        Frame::Ping(_) => {}
-                        other => panic!("{other:?}"),
+            for f in frames {
+                match f {
+                    Frame::Text(t) => got.push(String::from_utf8(t.to_vec()).unwrap()),
+                    Frame::Continuation(Fragment::Last, t) => {
+                        partial.extend_from_slice(&t);
+                        got.push(String::from_utf8(std::mem::take(&mut partial)).unwrap());
                     }
+                    Frame::Continuation(_, t) => partial.extend_from_slice(&t),
+                    Frame::Ping(_) => {}
+                    other => panic!("{other:?}"),
                 }
             }
             let want: Vec<String> = messages.into_iter().map(|(t, _, _)| t).collect();
@@ -762,21 +756,8 @@ mod tests {
             compressed in any::<bool>(),
         ) {
             let mut d = if compressed { deflating(4096, false) } else { plain(4096) };
-            let mut buf = BytesMut::new();
-            let mut at = 0;
-            let mut cuts = cuts.into_iter();
-            'feed: while at < bytes.len() {
-                let end = (at + cuts.next().unwrap_or(bytes.len())).min(bytes.len());
-                buf.extend_from_slice(&bytes[at..end]);
-                at = end;
-                loop {
-                    match d.decode(&mut buf) {
-                        Ok(Some(_)) => {}
-                        Ok(None) => break,
-                        Err(_) => break 'feed,
-                    }
-                }
-            }
+            // Frames or an error, whichever the bytes make; never a panic.
+            let _ = decode_in_pieces(&mut d, &bytes, &cuts);
         }
     }
 }

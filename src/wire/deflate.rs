@@ -156,7 +156,8 @@ impl Compression {
 
     /// Asks the server to compress each message on its own
     /// (`server_no_context_takeover`): less memory kept between messages on
-    /// both sides, worse compression of similar messages.
+    /// the server's side (the client's inflater is the same either way),
+    /// worse compression of similar messages.
     pub fn server_no_context_takeover(mut self, yes: bool) -> Self {
         self.server_no_context_takeover = yes;
         self
@@ -269,7 +270,6 @@ impl Compression {
         let mut agreed = Agreed {
             server_no_context_takeover: false,
             client_no_context_takeover: self.client_no_context_takeover,
-            server_max_window_bits: 15,
             client_max_window_bits: self.client_max_window_bits,
             level: self.level,
             mem_level: self.mem_level,
@@ -298,12 +298,10 @@ impl Compression {
                 "server_no_context_takeover" => {
                     bare(&value)?;
                     agreed.server_no_context_takeover = true;
-                    agreed.text.push_str("; server_no_context_takeover");
                 }
                 "client_no_context_takeover" => {
                     bare(&value)?;
                     agreed.client_no_context_takeover = true;
-                    agreed.text.push_str("; client_no_context_takeover");
                 }
                 "server_max_window_bits" => {
                     let bits = window_bits(&key, value)?;
@@ -315,24 +313,24 @@ impl Compression {
                             "the server answered `{key}={bits}`, more than offered"
                         )));
                     }
-                    agreed.server_max_window_bits = bits;
-                    agreed
-                        .text
-                        .push_str(&format!("; server_max_window_bits={bits}"));
                 }
                 "client_max_window_bits" => {
                     // Offered without a value: the answer must carry one.
                     let bits = window_bits(&key, value)?;
                     agreed.client_max_window_bits = agreed.client_max_window_bits.min(bits);
-                    agreed
-                        .text
-                        .push_str(&format!("; client_max_window_bits={bits}"));
                 }
                 other => {
                     return Err(NegotiationError(format!(
                         "the server answered the unknown parameter `{other}`"
                     )))
                 }
+            }
+            // As a header would say it: lower case, unquoted.
+            agreed.text.push_str("; ");
+            agreed.text.push_str(&key);
+            if let Some(v) = value {
+                agreed.text.push('=');
+                agreed.text.push_str(v);
             }
         }
         if self.server_no_context_takeover && !agreed.server_no_context_takeover {
@@ -412,7 +410,6 @@ impl std::error::Error for NegotiationError {}
 pub(crate) struct Agreed {
     server_no_context_takeover: bool,
     client_no_context_takeover: bool,
-    server_max_window_bits: u8,
     client_max_window_bits: u8,
     level: u32,
     mem_level: u8,
@@ -430,18 +427,17 @@ impl fmt::Debug for Agreed {
 
 impl Agreed {
     pub(crate) fn split(self) -> (Inflater, Deflater) {
-        let inflater = Inflater {
-            // zlib reads a stream made with a smaller window in a larger one;
-            // zlib-rs takes 9 to 15.
-            window_bits: self.server_max_window_bits.max(9),
-            state: None,
-            reset: self.server_no_context_takeover,
-        };
+        // The server's window and context takeover need nothing of the
+        // inflater: a 2^15 window reads any smaller one (zlib-rs allocates
+        // 32 KiB whatever the bits), and a window kept from earlier messages
+        // is harmless when the server does not refer back into it.
+        let inflater = Inflater { state: None };
         let deflater = Deflater {
             // A window of 2^8 cannot be written by zlib: a server that asks
             // for it gets uncompressed messages (RSV1 is per message).
             window_bits: (self.client_max_window_bits >= 9).then_some(self.client_max_window_bits),
             state: None,
+            out: Vec::new(),
             reset: self.client_no_context_takeover,
             level: self.level,
             mem_level: self.mem_level,
@@ -462,16 +458,14 @@ pub(crate) enum InflateError {
 /// The decompressor of one link, allocated with the first compressed
 /// message.
 pub(crate) struct Inflater {
-    window_bits: u8,
     state: Option<Inflate>,
-    reset: bool,
 }
 
 impl fmt::Debug for Inflater {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Inflater")
-            .field("window_bits", &self.window_bits)
-            .finish_non_exhaustive()
+            .field("allocated", &self.state.is_some())
+            .finish()
     }
 }
 
@@ -490,8 +484,7 @@ impl Inflater {
         last: bool,
         limit: usize,
     ) -> Result<Bytes, InflateError> {
-        let bits = self.window_bits;
-        let z = self.state.get_or_insert_with(|| Inflate::new(false, bits));
+        let z = self.state.get_or_insert_with(|| Inflate::new(false, 15));
         // Empty: the first step of output allocates exactly its size (most
         // messages take one step).
         let mut out = BytesMut::new();
@@ -513,8 +506,10 @@ impl Inflater {
             ended
         };
         if last {
-            if self.reset || ended {
-                *z = Inflate::new(false, bits);
+            if ended {
+                // The server ended its deflate stream with the message (a
+                // final block): the next message starts a new one.
+                z.reset(false);
             }
         } else if ended {
             // The server ended the deflate stream (a final block) before
@@ -594,6 +589,8 @@ fn inflate_into(
 pub(crate) struct Deflater {
     window_bits: Option<u8>,
     state: Option<Deflate>,
+    /// The last message compressed, without the flush's tail.
+    out: Vec<u8>,
     reset: bool,
     level: u32,
     mem_level: u8,
@@ -617,14 +614,14 @@ impl Deflater {
             && self.filter.as_ref().is_none_or(|f| f(message))
     }
 
-    /// Compresses one message onto `out` (cleared first), without the sync
-    /// flush's tail. False if the compressor failed (the message then goes
-    /// out uncompressed, which RSV1 per message allows).
-    pub(crate) fn deflate(&mut self, input: &[u8], out: &mut Vec<u8>) -> bool {
+    /// Compresses one message, without the sync flush's tail. `None` if the
+    /// compressor failed (the message then goes out uncompressed, which RSV1
+    /// per message allows, and the next one starts a new stream). Call
+    /// [`Deflater::release`] once the bytes are written.
+    pub(crate) fn deflate(&mut self, input: &[u8]) -> Option<&[u8]> {
+        let out = &mut self.out;
         out.clear();
-        let Some(bits) = self.window_bits else {
-            return false;
-        };
+        let bits = self.window_bits?;
         let (level, mem_level) = (self.level, self.mem_level);
         let z = self.state.get_or_insert_with(|| {
             Deflate::new_with_config(DeflateConfig {
@@ -645,13 +642,8 @@ impl Deflater {
             out.truncate(at + made);
             rest = &rest[(z.total_in() - before_in) as usize..];
             if status.is_err() {
-                *z = Deflate::new_with_config(DeflateConfig {
-                    level: level as i32,
-                    window_bits: -i32::from(bits),
-                    mem_level: i32::from(mem_level),
-                    ..DeflateConfig::default()
-                });
-                return false;
+                z.reset();
+                return None;
             }
             // Done when all input is in and the flush fit with room to spare.
             if rest.is_empty() && made < room {
@@ -670,9 +662,20 @@ impl Deflater {
         if self.reset {
             z.reset();
         }
-        true
+        Some(out)
+    }
+
+    /// Frees the output buffer after a large message, so that an idle link
+    /// does not keep it.
+    pub(crate) fn release(&mut self) {
+        if self.out.capacity() > KEEP {
+            self.out = Vec::new();
+        }
     }
 }
+
+/// The compressed output kept between messages.
+const KEEP: usize = 16 * 1024;
 
 #[cfg(test)]
 mod tests {
@@ -801,17 +804,16 @@ mod tests {
             let c = Compression::offer().client_no_context_takeover(no_takeover);
             let (_, mut deflater) = c.accept(["permessage-deflate"]).unwrap().unwrap().split();
             let mut server = Inflate::new(false, 15);
-            let mut out = Vec::new();
             let message = br#"{"op":"order","side":"buy","qty":10}"#.repeat(10);
             let mut sizes = Vec::new();
             for _ in 0..3 {
-                assert!(deflater.deflate(&message, &mut out));
+                let out = deflater.deflate(&message).unwrap();
                 sizes.push(out.len());
                 if no_takeover {
                     // Each message stands alone.
                     server = Inflate::new(false, 15);
                 }
-                assert_eq!(server_inflate(&mut server, &out), message);
+                assert_eq!(server_inflate(&mut server, out), message);
             }
             // With context takeover the second copy is a back reference.
             assert_eq!(sizes[1] < sizes[0], !no_takeover, "{sizes:?}");
@@ -824,10 +826,9 @@ mod tests {
             .unwrap()
             .split();
         let mut server = Inflate::new(false, 15);
-        let mut out = Vec::new();
         for m in [&b""[..], b"", b"", b"after", b""] {
-            assert!(deflater.deflate(m, &mut out));
-            assert_eq!(server_inflate(&mut server, &out), m);
+            let out = deflater.deflate(m).unwrap();
+            assert_eq!(server_inflate(&mut server, out), m);
         }
         let (_, d) = Compression::offer()
             .threshold(100)

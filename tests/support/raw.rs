@@ -67,15 +67,21 @@ pub fn accept_for(request: &str) -> String {
     String::from_utf8_lossy(&actix_http::ws::hash_key(key.as_bytes())).into_owned()
 }
 
-/// Reads the request and answers 101 with `extra` headers (each ending in
+/// The 101 answer to `request`, with `extra` headers (each ending in
 /// \r\n).
-pub async fn upgrade(s: &mut TcpStream, extra: &str) {
-    let req = read_request(s).await;
-    let resp = format!(
+pub fn answer(request: &str, extra: &str) -> String {
+    format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n{extra}\r\n",
-        accept_for(&req)
-    );
-    let _ = s.write_all(resp.as_bytes()).await;
+        accept_for(request)
+    )
+}
+
+/// Reads the request and answers 101 with `extra` headers (each ending in
+/// \r\n); returns the request.
+pub async fn upgrade(s: &mut TcpStream, extra: &str) -> String {
+    let req = read_request(s).await;
+    let _ = s.write_all(answer(&req, extra).as_bytes()).await;
+    req
 }
 
 /// An unmasked server frame with first byte `b0` (FIN, RSV, opcode).
