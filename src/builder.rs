@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use actix::Recipient;
+use actix::{ArbiterHandle, Recipient};
 use actix_tether_actors::{
     BackoffPolicy, Client, Config, ConfigError, ConnectError, ConnectInfo, ConnectRequest, Engine,
     Event, Inbound, InboundBatch, Jitter, Message, OnConnect, OverflowPolicy, QueueLimits,
@@ -13,6 +13,12 @@ use actix_tether_actors::{
 use crate::awc_transport::AwcTransport;
 use crate::validate;
 use crate::wire::deflate::Compression;
+
+/// The builder's hooks are `Send`, so that the builder can be moved to the
+/// arbiter a client starts on ([`ClientBuilder::start_on`]).
+type SendProvider = Box<dyn FnMut(u32) -> Result<ConnectRequest, ConnectError> + Send>;
+type SendOnConnect = Box<dyn FnMut(&ConnectInfo) -> Vec<Message> + Send>;
+type SendOnStart = Box<dyn FnOnce(&Client) + Send>;
 
 /// Configures and starts a supervised WebSocket client.
 ///
@@ -38,7 +44,7 @@ pub struct ClientBuilder {
     url: String,
     headers: Vec<(String, String)>,
     protocols: Vec<String>,
-    provider: Option<RequestProvider>,
+    provider: Option<SendProvider>,
     config: Config,
     backoff_initial: Duration,
     backoff_max: Duration,
@@ -49,12 +55,8 @@ pub struct ClientBuilder {
     overflow: OverflowPolicy,
     max_frame_size: Option<usize>,
     compression: Compression,
-    on_connect: Option<OnConnect>,
-    random: Option<Box<dyn RandomSource>>,
-    inbound: Vec<Recipient<Inbound>>,
-    batches: Vec<Recipient<InboundBatch>>,
-    events: Vec<Recipient<Event>>,
-    transport: Option<Box<dyn Transport>>,
+    hooks: Hooks,
+    transport: Option<Box<dyn Transport + Send>>,
     #[cfg(feature = "rustls")]
     tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
@@ -91,11 +93,7 @@ impl ClientBuilder {
             config,
             max_frame_size: None,
             compression: Compression::default(),
-            on_connect: None,
-            random: None,
-            inbound: Vec::new(),
-            batches: Vec::new(),
-            events: Vec::new(),
+            hooks: Hooks::default(),
             transport: None,
             #[cfg(feature = "rustls")]
             tls: None,
@@ -121,7 +119,7 @@ impl ClientBuilder {
     /// can change between attempts. Default is the fixed request.
     pub fn request_provider(
         mut self,
-        provider: impl FnMut(u32) -> Result<ConnectRequest, ConnectError> + 'static,
+        provider: impl FnMut(u32) -> Result<ConnectRequest, ConnectError> + Send + 'static,
     ) -> Self {
         self.provider = Some(Box::new(provider));
         self
@@ -153,8 +151,8 @@ impl ClientBuilder {
 
     /// The random source of the jitter, for deterministic tests. Default is
     /// a generator seeded by the operating system.
-    pub fn random(mut self, random: impl RandomSource) -> Self {
-        self.random = Some(Box::new(random));
+    pub fn random(mut self, random: impl RandomSource + Send) -> Self {
+        self.hooks.random = Some(Box::new(random));
         self
     }
 
@@ -357,8 +355,57 @@ impl ClientBuilder {
 
     /// Messages to write first on every connect and reconnect, before the
     /// queued backlog: authentication, resubscription. Default is none.
-    pub fn on_connect(mut self, hook: impl FnMut(&ConnectInfo) -> Vec<Message> + 'static) -> Self {
-        self.on_connect = Some(Box::new(hook));
+    pub fn on_connect(
+        mut self,
+        hook: impl FnMut(&ConnectInfo) -> Vec<Message> + Send + 'static,
+    ) -> Self {
+        self.hooks.on_connect = Some(Box::new(hook));
+        self
+    }
+
+    /// Hands the new client's handle to `hook` once, on the client's
+    /// arbiter, before the first attempt: the race-free way for an actor
+    /// that holds the handle (to reply, say) to receive every message from
+    /// the first link on. What the hook subscribes (`client.subscribe`,
+    /// `client.stream()`) is in place before anything is read. Default is
+    /// none.
+    ///
+    /// An actor subscribed here that keeps a strong [`Client`] keeps the
+    /// client alive until [`Client::close`]; one that should not holds a
+    /// [`WeakClient`](crate::WeakClient).
+    ///
+    /// ```no_run
+    /// use actix::prelude::*;
+    /// use actix_tether::{Client, ClientBuilder, Message};
+    ///
+    /// /// Answers every message with its length.
+    /// struct Echo(Client);
+    ///
+    /// impl Actor for Echo {
+    ///     type Context = Context<Self>;
+    /// }
+    ///
+    /// impl StreamHandler<Message> for Echo {
+    ///     fn handle(&mut self, msg: Message, _: &mut Context<Self>) {
+    ///         let _ = self.0.try_send(msg.len().to_string());
+    ///     }
+    /// }
+    ///
+    /// # #[actix_rt::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let client = ClientBuilder::new("ws://127.0.0.1:9001/feed")
+    ///     .on_start(|client| {
+    ///         let messages = client.stream();
+    ///         let client = client.clone();
+    ///         Echo::create(move |ctx| {
+    ///             ctx.add_stream(messages);
+    ///             Echo(client)
+    ///         });
+    ///     })
+    ///     .start()?;
+    /// # let _ = client; Ok(()) }
+    /// ```
+    pub fn on_start(mut self, hook: impl FnOnce(&Client) + Send + 'static) -> Self {
+        self.hooks.on_start = Some(Box::new(hook));
         self
     }
 
@@ -366,7 +413,7 @@ impl ClientBuilder {
     /// subscriber that falls behind its mailbox capacity pauses reading
     /// until it catches up (see [`Inbound`]).
     pub fn subscribe(mut self, r: Recipient<Inbound>) -> Self {
-        self.inbound.push(r);
+        self.hooks.inbound.push(r);
         self
     }
 
@@ -374,19 +421,19 @@ impl ClientBuilder {
     /// ([`InboundBatch`]): one actor message per read instead of one per
     /// message, for feeds of many small messages.
     pub fn subscribe_batches(mut self, r: Recipient<InboundBatch>) -> Self {
-        self.batches.push(r);
+        self.hooks.batches.push(r);
         self
     }
 
     /// Subscribes an actor to events from the first attempt on.
     pub fn subscribe_events(mut self, r: Recipient<Event>) -> Self {
-        self.events.push(r);
+        self.hooks.events.push(r);
         self
     }
 
     /// Opens links through `transport` instead of awc (the test kit's mock,
     /// for one). Default is awc.
-    pub fn transport(mut self, transport: impl Transport) -> Self {
+    pub fn transport(mut self, transport: impl Transport + Send) -> Self {
         self.transport = Some(Box::new(transport));
         self
     }
@@ -402,7 +449,44 @@ impl ClientBuilder {
 
     /// Checks every setting and starts the client's actors on the current
     /// arbiter. Must be called inside a running actix `System`.
+    ///
+    /// The actors begin when this thread next yields to its runtime, so
+    /// subscriptions and streams made with the handle right after `start`
+    /// returns, before any `.await`, receive everything from the first link
+    /// on (as do those of the builder and of [`ClientBuilder::on_start`]).
     pub fn start(self) -> Result<Client, ConfigError> {
+        let (config, parts) = self.prepare()?;
+        parts.into_engine(config).start()
+    }
+
+    /// Checks every setting and starts the client's actors on `arbiter`
+    /// (another thread's event loop; see [`Pool`](crate::Pool) to spread
+    /// clients over one arbiter per core). The handle is returned at once
+    /// and works from any thread.
+    ///
+    /// The client's actors may begin before this returns: subscribe with
+    /// the builder or in [`ClientBuilder::on_start`] to receive everything
+    /// from the first link on. Fails with
+    /// [`ConfigError::ArbiterStopped`] if the arbiter is not running.
+    ///
+    /// ```no_run
+    /// use actix::Arbiter;
+    /// use actix_tether::ClientBuilder;
+    ///
+    /// # #[actix_rt::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let arbiter = Arbiter::new();
+    /// let client = ClientBuilder::new("ws://127.0.0.1:9001/feed").start_on(&arbiter.handle())?;
+    /// client.connected().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn start_on(self, arbiter: &ArbiterHandle) -> Result<Client, ConfigError> {
+        let (config, parts) = self.prepare()?;
+        Engine::start_on(arbiter, config, move |config| parts.into_engine(config))
+    }
+
+    /// Checks every setting: the configuration, and the parts that make an
+    /// engine on the client's arbiter.
+    fn prepare(self) -> Result<(Config, Parts), ConfigError> {
         let mut config = self.config;
         config.backoff = BackoffPolicy::new(
             self.backoff_initial,
@@ -419,7 +503,7 @@ impl ClientBuilder {
                 requirement: "must be above zero",
             });
         }
-        let provider: RequestProvider = match self.provider {
+        let provider = match self.provider {
             Some(p) => p,
             None => {
                 let request = ConnectRequest {
@@ -431,7 +515,7 @@ impl ClientBuilder {
                 Box::new(move |_| Ok(request.clone()))
             }
         };
-        let transport: Box<dyn Transport> = match self.transport {
+        let transport = match self.transport {
             Some(t) => t,
             None => Box::new(AwcTransport {
                 max_frame_size,
@@ -444,22 +528,56 @@ impl ClientBuilder {
                 },
             }),
         };
-        let mut engine = Engine::new(config, transport, provider);
-        if let Some(hook) = self.on_connect {
+        let parts = Parts {
+            transport,
+            provider,
+            hooks: self.hooks,
+        };
+        Ok((config, parts))
+    }
+}
+
+/// The builder's hooks and subscribers.
+#[derive(Default)]
+struct Hooks {
+    on_connect: Option<SendOnConnect>,
+    on_start: Option<SendOnStart>,
+    random: Option<Box<dyn RandomSource + Send>>,
+    inbound: Vec<Recipient<Inbound>>,
+    batches: Vec<Recipient<InboundBatch>>,
+    events: Vec<Recipient<Event>>,
+}
+
+/// What a checked builder hands to the client's arbiter.
+struct Parts {
+    transport: Box<dyn Transport + Send>,
+    provider: SendProvider,
+    hooks: Hooks,
+}
+
+impl Parts {
+    fn into_engine(self, config: Config) -> Engine {
+        let provider: RequestProvider = self.provider;
+        let mut engine = Engine::new(config, self.transport, provider);
+        if let Some(hook) = self.hooks.on_connect {
+            let hook: OnConnect = hook;
             engine = engine.on_connect(hook);
         }
-        if let Some(r) = self.random {
+        if let Some(hook) = self.hooks.on_start {
+            engine = engine.on_start(hook);
+        }
+        if let Some(r) = self.hooks.random {
             engine = engine.random(r);
         }
-        for r in self.inbound {
+        for r in self.hooks.inbound {
             engine = engine.subscribe(r);
         }
-        for r in self.batches {
+        for r in self.hooks.batches {
             engine = engine.subscribe_batches(r);
         }
-        for r in self.events {
+        for r in self.hooks.events {
             engine = engine.subscribe_events(r);
         }
-        engine.start()
+        engine
     }
 }

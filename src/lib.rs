@@ -81,6 +81,7 @@ mod awc_transport;
 mod builder;
 #[cfg(feature = "demo")]
 pub mod demo;
+mod pool;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 #[cfg(feature = "rustls")]
@@ -98,10 +99,11 @@ pub use wire::fuzz;
 pub use actix_tether_actors as engine;
 pub use actix_tether_actors::{
     BackoffPolicy, Client, CloseError, CloseFrame, ConfigError, ConnectError, ConnectErrorKind,
-    ConnectInfo, ConnectRequest, DeliveryConfig, DisconnectReason, ErrorChain, Event, Inbound,
-    InboundBatch, Jitter, Message, OverflowPolicy, ProtocolViolation, RandomSource, Receipt,
-    SendError, StallPolicy, State, Stats, Transport, TransportError, Unconfirmed, Undelivered,
-    WeakClient,
+    ConnectInfo, ConnectRequest, DeliveryConfig, DisconnectReason, ErrorChain, Event, EventStream,
+    Inbound, InboundBatch, Jitter, Message, MessageStream, NotConnected, OverflowPolicy,
+    ProtocolViolation, RandomSource, Receipt, SendError, StallPolicy, State, Stats, Transport,
+    TransportError, Unconfirmed, Undelivered, WeakClient, STREAM_CAPACITY,
 };
 pub use builder::ClientBuilder;
+pub use pool::Pool;
 pub use wire::deflate::{Compression, CompressionMode, NegotiationError};

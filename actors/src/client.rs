@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
+use actix::dev::channel::{channel, AddressReceiver};
 use actix::prelude::*;
 use futures::channel::oneshot;
 use futures::future::poll_fn;
@@ -15,14 +16,16 @@ use futures::future::poll_fn;
 use crate::backoff::{Backoff, RandomSource};
 use crate::buffer::{lock, Accepted, Buffer, SharedBuffer, Undelivered};
 use crate::config::Config;
-use crate::error::{CloseError, ConfigError, ConnectError, SendError, Unconfirmed};
+use crate::error::{CloseError, ConfigError, ConnectError, NotConnected, SendError, Unconfirmed};
 use crate::events::{Event, Inbound, InboundBatch, State};
 use crate::frame::Message;
 use crate::hub::Hub;
 use crate::queue::{Queue, WaitConfirmed, Wake};
+use crate::stream::{
+    event_stream, message_stream, EventStream, Joiner, MessageStream, Shared, STREAM_CAPACITY,
+};
 use crate::supervisor::{
-    AddSetupSource, Close, ConnectInfo, GetStats, Orphaned, Parts, SetupSource, Subscribe,
-    Supervisor,
+    AddSetupSource, Close, ConnectInfo, GetStats, Orphaned, Parts, SetupSource, Supervisor,
 };
 use crate::transport::{ConnectRequest, Transport};
 
@@ -34,6 +37,13 @@ pub type RequestProvider = Box<dyn FnMut(u32) -> Result<ConnectRequest, ConnectE
 /// resubscription) written before anything queued.
 pub type OnConnect = Box<dyn FnMut(&ConnectInfo) -> Vec<Message>>;
 
+/// Runs once with the new client's handle on the client's arbiter, before
+/// its first attempt (see [`Engine::on_start`]).
+pub type OnStart = Box<dyn FnOnce(&Client)>;
+
+/// Mailbox capacity of the supervisor and the queue: actix's default.
+const MAILBOX: usize = 16;
+
 /// Assembles and starts the actors of one client.
 ///
 /// `actix-tether`'s `ClientBuilder` wraps this with URL handling and the awc
@@ -44,10 +54,45 @@ pub struct Engine {
     transport: Box<dyn Transport>,
     provider: RequestProvider,
     on_connect: Option<OnConnect>,
+    on_start: Option<OnStart>,
     random: Option<Box<dyn RandomSource>>,
     inbound: Vec<Recipient<Inbound>>,
     batches: Vec<Recipient<InboundBatch>>,
     events: Vec<Recipient<Event>>,
+}
+
+/// The channels and shared state of a client whose actors are not running
+/// yet: what a handle needs, made before the actors so that a handle can be
+/// returned from another thread than theirs.
+struct Wiring {
+    supervisor: AddressReceiver<Supervisor>,
+    queue: AddressReceiver<Queue>,
+    buffer: SharedBuffer,
+    shared: Arc<Shared>,
+}
+
+impl Wiring {
+    fn new(config: &Config) -> (Client, Wiring) {
+        let (supervisor_tx, supervisor) = channel(MAILBOX);
+        let (queue_tx, queue) = channel(MAILBOX);
+        let supervisor_addr = Addr::new(supervisor_tx);
+        let buffer: SharedBuffer = Arc::new(Mutex::new(Buffer::new(config.queue)));
+        let shared = Shared::new();
+        let client = Client {
+            handle: Arc::new(LastHandle(supervisor_addr.clone())),
+            supervisor: supervisor_addr,
+            queue: Addr::new(queue_tx),
+            buffer: buffer.clone(),
+            shared: shared.clone(),
+        };
+        let wiring = Wiring {
+            supervisor,
+            queue,
+            buffer,
+            shared,
+        };
+        (client, wiring)
+    }
 }
 
 impl fmt::Debug for Engine {
@@ -67,6 +112,7 @@ impl Engine {
             transport,
             provider,
             on_connect: None,
+            on_start: None,
             random: None,
             inbound: Vec::new(),
             batches: Vec::new(),
@@ -77,6 +123,15 @@ impl Engine {
     /// Sets the on-connect hook that fills the setup lane. Default is none.
     pub fn on_connect(mut self, hook: OnConnect) -> Self {
         self.on_connect = Some(hook);
+        self
+    }
+
+    /// Sets a hook that receives the new client's handle once, on the
+    /// client's arbiter, before the first attempt: what it subscribes (an
+    /// actor made with the handle, a stream) receives everything from the
+    /// first link on. Default is none.
+    pub fn on_start(mut self, hook: OnStart) -> Self {
+        self.on_start = Some(hook);
         self
     }
 
@@ -107,6 +162,11 @@ impl Engine {
 
     /// Validates the configuration and starts the actors on the current
     /// arbiter. Must be called inside a running actix `System`.
+    ///
+    /// The actors begin when this thread next yields to its runtime:
+    /// subscriptions and streams made with the handle before that (right
+    /// after `start` returns, in the same synchronous code) receive
+    /// everything from the first link on.
     pub fn start(self) -> Result<Client, ConfigError> {
         self.config.validate()?;
         // Actors need a running System on this thread; the System's handle
@@ -116,42 +176,76 @@ impl Engine {
         {
             return Err(ConfigError::NoSystem);
         }
+        let (client, wiring) = Wiring::new(&self.config);
+        self.launch(wiring, &client.downgrade());
+        Ok(client)
+    }
+
+    /// Validates `config` and starts on `arbiter` the engine that `make`
+    /// builds around it. `make` runs on the arbiter's thread, so the
+    /// transport and hooks it creates need not be `Send`; the handle is
+    /// returned at once. Subscriptions made with the handle after this
+    /// returns may miss the first messages of the first link: subscribe
+    /// in the engine, or with [`Engine::on_start`], to receive everything.
+    ///
+    /// Fails with [`ConfigError::ArbiterStopped`] if the arbiter is not
+    /// running.
+    pub fn start_on<F>(
+        arbiter: &ArbiterHandle,
+        config: Config,
+        make: F,
+    ) -> Result<Client, ConfigError>
+    where
+        F: FnOnce(Config) -> Engine + Send + 'static,
+    {
+        config.validate()?;
+        let (client, wiring) = Wiring::new(&config);
+        let weak = client.downgrade();
+        if !arbiter.spawn_fn(move || make(config).launch(wiring, &weak)) {
+            return Err(ConfigError::ArbiterStopped);
+        }
+        Ok(client)
+    }
+
+    /// Starts the actors on the current arbiter, with the channels the
+    /// handles already hold.
+    fn launch(self, wiring: Wiring, client: &WeakClient) {
         let backoff = match self.random {
             Some(r) => Backoff::with_random(self.config.backoff, r),
             None => Backoff::new(self.config.backoff),
         };
-        let hub = Rc::new(Hub::new(&self.config));
+        let hub = Rc::new(Hub::new(&self.config, wiring.shared));
         for r in self.inbound {
-            hub.subscribe_inbound(r);
+            hub.join(Joiner::Inbound(r));
         }
         for r in self.batches {
-            hub.subscribe_batches(r);
+            hub.join(Joiner::Batches(r));
         }
         for r in self.events {
-            hub.subscribe_events(r);
+            hub.join(Joiner::Events(r));
         }
-        let buffer: SharedBuffer = Arc::new(Mutex::new(Buffer::new(self.config.queue)));
-        let queue = Queue::new(buffer.clone(), hub.clone(), self.config.write_batch).start();
+        let buffer = wiring.buffer;
+        let queue = Context::with_receiver(wiring.queue).run(Queue::new(
+            buffer.clone(),
+            hub.clone(),
+            self.config.write_batch,
+        ));
         hub.delivery
             .borrow_mut()
             .connect(queue.clone().recipient(), buffer.clone());
-        let supervisor = Supervisor::new(Parts {
+        if let (Some(hook), Some(client)) = (self.on_start, client.upgrade()) {
+            hook(&client);
+        }
+        Context::with_receiver(wiring.supervisor).run(Supervisor::new(Parts {
             config: Rc::new(self.config),
             transport: self.transport,
             provider: self.provider,
             on_connect: self.on_connect,
             backoff,
             hub,
-            buffer: buffer.clone(),
-            queue: queue.clone(),
-        })
-        .start();
-        Ok(Client {
-            handle: Arc::new(LastHandle(supervisor.clone())),
-            supervisor,
-            queue,
             buffer,
-        })
+            queue,
+        }));
     }
 }
 
@@ -205,6 +299,7 @@ pub struct Client {
     supervisor: Addr<Supervisor>,
     queue: Addr<Queue>,
     buffer: SharedBuffer,
+    shared: Arc<Shared>,
     handle: Arc<LastHandle>,
 }
 
@@ -224,6 +319,7 @@ pub struct WeakClient {
     supervisor: Addr<Supervisor>,
     queue: Addr<Queue>,
     buffer: SharedBuffer,
+    shared: Arc<Shared>,
     handle: Weak<LastHandle>,
 }
 
@@ -243,6 +339,7 @@ impl WeakClient {
             supervisor: self.supervisor.clone(),
             queue: self.queue.clone(),
             buffer: self.buffer.clone(),
+            shared: self.shared.clone(),
         })
     }
 }
@@ -263,6 +360,7 @@ impl Client {
             supervisor: self.supervisor.clone(),
             queue: self.queue.clone(),
             buffer: self.buffer.clone(),
+            shared: self.shared.clone(),
             handle: Arc::downgrade(&self.handle),
         }
     }
@@ -330,19 +428,92 @@ impl Client {
             .await
     }
 
-    /// Subscribes an actor to inbound messages.
+    /// Subscribes an actor to inbound messages: it receives every message
+    /// read after this call, across reconnects (see [`Engine::start`] for
+    /// receiving the first link's too).
     pub fn subscribe(&self, r: Recipient<Inbound>) {
-        self.supervisor.do_send(Subscribe::Inbound(r));
+        self.shared.join(Joiner::Inbound(r));
     }
 
-    /// Subscribes an actor to inbound messages one socket read at a time.
+    /// Subscribes an actor to inbound messages one socket read at a time,
+    /// from the next read on.
     pub fn subscribe_batches(&self, r: Recipient<InboundBatch>) {
-        self.supervisor.do_send(Subscribe::Batches(r));
+        self.shared.join(Joiner::Batches(r));
     }
 
-    /// Subscribes an actor to events.
+    /// Subscribes an actor to events, from the next event on.
     pub fn subscribe_events(&self, r: Recipient<Event>) {
-        self.supervisor.do_send(Subscribe::Events(r));
+        self.shared.join(Joiner::Events(r));
+    }
+
+    /// The inbound messages read from now on, as a [`Stream`]: for async
+    /// code, and for an actor through `ctx.add_stream(client.stream())`.
+    /// Holds [`STREAM_CAPACITY`] reads before reads count against the
+    /// read-ahead (see [`MessageStream`]).
+    ///
+    /// ```
+    /// # use actix_tether_actors::Client;
+    /// # #[allow(dead_code)]
+    /// # async fn run(client: Client) {
+    /// use futures::StreamExt;
+    ///
+    /// let mut messages = client.stream();
+    /// client.send("ping?").await.ok();
+    /// if let Some(reply) = messages.next().await {
+    ///     println!("{:?}", reply.as_text());
+    /// }
+    /// # }
+    /// ```
+    pub fn stream(&self) -> MessageStream {
+        self.stream_with_capacity(STREAM_CAPACITY)
+    }
+
+    /// [`Client::stream`] holding `reads` socket reads (at least one)
+    /// before further reads count against the read-ahead.
+    pub fn stream_with_capacity(&self, reads: usize) -> MessageStream {
+        let (stream, sender) = message_stream(reads);
+        self.shared.join(Joiner::Stream(sender));
+        stream
+    }
+
+    /// The client's events from now on, as a [`Stream`] that ends after
+    /// [`Event::Closed`] (see [`EventStream`]).
+    pub fn events(&self) -> EventStream {
+        let (stream, sender) = event_stream();
+        self.shared.join(Joiner::EventStream(sender));
+        stream
+    }
+
+    /// Where the client is now: a lock-free read of what the supervisor
+    /// last set, usable from any thread.
+    pub fn state(&self) -> State {
+        self.shared.status().state
+    }
+
+    /// Waits until a link is up: at once if one is, otherwise when the next
+    /// link comes up (its `Connected` event is published after).
+    ///
+    /// Fails with [`NotConnected::GaveUp`] when retries stop first and with
+    /// [`NotConnected::Closed`] when the client is closing or closed.
+    /// Bound it with a timeout to wait a limited time.
+    pub async fn connected(&self) -> Result<(), NotConnected> {
+        let mut status = self.shared.watch();
+        let links = status.borrow_and_update().links;
+        let seen = status
+            .wait_for(|s| {
+                s.links > links
+                    || matches!(
+                        s.state,
+                        State::Connected | State::GaveUp | State::Closing | State::Closed
+                    )
+            })
+            .await
+            .map(|s| *s);
+        match seen {
+            Ok(s) if s.links > links || s.state == State::Connected => Ok(()),
+            Ok(s) if s.state == State::GaveUp => Err(NotConnected::GaveUp),
+            _ => Err(NotConnected::Closed),
+        }
     }
 
     /// Adds a source of setup-lane messages, called on every connect after

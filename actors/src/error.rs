@@ -511,6 +511,8 @@ pub enum ConfigError {
     TlsUnavailable,
     /// The client was started outside a running actix `System`.
     NoSystem,
+    /// The arbiter given to `start_on` is not running.
+    ArbiterStopped,
 }
 
 impl ConfigError {
@@ -542,6 +544,9 @@ impl fmt::Display for ConfigError {
                 f.write_str("wss:// needs the `rustls` feature of actix-tether")
             }
             ConfigError::NoSystem => f.write_str("the client must start inside an actix System"),
+            ConfigError::ArbiterStopped => {
+                f.write_str("the arbiter to start the client on has stopped")
+            }
         }
     }
 }
@@ -563,6 +568,28 @@ impl fmt::Display for CloseError {
 }
 
 impl StdError for CloseError {}
+
+/// Why [`Client::connected`](crate::Client::connected) stopped waiting
+/// before a link came up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NotConnected {
+    /// Retries stopped ([`Event::GaveUp`](crate::Event::GaveUp)).
+    GaveUp,
+    /// The client is closing or closed.
+    Closed,
+}
+
+impl fmt::Display for NotConnected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NotConnected::GaveUp => "the client gave up before a link came up",
+            NotConnected::Closed => "the client closed before a link came up",
+        })
+    }
+}
+
+impl StdError for NotConnected {}
 
 /// Why [`Client::confirmed`](crate::Client::confirmed) or a
 /// [`Receipt`](crate::Receipt) could not confirm delivery.

@@ -6,6 +6,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::SendError as MailboxSendError;
@@ -19,6 +20,7 @@ use crate::delivery::Delivery;
 use crate::events::{Event, Inbound, InboundBatch};
 use crate::frame::Message;
 use crate::read_batch::Gate;
+use crate::stream::{EventSender, Joiner, MessageSender, Pushed, Shared};
 
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
@@ -45,11 +47,17 @@ impl Counters {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Hub {
     inbound: RefCell<Vec<Recipient<Inbound>>>,
     batches: RefCell<Vec<Recipient<InboundBatch>>>,
+    streams: RefCell<Vec<MessageSender>>,
     events: RefCell<Fanout<Event>>,
+    event_streams: RefCell<Vec<EventSender>>,
+    /// Events dropped for event streams that are gone.
+    event_streams_dropped: Cell<u64>,
+    /// Subscribers joining from other threads, and the state they read.
+    pub(crate) shared: Arc<Shared>,
     pub(crate) counters: Counters,
     /// Closed while the read-ahead is full: links do not read.
     pub(crate) reading: Gate,
@@ -59,6 +67,20 @@ pub(crate) struct Hub {
     pub(crate) delivery: RefCell<Delivery>,
     /// The newest link's writer, from the supervisor to the queue.
     writer: RefCell<Option<(u64, Writer)>>,
+}
+
+#[cfg(test)]
+impl Default for Hub {
+    fn default() -> Self {
+        Hub::new(&Config::default(), Shared::new())
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        // However the actors ended: handles joining later get ended streams.
+        self.shared.end();
+    }
 }
 
 /// The read-ahead in use: reads delivered over a full subscriber's mailbox
@@ -102,10 +124,48 @@ impl Behind {
 }
 
 impl Hub {
-    pub(crate) fn new(config: &Config) -> Self {
+    pub(crate) fn new(config: &Config, shared: Arc<Shared>) -> Self {
         Self {
+            inbound: RefCell::default(),
+            batches: RefCell::default(),
+            streams: RefCell::default(),
+            events: RefCell::default(),
+            event_streams: RefCell::default(),
+            event_streams_dropped: Cell::default(),
+            shared,
+            counters: Counters::default(),
+            reading: Gate::default(),
+            behind: Behind::default(),
             delivery: RefCell::new(Delivery::new(config)),
-            ..Self::default()
+            writer: RefCell::default(),
+        }
+    }
+
+    /// Adds the subscribers that joined from a handle since the last look:
+    /// they receive everything published from now on.
+    fn admit(&self) {
+        for joiner in self.shared.take_joiners() {
+            self.join(joiner);
+        }
+    }
+
+    pub(crate) fn join(&self, joiner: Joiner) {
+        match joiner {
+            Joiner::Inbound(r) => self.inbound.borrow_mut().push(r),
+            Joiner::Batches(r) => self.batches.borrow_mut().push(r),
+            Joiner::Events(r) => self.events.borrow_mut().push(r),
+            Joiner::Stream(s) => self.streams.borrow_mut().push(s),
+            Joiner::EventStream(s) => self.event_streams.borrow_mut().push(s),
+        }
+    }
+
+    /// The client has closed: streams end once they have yielded what they
+    /// hold, and nobody joins any more.
+    pub(crate) fn finish(&self) {
+        self.shared.end();
+        self.streams.borrow_mut().clear();
+        for s in self.event_streams.borrow_mut().drain(..) {
+            Counters::add(&self.event_streams_dropped, s.dropped());
         }
     }
 
@@ -119,18 +179,6 @@ impl Hub {
         slot.take_if(|(id, _)| *id == link).map(|(_, w)| w)
     }
 
-    pub(crate) fn subscribe_inbound(&self, r: Recipient<Inbound>) {
-        self.inbound.borrow_mut().push(r);
-    }
-
-    pub(crate) fn subscribe_batches(&self, r: Recipient<InboundBatch>) {
-        self.batches.borrow_mut().push(r);
-    }
-
-    pub(crate) fn subscribe_events(&self, r: Recipient<Event>) {
-        self.events.borrow_mut().push(r);
-    }
-
     /// Publishes the messages of one read: one actor message per message to
     /// inbound subscribers, one per read to batch subscribers.
     ///
@@ -142,27 +190,42 @@ impl Hub {
     /// so a slow subscriber pushes back on the server through TCP instead of
     /// growing memory.
     pub(crate) fn publish_inbound(&self, messages: Vec<Message>) -> (usize, Vec<CatchUp>) {
+        self.admit();
         Counters::add(&self.counters.messages_in, messages.len() as u64);
         let bytes: usize = messages.iter().map(Message::len).sum();
         Counters::add(&self.counters.bytes_in, bytes as u64);
         let mut waits = Vec::new();
-        let inbound = |r: &Recipient<Inbound>, msgs: Vec<Message>, waits: &mut Vec<CatchUp>| {
-            send_in_order(r, msgs.into_iter().map(Inbound), waits)
+        let has_inbound = !self.inbound.borrow().is_empty();
+        let has_batches = !self.batches.borrow().is_empty();
+        // The last kind of subscriber gets the messages themselves, the
+        // others a copy of the read (the payloads are shared).
+        let mut messages = Some(messages);
+        let mut share = |more: bool| match more {
+            true => messages.clone().unwrap_or_default(),
+            false => messages.take().unwrap_or_default(),
         };
-        if self.batches.borrow().is_empty() {
-            // The common case: the messages themselves go to the (last)
-            // subscriber, without a copy.
-            give_each(&mut self.inbound.borrow_mut(), messages, |r, m| {
-                inbound(r, m, &mut waits)
+        if !self.streams.borrow().is_empty() {
+            let read = share(has_inbound || has_batches);
+            give_each(&mut self.streams.borrow_mut(), read, |s, m| {
+                match s.push(m) {
+                    Pushed::Queued => true,
+                    Pushed::Behind(wait) => {
+                        waits.push(wait);
+                        true
+                    }
+                    Pushed::Gone => false,
+                }
             });
-        } else {
-            if !self.inbound.borrow().is_empty() {
-                give_each(&mut self.inbound.borrow_mut(), messages.clone(), |r, m| {
-                    inbound(r, m, &mut waits)
-                });
-            }
-            give_each(&mut self.batches.borrow_mut(), messages, |r, m| {
+        }
+        if has_batches {
+            let read = share(has_inbound);
+            give_each(&mut self.batches.borrow_mut(), read, |r, m| {
                 send_in_order(r, std::iter::once(InboundBatch(m)), &mut waits)
+            });
+        }
+        if has_inbound {
+            give_each(&mut self.inbound.borrow_mut(), share(false), |r, m| {
+                send_in_order(r, m.into_iter().map(Inbound), &mut waits)
             });
         }
         (bytes, waits)
@@ -170,12 +233,30 @@ impl Hub {
 
     pub(crate) fn publish(&self, event: Event) {
         tracing::debug!(?event, "event");
+        self.admit();
+        let mut streams = self.event_streams.borrow_mut();
+        if !streams.is_empty() {
+            let gone = &self.event_streams_dropped;
+            streams.retain(|s| {
+                let kept = s.push(event.clone());
+                if !kept {
+                    Counters::add(gone, s.dropped());
+                }
+                kept
+            });
+        }
         self.events.borrow_mut().deliver(event);
     }
 
-    /// Events dropped for subscribers too far behind.
+    /// Events not delivered to subscribers and streams too far behind.
     pub(crate) fn events_dropped(&self) -> u64 {
-        self.events.borrow().dropped()
+        let streams: u64 = self
+            .event_streams
+            .borrow()
+            .iter()
+            .map(|s| s.dropped())
+            .sum();
+        self.events.borrow().dropped() + self.event_streams_dropped.get() + streams
     }
 }
 

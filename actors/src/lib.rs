@@ -7,7 +7,8 @@
 //!   (Pong, Close, reassembly, UTF-8); the heartbeat actor pings and declares
 //!   dead links; the queue actor writes accepted messages in order, setup lane
 //!   first.
-//! - Subscribers receive [`Inbound`] messages and [`Event`]s.
+//! - Subscribers receive [`Inbound`] messages and [`Event`]s; so do
+//!   streams ([`Client::stream`], [`Client::events`]).
 //! - The socket comes from a [`Transport`]: awc in `actix-tether`, a mock in
 //!   its test kit.
 //!
@@ -32,20 +33,23 @@ mod policy;
 mod queue;
 mod read_batch;
 mod reassembly;
+mod stream;
 mod supervisor;
 mod transport;
 
 pub use backoff::{Backoff, BackoffPolicy, Jitter, RandomSource};
 pub use buffer::{OverflowPolicy, QueueLimits, Undelivered};
-pub use client::{Client, Engine, OnConnect, Receipt, RequestProvider, Stats, WeakClient};
+pub use client::{Client, Engine, OnConnect, OnStart, Receipt, RequestProvider, Stats, WeakClient};
 pub use config::{Config, DeliveryConfig, HeartbeatConfig, StallPolicy};
 pub use error::{
     BoxSource, CloseError, ConfigError, ConnectError, ConnectErrorKind, DisconnectReason,
-    ErrorChain, ProtocolViolation, SendError, TransportError, TransportErrorKind, Unconfirmed,
+    ErrorChain, NotConnected, ProtocolViolation, SendError, TransportError, TransportErrorKind,
+    Unconfirmed,
 };
 pub use events::{Event, Inbound, InboundBatch, State};
 pub use frame::{CloseFrame, Fragment, Frame, Message, OutFrame, OutRef};
 pub use hub::{Fanout, FANOUT_BACKLOG};
+pub use stream::{EventStream, MessageStream, STREAM_CAPACITY};
 pub use supervisor::{ConnectInfo, SetupSource, Supervisor};
 pub use transport::{
     redact_url, ConnectRequest, FrameStream, FrameWriter, Link, SinkWriter, Transport,

@@ -17,7 +17,7 @@ use crate::client::{OnConnect, RequestProvider, Stats};
 use crate::config::Config;
 use crate::connection::{Abort, CloseLink, Connection};
 use crate::error::{CloseError, ConnectError, ConnectErrorKind, DisconnectReason, ErrorChain};
-use crate::events::{Event, Inbound, InboundBatch, State};
+use crate::events::{Event, State};
 use crate::frame::Message;
 use crate::hub::Hub;
 use crate::policy::{close_plan, ClosePlan, Decision, ReconnectPolicy};
@@ -67,15 +67,6 @@ impl Handler<AddSetupSource> for Supervisor {
     fn handle(&mut self, msg: AddSetupSource, _: &mut Context<Self>) {
         self.setup_sources.push(msg.0);
     }
-}
-
-/// Add subscribers.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) enum Subscribe {
-    Inbound(Recipient<Inbound>),
-    Batches(Recipient<InboundBatch>),
-    Events(Recipient<Event>),
 }
 
 struct Current {
@@ -209,6 +200,12 @@ impl Supervisor {
         }
     }
 
+    /// Sets the state, where handles read it too.
+    fn set_state(&mut self, state: State) {
+        self.state = state;
+        self.hub.shared.set_state(state, false);
+    }
+
     fn closing(&self) -> bool {
         self.state == State::Closing
     }
@@ -219,7 +216,7 @@ impl Supervisor {
         let attempt = self.policy.begin_attempt();
         self.attempts_total = self.attempts_total.saturating_add(1);
         if !self.closing() {
-            self.state = State::Connecting;
+            self.set_state(State::Connecting);
         }
         self.hub.publish(Event::Connecting { attempt });
         let request = match (self.provider)(attempt) {
@@ -282,6 +279,8 @@ impl Supervisor {
         if !self.closing() {
             self.state = State::Connected;
         }
+        // Before the event: a subscriber that asks the handle finds it.
+        self.hub.shared.set_state(self.state, true);
         let attempt = self.policy.attempt();
         self.hub.publish(Event::Connected {
             attempt,
@@ -351,7 +350,7 @@ impl Supervisor {
         });
         self.hub.publish(Event::Reconnecting { attempt, delay });
         if !self.closing() {
-            self.state = State::Waiting;
+            self.set_state(State::Waiting);
         }
         self.next_attempt_at = Instant::now().checked_add(delay);
         self.pending = Some(ctx.run_later(delay, |act, ctx| act.try_connect(ctx)));
@@ -362,7 +361,7 @@ impl Supervisor {
         tracing::warn!(reason = %ErrorChain(&reason), attempts, "giving up");
         lock(&self.buffer).seal();
         self.hub.delivery.borrow_mut().close();
-        self.state = State::GaveUp;
+        self.set_state(State::GaveUp);
         self.hub.publish(Event::GaveUp { reason, attempts });
         if !self.close_replies.is_empty() {
             self.finish_close(ctx);
@@ -385,7 +384,7 @@ impl Supervisor {
         let next_attempt_in = self
             .next_attempt_at
             .map(|at| at.saturating_duration_since(now));
-        self.state = State::Closing;
+        self.set_state(State::Closing);
         let plan = close_plan(self.current.is_some(), backlog, next_attempt_in, timeout);
         if plan == ClosePlan::CloseNow {
             self.finish_close(ctx);
@@ -414,7 +413,7 @@ impl Supervisor {
         if self.state == State::Closed {
             return;
         }
-        self.state = State::Closed;
+        self.set_state(State::Closed);
         if let Some(h) = self.pending.take() {
             ctx.cancel_future(h);
         }
@@ -431,6 +430,7 @@ impl Supervisor {
                 unsent: left.unsent.len(),
                 possibly_delivered: left.possibly_delivered.len(),
             });
+            act.hub.finish();
             for reply in act.close_replies.drain(..) {
                 let _ = reply.send(Ok(left.clone()));
             }
@@ -550,17 +550,5 @@ impl Handler<GetStats> for Supervisor {
 
     fn handle(&mut self, _: GetStats, _: &mut Context<Self>) -> Self::Result {
         MessageResult(self.stats())
-    }
-}
-
-impl Handler<Subscribe> for Supervisor {
-    type Result = ();
-
-    fn handle(&mut self, msg: Subscribe, _: &mut Context<Self>) {
-        match msg {
-            Subscribe::Inbound(r) => self.hub.subscribe_inbound(r),
-            Subscribe::Batches(r) => self.hub.subscribe_batches(r),
-            Subscribe::Events(r) => self.hub.subscribe_events(r),
-        }
     }
 }

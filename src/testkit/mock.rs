@@ -1,10 +1,10 @@
 //! An in-memory transport with a server-side handle per accepted connection.
 
-use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
-use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use actix_tether_actors::{
@@ -44,6 +44,12 @@ pub enum Outcome {
     Timeout,
 }
 
+fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    shared
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 struct Shared {
     script: VecDeque<Outcome>,
     requests: Vec<ConnectRequest>,
@@ -55,7 +61,7 @@ struct Shared {
 /// Creates a mock transport and the server-side handle that controls it.
 pub fn mock() -> (MockTransport, MockServer) {
     let (tx, rx) = mpsc::unbounded();
-    let shared = Rc::new(RefCell::new(Shared {
+    let shared = Arc::new(Mutex::new(Shared {
         script: VecDeque::new(),
         requests: Vec::new(),
         sent: Vec::new(),
@@ -76,7 +82,7 @@ pub fn mock() -> (MockTransport, MockServer) {
 /// The client side: plug it in with
 /// [`ClientBuilder::transport`](crate::ClientBuilder::transport).
 pub struct MockTransport {
-    shared: Rc<RefCell<Shared>>,
+    shared: Arc<Mutex<Shared>>,
 }
 
 impl fmt::Debug for MockTransport {
@@ -88,13 +94,13 @@ impl fmt::Debug for MockTransport {
 /// The server side: scripts attempt outcomes and hands out accepted
 /// connections.
 pub struct MockServer {
-    shared: Rc<RefCell<Shared>>,
+    shared: Arc<Mutex<Shared>>,
     accepted: mpsc::UnboundedReceiver<MockConn>,
 }
 
 impl fmt::Debug for MockServer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = self.shared.borrow();
+        let s = lock(&self.shared);
         f.debug_struct("MockServer")
             .field("attempts", &s.requests.len())
             .field("connections", &s.connections)
@@ -106,7 +112,7 @@ impl MockServer {
     /// Queues outcomes for the next attempts, in order; once they run out,
     /// attempts are accepted.
     pub fn script(&self, outcomes: impl IntoIterator<Item = Outcome>) {
-        self.shared.borrow_mut().script.extend(outcomes);
+        lock(&self.shared).script.extend(outcomes);
     }
 
     /// The next accepted connection, or `None` once the transport is gone
@@ -120,14 +126,13 @@ impl MockServer {
 
     /// Every request the client made, in order.
     pub fn requests(&self) -> Vec<ConnectRequest> {
-        self.shared.borrow().requests.clone()
+        lock(&self.shared).requests.clone()
     }
 
     /// Every data message the client wrote, across all connections, in
     /// order, with the index of the connection (0-based) it went to.
     pub fn sent(&self) -> Vec<(usize, Message)> {
-        self.shared
-            .borrow()
+        lock(&self.shared)
             .sent
             .iter()
             .filter_map(|(i, f)| match f {
@@ -140,22 +145,22 @@ impl MockServer {
     /// Forgets the requests and frames recorded so far (for long-running
     /// tests that would otherwise keep them all).
     pub fn clear_log(&self) {
-        let mut s = self.shared.borrow_mut();
+        let mut s = lock(&self.shared);
         s.requests.clear();
         s.sent.clear();
     }
 
     /// Every frame the client wrote, control frames included.
     pub fn sent_frames(&self) -> Vec<(usize, OutFrame)> {
-        self.shared.borrow().sent.clone()
+        lock(&self.shared).sent.clone()
     }
 }
 
 struct ConnState {
-    responsive: Cell<bool>,
-    reading: Cell<bool>,
+    responsive: AtomicBool,
+    reading: AtomicBool,
     /// Time the server takes to read each frame (a slow peer or link).
-    pace: Cell<Option<Duration>>,
+    pace: Mutex<Option<Duration>>,
     resume: Notify,
 }
 
@@ -173,7 +178,7 @@ pub struct MockConn {
     request: ConnectRequest,
     to_client: mpsc::UnboundedSender<Result<Frame, TransportError>>,
     inbox: mpsc::UnboundedReceiver<OutFrame>,
-    state: Rc<ConnState>,
+    state: Arc<ConnState>,
 }
 
 impl fmt::Debug for MockConn {
@@ -238,25 +243,25 @@ impl MockConn {
     /// Stops answering pings and Close frames (a dead peer whose socket
     /// stays open).
     pub fn go_silent(&self) {
-        self.state.responsive.set(false);
+        self.state.responsive.store(false, Ordering::Relaxed);
     }
 
     /// Stops reading what the client writes: after a few frames the client's
     /// writes wait, as on a socket whose peer does not read (backpressure).
     pub fn stop_reading(&self) {
-        self.state.reading.set(false);
+        self.state.reading.store(false, Ordering::Relaxed);
     }
 
     /// Reads one frame per `per_frame` from now on (on the client's clock),
     /// as a slow peer or a throttled link would: the client's writes wait
     /// once a few frames are unread, but they keep moving.
     pub fn read_slowly(&self, per_frame: Duration) {
-        self.state.pace.set(Some(per_frame));
+        *self.state.pace.lock().unwrap_or_else(|p| p.into_inner()) = Some(per_frame);
     }
 
     /// Reads again after [`MockConn::stop_reading`].
     pub fn resume_reading(&self) {
-        self.state.reading.set(true);
+        self.state.reading.store(true, Ordering::Relaxed);
         self.state.resume.notify_one();
     }
 
@@ -317,7 +322,7 @@ impl Transport for MockTransport {
         _timeout: Duration,
     ) -> LocalBoxFuture<'static, Result<Link, ConnectError>> {
         let outcome = {
-            let mut s = self.shared.borrow_mut();
+            let mut s = lock(&self.shared);
             s.requests.push(request.clone());
             s.script.pop_front().unwrap_or(Outcome::Accept)
         };
@@ -348,7 +353,7 @@ impl Transport for MockTransport {
 }
 
 fn accept(
-    shared: &Rc<RefCell<Shared>>,
+    shared: &Arc<Mutex<Shared>>,
     request: ConnectRequest,
     protocol: Option<String>,
     responsive: bool,
@@ -356,14 +361,14 @@ fn accept(
     let (to_client, client_stream) = mpsc::unbounded();
     let (client_sink, mut from_client) = mpsc::channel::<OutFrame>(CLIENT_WINDOW);
     let (to_inbox, inbox) = mpsc::unbounded();
-    let state = Rc::new(ConnState {
-        responsive: Cell::new(responsive),
-        reading: Cell::new(true),
-        pace: Cell::new(None),
+    let state = Arc::new(ConnState {
+        responsive: AtomicBool::new(responsive),
+        reading: AtomicBool::new(true),
+        pace: Mutex::new(None),
         resume: Notify::new(),
     });
     let index = {
-        let mut s = shared.borrow_mut();
+        let mut s = lock(shared);
         s.connections += 1;
         s.connections - 1
     };
@@ -379,17 +384,18 @@ fn accept(
     // handshake, forward to the test's inbox.
     actix_rt::spawn(async move {
         loop {
-            while !state.reading.get() {
+            while !state.reading.load(Ordering::Relaxed) {
                 state.resume.notified().await;
             }
-            if let Some(pace) = state.pace.get() {
+            let pace = *state.pace.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(pace) = pace {
                 actix_rt::time::sleep(pace).await;
             }
             let Some(frame) = from_client.next().await else {
                 return;
             };
-            log.borrow_mut().sent.push((index, frame.clone()));
-            if state.responsive.get() {
+            lock(&log).sent.push((index, frame.clone()));
+            if state.responsive.load(Ordering::Relaxed) {
                 match &frame {
                     OutFrame::Ping(p) => {
                         let _ = to_client.unbounded_send(Ok(Frame::Pong(p.clone())));
@@ -405,7 +411,7 @@ fn accept(
             let _ = to_inbox.unbounded_send(frame);
         }
     });
-    let _ = shared.borrow().accepted.unbounded_send(conn);
+    let _ = lock(shared).accepted.unbounded_send(conn);
     let sink = client_sink.sink_map_err(|e| {
         TransportError::new(
             TransportErrorKind::Io,
