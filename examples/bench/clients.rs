@@ -15,31 +15,45 @@ use crate::Res;
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Client {
     Awc,
+    /// Raw awc as awc comes: Nagle's algorithm on.
+    AwcNagle,
     Tether,
+    /// `Client::stream()`, read by the measuring task itself.
+    TetherStream,
     TetherBatched,
     /// One actor message per message, with replay of the unconfirmed tail.
     TetherReplay,
     Tungstenite,
+    TokioWebsockets,
+    Yawc,
     Ezsockets,
 }
 
 impl Client {
-    pub(crate) const ALL: [Client; 6] = [
+    pub(crate) const ALL: [Client; 10] = [
         Client::Awc,
+        Client::AwcNagle,
         Client::Tether,
+        Client::TetherStream,
         Client::TetherBatched,
         Client::TetherReplay,
         Client::Tungstenite,
+        Client::TokioWebsockets,
+        Client::Yawc,
         Client::Ezsockets,
     ];
 
     pub(crate) fn name(self) -> &'static str {
         match self {
             Client::Awc => "raw-awc",
+            Client::AwcNagle => "raw-awc (Nagle)",
             Client::Tether => "actix-tether",
+            Client::TetherStream => "actix-tether (stream)",
             Client::TetherBatched => "actix-tether (batches)",
             Client::TetherReplay => "actix-tether (replay)",
             Client::Tungstenite => "tokio-tungstenite",
+            Client::TokioWebsockets => "tokio-websockets",
+            Client::Yawc => "yawc",
             Client::Ezsockets => "ezsockets",
         }
     }
@@ -175,6 +189,48 @@ pub(crate) async fn tether(url: String, kind: Client) -> Res<(actix_tether::Clie
     Ok((client, tally))
 }
 
+/// An actix-tether client read through `Client::stream()`, connected.
+async fn tether_stream(url: String) -> Res<(actix_tether::Client, actix_tether::MessageStream)> {
+    let client = ClientBuilder::new(url)
+        .no_ping()
+        .max_retries(0)
+        .overflow(OverflowPolicy::Wait)
+        .max_message_size(64 << 20)
+        .start()?;
+    let messages = client.stream();
+    tokio::time::timeout(WAIT, client.connected()).await??;
+    Ok((client, messages))
+}
+
+/// A tokio-websockets client on a socket with Nagle's algorithm off.
+async fn tokio_ws(url: &str) -> Res<tokio_websockets::WebSocketStream<tokio::net::TcpStream>> {
+    let parsed = url::Url::parse(url)?;
+    let host = parsed.host_str().ok_or("no host")?;
+    let port = parsed.port().ok_or("no port")?;
+    let tcp = tokio::net::TcpStream::connect((host, port)).await?;
+    tcp.set_nodelay(true)?;
+    let (ws, _) = tokio_websockets::ClientBuilder::new()
+        .uri(url)?
+        .limits(tokio_websockets::Limits::default().max_payload_len(Some(64 << 20)))
+        .connect_on(tcp)
+        .await?;
+    Ok(ws)
+}
+
+/// A yawc client with Nagle's algorithm off.
+async fn yawc_ws(url: &str) -> Res<yawc::TcpWebSocket> {
+    let options = yawc::Options::default()
+        .with_no_delay()
+        .with_max_payload_read(64 << 20);
+    Ok(yawc::WebSocket::connect(url.parse()?)
+        .with_options(options)
+        .await?)
+}
+
+fn yawc_is_data(f: &yawc::Frame) -> bool {
+    matches!(f.opcode(), yawc::OpCode::Text | yawc::OpCode::Binary)
+}
+
 /// Counts inbound messages for the ezsockets client.
 struct Ez(Arc<Counts>);
 
@@ -265,6 +321,11 @@ fn awc_client() -> awc::Client {
         .finish()
 }
 
+/// Raw awc as it comes, Nagle's algorithm on.
+fn awc_nagle_client() -> awc::Client {
+    awc::Client::default()
+}
+
 /// Receives `n` messages; returns the seconds from connected to the last.
 pub(crate) async fn inbound(
     client: Client,
@@ -275,12 +336,13 @@ pub(crate) async fn inbound(
 ) -> Res<f64> {
     let url = format!("{base}/push/{n}/{size}/{kind}");
     match client {
-        Client::Awc => {
-            let (_, mut framed) = awc_client()
-                .ws(url)
-                .max_frame_size(64 << 20)
-                .connect()
-                .await?;
+        Client::Awc | Client::AwcNagle => {
+            let http = if client == Client::Awc {
+                awc_client()
+            } else {
+                awc_nagle_client()
+            };
+            let (_, mut framed) = http.ws(url).max_frame_size(64 << 20).connect().await?;
             let start = Instant::now();
             let mut seen = 0;
             while seen < n {
@@ -304,6 +366,42 @@ pub(crate) async fn inbound(
                 }
             }
             Ok(start.elapsed().as_secs_f64())
+        }
+        Client::TokioWebsockets => {
+            let mut ws = tokio_ws(&url).await?;
+            let start = Instant::now();
+            let mut seen = 0;
+            while seen < n {
+                match ws.next().await {
+                    Some(Ok(m)) if m.is_text() || m.is_binary() => seen += 1,
+                    Some(Ok(_)) => {}
+                    _ => return Err("tokio-websockets stream ended early".into()),
+                }
+            }
+            Ok(start.elapsed().as_secs_f64())
+        }
+        Client::Yawc => {
+            let mut ws = yawc_ws(&url).await?;
+            let start = Instant::now();
+            let mut seen = 0;
+            while seen < n {
+                match ws.next().await {
+                    Some(f) if yawc_is_data(&f) => seen += 1,
+                    Some(_) => {}
+                    None => return Err("yawc stream ended early".into()),
+                }
+            }
+            Ok(start.elapsed().as_secs_f64())
+        }
+        Client::TetherStream => {
+            let (client, mut messages) = tether_stream(url).await?;
+            let start = Instant::now();
+            for _ in 0..n {
+                messages.next().await.ok_or("stream ended early")?;
+            }
+            let secs = start.elapsed().as_secs_f64();
+            let _ = client.close(Duration::from_secs(1)).await;
+            Ok(secs)
         }
         Client::Tether | Client::TetherBatched | Client::TetherReplay => {
             let (client, mut tally) = tether(url, client).await?;
@@ -329,8 +427,13 @@ pub(crate) async fn outbound(client: Client, base: &str, n: usize, size: usize) 
     let url = format!("{base}/sink/{n}");
     let text = "y".repeat(size);
     match client {
-        Client::Awc => {
-            let (_, mut framed) = awc_client().ws(url).connect().await?;
+        Client::Awc | Client::AwcNagle => {
+            let http = if client == Client::Awc {
+                awc_client()
+            } else {
+                awc_nagle_client()
+            };
+            let (_, mut framed) = http.ws(url).connect().await?;
             let start = Instant::now();
             for _ in 0..n {
                 framed
@@ -358,6 +461,46 @@ pub(crate) async fn outbound(client: Client, base: &str, n: usize, size: usize) 
                 }
             }
             Ok(start.elapsed().as_secs_f64())
+        }
+        Client::TokioWebsockets => {
+            let mut ws = tokio_ws(&url).await?;
+            let start = Instant::now();
+            for _ in 0..n {
+                ws.feed(tokio_websockets::Message::text(text.clone()))
+                    .await?;
+            }
+            ws.flush().await?;
+            while let Some(Ok(m)) = ws.next().await {
+                if m.is_text() {
+                    break;
+                }
+            }
+            Ok(start.elapsed().as_secs_f64())
+        }
+        Client::Yawc => {
+            let mut ws = yawc_ws(&url).await?;
+            let start = Instant::now();
+            for _ in 0..n {
+                ws.feed(yawc::Frame::text(text.clone())).await?;
+            }
+            ws.flush().await?;
+            while let Some(f) = ws.next().await {
+                if f.opcode() == yawc::OpCode::Text {
+                    break;
+                }
+            }
+            Ok(start.elapsed().as_secs_f64())
+        }
+        Client::TetherStream => {
+            let (client, mut messages) = tether_stream(url).await?;
+            let start = Instant::now();
+            for _ in 0..n {
+                client.send(text.as_str()).await?;
+            }
+            messages.next().await.ok_or("no answer")?;
+            let secs = start.elapsed().as_secs_f64();
+            let _ = client.close(Duration::from_secs(1)).await;
+            Ok(secs)
         }
         Client::Tether | Client::TetherBatched | Client::TetherReplay => {
             let (client, mut tally) = tether(url, client).await?;
@@ -390,8 +533,13 @@ pub(crate) async fn echo(client: Client, base: &str, n: usize) -> Res<Vec<f64>> 
     let text = "z".repeat(64);
     let mut samples = Vec::with_capacity(n);
     match client {
-        Client::Awc => {
-            let (_, mut framed) = awc_client().ws(url).connect().await?;
+        Client::Awc | Client::AwcNagle => {
+            let http = if client == Client::Awc {
+                awc_client()
+            } else {
+                awc_nagle_client()
+            };
+            let (_, mut framed) = http.ws(url).connect().await?;
             for _ in 0..n {
                 let t = Instant::now();
                 framed
@@ -421,6 +569,47 @@ pub(crate) async fn echo(client: Client, base: &str, n: usize) -> Res<Vec<f64>> 
                 }
                 samples.push(t.elapsed().as_secs_f64() * 1e6);
             }
+        }
+        Client::TokioWebsockets => {
+            let mut ws = tokio_ws(&url).await?;
+            for _ in 0..n {
+                let t = Instant::now();
+                ws.send(tokio_websockets::Message::text(text.clone()))
+                    .await?;
+                loop {
+                    match ws.next().await {
+                        Some(Ok(m)) if m.is_text() => break,
+                        Some(Ok(_)) => {}
+                        _ => return Err("tokio-websockets echo ended".into()),
+                    }
+                }
+                samples.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+        }
+        Client::Yawc => {
+            let mut ws = yawc_ws(&url).await?;
+            for _ in 0..n {
+                let t = Instant::now();
+                ws.send(yawc::Frame::text(text.clone())).await?;
+                loop {
+                    match ws.next().await {
+                        Some(f) if f.opcode() == yawc::OpCode::Text => break,
+                        Some(_) => {}
+                        None => return Err("yawc echo ended".into()),
+                    }
+                }
+                samples.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+        }
+        Client::TetherStream => {
+            let (client, mut messages) = tether_stream(url).await?;
+            for _ in 0..n {
+                let t = Instant::now();
+                client.send(text.as_str()).await?;
+                messages.next().await.ok_or("echo ended")?;
+                samples.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+            let _ = client.close(Duration::from_secs(1)).await;
         }
         Client::Tether | Client::TetherBatched | Client::TetherReplay => {
             let (client, mut tally) = tether(url, client).await?;

@@ -1,10 +1,11 @@
 //! Side-by-side benchmarks: actix-tether (through its whole actor pipeline:
 //! handle → queue → connection → socket, socket → connection → subscriber
 //! actor) against a raw awc loop (the floor of our transport),
-//! tokio-tungstenite and ezsockets, all against one tokio-tungstenite server
-//! on 127.0.0.1 in its own thread, in interleaved rounds (A B C A B C),
+//! raw awc with Nagle's algorithm on, tokio-tungstenite, tokio-websockets,
+//! yawc and ezsockets, all against one tokio-tungstenite server on
+//! 127.0.0.1 in a child process, in interleaved rounds (A B C A B C),
 //! medians reported with their ratio to raw awc; then scale figures for
-//! actix-tether against a server in a child process (see `scale.rs`).
+//! actix-tether (see `scale.rs`).
 //!
 //!     cargo run --release --example bench            # full counts
 //!     cargo run --release --example bench -- --quick # a few seconds
@@ -114,8 +115,10 @@ struct Options {
 }
 
 async fn run(o: Options) -> Res<()> {
-    let addr = server::start_server()?;
-    let base = format!("ws://{addr}");
+    // In its own process, as independent harnesses run it: pinned with
+    // `taskset`, the child shares the bench's core.
+    let server = scale::ServerProcess::start(0)?;
+    let base = format!("ws://127.0.0.1:{}", server.port);
     let clients = &o.clients;
     let report = &o.report;
     let awc = clients.iter().position(|c| *c == Client::Awc);

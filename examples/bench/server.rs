@@ -1,8 +1,6 @@
 //! The WebSocket server every client is measured against: tokio-tungstenite
-//! on 127.0.0.1, in a thread of the benchmark or (for the scale figures) in a
-//! child process that can be stopped and restarted.
-
-use std::net::SocketAddr;
+//! on 127.0.0.1, in a child process of the benchmark (that the scale
+//! figures also stop and restart).
 
 use futures::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message as T;
@@ -150,14 +148,6 @@ async fn count_raw_frames(s: &mut tokio::net::TcpStream, n: usize) {
     }
     let _ = s.write_all(&[0x81, 4, b'd', b'o', b'n', b'e']).await;
     let _ = s.read(&mut buf).await;
-}
-
-/// Starts the server in a thread of this process.
-pub(crate) fn start_server() -> std::io::Result<SocketAddr> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let addr = listener.local_addr()?;
-    std::thread::spawn(move || run(listener));
-    Ok(addr)
 }
 
 /// `--serve PORT` (0 for any): the child-process server. Prints its port,
