@@ -73,6 +73,20 @@ struct Socket {
     masks: Masks,
 }
 
+impl Socket {
+    /// Nothing to read: an empty buffer gives its memory back (an idle link
+    /// holds no buffers; the next read allocates `READ_MIN` again), and so
+    /// does an empty write buffer.
+    fn release_idle(&mut self) {
+        if self.read_buf.is_empty() {
+            self.read_buf = BytesMut::new();
+            if self.write_buf.is_empty() {
+                self.write_buf = BytesMut::new();
+            }
+        }
+    }
+}
+
 type Shared = Rc<RefCell<Socket>>;
 
 /// Splits awc's socket into the read half and the writer, which decode with
@@ -164,13 +178,13 @@ impl Stream for ReadHalf {
                 s.read_buf.reserve(room);
             }
             let spare = s.read_buf.capacity() - s.read_buf.len();
-            let n = match ready!(tokio_util::io::poll_read_buf(
-                Pin::new(&mut s.io),
-                cx,
-                &mut s.read_buf
-            )) {
-                Ok(n) => n,
-                Err(e) => return Poll::Ready(Some(Err(io_error(e)))),
+            let n = match tokio_util::io::poll_read_buf(Pin::new(&mut s.io), cx, &mut s.read_buf) {
+                Poll::Ready(Ok(n)) => n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(io_error(e)))),
+                Poll::Pending => {
+                    s.release_idle();
+                    return Poll::Pending;
+                }
             };
             s.received.set(s.received.get().saturating_add(n as u64));
             // A read that filled the room asks for more next time; a light
@@ -294,4 +308,51 @@ fn write_data(dst: &mut BytesMut, masks: &mut Masks, deflater: &mut Option<Defla
         None => wire::encode(dst, masks, opcode, m.as_bytes()),
     }
     d.release();
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use futures::StreamExt;
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+
+    #[actix_rt::test]
+    async fn an_idle_link_holds_no_buffers() {
+        let (ours, mut theirs) = tokio::io::duplex(64 * 1024);
+        let parts = FramedParts::new(Box::new(ours) as BoxedSocket, Codec::new());
+        let received = Rc::new(Cell::new(0));
+        let (mut read, mut write) = split(
+            parts,
+            Decoder::new(1 << 20, 1 << 20, None),
+            None,
+            0,
+            received,
+        );
+        write
+            .start_send(OutRef::Ping(&bytes::Bytes::from_static(b"hi")))
+            .unwrap();
+        futures::future::poll_fn(|cx| write.poll_flush(cx))
+            .await
+            .unwrap();
+        theirs
+            .write_all(&[0x81, 5, b'h', b'e', b'l', b'l', b'o'])
+            .await
+            .unwrap();
+        assert!(matches!(read.next().await, Some(Ok(Frame::Text(_)))));
+        // Nothing more to read: the next poll is pending, and gives back
+        // both buffers.
+        let pending = futures::poll!(read.next());
+        assert!(pending.is_pending());
+        let capacities = {
+            let s = read.0.borrow();
+            (s.read_buf.capacity(), s.write_buf.capacity())
+        };
+        assert_eq!(capacities, (0, 0));
+        // And reading goes on as before.
+        theirs.write_all(&[0x81, 2, b'o', b'k']).await.unwrap();
+        assert!(matches!(read.next().await, Some(Ok(Frame::Text(t))) if &t[..] == b"ok"));
+    }
 }

@@ -20,6 +20,9 @@ pub(crate) enum Client {
     Tether,
     /// `Client::stream()`, read by the measuring task itself.
     TetherStream,
+    /// `Client::stream()` in an actor: `ctx.add_stream`, one
+    /// `StreamHandler` call per message.
+    TetherAddStream,
     TetherBatched,
     /// One actor message per message, with replay of the unconfirmed tail.
     TetherReplay,
@@ -30,11 +33,12 @@ pub(crate) enum Client {
 }
 
 impl Client {
-    pub(crate) const ALL: [Client; 10] = [
+    pub(crate) const ALL: [Client; 11] = [
         Client::Awc,
         Client::AwcNagle,
         Client::Tether,
         Client::TetherStream,
+        Client::TetherAddStream,
         Client::TetherBatched,
         Client::TetherReplay,
         Client::Tungstenite,
@@ -49,6 +53,7 @@ impl Client {
             Client::AwcNagle => "raw-awc (Nagle)",
             Client::Tether => "actix-tether",
             Client::TetherStream => "actix-tether (stream)",
+            Client::TetherAddStream => "actix-tether (add_stream)",
             Client::TetherBatched => "actix-tether (batches)",
             Client::TetherReplay => "actix-tether (replay)",
             Client::Tungstenite => "tokio-tungstenite",
@@ -154,6 +159,12 @@ impl Handler<InboundBatch> for Counter {
     }
 }
 
+impl StreamHandler<actix_tether::Message> for Counter {
+    fn handle(&mut self, _: actix_tether::Message, _: &mut Context<Self>) {
+        self.0.add(1);
+    }
+}
+
 impl Handler<Event> for Counter {
     type Result = ();
 
@@ -165,10 +176,10 @@ impl Handler<Event> for Counter {
 }
 
 /// An actix-tether client whose subscriber takes one actor message per
-/// message, or for `TetherBatched` one per socket read; `TetherReplay`
+/// message, for `TetherBatched` one per socket read, for `TetherAddStream`
+/// one `StreamHandler` call per message (the stream); `TetherReplay`
 /// keeps what it writes until a Pong confirms it.
 pub(crate) async fn tether(url: String, kind: Client) -> Res<(actix_tether::Client, Tally)> {
-    let batched = kind == Client::TetherBatched;
     let (tally, counts) = Tally::new();
     let counter = Counter(counts).start();
     let mut builder = ClientBuilder::new(url)
@@ -179,12 +190,20 @@ pub(crate) async fn tether(url: String, kind: Client) -> Res<(actix_tether::Clie
         .max_message_size(64 << 20)
         .replay_unconfirmed(kind == Client::TetherReplay)
         .subscribe_events(counter.clone().recipient());
-    builder = if batched {
-        builder.subscribe_batches(counter.recipient())
-    } else {
-        builder.subscribe(counter.recipient())
+    builder = match kind {
+        Client::TetherBatched => builder.subscribe_batches(counter.recipient()),
+        Client::TetherAddStream => builder,
+        _ => builder.subscribe(counter.recipient()),
     };
     let client = builder.start()?;
+    if kind == Client::TetherAddStream {
+        let messages = client.stream();
+        let counts = tally.counts.clone();
+        Counter::create(move |ctx| {
+            ctx.add_stream(messages);
+            Counter(counts)
+        });
+    }
     tally.connected().await?;
     Ok((client, tally))
 }
@@ -403,7 +422,7 @@ pub(crate) async fn inbound(
             let _ = client.close(Duration::from_secs(1)).await;
             Ok(secs)
         }
-        Client::Tether | Client::TetherBatched | Client::TetherReplay => {
+        Client::Tether | Client::TetherAddStream | Client::TetherBatched | Client::TetherReplay => {
             let (client, mut tally) = tether(url, client).await?;
             let start = Instant::now();
             tally.count(n).await?;
@@ -502,7 +521,7 @@ pub(crate) async fn outbound(client: Client, base: &str, n: usize, size: usize) 
             let _ = client.close(Duration::from_secs(1)).await;
             Ok(secs)
         }
-        Client::Tether | Client::TetherBatched | Client::TetherReplay => {
+        Client::Tether | Client::TetherAddStream | Client::TetherBatched | Client::TetherReplay => {
             let (client, mut tally) = tether(url, client).await?;
             let start = Instant::now();
             for _ in 0..n {
@@ -611,7 +630,7 @@ pub(crate) async fn echo(client: Client, base: &str, n: usize) -> Res<Vec<f64>> 
             }
             let _ = client.close(Duration::from_secs(1)).await;
         }
-        Client::Tether | Client::TetherBatched | Client::TetherReplay => {
+        Client::Tether | Client::TetherAddStream | Client::TetherBatched | Client::TetherReplay => {
             let (client, mut tally) = tether(url, client).await?;
             for _ in 0..n {
                 let t = Instant::now();

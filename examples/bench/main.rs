@@ -202,7 +202,7 @@ async fn run(o: Options) -> Res<()> {
     }
 
     compressed_figures(&o, &base).await?;
-    scale_figures(&o).await
+    scale_figures(&o, &base).await
 }
 
 /// permessage-deflate: actix-tether against zlib-rs alone doing the same
@@ -300,7 +300,7 @@ async fn in_task<T: 'static>(measure: impl Future<Output = Res<T>> + 'static) ->
     Ok(actix_rt::spawn(task).await??)
 }
 
-async fn scale_figures(o: &Options) -> Res<()> {
+async fn scale_figures(o: &Options, base: &str) -> Res<()> {
     let report = &o.report;
     let wanted = |name: &str| name.contains(o.only.as_str());
     let (small, large, storm_n) = if o.quick {
@@ -333,6 +333,16 @@ async fn scale_figures(o: &Options) -> Res<()> {
         report.scale(&name, s.all_back.as_secs_f64(), "s");
         let name = format!("reconnect storm ({storm_n}) busiest 100 ms");
         report.scale(&name, s.busiest_window * 100.0, "%");
+    }
+    if wanted("10 feeds on a pool") {
+        let n = if o.quick { 20_000 } else { 500_000 };
+        for arbiters in [1, 2] {
+            let (rate, cores) = scale::pool_feeds(base, arbiters, 10, n).await?;
+            let name = format!("10 feeds on a pool of {arbiters} arbiters msgs/s");
+            report.scale(&name, rate, "msgs/s");
+            let name = format!("10 feeds on a pool of {arbiters} arbiters, cores used");
+            report.scale(&name, cores, "cores");
+        }
     }
     if wanted("dead peer detected") {
         let (ping, pong) = (Duration::from_secs(1), Duration::from_secs(1));

@@ -252,6 +252,71 @@ pub(crate) async fn dead_peer(ping: Duration, pong: Duration) -> Res<f64> {
     Ok(at.saturating_duration_since(frozen).as_secs_f64())
 }
 
+/// CPU time (user + system) this process has used, in seconds.
+fn cpu_seconds() -> Res<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).ok_or("bad stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> Res<f64> { Ok(fields.get(i).ok_or("short stat")?.parse::<f64>()?) };
+    // utime and stime are fields 14 and 15 (11 and 12 after the state).
+    Ok((ticks(11)? + ticks(12)?) / 100.0)
+}
+
+/// `feeds` clients started on a pool of `arbiters`, each reading `n`
+/// 64-byte messages through `add_stream` on its own arbiter; returns the
+/// aggregate msgs/s and the cores this process used meanwhile.
+pub(crate) async fn pool_feeds(
+    base: &str,
+    arbiters: usize,
+    feeds: usize,
+    n: usize,
+) -> Res<(f64, f64)> {
+    struct Count(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+    impl Actor for Count {
+        type Context = Context<Self>;
+    }
+    impl StreamHandler<actix_tether::Message> for Count {
+        fn handle(&mut self, _: actix_tether::Message, _: &mut Context<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    let pool = actix_tether::Pool::new(arbiters)?;
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (ev, mut rx) = events();
+    let mut clients = Vec::with_capacity(feeds);
+    let (cpu0, t0) = (cpu_seconds()?, Instant::now());
+    for _ in 0..feeds {
+        let seen = seen.clone();
+        let builder = ClientBuilder::new(format!("{base}/push/{n}/64/t"))
+            .no_ping()
+            .max_retries(0)
+            .subscribe_events(ev.clone())
+            .on_start(move |client| {
+                let messages = client.stream();
+                Count::create(move |ctx| {
+                    ctx.add_stream(messages);
+                    Count(seen)
+                });
+            });
+        clients.push(pool.start(builder)?);
+    }
+    wait_for(&mut rx, "connected", feeds, Duration::from_secs(30)).await?;
+    let goal = feeds * n;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while seen.load(std::sync::atomic::Ordering::Relaxed) < goal {
+        if Instant::now() > deadline {
+            return Err("the feeds did not finish".into());
+        }
+        actix_rt::time::sleep(Duration::from_millis(1)).await;
+    }
+    let (secs, cpu) = (t0.elapsed().as_secs_f64(), cpu_seconds()? - cpu0);
+    for c in &clients {
+        let _ = c.close(Duration::from_secs(1)).await;
+    }
+    Ok((goal as f64 / secs, cpu / secs))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
