@@ -42,6 +42,58 @@
 //! }
 //! ```
 //!
+//! # Streams, for async code and for actors
+//!
+//! [`Client::stream`] is the inbound messages as a `futures::Stream`
+//! (bounded like a subscriber: reading pauses while it is behind), and
+//! [`Client::events`] the events; [`Client::connected`] waits for a link
+//! and [`Client::state`] says where the client is. In an actor,
+//! `ctx.add_stream(client.stream())` gives a `StreamHandler` one call per
+//! message; [`ClientBuilder::on_start`] hands the handle to an actor that
+//! replies, before the first attempt, so it misses nothing.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use actix::prelude::*;
+//! use actix_tether::{ClientBuilder, Message, WeakClient};
+//! use futures::StreamExt;
+//!
+//! struct Replier(WeakClient);
+//! impl Actor for Replier {
+//!     type Context = Context<Self>;
+//! }
+//! impl StreamHandler<Message> for Replier {
+//!     fn handle(&mut self, msg: Message, _: &mut Context<Self>) {
+//!         if let Some(client) = self.0.upgrade() {
+//!             let _ = client.try_send(format!("got {} bytes", msg.len()));
+//!         }
+//!     }
+//! }
+//!
+//! #[actix::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let client = ClientBuilder::new("ws://127.0.0.1:9001/feed")
+//!         .on_start(|client| {
+//!             let messages = client.stream();
+//!             let weak = client.downgrade();
+//!             Replier::create(move |ctx| {
+//!                 ctx.add_stream(messages);
+//!                 Replier(weak)
+//!             });
+//!         })
+//!         .start()?;
+//!     // Made right after start: every message from the first link on.
+//!     let mut messages = client.stream();
+//!     client.connected().await?;
+//!     client.send(r#"{"op":"ping"}"#).await?;
+//!     if let Some(msg) = messages.next().await {
+//!         println!("received {:?}", msg.as_text());
+//!     }
+//!     client.close(Duration::from_secs(5)).await?;
+//!     Ok(())
+//! }
+//! ```
+//!
 //! # What reached the server
 //!
 //! Every Ping the client writes is a delivery barrier: the server's Pong
