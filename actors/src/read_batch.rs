@@ -71,6 +71,9 @@ pub(crate) struct ReadBatches {
     /// Holds the client's read gate and counters.
     hub: Rc<Hub>,
     done: bool,
+    /// A batch was just handed over: let the subscribers run before the
+    /// next read.
+    handed: bool,
     /// The transport's count of bytes read, and how much of it is counted.
     received: Option<(Rc<Cell<u64>>, u64)>,
 }
@@ -81,6 +84,7 @@ impl ReadBatches {
             inner,
             hub,
             done: false,
+            handed: false,
             received: received.map(|r| (r, 0)),
         }
     }
@@ -115,6 +119,14 @@ impl Stream for ReadBatches {
             self.hub.reading.wait(cx);
             return Poll::Pending;
         }
+        // The subscribers woken by the last batch run first (the task is
+        // woken again at once): they drop the messages they are done with,
+        // so the next read finds its buffer free and reuses it, warm,
+        // instead of allocating another while the last is still shared.
+        if std::mem::take(&mut self.handed) {
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
         let mut batch = Vec::with_capacity(16);
         let mut bytes = 0;
         while batch.len() < BATCH_FRAMES && bytes < BATCH_BYTES {
@@ -137,6 +149,7 @@ impl Stream for ReadBatches {
         }
         self.count_received();
         if !batch.is_empty() {
+            self.handed = true;
             Poll::Ready(Some(batch))
         } else if self.done {
             Poll::Ready(None)
@@ -205,5 +218,27 @@ mod tests {
                 other.map(|o| o.map(|b| b.len()))
             ),
         }
+    }
+
+    #[test]
+    fn after_each_batch_the_reader_lets_the_subscribers_run_first() {
+        struct Count(std::sync::atomic::AtomicUsize);
+        impl futures::task::ArcWake for Count {
+            fn wake_by_ref(arc: &std::sync::Arc<Self>) {
+                arc.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let all = vec![1; BATCH_FRAMES + 1];
+        let mut batches = ReadBatches::new(frames(&all), Rc::default(), None);
+        let wakes = std::sync::Arc::new(Count(Default::default()));
+        let waker = futures::task::waker(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        let first = batches.poll_next_unpin(&mut cx);
+        assert!(matches!(first, Poll::Ready(Some(ref b)) if b.len() == BATCH_FRAMES));
+        // More is ready, but the reader yields once, woken again at once.
+        assert!(batches.poll_next_unpin(&mut cx).is_pending());
+        assert_eq!(wakes.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+        let second = batches.poll_next_unpin(&mut cx);
+        assert!(matches!(second, Poll::Ready(Some(ref b)) if b.len() == 1));
     }
 }
