@@ -281,7 +281,19 @@ impl Engine {
 /// the read-ahead (1 MiB by default) so that it keeps answering Pings and
 /// finding dead peers, then pauses reading until the subscriber catches up.
 /// A subscriber behind for the stall timeout is reported with
-/// [`Event::SubscriberStalled`].
+/// [`Event::SubscriberStalled`]. A [`MessageStream`] ([`Client::stream`])
+/// follows the same rules, counting socket reads instead of mailbox
+/// messages.
+///
+/// # Async code, and subscribing after start
+///
+/// [`Client::stream`] and [`Client::events`] are streams for any task on
+/// any thread; [`Client::connected`] waits for a link and
+/// [`Client::state`] reads where the client is. Subscriptions and streams
+/// made from a handle take effect at the client's next read or event:
+/// made right after [`Engine::start`] returns, before an `.await`, they see
+/// everything from the first link on; [`Engine::on_start`] is the way for
+/// clients started on another arbiter.
 ///
 /// # Dropping the last handle
 ///
