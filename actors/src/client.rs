@@ -496,8 +496,9 @@ impl Client {
         stream
     }
 
-    /// Where the client is now: a lock-free read of what the supervisor
-    /// last set, usable from any thread.
+    /// Where the client is now: what the supervisor last set, read from
+    /// shared state (no message to the supervisor, no waiting), from any
+    /// thread.
     pub fn state(&self) -> State {
         self.shared.status().state
     }
