@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_tether::{ClientBuilder, Event, Inbound, InboundBatch, OverflowPolicy};
-use futures::{SinkExt, StreamExt};
+use futures::{Sink, SinkExt, Stream, StreamExt};
 use tokio_tungstenite::tungstenite::Message as T;
 
 use crate::Res;
@@ -246,10 +246,6 @@ async fn yawc_ws(url: &str) -> Res<yawc::TcpWebSocket> {
         .await?)
 }
 
-fn yawc_is_data(f: &yawc::Frame) -> bool {
-    matches!(f.opcode(), yawc::OpCode::Text | yawc::OpCode::Binary)
-}
-
 /// Counts inbound messages for the ezsockets client.
 struct Ez(Arc<Counts>);
 
@@ -345,6 +341,119 @@ fn awc_nagle_client() -> awc::Client {
     awc::Client::default()
 }
 
+/// The awc client of `client`: with `TCP_NODELAY`, or as awc comes.
+fn awc_for(client: Client) -> awc::Client {
+    if client == Client::AwcNagle {
+        awc_nagle_client()
+    } else {
+        awc_client()
+    }
+}
+
+/// What a raw client's socket yielded.
+enum Seen {
+    Data,
+    Other,
+    Failed,
+}
+
+fn awc_seen(item: &Result<awc::ws::Frame, awc::error::WsProtocolError>) -> Seen {
+    match item {
+        Ok(awc::ws::Frame::Text(_) | awc::ws::Frame::Binary(_)) => Seen::Data,
+        Ok(_) => Seen::Other,
+        Err(_) => Seen::Failed,
+    }
+}
+
+fn tungstenite_seen(item: &Result<T, tokio_tungstenite::tungstenite::Error>) -> Seen {
+    match item {
+        Ok(T::Text(_) | T::Binary(_)) => Seen::Data,
+        Ok(_) => Seen::Other,
+        Err(_) => Seen::Failed,
+    }
+}
+
+fn tokio_ws_seen(item: &Result<tokio_websockets::Message, tokio_websockets::Error>) -> Seen {
+    match item {
+        Ok(m) if m.is_text() || m.is_binary() => Seen::Data,
+        Ok(_) => Seen::Other,
+        Err(_) => Seen::Failed,
+    }
+}
+
+fn yawc_seen(f: &yawc::Frame) -> Seen {
+    match f.opcode() {
+        yawc::OpCode::Text | yawc::OpCode::Binary => Seen::Data,
+        _ => Seen::Other,
+    }
+}
+
+/// The next data message of a raw client's socket.
+async fn next_data<S: Stream + Unpin>(ws: &mut S, seen: impl Fn(&S::Item) -> Seen) -> Res<()> {
+    loop {
+        match ws.next().await.as_ref().map(&seen) {
+            Some(Seen::Data) => return Ok(()),
+            Some(Seen::Other) => {}
+            Some(Seen::Failed) | None => return Err("the socket ended early".into()),
+        }
+    }
+}
+
+/// A raw client receives `n` data messages, as its users would read them.
+async fn raw_inbound<S: Stream + Unpin>(
+    mut ws: S,
+    n: usize,
+    seen: impl Fn(&S::Item) -> Seen,
+) -> Res<f64> {
+    let start = Instant::now();
+    for _ in 0..n {
+        next_data(&mut ws, &seen).await?;
+    }
+    Ok(start.elapsed().as_secs_f64())
+}
+
+/// A raw client feeds `n` messages, flushes, and waits for the server's
+/// answer.
+async fn raw_outbound<S, M>(
+    mut ws: S,
+    n: usize,
+    message: impl Fn() -> M,
+    seen: impl Fn(&<S as Stream>::Item) -> Seen,
+) -> Res<f64>
+where
+    S: Sink<M> + Stream + Unpin,
+    <S as Sink<M>>::Error: std::error::Error + 'static,
+{
+    let start = Instant::now();
+    for _ in 0..n {
+        ws.feed(message()).await?;
+    }
+    ws.flush().await?;
+    next_data(&mut ws, seen).await?;
+    Ok(start.elapsed().as_secs_f64())
+}
+
+/// A raw client's `n` round trips, each in microseconds.
+async fn raw_echo<S, M>(
+    mut ws: S,
+    n: usize,
+    message: impl Fn() -> M,
+    seen: impl Fn(&<S as Stream>::Item) -> Seen,
+) -> Res<Vec<f64>>
+where
+    S: Sink<M> + Stream + Unpin,
+    <S as Sink<M>>::Error: std::error::Error + 'static,
+{
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        ws.send(message()).await?;
+        next_data(&mut ws, &seen).await?;
+        samples.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    Ok(samples)
+}
+
 /// Receives `n` messages; returns the seconds from connected to the last.
 pub(crate) async fn inbound(
     client: Client,
@@ -356,62 +465,15 @@ pub(crate) async fn inbound(
     let url = format!("{base}/push/{n}/{size}/{kind}");
     match client {
         Client::Awc | Client::AwcNagle => {
-            let http = if client == Client::Awc {
-                awc_client()
-            } else {
-                awc_nagle_client()
-            };
-            let (_, mut framed) = http.ws(url).max_frame_size(64 << 20).connect().await?;
-            let start = Instant::now();
-            let mut seen = 0;
-            while seen < n {
-                match framed.next().await {
-                    Some(Ok(awc::ws::Frame::Text(_) | awc::ws::Frame::Binary(_))) => seen += 1,
-                    Some(Ok(_)) => {}
-                    _ => return Err("awc stream ended early".into()),
-                }
-            }
-            Ok(start.elapsed().as_secs_f64())
+            let ws = awc_for(client).ws(url).max_frame_size(64 << 20);
+            raw_inbound(ws.connect().await?.1, n, awc_seen).await
         }
         Client::Tungstenite => {
-            let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await?;
-            let start = Instant::now();
-            let mut seen = 0;
-            while seen < n {
-                match ws.next().await {
-                    Some(Ok(T::Text(_) | T::Binary(_))) => seen += 1,
-                    Some(Ok(_)) => {}
-                    _ => return Err("tungstenite stream ended early".into()),
-                }
-            }
-            Ok(start.elapsed().as_secs_f64())
+            let (ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await?;
+            raw_inbound(ws, n, tungstenite_seen).await
         }
-        Client::TokioWebsockets => {
-            let mut ws = tokio_ws(&url).await?;
-            let start = Instant::now();
-            let mut seen = 0;
-            while seen < n {
-                match ws.next().await {
-                    Some(Ok(m)) if m.is_text() || m.is_binary() => seen += 1,
-                    Some(Ok(_)) => {}
-                    _ => return Err("tokio-websockets stream ended early".into()),
-                }
-            }
-            Ok(start.elapsed().as_secs_f64())
-        }
-        Client::Yawc => {
-            let mut ws = yawc_ws(&url).await?;
-            let start = Instant::now();
-            let mut seen = 0;
-            while seen < n {
-                match ws.next().await {
-                    Some(f) if yawc_is_data(&f) => seen += 1,
-                    Some(_) => {}
-                    None => return Err("yawc stream ended early".into()),
-                }
-            }
-            Ok(start.elapsed().as_secs_f64())
-        }
+        Client::TokioWebsockets => raw_inbound(tokio_ws(&url).await?, n, tokio_ws_seen).await,
+        Client::Yawc => raw_inbound(yawc_ws(&url).await?, n, yawc_seen).await,
         Client::TetherStream => {
             let (client, mut messages) = tether_stream(url).await?;
             let start = Instant::now();
@@ -447,68 +509,21 @@ pub(crate) async fn outbound(client: Client, base: &str, n: usize, size: usize) 
     let text = "y".repeat(size);
     match client {
         Client::Awc | Client::AwcNagle => {
-            let http = if client == Client::Awc {
-                awc_client()
-            } else {
-                awc_nagle_client()
-            };
-            let (_, mut framed) = http.ws(url).connect().await?;
-            let start = Instant::now();
-            for _ in 0..n {
-                framed
-                    .feed(awc::ws::Message::Text(text.clone().into()))
-                    .await?;
-            }
-            framed.flush().await?;
-            while let Some(Ok(f)) = framed.next().await {
-                if matches!(f, awc::ws::Frame::Text(_)) {
-                    break;
-                }
-            }
-            Ok(start.elapsed().as_secs_f64())
+            let (_, ws) = awc_for(client).ws(url).connect().await?;
+            let message = || awc::ws::Message::Text(text.clone().into());
+            raw_outbound(ws, n, message, awc_seen).await
         }
         Client::Tungstenite => {
-            let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await?;
-            let start = Instant::now();
-            for _ in 0..n {
-                ws.feed(T::text(text.clone())).await?;
-            }
-            ws.flush().await?;
-            while let Some(Ok(m)) = ws.next().await {
-                if m.is_text() {
-                    break;
-                }
-            }
-            Ok(start.elapsed().as_secs_f64())
+            let (ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await?;
+            raw_outbound(ws, n, || T::text(text.clone()), tungstenite_seen).await
         }
         Client::TokioWebsockets => {
-            let mut ws = tokio_ws(&url).await?;
-            let start = Instant::now();
-            for _ in 0..n {
-                ws.feed(tokio_websockets::Message::text(text.clone()))
-                    .await?;
-            }
-            ws.flush().await?;
-            while let Some(Ok(m)) = ws.next().await {
-                if m.is_text() {
-                    break;
-                }
-            }
-            Ok(start.elapsed().as_secs_f64())
+            let message = || tokio_websockets::Message::text(text.clone());
+            raw_outbound(tokio_ws(&url).await?, n, message, tokio_ws_seen).await
         }
         Client::Yawc => {
-            let mut ws = yawc_ws(&url).await?;
-            let start = Instant::now();
-            for _ in 0..n {
-                ws.feed(yawc::Frame::text(text.clone())).await?;
-            }
-            ws.flush().await?;
-            while let Some(f) = ws.next().await {
-                if f.opcode() == yawc::OpCode::Text {
-                    break;
-                }
-            }
-            Ok(start.elapsed().as_secs_f64())
+            let message = || yawc::Frame::text(text.clone());
+            raw_outbound(yawc_ws(&url).await?, n, message, yawc_seen).await
         }
         Client::TetherStream => {
             let (client, mut messages) = tether_stream(url).await?;
@@ -550,78 +565,27 @@ pub(crate) async fn outbound(client: Client, base: &str, n: usize, size: usize) 
 pub(crate) async fn echo(client: Client, base: &str, n: usize) -> Res<Vec<f64>> {
     let url = format!("{base}/echo");
     let text = "z".repeat(64);
-    let mut samples = Vec::with_capacity(n);
     match client {
         Client::Awc | Client::AwcNagle => {
-            let http = if client == Client::Awc {
-                awc_client()
-            } else {
-                awc_nagle_client()
-            };
-            let (_, mut framed) = http.ws(url).connect().await?;
-            for _ in 0..n {
-                let t = Instant::now();
-                framed
-                    .send(awc::ws::Message::Text(text.clone().into()))
-                    .await?;
-                loop {
-                    match framed.next().await {
-                        Some(Ok(awc::ws::Frame::Text(_))) => break,
-                        Some(Ok(_)) => {}
-                        _ => return Err("awc echo ended".into()),
-                    }
-                }
-                samples.push(t.elapsed().as_secs_f64() * 1e6);
-            }
+            let (_, ws) = awc_for(client).ws(url).connect().await?;
+            let message = || awc::ws::Message::Text(text.clone().into());
+            raw_echo(ws, n, message, awc_seen).await
         }
         Client::Tungstenite => {
-            let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await?;
-            for _ in 0..n {
-                let t = Instant::now();
-                ws.send(T::text(text.clone())).await?;
-                loop {
-                    match ws.next().await {
-                        Some(Ok(T::Text(_))) => break,
-                        Some(Ok(_)) => {}
-                        _ => return Err("tungstenite echo ended".into()),
-                    }
-                }
-                samples.push(t.elapsed().as_secs_f64() * 1e6);
-            }
+            let (ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await?;
+            raw_echo(ws, n, || T::text(text.clone()), tungstenite_seen).await
         }
         Client::TokioWebsockets => {
-            let mut ws = tokio_ws(&url).await?;
-            for _ in 0..n {
-                let t = Instant::now();
-                ws.send(tokio_websockets::Message::text(text.clone()))
-                    .await?;
-                loop {
-                    match ws.next().await {
-                        Some(Ok(m)) if m.is_text() => break,
-                        Some(Ok(_)) => {}
-                        _ => return Err("tokio-websockets echo ended".into()),
-                    }
-                }
-                samples.push(t.elapsed().as_secs_f64() * 1e6);
-            }
+            let message = || tokio_websockets::Message::text(text.clone());
+            raw_echo(tokio_ws(&url).await?, n, message, tokio_ws_seen).await
         }
         Client::Yawc => {
-            let mut ws = yawc_ws(&url).await?;
-            for _ in 0..n {
-                let t = Instant::now();
-                ws.send(yawc::Frame::text(text.clone())).await?;
-                loop {
-                    match ws.next().await {
-                        Some(f) if f.opcode() == yawc::OpCode::Text => break,
-                        Some(_) => {}
-                        None => return Err("yawc echo ended".into()),
-                    }
-                }
-                samples.push(t.elapsed().as_secs_f64() * 1e6);
-            }
+            let message = || yawc::Frame::text(text.clone());
+            raw_echo(yawc_ws(&url).await?, n, message, yawc_seen).await
         }
         Client::TetherStream => {
             let (client, mut messages) = tether_stream(url).await?;
+            let mut samples = Vec::with_capacity(n);
             for _ in 0..n {
                 let t = Instant::now();
                 client.send(text.as_str()).await?;
@@ -629,9 +593,11 @@ pub(crate) async fn echo(client: Client, base: &str, n: usize) -> Res<Vec<f64>> 
                 samples.push(t.elapsed().as_secs_f64() * 1e6);
             }
             let _ = client.close(Duration::from_secs(1)).await;
+            Ok(samples)
         }
         Client::Tether | Client::TetherAddStream | Client::TetherBatched | Client::TetherReplay => {
             let (client, mut tally) = tether(url, client).await?;
+            let mut samples = Vec::with_capacity(n);
             for _ in 0..n {
                 let t = Instant::now();
                 client.send(text.as_str()).await?;
@@ -639,9 +605,11 @@ pub(crate) async fn echo(client: Client, base: &str, n: usize) -> Res<Vec<f64>> 
                 samples.push(t.elapsed().as_secs_f64() * 1e6);
             }
             let _ = client.close(Duration::from_secs(1)).await;
+            Ok(samples)
         }
         Client::Ezsockets => {
             let mut ez = ez(url).await?;
+            let mut samples = Vec::with_capacity(n);
             for _ in 0..n {
                 let t = Instant::now();
                 ez.client.text(text.as_str())?;
@@ -649,7 +617,7 @@ pub(crate) async fn echo(client: Client, base: &str, n: usize) -> Res<Vec<f64>> 
                 samples.push(t.elapsed().as_secs_f64() * 1e6);
             }
             ez.close().await;
+            Ok(samples)
         }
     }
-    Ok(samples)
 }
