@@ -61,10 +61,10 @@ async fn a_stream_yields_every_message_in_order_across_a_reconnect() {
 #[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
 async fn a_stream_made_right_after_start_misses_nothing_of_the_first_link() {
     let (t, mut server) = mock();
-    // The server writes the moment the link is up, before the test's task
-    // runs again.
-    server.script([Outcome::Accept]);
     let client = plain(t).start().unwrap();
+    // The supervisor publishes `Connecting` in its very first turn, before
+    // it would read a mailbox message: made here, the streams must still
+    // see it (a subscription through the mailbox would not).
     let mut messages = client.stream();
     let mut events = client.events();
     let conn = server.accept().await.unwrap();

@@ -56,9 +56,8 @@ pub struct Engine {
     on_connect: Option<OnConnect>,
     on_start: Option<OnStart>,
     random: Option<Box<dyn RandomSource>>,
-    inbound: Vec<Recipient<Inbound>>,
-    batches: Vec<Recipient<InboundBatch>>,
-    events: Vec<Recipient<Event>>,
+    /// Subscribers present from the first attempt.
+    subscribers: Vec<Joiner>,
 }
 
 /// The channels and shared state of a client whose actors are not running
@@ -114,9 +113,7 @@ impl Engine {
             on_connect: None,
             on_start: None,
             random: None,
-            inbound: Vec::new(),
-            batches: Vec::new(),
-            events: Vec::new(),
+            subscribers: Vec::new(),
         }
     }
 
@@ -144,19 +141,19 @@ impl Engine {
 
     /// Adds a subscriber to inbound messages, present from the first link.
     pub fn subscribe(mut self, r: Recipient<Inbound>) -> Self {
-        self.inbound.push(r);
+        self.subscribers.push(Joiner::Inbound(r));
         self
     }
 
     /// Adds a subscriber to inbound messages one socket read at a time.
     pub fn subscribe_batches(mut self, r: Recipient<InboundBatch>) -> Self {
-        self.batches.push(r);
+        self.subscribers.push(Joiner::Batches(r));
         self
     }
 
     /// Adds a subscriber to events, present from the first attempt.
     pub fn subscribe_events(mut self, r: Recipient<Event>) -> Self {
-        self.events.push(r);
+        self.subscribers.push(Joiner::Events(r));
         self
     }
 
@@ -215,14 +212,8 @@ impl Engine {
             None => Backoff::new(self.config.backoff),
         };
         let hub = Rc::new(Hub::new(&self.config, wiring.shared));
-        for r in self.inbound {
-            hub.join(Joiner::Inbound(r));
-        }
-        for r in self.batches {
-            hub.join(Joiner::Batches(r));
-        }
-        for r in self.events {
-            hub.join(Joiner::Events(r));
+        for joiner in self.subscribers {
+            hub.join(joiner);
         }
         let buffer = wiring.buffer;
         let queue = Context::with_receiver(wiring.queue).run(Queue::new(

@@ -54,7 +54,7 @@ pub(crate) struct Hub {
     streams: RefCell<Vec<MessageSender>>,
     events: RefCell<Fanout<Event>>,
     event_streams: RefCell<Vec<EventSender>>,
-    /// Events dropped for event streams that are gone.
+    /// Events not queued for event streams too far behind.
     event_streams_dropped: Cell<u64>,
     /// Subscribers joining from other threads, and the state they read.
     pub(crate) shared: Arc<Shared>,
@@ -164,9 +164,7 @@ impl Hub {
     pub(crate) fn finish(&self) {
         self.shared.end();
         self.streams.borrow_mut().clear();
-        for s in self.event_streams.borrow_mut().drain(..) {
-            Counters::add(&self.event_streams_dropped, s.dropped());
-        }
+        self.event_streams.borrow_mut().clear();
     }
 
     pub(crate) fn put_writer(&self, link: u64, writer: Writer) {
@@ -208,7 +206,7 @@ impl Hub {
             let read = share(has_inbound || has_batches);
             give_each(&mut self.streams.borrow_mut(), read, |s, m| {
                 match s.push(m) {
-                    Pushed::Queued => true,
+                    Pushed::Queued | Pushed::Dropped => true,
                     Pushed::Behind(wait) => {
                         waits.push(wait);
                         true
@@ -234,29 +232,22 @@ impl Hub {
     pub(crate) fn publish(&self, event: Event) {
         tracing::debug!(?event, "event");
         self.admit();
-        let mut streams = self.event_streams.borrow_mut();
-        if !streams.is_empty() {
-            let gone = &self.event_streams_dropped;
-            streams.retain(|s| {
-                let kept = s.push(event.clone());
-                if !kept {
-                    Counters::add(gone, s.dropped());
+        self.event_streams
+            .borrow_mut()
+            .retain(|s| match s.push(event.clone()) {
+                Pushed::Dropped => {
+                    Counters::add(&self.event_streams_dropped, 1);
+                    true
                 }
-                kept
+                Pushed::Gone => false,
+                Pushed::Queued | Pushed::Behind(_) => true,
             });
-        }
         self.events.borrow_mut().deliver(event);
     }
 
     /// Events not delivered to subscribers and streams too far behind.
     pub(crate) fn events_dropped(&self) -> u64 {
-        let streams: u64 = self
-            .event_streams
-            .borrow()
-            .iter()
-            .map(|s| s.dropped())
-            .sum();
-        self.events.borrow().dropped() + self.event_streams_dropped.get() + streams
+        self.events.borrow().dropped() + self.event_streams_dropped.get()
     }
 }
 

@@ -41,8 +41,6 @@ struct Chan<T> {
     handled: u64,
     /// Reads over capacity, each with who waits for it to be handled.
     waits: VecDeque<(u64, oneshot::Sender<()>)>,
-    /// Items not queued because the stream was too far behind (events).
-    dropped: u64,
 }
 
 impl<T> Chan<T> {
@@ -55,7 +53,6 @@ impl<T> Chan<T> {
             pushed: 0,
             handled: 0,
             waits: VecDeque::new(),
-            dropped: 0,
         }))
     }
 
@@ -98,34 +95,27 @@ impl<T> Receiver<T> {
     }
 
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
-        if let Some(item) = self.current.next() {
-            return Poll::Ready(Some(item));
-        }
-        let mut chan = lock(&self.chan);
-        if std::mem::take(&mut self.holding) {
-            chan.handled += 1;
-            chan.release();
-        }
-        match chan.reads.pop_front() {
-            Some(read) => {
-                self.current = read.into_iter();
-                self.holding = true;
-                drop(chan);
-                match self.current.next() {
-                    Some(item) => Poll::Ready(Some(item)),
-                    // Reads are never empty; if one were, look again soon.
-                    None => {
-                        cx.waker().wake_by_ref();
-                        Poll::Pending
-                    }
-                }
+        loop {
+            if let Some(item) = self.current.next() {
+                return Poll::Ready(Some(item));
             }
-            None if chan.ended => Poll::Ready(None),
-            None => {
-                if !chan.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                    chan.waker = Some(cx.waker().clone());
+            let mut chan = lock(&self.chan);
+            if std::mem::take(&mut self.holding) {
+                chan.handled += 1;
+                chan.release();
+            }
+            match chan.reads.pop_front() {
+                Some(read) => {
+                    self.current = read.into_iter();
+                    self.holding = true;
                 }
-                Poll::Pending
+                None if chan.ended => return Poll::Ready(None),
+                None => {
+                    if !chan.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                        chan.waker = Some(cx.waker().clone());
+                    }
+                    return Poll::Pending;
+                }
             }
         }
     }
@@ -216,23 +206,29 @@ impl Stream for EventStream {
     }
 }
 
-/// The hub's end of a message stream.
-pub(crate) struct MessageSender {
-    chan: Arc<Mutex<Chan<Message>>>,
+/// The hub's end of a stream: it holds up to `capacity` reads (messages)
+/// or events before the stream counts as behind.
+pub(crate) struct Sender<T> {
+    chan: Arc<Mutex<Chan<T>>>,
     capacity: usize,
 }
 
-/// What pushing a read to a stream did.
+pub(crate) type MessageSender = Sender<Message>;
+pub(crate) type EventSender = Sender<Event>;
+
+/// What pushing to a stream did.
 pub(crate) enum Pushed {
     /// Queued within capacity.
     Queued,
-    /// Queued over capacity: resolves once the stream has yielded it.
+    /// A read queued over capacity: resolves once the stream has yielded it.
     Behind(CatchUp),
+    /// An event not queued: the stream is [`FANOUT_BACKLOG`] behind.
+    Dropped,
     /// The stream is gone.
     Gone,
 }
 
-impl MessageSender {
+impl Sender<Message> {
     pub(crate) fn push(&self, read: Vec<Message>) -> Pushed {
         let mut chan = lock(&self.chan);
         if chan.gone {
@@ -257,42 +253,23 @@ impl MessageSender {
     }
 }
 
-impl Drop for MessageSender {
-    fn drop(&mut self) {
-        let mut chan = lock(&self.chan);
-        chan.ended = true;
-        chan.wake();
-    }
-}
-
-/// The hub's end of an event stream.
-pub(crate) struct EventSender {
-    chan: Arc<Mutex<Chan<Event>>>,
-}
-
-impl EventSender {
-    /// Queues `event`, or drops it if the stream is [`FANOUT_BACKLOG`]
-    /// behind. False once the stream is gone.
-    pub(crate) fn push(&self, event: Event) -> bool {
+impl Sender<Event> {
+    /// Queues `event`, unless the stream is [`FANOUT_BACKLOG`] behind.
+    pub(crate) fn push(&self, event: Event) -> Pushed {
         let mut chan = lock(&self.chan);
         if chan.gone {
-            return false;
+            return Pushed::Gone;
         }
-        if chan.reads.len() >= FANOUT_BACKLOG {
-            chan.dropped += 1;
-        } else {
-            chan.reads.push_back(vec![event]);
-            chan.wake();
+        if chan.reads.len() >= self.capacity {
+            return Pushed::Dropped;
         }
-        true
-    }
-
-    pub(crate) fn dropped(&self) -> u64 {
-        lock(&self.chan).dropped
+        chan.reads.push_back(vec![event]);
+        chan.wake();
+        Pushed::Queued
     }
 }
 
-impl Drop for EventSender {
+impl<T> Drop for Sender<T> {
     fn drop(&mut self) {
         let mut chan = lock(&self.chan);
         chan.ended = true;
@@ -395,38 +372,33 @@ impl Shared {
     }
 }
 
+/// A stream's two ends.
+fn channel<T>(capacity: usize) -> (Receiver<T>, Sender<T>) {
+    let chan = Chan::new();
+    let sender = Sender {
+        chan: chan.clone(),
+        capacity: capacity.max(1),
+    };
+    (Receiver::new(chan), sender)
+}
+
 /// A message stream and the hub's end of it.
 pub(crate) fn message_stream(capacity: usize) -> (MessageStream, MessageSender) {
-    let chan = Chan::new();
-    (
-        MessageStream(Receiver::new(chan.clone())),
-        MessageSender {
-            chan,
-            capacity: capacity.max(1),
-        },
-    )
+    let (rx, tx) = channel(capacity);
+    (MessageStream(rx), tx)
 }
 
 /// An event stream and the hub's end of it.
 pub(crate) fn event_stream() -> (EventStream, EventSender) {
-    let chan = Chan::new();
-    (
-        EventStream(Receiver::new(chan.clone())),
-        EventSender { chan },
-    )
+    let (rx, tx) = channel(FANOUT_BACKLOG);
+    (EventStream(rx), tx)
 }
 
-impl fmt::Debug for MessageSender {
+impl<T> fmt::Debug for Sender<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MessageSender")
+        f.debug_struct("Sender")
             .field("capacity", &self.capacity)
             .finish_non_exhaustive()
-    }
-}
-
-impl fmt::Debug for EventSender {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("EventSender")
     }
 }
 

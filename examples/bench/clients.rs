@@ -93,6 +93,8 @@ impl Counts {
 pub(crate) struct Tally {
     counts: Arc<Counts>,
     waited: usize,
+    /// For `TetherStream`: the messages, read here by the measuring task.
+    stream: Option<actix_tether::MessageStream>,
 }
 
 /// How long any wait for a client may take before the bench gives up.
@@ -107,6 +109,7 @@ impl Tally {
         let tally = Self {
             counts: counts.clone(),
             waited: 0,
+            stream: None,
         };
         (tally, counts)
     }
@@ -129,6 +132,12 @@ impl Tally {
 
     /// Waits until `n` more messages were counted.
     pub(crate) async fn count(&mut self, n: usize) -> Res<()> {
+        if let Some(messages) = &mut self.stream {
+            for _ in 0..n {
+                messages.next().await.ok_or("the stream ended early")?;
+            }
+            return Ok(());
+        }
         self.waited += n;
         let goal = self.waited;
         self.counts.goal.store(goal, Ordering::SeqCst);
@@ -180,7 +189,7 @@ impl Handler<Event> for Counter {
 /// one `StreamHandler` call per message (the stream); `TetherReplay`
 /// keeps what it writes until a Pong confirms it.
 pub(crate) async fn tether(url: String, kind: Client) -> Res<(actix_tether::Client, Tally)> {
-    let (tally, counts) = Tally::new();
+    let (mut tally, counts) = Tally::new();
     let counter = Counter(counts).start();
     let mut builder = ClientBuilder::new(url)
         .no_ping()
@@ -192,10 +201,13 @@ pub(crate) async fn tether(url: String, kind: Client) -> Res<(actix_tether::Clie
         .subscribe_events(counter.clone().recipient());
     builder = match kind {
         Client::TetherBatched => builder.subscribe_batches(counter.recipient()),
-        Client::TetherAddStream => builder,
+        Client::TetherAddStream | Client::TetherStream => builder,
         _ => builder.subscribe(counter.recipient()),
     };
     let client = builder.start()?;
+    if kind == Client::TetherStream {
+        tally.stream = Some(client.stream());
+    }
     if kind == Client::TetherAddStream {
         let messages = client.stream();
         let counts = tally.counts.clone();
@@ -206,19 +218,6 @@ pub(crate) async fn tether(url: String, kind: Client) -> Res<(actix_tether::Clie
     }
     tally.connected().await?;
     Ok((client, tally))
-}
-
-/// An actix-tether client read through `Client::stream()`, connected.
-async fn tether_stream(url: String) -> Res<(actix_tether::Client, actix_tether::MessageStream)> {
-    let client = ClientBuilder::new(url)
-        .no_ping()
-        .max_retries(0)
-        .overflow(OverflowPolicy::Wait)
-        .max_message_size(64 << 20)
-        .start()?;
-    let messages = client.stream();
-    tokio::time::timeout(WAIT, client.connected()).await??;
-    Ok((client, messages))
 }
 
 /// A tokio-websockets client on a socket with Nagle's algorithm off.
@@ -474,17 +473,11 @@ pub(crate) async fn inbound(
         }
         Client::TokioWebsockets => raw_inbound(tokio_ws(&url).await?, n, tokio_ws_seen).await,
         Client::Yawc => raw_inbound(yawc_ws(&url).await?, n, yawc_seen).await,
-        Client::TetherStream => {
-            let (client, mut messages) = tether_stream(url).await?;
-            let start = Instant::now();
-            for _ in 0..n {
-                messages.next().await.ok_or("stream ended early")?;
-            }
-            let secs = start.elapsed().as_secs_f64();
-            let _ = client.close(Duration::from_secs(1)).await;
-            Ok(secs)
-        }
-        Client::Tether | Client::TetherAddStream | Client::TetherBatched | Client::TetherReplay => {
+        Client::Tether
+        | Client::TetherStream
+        | Client::TetherAddStream
+        | Client::TetherBatched
+        | Client::TetherReplay => {
             let (client, mut tally) = tether(url, client).await?;
             let start = Instant::now();
             tally.count(n).await?;
@@ -525,18 +518,11 @@ pub(crate) async fn outbound(client: Client, base: &str, n: usize, size: usize) 
             let message = || yawc::Frame::text(text.clone());
             raw_outbound(yawc_ws(&url).await?, n, message, yawc_seen).await
         }
-        Client::TetherStream => {
-            let (client, mut messages) = tether_stream(url).await?;
-            let start = Instant::now();
-            for _ in 0..n {
-                client.send(text.as_str()).await?;
-            }
-            messages.next().await.ok_or("no answer")?;
-            let secs = start.elapsed().as_secs_f64();
-            let _ = client.close(Duration::from_secs(1)).await;
-            Ok(secs)
-        }
-        Client::Tether | Client::TetherAddStream | Client::TetherBatched | Client::TetherReplay => {
+        Client::Tether
+        | Client::TetherStream
+        | Client::TetherAddStream
+        | Client::TetherBatched
+        | Client::TetherReplay => {
             let (client, mut tally) = tether(url, client).await?;
             let start = Instant::now();
             for _ in 0..n {
@@ -583,19 +569,11 @@ pub(crate) async fn echo(client: Client, base: &str, n: usize) -> Res<Vec<f64>> 
             let message = || yawc::Frame::text(text.clone());
             raw_echo(yawc_ws(&url).await?, n, message, yawc_seen).await
         }
-        Client::TetherStream => {
-            let (client, mut messages) = tether_stream(url).await?;
-            let mut samples = Vec::with_capacity(n);
-            for _ in 0..n {
-                let t = Instant::now();
-                client.send(text.as_str()).await?;
-                messages.next().await.ok_or("echo ended")?;
-                samples.push(t.elapsed().as_secs_f64() * 1e6);
-            }
-            let _ = client.close(Duration::from_secs(1)).await;
-            Ok(samples)
-        }
-        Client::Tether | Client::TetherAddStream | Client::TetherBatched | Client::TetherReplay => {
+        Client::Tether
+        | Client::TetherStream
+        | Client::TetherAddStream
+        | Client::TetherBatched
+        | Client::TetherReplay => {
             let (client, mut tally) = tether(url, client).await?;
             let mut samples = Vec::with_capacity(n);
             for _ in 0..n {
