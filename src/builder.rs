@@ -5,10 +5,12 @@ use std::time::Duration;
 
 use actix::{ArbiterHandle, Recipient};
 use actix_tether_actors::{
-    BackoffPolicy, Client, Config, ConfigError, ConnectError, ConnectInfo, ConnectRequest, Engine,
-    Event, Inbound, InboundBatch, Jitter, Message, OnConnect, OverflowPolicy, QueueLimits,
-    RandomSource, RequestProvider, StallPolicy, Transport,
+    Attempt, BackoffPolicy, Client, Config, ConfigError, ConnectError, ConnectInfo, ConnectRequest,
+    DedupKey, Engine, Event, Inbound, InboundBatch, Jitter, Message, OnConnect, OverflowPolicy,
+    QueueLimits, RandomSource, ReadyPredicate, ReconnectBudget, RequestFuture, RequestProvider,
+    StallPolicy, Transport,
 };
+use futures::FutureExt;
 
 use crate::awc_transport::AwcTransport;
 use crate::validate;
@@ -16,7 +18,9 @@ use crate::wire::deflate::Compression;
 
 /// The builder's hooks are `Send`, so that the builder can be moved to the
 /// arbiter a client starts on ([`ClientBuilder::start_on`]).
-type SendProvider = Box<dyn FnMut(u32) -> Result<ConnectRequest, ConnectError> + Send>;
+type SendProvider = Box<dyn FnMut(&Attempt) -> RequestFuture + Send>;
+type SendPredicate = Box<dyn FnMut(&Message) -> bool + Send>;
+type SendDedupKey = Box<dyn FnMut(&Message) -> Option<u64> + Send>;
 type SendOnConnect = Box<dyn FnMut(&ConnectInfo) -> Vec<Message> + Send>;
 type SendOnStart = Box<dyn FnOnce(&Client) + Send>;
 
@@ -42,6 +46,7 @@ type SendOnStart = Box<dyn FnOnce(&Client) + Send>;
 #[must_use]
 pub struct ClientBuilder {
     url: String,
+    fallbacks: Vec<String>,
     headers: Vec<(String, String)>,
     protocols: Vec<String>,
     provider: Option<SendProvider>,
@@ -56,6 +61,7 @@ pub struct ClientBuilder {
     max_frame_size: Option<usize>,
     compression: Compression,
     hooks: Hooks,
+    budget: Option<ReconnectBudget>,
     transport: Option<Box<dyn Transport + Send>>,
     #[cfg(feature = "rustls")]
     tls: Option<std::sync::Arc<rustls::ClientConfig>>,
@@ -80,6 +86,7 @@ impl ClientBuilder {
         let queue = config.queue;
         Self {
             url: url.into(),
+            fallbacks: Vec::new(),
             headers: Vec::new(),
             protocols: Vec::new(),
             provider: None,
@@ -94,6 +101,7 @@ impl ClientBuilder {
             max_frame_size: None,
             compression: Compression::default(),
             hooks: Hooks::default(),
+            budget: None,
             transport: None,
             #[cfg(feature = "rustls")]
             tls: None,
@@ -114,14 +122,151 @@ impl ClientBuilder {
         self
     }
 
+    /// Adds a fallback endpoint (repeat for several, in order): attempts
+    /// move to the next endpoint after `failover_after` failures in a row
+    /// on one, from the last back to the primary (the builder's URL). The
+    /// headers and protocols go to every endpoint. Default is none.
+    pub fn fallback(mut self, url: impl Into<String>) -> Self {
+        self.fallbacks.push(url.into());
+        self
+    }
+
+    /// Consecutive failed attempts on one endpoint (a link that stays up
+    /// less than the minimum uptime counts as one) before attempts move to
+    /// the next. Default is 2.
+    pub fn failover_after(mut self, n: u32) -> Self {
+        self.config.feed.failover_after = n;
+        self
+    }
+
+    /// After this long on a fallback, try the primary again with a
+    /// make-before-break rotation; if the primary fails, the client stays
+    /// on the fallback and tries again after the same time. Default is to
+    /// stay on the fallback until it fails.
+    pub fn return_to_primary(mut self, after: Duration) -> Self {
+        self.config.feed.return_to_primary = Some(after);
+        self
+    }
+
     /// Replaces the fixed URL, headers and protocols with a function called
     /// before every attempt (with the attempt number), so a token or the URL
-    /// can change between attempts. Default is the fixed request.
+    /// can change between attempts. Its request's URL is used as is: with
+    /// fallbacks, use [`ClientBuilder::request_provider_async`], which
+    /// learns the endpoint. Default is the fixed request.
     pub fn request_provider(
         mut self,
-        provider: impl FnMut(u32) -> Result<ConnectRequest, ConnectError> + Send + 'static,
+        mut provider: impl FnMut(u32) -> Result<ConnectRequest, ConnectError> + Send + 'static,
     ) -> Self {
-        self.provider = Some(Box::new(provider));
+        self.provider = Some(Box::new(move |a: &Attempt| {
+            futures::future::ready(provider(a.number)).boxed_local()
+        }));
+        self
+    }
+
+    /// Replaces the fixed request with an asynchronous provider, called
+    /// before every attempt with its [`Attempt`] (number, endpoint and the
+    /// endpoint's URL): fetch a token over HTTP, sign a URL. The future runs
+    /// on the client's arbiter; it and the connect that follows are bounded
+    /// together by the connect timeout (a provider that takes too long
+    /// fails the attempt with a retryable timeout). Its errors are
+    /// classified like connect errors: [`ConnectError::new`] with a
+    /// retryable kind to try again, a fatal kind (or an HTTP 4xx) to give
+    /// up.
+    ///
+    /// ```no_run
+    /// use actix_tether::{ClientBuilder, ConnectRequest};
+    ///
+    /// # async fn fetch_token() -> String { String::new() }
+    /// # #[actix_rt::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let _client = ClientBuilder::new("wss://feed.example/ws")
+    ///     .request_provider_async(|attempt| {
+    ///         let url = attempt.url.clone();
+    ///         async move {
+    ///             let token = fetch_token().await;
+    ///             Ok(ConnectRequest::new(url).header("Authorization", format!("Bearer {token}")))
+    ///         }
+    ///     })
+    ///     .start()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn request_provider_async<F, Fut>(mut self, mut provider: F) -> Self
+    where
+        F: FnMut(&Attempt) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<ConnectRequest, ConnectError>> + 'static,
+    {
+        self.provider = Some(Box::new(move |a: &Attempt| provider(a).boxed_local()));
+        self
+    }
+
+    /// Rotates every link before it is this old (exchanges that end
+    /// connections after 24 hours): a second link is opened and set up, both
+    /// directions move to it, and the old one closes with 1000, losing
+    /// nothing. Each link's rotation is brought forward by up to the age
+    /// jitter. Default is never.
+    pub fn max_connection_age(mut self, age: Duration) -> Self {
+        self.config.feed.max_connection_age = Some(age);
+        self
+    }
+
+    /// The fraction of the maximum age by which a rotation is brought
+    /// forward at random (0 to 1; 0 rotates at exactly the age). Default is
+    /// 0.1.
+    pub fn age_jitter(mut self, fraction: f64) -> Self {
+        self.config.feed.age_jitter = fraction;
+        self
+    }
+
+    /// Once a rotation's new link is ready, how long the old link's
+    /// messages are still delivered while the new one has sent nothing.
+    /// Default is 1 s.
+    pub fn rotation_overlap(mut self, d: Duration) -> Self {
+        self.config.feed.rotation_overlap = d;
+        self
+    }
+
+    /// A key per message (a sequence number, an update id) by which the
+    /// messages both links of a rotation deliver are dropped the second
+    /// time, over the dedup window. Default is none: the overlap may
+    /// deliver a few messages twice.
+    pub fn dedup_key(mut self, key: impl FnMut(&Message) -> Option<u64> + Send + 'static) -> Self {
+        self.hooks.dedup = Some(Box::new(key));
+        self
+    }
+
+    /// How many recent keys the dedup window holds. Default is 1024.
+    pub fn dedup_window(mut self, n: usize) -> Self {
+        self.config.feed.dedup_window = n;
+        self
+    }
+
+    /// Holds the backlog of every link, after its setup lane, until an
+    /// inbound message satisfies `predicate` (the server's login
+    /// acknowledgement), for at most the ready timeout; a link whose gate
+    /// does not open in time is closed and counts as a failed attempt.
+    /// Default is none.
+    pub fn ready_gate(mut self, predicate: impl FnMut(&Message) -> bool + Send + 'static) -> Self {
+        self.hooks.gate = Some(Box::new(predicate));
+        self
+    }
+
+    /// How long a link waits for its ready gate. Default is 10 s.
+    pub fn ready_timeout(mut self, d: Duration) -> Self {
+        self.config.feed.ready_timeout = d;
+        self
+    }
+
+    /// Consults a shared [`ReconnectBudget`] before every attempt, so that
+    /// many clients (of one process, on any arbiters) do not reconnect at
+    /// once. Default is none.
+    pub fn reconnect_budget(mut self, budget: ReconnectBudget) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// Server close codes that end the client (`GaveUp`) instead of being
+    /// retried. Default is none.
+    pub fn fatal_close_codes(mut self, codes: impl IntoIterator<Item = u16>) -> Self {
+        self.config.fatal_close_codes = codes.into_iter().collect();
         self
     }
 
@@ -160,6 +305,12 @@ impl ClientBuilder {
     /// retry forever.
     pub fn max_retries(mut self, n: u32) -> Self {
         self.config.max_retries = Some(n);
+        self
+    }
+
+    /// Retries forever again, undoing [`ClientBuilder::max_retries`].
+    pub fn no_max_retries(mut self) -> Self {
+        self.config.max_retries = None;
         self
     }
 
@@ -503,16 +654,28 @@ impl ClientBuilder {
                 requirement: "must be above zero",
             });
         }
+        let urls: Vec<String> = std::iter::once(self.url).chain(self.fallbacks).collect();
         let provider = match self.provider {
             Some(p) => p,
             None => {
-                let request = ConnectRequest {
-                    url: self.url,
+                let base = ConnectRequest {
+                    url: String::new(),
                     headers: self.headers,
                     protocols: self.protocols,
                 };
-                validate::request(&request)?;
-                Box::new(move |_| Ok(request.clone()))
+                for url in &urls {
+                    validate::request(&ConnectRequest {
+                        url: url.clone(),
+                        ..base.clone()
+                    })?;
+                }
+                Box::new(move |a: &Attempt| {
+                    let request = ConnectRequest {
+                        url: a.url.clone(),
+                        ..base.clone()
+                    };
+                    futures::future::ready(Ok(request)).boxed_local()
+                })
             }
         };
         let transport = match self.transport {
@@ -531,6 +694,8 @@ impl ClientBuilder {
         let parts = Parts {
             transport,
             provider,
+            urls,
+            budget: self.budget,
             hooks: self.hooks,
         };
         Ok((config, parts))
@@ -543,6 +708,8 @@ struct Hooks {
     on_connect: Option<SendOnConnect>,
     on_start: Option<SendOnStart>,
     random: Option<Box<dyn RandomSource + Send>>,
+    gate: Option<SendPredicate>,
+    dedup: Option<SendDedupKey>,
     inbound: Vec<Recipient<Inbound>>,
     batches: Vec<Recipient<InboundBatch>>,
     events: Vec<Recipient<Event>>,
@@ -552,13 +719,26 @@ struct Hooks {
 struct Parts {
     transport: Box<dyn Transport + Send>,
     provider: SendProvider,
+    urls: Vec<String>,
+    budget: Option<ReconnectBudget>,
     hooks: Hooks,
 }
 
 impl Parts {
     fn into_engine(self, config: Config) -> Engine {
         let provider: RequestProvider = self.provider;
-        let mut engine = Engine::new(config, self.transport, provider);
+        let mut engine = Engine::new(config, self.transport, provider).endpoints(self.urls);
+        if let Some(budget) = self.budget {
+            engine = engine.reconnect_budget(budget);
+        }
+        if let Some(gate) = self.hooks.gate {
+            let gate: ReadyPredicate = gate;
+            engine = engine.ready_gate(gate);
+        }
+        if let Some(key) = self.hooks.dedup {
+            let key: DedupKey = key;
+            engine = engine.dedup_key(key);
+        }
         if let Some(hook) = self.hooks.on_connect {
             let hook: OnConnect = hook;
             engine = engine.on_connect(hook);

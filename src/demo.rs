@@ -7,6 +7,14 @@
 //! `{"op": "subscribe", "channel": c}` adds `c` to the connection's channels,
 //! and every tick is then also sent as `{"channel": c, "tick": n}`. Any
 //! other text `m` is answered with `echo: m`.
+//!
+//! [`DemoConfig::exchange`] makes it behave like an exchange's feed: a
+//! connection gets nothing until it sends `{"op": "login"}` (answered with
+//! `{"event": "login", "status": "ok"}`), then every tick as `{"seq": n}`,
+//! numbered across the whole server (every connection sees the same
+//! numbers at about the same time, as two links of one client would on a
+//! real feed); and every connection is closed with 1001 at exactly the
+//! same age.
 
 use std::io;
 use std::net::SocketAddr;
@@ -30,6 +38,9 @@ pub struct DemoConfig {
     /// How long each connection lives before the server drops it. Default
     /// is 4 s.
     pub drop_after: Duration,
+    /// Exchange mode: login first, one numbering for every connection, and
+    /// every cut a Close 1001. Default is false.
+    pub exchange: bool,
 }
 
 impl Default for DemoConfig {
@@ -38,15 +49,37 @@ impl Default for DemoConfig {
             tick: Duration::from_millis(500),
             ping: Duration::from_secs(1),
             drop_after: Duration::from_secs(4),
+            exchange: false,
         }
     }
 }
+
+impl DemoConfig {
+    /// Exchange mode (see the module docs): a tick every `tick`, every
+    /// connection closed with 1001 at `max_age`.
+    pub fn exchange(tick: Duration, max_age: Duration) -> Self {
+        Self {
+            tick,
+            drop_after: max_age,
+            exchange: true,
+            ..Self::default()
+        }
+    }
+}
+
+/// The exchange mode's feed: one numbering for every connection.
+type Ticks = tokio::sync::broadcast::Sender<u64>;
+
+/// Ticks a connection may fall behind before it misses some.
+const TICKS_BEHIND: usize = 4096;
 
 /// A running demo server.
 #[derive(Debug)]
 pub struct DemoServer {
     addr: SocketAddr,
     handle: ServerHandle,
+    /// Dropped with the server: stops the exchange mode's ticker.
+    _running: futures::channel::oneshot::Sender<()>,
 }
 
 impl DemoServer {
@@ -54,10 +87,13 @@ impl DemoServer {
     /// called inside an actix `System`.
     pub fn start(config: DemoConfig) -> io::Result<Self> {
         let connections = Arc::new(AtomicU64::new(0));
+        let (ticks, _) = tokio::sync::broadcast::channel(TICKS_BEHIND);
+        let ticker = ticks.clone();
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(web::Data::new(config))
                 .app_data(web::Data::from(connections.clone()))
+                .app_data(web::Data::new(ticks.clone()))
                 .route("/feed", web::get().to(feed))
         })
         .workers(1)
@@ -70,7 +106,28 @@ impl DemoServer {
         let server = server.run();
         let handle = server.handle();
         actix_rt::spawn(server);
-        Ok(Self { addr, handle })
+        // The ticker ends when the server value goes (stopped or dropped).
+        let (running, mut stopped) = futures::channel::oneshot::channel::<()>();
+        if config.exchange {
+            actix_rt::spawn(async move {
+                let mut every = actix_rt::time::interval(config.tick);
+                let mut seq = 0u64;
+                loop {
+                    tokio::select! {
+                        _ = every.tick() => {
+                            seq += 1;
+                            let _ = ticker.send(seq);
+                        }
+                        _ = &mut stopped => return,
+                    }
+                }
+            });
+        }
+        Ok(Self {
+            addr,
+            handle,
+            _running: running,
+        })
     }
 
     /// The feed's URL.
@@ -89,10 +146,16 @@ async fn feed(
     body: web::Payload,
     config: web::Data<DemoConfig>,
     connections: web::Data<AtomicU64>,
+    ticks: web::Data<Ticks>,
 ) -> Result<HttpResponse, Error> {
-    let (response, mut session, mut stream) = actix_ws::handle(&req, body)?;
+    let (response, session, stream) = actix_ws::handle(&req, body)?;
     let config = **config;
     let n = connections.fetch_add(1, Ordering::Relaxed);
+    if config.exchange {
+        actix_rt::spawn(exchange(config, session, stream, ticks.subscribe()));
+        return Ok(response);
+    }
+    let (mut session, mut stream) = (session, stream);
     actix_rt::spawn(async move {
         let mut tick = actix_rt::time::interval(config.tick);
         let mut ping = actix_rt::time::interval(config.ping);
@@ -167,4 +230,72 @@ async fn feed(
         }
     });
     Ok(response)
+}
+
+/// One connection in exchange mode: login first, then the shared feed, cut
+/// with 1001 at the fixed age.
+async fn exchange(
+    config: DemoConfig,
+    mut session: actix_ws::Session,
+    mut stream: actix_ws::MessageStream,
+    mut ticks: tokio::sync::broadcast::Receiver<u64>,
+) {
+    let mut ping = actix_rt::time::interval(config.ping);
+    let end = actix_rt::time::sleep(config.drop_after);
+    tokio::pin!(end);
+    let mut logged_in = false;
+    loop {
+        tokio::select! {
+            tick = ticks.recv() => match tick {
+                Ok(seq) if logged_in => {
+                    if session.text(json!({"seq": seq}).to_string()).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            },
+            _ = ping.tick() => {
+                if session.ping(b"demo").await.is_err() {
+                    return;
+                }
+            }
+            () = &mut end => {
+                let reason = CloseReason {
+                    code: CloseCode::Away,
+                    description: Some("connection age limit".into()),
+                };
+                let _ = session.close(Some(reason)).await;
+                return;
+            }
+            msg = stream.recv() => match msg {
+                Some(Ok(WsMessage::Text(t))) => {
+                    let login = serde_json::from_str::<Value>(&t)
+                        .is_ok_and(|v| v["op"] == "login");
+                    let reply = if login {
+                        logged_in = true;
+                        json!({"event": "login", "status": "ok"})
+                    } else if logged_in {
+                        json!({"event": "echo", "data": &*t})
+                    } else {
+                        json!({"event": "error", "message": "login first"})
+                    };
+                    if session.text(reply.to_string()).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Ok(WsMessage::Ping(p))) => {
+                    if session.pong(&p).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Ok(WsMessage::Close(reason))) => {
+                    let _ = session.close(reason).await;
+                    return;
+                }
+                Some(Err(_)) | None => return,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
 }

@@ -215,12 +215,7 @@ impl Backoff {
     pub fn next_delay(&mut self) -> Duration {
         self.retry = self.retry.saturating_add(1);
         let base = self.policy.base_delay(self.retry);
-        // A random source may return anything: NaN and infinities count as
-        // the top of the range (the longest delay, never a hammering zero).
-        let unit = match self.random.next_unit() {
-            u if u.is_nan() => 1.0,
-            u => u.clamp(0.0, 1.0),
-        };
+        let unit = self.random_unit();
         let delay = match self.policy.jitter {
             Jitter::None => base,
             Jitter::Full => base.mul_f64(unit),
@@ -233,6 +228,21 @@ impl Backoff {
         };
         self.previous = delay;
         delay
+    }
+
+    /// The next number of the random source in `[0, 1]`. A random source
+    /// may return anything: NaN and infinities count as the top of the
+    /// range (the longest delay, never a hammering zero).
+    pub(crate) fn random_unit(&mut self) -> f64 {
+        match self.random.next_unit() {
+            u if u.is_nan() => 1.0,
+            u => u.clamp(0.0, 1.0),
+        }
+    }
+
+    /// The delays' policy.
+    pub(crate) fn policy(&self) -> &BackoffPolicy {
+        &self.policy
     }
 
     /// How many delays were handed out since the last reset.

@@ -11,27 +11,61 @@ use std::time::Duration;
 use actix::dev::channel::{channel, AddressReceiver};
 use actix::prelude::*;
 use futures::channel::oneshot;
-use futures::future::poll_fn;
+use futures::future::{poll_fn, LocalBoxFuture};
 
 use crate::backoff::{Backoff, RandomSource};
+use crate::budget::ReconnectBudget;
 use crate::buffer::{lock, Accepted, Buffer, SharedBuffer, Undelivered};
 use crate::config::Config;
 use crate::error::{CloseError, ConfigError, ConnectError, NotConnected, SendError, Unconfirmed};
 use crate::events::{Event, Inbound, InboundBatch, State};
 use crate::frame::Message;
-use crate::hub::Hub;
+use crate::hub::{Dedup, Hub};
 use crate::queue::{Queue, WaitConfirmed, Wake};
 use crate::stream::{
     event_stream, message_stream, EventStream, Joiner, MessageStream, Shared, STREAM_CAPACITY,
 };
 use crate::supervisor::{
-    AddSetupSource, Close, ConnectInfo, GetStats, Orphaned, Parts, SetupSource, Supervisor,
+    AddSetupSource, Close, ConnectInfo, GetStats, Orphaned, Parts, ReconnectNow, Rotate, SetPaused,
+    SetupSource, Supervisor,
 };
 use crate::transport::{ConnectRequest, Transport};
 
-/// Produces the request for each attempt (given the attempt number), so the
-/// URL, a token or headers can change between attempts.
-pub type RequestProvider = Box<dyn FnMut(u32) -> Result<ConnectRequest, ConnectError>>;
+/// What the request provider learns about an attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Attempt {
+    /// The attempt's number in the current streak (1 is the first since the
+    /// last stable link); for a rotation, in its streak of failed rotations.
+    pub number: u32,
+    /// Which endpoint the attempt goes to: 0 is the primary, then the
+    /// fallbacks in order.
+    pub endpoint: usize,
+    /// That endpoint's URL as configured ([`Engine::endpoints`]); empty for
+    /// an engine without endpoints.
+    pub url: String,
+    /// The attempt opens a rotation's second link while the current one
+    /// stays up.
+    pub rotation: bool,
+}
+
+/// The future a request provider returns: the request for one attempt, or
+/// why there is none (classified like a connect error: retryable or fatal).
+pub type RequestFuture = LocalBoxFuture<'static, Result<ConnectRequest, ConnectError>>;
+
+/// Produces the request for each attempt, so the URL, a token or headers
+/// can change between attempts. The future runs on the client's arbiter,
+/// bounded, with the connect that follows it, by the connect timeout.
+pub type RequestProvider = Box<dyn FnMut(&Attempt) -> RequestFuture>;
+
+/// The ready gate: whether an inbound message confirms the session (a login
+/// acknowledgement), after which the link's backlog may go.
+pub type ReadyPredicate = Box<dyn FnMut(&Message) -> bool>;
+
+/// A key that identifies a message across links (a sequence number or an
+/// update id), for dropping what both links of a rotation deliver; `None`
+/// for messages not to check.
+pub type DedupKey = Box<dyn FnMut(&Message) -> Option<u64>>;
 
 /// Produces the setup lane for each new link: messages (authentication,
 /// resubscription) written before anything queued.
@@ -58,6 +92,10 @@ pub struct Engine {
     random: Option<Box<dyn RandomSource>>,
     /// Subscribers present from the first attempt.
     subscribers: Vec<Joiner>,
+    urls: Vec<String>,
+    budget: Option<ReconnectBudget>,
+    gate: Option<ReadyPredicate>,
+    dedup: Option<DedupKey>,
 }
 
 /// The channels and shared state of a client whose actors are not running
@@ -114,7 +152,45 @@ impl Engine {
             on_start: None,
             random: None,
             subscribers: Vec::new(),
+            urls: Vec::new(),
+            budget: None,
+            gate: None,
+            dedup: None,
         }
+    }
+
+    /// The endpoints' URLs, the primary first and then the fallbacks in
+    /// order: each attempt's [`Attempt`] names one, and the provider makes
+    /// its request (see [`FeedConfig`](crate::FeedConfig) for how attempts
+    /// move between them). Default is one endpoint with an empty URL.
+    pub fn endpoints(mut self, urls: Vec<String>) -> Self {
+        self.urls = urls;
+        self
+    }
+
+    /// Consults `budget` before every attempt (see [`ReconnectBudget`]).
+    /// Default is none: attempts wait only for their backoff.
+    pub fn reconnect_budget(mut self, budget: ReconnectBudget) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// Holds each link's backlog, after its setup lane, until an inbound
+    /// message satisfies `predicate`, for at most the ready timeout
+    /// ([`FeedConfig::ready_timeout`](crate::FeedConfig::ready_timeout)).
+    /// Default is none: the backlog follows the setup lane at once.
+    pub fn ready_gate(mut self, predicate: ReadyPredicate) -> Self {
+        self.gate = Some(predicate);
+        self
+    }
+
+    /// Drops the messages a rotation's new link delivers that the old one
+    /// already delivered, by `key`, over the dedup window
+    /// ([`FeedConfig::dedup_window`](crate::FeedConfig::dedup_window)).
+    /// Default is none.
+    pub fn dedup_key(mut self, key: DedupKey) -> Self {
+        self.dedup = Some(key);
+        self
     }
 
     /// Sets the on-connect hook that fills the setup lane. Default is none.
@@ -211,7 +287,9 @@ impl Engine {
             Some(r) => Backoff::with_random(self.config.backoff, r),
             None => Backoff::new(self.config.backoff),
         };
-        let hub = Rc::new(Hub::new(&self.config, wiring.shared));
+        let window = self.config.feed.dedup_window;
+        let dedup = self.dedup.map(|key| Dedup::new(key, window));
+        let hub = Rc::new(Hub::new(&self.config, wiring.shared).with_feed(self.gate, dedup));
         for joiner in self.subscribers {
             hub.join(joiner);
         }
@@ -236,6 +314,8 @@ impl Engine {
             hub,
             buffer,
             queue,
+            urls: self.urls,
+            budget: self.budget,
         }));
     }
 }
@@ -520,6 +600,37 @@ impl Client {
         }
     }
 
+    /// Rotates now: opens a second link, runs its setup lane, then moves
+    /// both directions to it and closes the current one with 1000 (see
+    /// [`Supervisor`](crate::Supervisor)). Does nothing unless a link is up
+    /// and no rotation is under way.
+    pub fn rotate(&self) {
+        self.supervisor.do_send(Rotate);
+    }
+
+    /// Skips the current wait (the backoff delay, and the reconnect
+    /// budget's) and attempts at once. Does nothing unless the client is
+    /// waiting to reconnect.
+    pub fn reconnect_now(&self) {
+        self.supervisor.do_send(ReconnectNow);
+    }
+
+    /// Keeps the client down until [`Client::resume`]: closes the link with
+    /// 1000 (subscribers see `Disconnected` with
+    /// [`DisconnectReason::Paused`](crate::DisconnectReason::Paused)) and
+    /// makes no attempt. Sending goes on as usual: messages queue, within
+    /// the queue's bounds. Closing a paused client connects again to
+    /// deliver what is queued.
+    pub fn pause(&self) {
+        self.supervisor.do_send(SetPaused(true));
+    }
+
+    /// Lets a paused client connect again, at once and with a fresh
+    /// backoff.
+    pub fn resume(&self) {
+        self.supervisor.do_send(SetPaused(false));
+    }
+
     /// Adds a source of setup-lane messages, called on every connect after
     /// the on-connect hook; what it returns is written before the queued
     /// backlog. Layers such as acknowledged delivery use it to re-send.
@@ -696,4 +807,10 @@ pub struct Stats {
     pub last_rtt: Option<Duration>,
     /// How long the current link has been up.
     pub uptime: Option<Duration>,
+    /// Which endpoint the current link is on (0 is the primary).
+    pub endpoint: Option<usize>,
+    /// Rotations completed.
+    pub rotations: u64,
+    /// Messages dropped by the dedup window after rotations.
+    pub duplicates_dropped: u64,
 }

@@ -176,6 +176,62 @@ pub struct Config {
     /// Delivery barriers and replay. Default is [`DeliveryConfig::default`]
     /// (heartbeat pings confirm; nothing is replayed).
     pub delivery: DeliveryConfig,
+    /// Server close codes that end the client (as a fatal failure: `GaveUp`)
+    /// instead of being retried, such as an exchange's "banned" or a
+    /// server's "policy violation". Default is none.
+    pub fatal_close_codes: Vec<u16>,
+    /// Feed operations: rotation, endpoints, the ready gate.
+    pub feed: FeedConfig,
+}
+
+/// Rotation, endpoint failover and the ready gate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct FeedConfig {
+    /// Rotate every link before it is this old: open a second link, run its
+    /// setup lane, switch to it, close the old one with 1000 (see
+    /// [`Supervisor`](crate::Supervisor)). `None` never rotates on age.
+    /// Default is `None`.
+    pub max_connection_age: Option<Duration>,
+    /// The fraction of `max_connection_age` by which each link's rotation
+    /// is brought forward at random, so that a fleet does not rotate at
+    /// once: a rotation begins at a uniformly random age in
+    /// `[age * (1 - jitter), age]`. 0 rotates at exactly the age. Default is
+    /// 0.1.
+    pub age_jitter: f64,
+    /// Once the new link of a rotation is ready, how long the old link's
+    /// inbound messages keep being delivered while nothing has arrived on
+    /// the new one yet; the switch happens at the new link's first message
+    /// or after this, whichever comes first. Default is 1 s.
+    pub rotation_overlap: Duration,
+    /// With a dedup key, how many of the last delivered messages' keys a
+    /// new link's first messages are checked against. Default is 1024.
+    pub dedup_window: usize,
+    /// Consecutive failed attempts on one endpoint after which attempts
+    /// move to the next endpoint. Default is 2.
+    pub failover_after: u32,
+    /// After this long on a fallback endpoint, try the primary again with a
+    /// make-before-break rotation (it stays on the fallback if the primary
+    /// fails, and tries again after the same time). `None` stays on the
+    /// fallback until it fails. Default is `None`.
+    pub return_to_primary: Option<Duration>,
+    /// With a ready gate, how long a link may wait for the message that
+    /// opens it before it is ended as a failed attempt. Default is 10 s.
+    pub ready_timeout: Duration,
+}
+
+impl Default for FeedConfig {
+    fn default() -> Self {
+        Self {
+            max_connection_age: None,
+            age_jitter: 0.1,
+            rotation_overlap: Duration::from_secs(1),
+            dedup_window: 1024,
+            failover_after: 2,
+            return_to_primary: None,
+            ready_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 impl Default for Config {
@@ -198,6 +254,8 @@ impl Default for Config {
             retry_client_errors: false,
             max_retry_after: Duration::from_secs(300),
             delivery: DeliveryConfig::default(),
+            fatal_close_codes: Vec::new(),
+            feed: FeedConfig::default(),
         }
     }
 }
@@ -247,6 +305,47 @@ impl Config {
         }
         if self.write_batch == 0 {
             return Err(ConfigError::invalid("write_batch", "must be above zero"));
+        }
+        self.feed.validate()
+    }
+}
+
+impl FeedConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(age) = self.max_connection_age {
+            if age.is_zero() {
+                return Err(ConfigError::invalid(
+                    "max_connection_age",
+                    "must be above zero",
+                ));
+            }
+        }
+        if !(0.0..=1.0).contains(&self.age_jitter) {
+            return Err(ConfigError::invalid(
+                "age_jitter",
+                "must be between 0 and 1",
+            ));
+        }
+        if self.rotation_overlap.is_zero() {
+            return Err(ConfigError::invalid(
+                "rotation_overlap",
+                "must be above zero",
+            ));
+        }
+        if self.dedup_window == 0 {
+            return Err(ConfigError::invalid("dedup_window", "must be above zero"));
+        }
+        if self.failover_after == 0 {
+            return Err(ConfigError::invalid("failover_after", "must be at least 1"));
+        }
+        if self.return_to_primary.is_some_and(|d| d.is_zero()) {
+            return Err(ConfigError::invalid(
+                "return_to_primary",
+                "must be above zero",
+            ));
+        }
+        if self.ready_timeout.is_zero() {
+            return Err(ConfigError::invalid("ready_timeout", "must be above zero"));
         }
         Ok(())
     }

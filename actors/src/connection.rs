@@ -28,7 +28,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Duration;
 
@@ -49,17 +49,23 @@ use crate::events::Event;
 use crate::frame::{CloseFrame, Frame, Message, OutFrame};
 use crate::heartbeat::{Heartbeat, Pong, StopHeartbeat};
 use crate::hub::{CatchUp, Counters, Hub};
+use crate::read_batch::Gate;
 use crate::read_batch::ReadBatches;
 use crate::reassembly::Reassembler;
-use crate::supervisor::LinkDown;
+use crate::supervisor::{FromLink, LinkNews};
 use crate::transport::{FrameWriter, Link};
 
 /// Where the queue sends batches: straight to the link's writer task, no
 /// actor mailbox in between.
 #[derive(Clone, Debug)]
-pub(crate) struct Writer(mpsc::UnboundedSender<WriteCmd>);
+pub(crate) struct Writer(mpsc::UnboundedSender<WriteCmd>, Weak<RefCell<Control>>);
 
 impl Writer {
+    /// Where the link's delivery books send their Pings.
+    pub(crate) fn control(&self) -> Weak<RefCell<Control>> {
+        self.1.clone()
+    }
+
     /// Hands `batch` to the writer task; the answer comes once it is flushed.
     /// If the link is gone or closing, the batch drops (back to the buffer)
     /// and the answer is a cancellation.
@@ -133,7 +139,31 @@ pub(crate) enum FromHeartbeat {
 #[rtype(result = "()")]
 pub(crate) struct CloseLink {
     pub(crate) code: u16,
+    /// What the supervisor hears the link ended of.
+    pub(crate) reason: DisconnectReason,
 }
+
+/// Whether a connection delivers what it reads from the start, or stands by
+/// as a rotation's new link until it takes over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    Active,
+    Standby,
+}
+
+/// From the supervisor to a rotation's new link, once it is ready: take
+/// over inbound delivery at the next message read, or after `overlap`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Arm {
+    pub(crate) overlap: Duration,
+}
+
+/// From the supervisor to a rotation's new link: take over now (the old
+/// link is gone).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct TakeOver;
 
 /// From the supervisor: stop now, without a close handshake.
 #[derive(Message)]
@@ -145,7 +175,17 @@ pub(crate) struct Connection {
     config: Rc<Config>,
     hub: Rc<Hub>,
     /// The parent, reached only through the message it is sent.
-    supervisor: Recipient<LinkDown>,
+    supervisor: Recipient<FromLink>,
+    role: Role,
+    /// A standby link's messages, held until it takes over.
+    held: Vec<Message>,
+    held_bytes: usize,
+    /// Closed while a standby link holds the read-ahead's worth.
+    hold: Rc<Gate>,
+    /// A standby link takes over at its next read.
+    armed: bool,
+    /// The ready gate has opened (or there is none).
+    gate_open: bool,
     link: Option<Link>,
     writer: mpsc::UnboundedSender<WriteCmd>,
     commands: Option<mpsc::UnboundedReceiver<WriteCmd>>,
@@ -171,11 +211,19 @@ impl Connection {
         link: Link,
         config: Rc<Config>,
         hub: Rc<Hub>,
-        supervisor: Recipient<LinkDown>,
+        supervisor: Recipient<FromLink>,
+        role: Role,
         span: tracing::Span,
     ) -> Self {
         let (writer, commands) = mpsc::unbounded();
+        let gate_open = !hub.gated();
         Self {
+            role,
+            held: Vec::new(),
+            held_bytes: 0,
+            hold: Rc::default(),
+            armed: false,
+            gate_open,
             id,
             reassembler: Reassembler::new(config.max_message_size),
             received: Vec::new(),
@@ -198,7 +246,7 @@ impl Connection {
 
     /// The handle the queue writes batches through.
     pub(crate) fn writer(&self) -> Writer {
-        Writer(self.writer.clone())
+        Writer(self.writer.clone(), Rc::downgrade(&self.control))
     }
 
     /// Hands a control frame to the writer task, replacing one of the same
@@ -536,16 +584,23 @@ impl Actor for Connection {
         ctx.add_stream(ReadBatches::new(
             link.stream,
             self.hub.clone(),
+            self.hold.clone(),
             link.bytes_received,
         ));
         let Some(rx) = self.commands.take() else {
             ctx.stop();
             return;
         };
-        self.hub
-            .delivery
-            .borrow_mut()
-            .attach(self.id, Rc::downgrade(&self.control));
+        if !self.gate_open {
+            let timeout = self.config.feed.ready_timeout;
+            ctx.run_later(timeout, move |act, ctx| {
+                if !act.gate_open {
+                    act.set_reason(DisconnectReason::ReadyTimeout(timeout));
+                    let wait = act.config.dead_close_timeout;
+                    act.begin_close(Some(CloseFrame::new(1000, "")), wait, false, ctx);
+                }
+            });
+        }
         let task = WriteTask::new(self.id, link.writer, self.control.clone(), self.hub.clone());
         ctx.spawn(task.run(rx).into_actor(self).map(|res, act, ctx| {
             if let Err(e) = res {
@@ -580,9 +635,9 @@ impl Actor for Connection {
         self.hub.delivery.borrow_mut().link_stopped(self.id);
         let reason = self.reason.take().unwrap_or(DisconnectReason::Dropped);
         tracing::debug!(parent: &self.span, reason = %ErrorChain(&reason), "link down");
-        self.supervisor.do_send(LinkDown {
+        self.supervisor.do_send(FromLink {
             link: self.id,
-            reason,
+            news: LinkNews::Down(reason),
         });
     }
 }
@@ -598,10 +653,20 @@ impl StreamHandler<Vec<Result<Frame, TransportError>>> for Connection {
         // Messages of one read go out together, in order, before anything
         // the frames above set in motion (a Disconnected comes later).
         if !self.received.is_empty() {
-            let (bytes, waits) = self.hub.publish_inbound(std::mem::take(&mut self.received));
-            if !waits.is_empty() {
-                self.behind(bytes, waits, ctx);
+            let messages = std::mem::take(&mut self.received);
+            if !self.gate_open {
+                self.check_gate(&messages);
             }
+            if self.hub.active() == self.id {
+                self.publish(messages, ctx);
+            } else if self.role == Role::Standby {
+                if self.armed {
+                    self.take_over(messages, ctx);
+                } else {
+                    self.hold(messages);
+                }
+            }
+            // Otherwise a rotation replaced this link: the new one delivers.
         }
     }
 
@@ -612,6 +677,58 @@ impl StreamHandler<Vec<Result<Frame, TransportError>>> for Connection {
 }
 
 impl Connection {
+    fn publish(&mut self, mut messages: Vec<Message>, ctx: &mut Context<Self>) {
+        self.hub.dedup(&mut messages);
+        if messages.is_empty() {
+            return;
+        }
+        let (bytes, waits) = self.hub.publish_inbound(messages);
+        if !waits.is_empty() {
+            self.behind(bytes, waits, ctx);
+        }
+    }
+
+    /// Opens the ready gate at the first message that satisfies it.
+    fn check_gate(&mut self, messages: &[Message]) {
+        if messages.iter().any(|m| self.hub.opens_gate(m)) {
+            self.gate_open = true;
+            self.supervisor.do_send(FromLink {
+                link: self.id,
+                news: LinkNews::Ready,
+            });
+        }
+    }
+
+    /// A standby link holds what it reads, up to the read-ahead; then it
+    /// stops reading until it takes over (TCP holds the rest).
+    fn hold(&mut self, messages: Vec<Message>) {
+        self.held_bytes += messages.iter().map(Message::len).sum::<usize>();
+        self.held.extend(messages);
+        if self.held_bytes >= self.config.read_ahead {
+            self.hold.close();
+        }
+    }
+
+    /// A rotation's new link takes over inbound delivery: what it held
+    /// first, then `messages`, checked against the dedup window.
+    fn take_over(&mut self, messages: Vec<Message>, ctx: &mut Context<Self>) {
+        if self.hub.active() == self.id {
+            return;
+        }
+        self.hub.set_active(self.id);
+        self.hub.start_dedup();
+        self.role = Role::Active;
+        let mut all = std::mem::take(&mut self.held);
+        self.held_bytes = 0;
+        all.extend(messages);
+        self.hold.open();
+        self.supervisor.do_send(FromLink {
+            link: self.id,
+            news: LinkNews::Switched,
+        });
+        self.publish(all, ctx);
+    }
+
     /// A subscriber is behind: this read (`bytes`) waits in its mailbox
     /// until `waits` resolve. Reading goes on, handling Ping, Pong and Close
     /// as they come, until the read-ahead is full; only then does it pause.
@@ -764,11 +881,28 @@ impl Handler<FromHeartbeat> for Connection {
     }
 }
 
+impl Handler<Arm> for Connection {
+    type Result = ();
+
+    fn handle(&mut self, msg: Arm, ctx: &mut Context<Self>) {
+        self.armed = true;
+        ctx.run_later(msg.overlap, |act, ctx| act.take_over(Vec::new(), ctx));
+    }
+}
+
+impl Handler<TakeOver> for Connection {
+    type Result = ();
+
+    fn handle(&mut self, _: TakeOver, ctx: &mut Context<Self>) {
+        self.take_over(Vec::new(), ctx);
+    }
+}
+
 impl Handler<CloseLink> for Connection {
     type Result = ();
 
     fn handle(&mut self, msg: CloseLink, ctx: &mut Context<Self>) {
-        self.set_reason(DisconnectReason::ClientClosed);
+        self.set_reason(msg.reason);
         let wait = self.config.close_handshake_timeout;
         self.begin_close(Some(CloseFrame::new(msg.code, "")), wait, true, ctx);
     }

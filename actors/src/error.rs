@@ -386,6 +386,11 @@ pub enum DisconnectReason {
     Transport(TransportError),
     /// The application closed the client.
     ClientClosed,
+    /// The ready gate did not open within its timeout: counted as a failed
+    /// attempt.
+    ReadyTimeout(Duration),
+    /// [`Client::pause`](crate::Client::pause) took the link down.
+    Paused,
 }
 
 impl DisconnectReason {
@@ -418,6 +423,10 @@ impl fmt::Display for DisconnectReason {
             DisconnectReason::Protocol(_) => f.write_str("protocol violation"),
             DisconnectReason::Transport(_) => f.write_str("the link failed"),
             DisconnectReason::ClientClosed => f.write_str("closed by the client"),
+            DisconnectReason::ReadyTimeout(t) => {
+                write!(f, "the ready gate did not open within {t:?}")
+            }
+            DisconnectReason::Paused => f.write_str("paused by the application"),
         }
     }
 }

@@ -48,6 +48,11 @@ pub enum Event {
     Connected {
         /// The attempt that succeeded.
         attempt: u32,
+        /// The endpoint's URL, credentials redacted
+        /// ([`redact_url`](crate::redact_url)).
+        url: String,
+        /// Which endpoint: 0 for the primary, then the fallbacks in order.
+        endpoint: usize,
         /// The subprotocol the server selected.
         protocol: Option<String>,
         /// The extensions the server agreed to, as the handshake said them
@@ -99,6 +104,32 @@ pub enum Event {
         /// How many messages are written again.
         messages: usize,
     },
+    /// A rotation begins: a second link is opened while the current one
+    /// stays up (see [`Supervisor`](crate::Supervisor)).
+    Rotating {
+        /// Why.
+        reason: RotateReason,
+        /// The current link's age.
+        age: Duration,
+    },
+    /// A rotation finished: outbound traffic and inbound delivery moved to
+    /// the new link, and the old one is being closed with 1000.
+    Rotated {
+        /// The old link's age when it was replaced.
+        age: Duration,
+        /// The new link's endpoint URL, credentials redacted.
+        url: String,
+        /// Which endpoint the new link is on (0 is the primary).
+        endpoint: usize,
+    },
+    /// A rotation's new link could not be opened or made ready: the current
+    /// link stays, and the rotation is tried again after `retry_in`.
+    RotationFailed {
+        /// Why the new link failed.
+        reason: DisconnectReason,
+        /// When the rotation is tried again.
+        retry_in: Duration,
+    },
     /// The client closed; every actor has stopped.
     Closed {
         /// How many accepted messages were handed back never written.
@@ -112,7 +143,7 @@ pub enum Event {
 impl Event {
     /// A short stable name: `connecting`, `connected`, `disconnected`,
     /// `reconnecting`, `gave_up`, `dropped`, `subscriber_stalled`,
-    /// `replaying` or `closed`.
+    /// `replaying`, `rotating`, `rotated`, `rotation_failed` or `closed`.
     pub fn name(&self) -> &'static str {
         match self {
             Event::Connecting { .. } => "connecting",
@@ -123,6 +154,9 @@ impl Event {
             Event::Dropped { .. } => "dropped",
             Event::SubscriberStalled { .. } => "subscriber_stalled",
             Event::Replaying { .. } => "replaying",
+            Event::Rotating { .. } => "rotating",
+            Event::Rotated { .. } => "rotated",
+            Event::RotationFailed { .. } => "rotation_failed",
             Event::Closed { .. } => "closed",
         }
     }
@@ -140,8 +174,34 @@ pub enum State {
     Waiting,
     /// `close` was called; the queue is draining.
     Closing,
+    /// Kept down by [`Client::pause`](crate::Client::pause) until
+    /// [`Client::resume`](crate::Client::resume); messages queue as usual.
+    Paused,
     /// Retries stopped; see [`Event::GaveUp`].
     GaveUp,
     /// Closed; every actor has stopped.
     Closed,
+}
+
+/// Why a rotation began.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RotateReason {
+    /// The link reached its (jittered) maximum age.
+    Age,
+    /// [`Client::rotate`](crate::Client::rotate) was called.
+    Requested,
+    /// The client is on a fallback endpoint and tries the primary again.
+    ReturnToPrimary,
+}
+
+impl RotateReason {
+    /// A short stable name: `age`, `requested` or `return_to_primary`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            RotateReason::Age => "age",
+            RotateReason::Requested => "requested",
+            RotateReason::ReturnToPrimary => "return_to_primary",
+        }
+    }
 }

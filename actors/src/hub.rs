@@ -4,7 +4,8 @@
 //! through an `Rc` instead of paying a message per counter update.
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
+use std::fmt;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use actix::Recipient;
 use actix_rt::time::Instant;
 use futures::future::LocalBoxFuture;
 
+use crate::client::{DedupKey, ReadyPredicate};
 use crate::config::Config;
 use crate::connection::Writer;
 use crate::delivery::Delivery;
@@ -39,6 +41,9 @@ pub(crate) struct Counters {
     /// The current link's `FrameWriter::unsent_bound`.
     pub(crate) unsent_bound: Cell<u64>,
     pub(crate) last_rtt: Cell<Option<Duration>>,
+    /// Messages a rotation's new link delivered twice, dropped by the
+    /// dedup window.
+    pub(crate) duplicates_dropped: Cell<u64>,
 }
 
 impl Counters {
@@ -67,6 +72,74 @@ pub(crate) struct Hub {
     pub(crate) delivery: RefCell<Delivery>,
     /// The newest link's writer, from the supervisor to the queue.
     writer: RefCell<Option<(u64, Writer)>>,
+    /// The link whose inbound messages are delivered (a rotation moves it).
+    active: Cell<u64>,
+    /// The ready gate's predicate, if the client has one.
+    gate: RefCell<Option<Gatekeeper>>,
+    dedup: RefCell<Option<Dedup>>,
+}
+
+/// The ready gate's predicate.
+struct Gatekeeper(ReadyPredicate);
+
+impl fmt::Debug for Gatekeeper {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ReadyPredicate")
+    }
+}
+
+/// Drops the messages a rotation's new link delivers that the old one
+/// already did: the keys of the last `window` messages delivered are kept,
+/// and the first `window` messages after a switch are checked against them.
+pub(crate) struct Dedup {
+    key: DedupKey,
+    window: usize,
+    recent: VecDeque<u64>,
+    seen: HashSet<u64>,
+    /// Messages still to check since the last switch.
+    checking: usize,
+}
+
+impl fmt::Debug for Dedup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Dedup")
+            .field("window", &self.window)
+            .field("checking", &self.checking)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Dedup {
+    pub(crate) fn new(key: DedupKey, window: usize) -> Self {
+        Self {
+            key,
+            window,
+            recent: VecDeque::with_capacity(window.min(4096)),
+            seen: HashSet::new(),
+            checking: 0,
+        }
+    }
+
+    /// Whether `m` is a duplicate to drop; remembers its key otherwise.
+    fn is_duplicate(&mut self, m: &Message) -> bool {
+        let Some(key) = (self.key)(m) else {
+            return false;
+        };
+        let checking = self.checking > 0;
+        self.checking = self.checking.saturating_sub(1);
+        if checking && self.seen.contains(&key) {
+            return true;
+        }
+        if self.recent.len() >= self.window {
+            if let Some(old) = self.recent.pop_front() {
+                self.seen.remove(&old);
+            }
+        }
+        if self.seen.insert(key) {
+            self.recent.push_back(key);
+        }
+        false
+    }
 }
 
 #[cfg(test)]
@@ -138,7 +211,58 @@ impl Hub {
             behind: Behind::default(),
             delivery: RefCell::new(Delivery::new(config)),
             writer: RefCell::default(),
+            active: Cell::default(),
+            gate: RefCell::default(),
+            dedup: RefCell::default(),
         }
+    }
+
+    /// With a ready gate and a dedup key.
+    pub(crate) fn with_feed(self, gate: Option<ReadyPredicate>, dedup: Option<Dedup>) -> Self {
+        *self.gate.borrow_mut() = gate.map(Gatekeeper);
+        *self.dedup.borrow_mut() = dedup;
+        self
+    }
+
+    /// Whether links wait for a ready gate.
+    pub(crate) fn gated(&self) -> bool {
+        self.gate.borrow().is_some()
+    }
+
+    /// Whether `m` opens the ready gate.
+    pub(crate) fn opens_gate(&self, m: &Message) -> bool {
+        self.gate.borrow_mut().as_mut().is_some_and(|g| (g.0)(m))
+    }
+
+    /// The link whose inbound messages are delivered.
+    pub(crate) fn active(&self) -> u64 {
+        self.active.get()
+    }
+
+    pub(crate) fn set_active(&self, link: u64) {
+        self.active.set(link);
+    }
+
+    /// A rotation switched links: the next messages are checked against
+    /// the dedup window.
+    pub(crate) fn start_dedup(&self) {
+        if let Some(d) = self.dedup.borrow_mut().as_mut() {
+            d.checking = d.window;
+        }
+    }
+
+    /// Drops duplicates from a read (with a dedup key).
+    pub(crate) fn dedup(&self, messages: &mut Vec<Message>) {
+        let mut slot = self.dedup.borrow_mut();
+        let Some(d) = slot.as_mut() else {
+            return;
+        };
+        let before = messages.len();
+        messages.retain(|m| !d.is_duplicate(m));
+        Counters::add(
+            &self.counters.duplicates_dropped,
+            (before - messages.len()) as u64,
+        );
     }
 
     /// Adds the subscribers that joined from a handle since the last look:

@@ -19,6 +19,7 @@
 
 mod backoff;
 mod batch;
+mod budget;
 mod buffer;
 mod client;
 mod config;
@@ -38,15 +39,19 @@ mod supervisor;
 mod transport;
 
 pub use backoff::{Backoff, BackoffPolicy, Jitter, RandomSource};
+pub use budget::ReconnectBudget;
 pub use buffer::{OverflowPolicy, QueueLimits, Undelivered};
-pub use client::{Client, Engine, OnConnect, OnStart, Receipt, RequestProvider, Stats, WeakClient};
-pub use config::{Config, DeliveryConfig, HeartbeatConfig, StallPolicy};
+pub use client::{
+    Attempt, Client, DedupKey, Engine, OnConnect, OnStart, ReadyPredicate, Receipt, RequestFuture,
+    RequestProvider, Stats, WeakClient,
+};
+pub use config::{Config, DeliveryConfig, FeedConfig, HeartbeatConfig, StallPolicy};
 pub use error::{
     BoxSource, CloseError, ConfigError, ConnectError, ConnectErrorKind, DisconnectReason,
     ErrorChain, NotConnected, ProtocolViolation, SendError, TransportError, TransportErrorKind,
     Unconfirmed,
 };
-pub use events::{Event, Inbound, InboundBatch, State};
+pub use events::{Event, Inbound, InboundBatch, RotateReason, State};
 pub use frame::{CloseFrame, Fragment, Frame, Message, OutFrame, OutRef};
 pub use hub::{Fanout, FANOUT_BACKLOG};
 pub use stream::{EventStream, MessageStream, STREAM_CAPACITY};

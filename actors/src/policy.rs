@@ -43,6 +43,7 @@ pub(crate) struct ReconnectPolicy {
     min_uptime: Duration,
     retry_client_errors: bool,
     max_retry_after: Duration,
+    fatal_close_codes: Vec<u16>,
 }
 
 impl ReconnectPolicy {
@@ -54,6 +55,7 @@ impl ReconnectPolicy {
             min_uptime: config.min_uptime,
             retry_client_errors: config.retry_client_errors,
             max_retry_after: config.max_retry_after,
+            fatal_close_codes: config.fatal_close_codes.clone(),
         }
     }
 
@@ -62,6 +64,25 @@ impl ReconnectPolicy {
     pub(crate) fn begin_attempt(&mut self) -> u32 {
         self.attempt = self.attempt.saturating_add(1);
         self.attempt
+    }
+
+    /// Starts the streak and the backoff over (after `resume`).
+    pub(crate) fn reset(&mut self) {
+        self.backoff.reset();
+        self.attempt = 0;
+    }
+
+    /// A delay for retrying a failed rotation: the backoff's curve for its
+    /// `failures`-th consecutive failure, without touching the streak of
+    /// the link that stays up.
+    pub(crate) fn rotation_delay(&self, failures: u32) -> Duration {
+        self.backoff.policy().base_delay(failures.max(1))
+    }
+
+    /// A number in `[0, 1)` from the backoff's random source (for the
+    /// rotation's age jitter).
+    pub(crate) fn random_unit(&mut self) -> f64 {
+        self.backoff.random_unit()
     }
 
     /// The attempt number of the current streak.
@@ -75,8 +96,8 @@ impl ReconnectPolicy {
     /// A link that stayed up for the minimum uptime starts the streak and
     /// the backoff over. Fatal failures (a 4xx refusal other than 408 and
     /// 429 unless client errors are retried, a TLS or handshake failure,
-    /// the application's own close) give up at once; so does a streak that
-    /// used up `max_retries`. Otherwise the delay is the backoff's, at
+    /// the application's own close, a server close code named fatal) give
+    /// up at once; so does a streak that used up `max_retries`. Otherwise the delay is the backoff's, at
     /// least the server's `Retry-After` up to its cap.
     pub(crate) fn after_down(
         &mut self,
@@ -90,6 +111,7 @@ impl ReconnectPolicy {
         let retryable = match reason {
             DisconnectReason::ConnectFailed(e) => e.is_retryable_with(self.retry_client_errors),
             DisconnectReason::ClientClosed => false,
+            DisconnectReason::ServerClosed { code, .. } => !self.fatal_close_codes.contains(code),
             _ => true,
         };
         let exhausted = self
@@ -106,6 +128,53 @@ impl ReconnectPolicy {
             attempt: self.attempt.saturating_add(1),
             delay,
         }
+    }
+}
+
+/// Which endpoint the next attempt goes to.
+///
+/// Attempts stay on one endpoint until `failover_after` of them fail in a
+/// row (a link that stays up less than the minimum uptime counts as a
+/// failure too); then they move to the next, wrapping from the last
+/// fallback back to the primary. A link that stays up clears the count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Endpoints {
+    count: usize,
+    current: usize,
+    failures: u32,
+    failover_after: u32,
+}
+
+impl Endpoints {
+    pub(crate) fn new(count: usize, failover_after: u32) -> Self {
+        Self {
+            count: count.max(1),
+            current: 0,
+            failures: 0,
+            failover_after: failover_after.max(1),
+        }
+    }
+
+    /// The endpoint attempts go to now.
+    pub(crate) fn current(&self) -> usize {
+        self.current
+    }
+
+    /// An attempt on the current endpoint failed, or its link did not stay
+    /// up.
+    pub(crate) fn failed(&mut self) {
+        self.failures += 1;
+        if self.failures >= self.failover_after {
+            self.failures = 0;
+            self.current = (self.current + 1) % self.count;
+        }
+    }
+
+    /// A link on `endpoint` stayed up (or came up, for a rotation's new
+    /// link): attempts stay there.
+    pub(crate) fn settled_on(&mut self, endpoint: usize) {
+        self.current = endpoint % self.count;
+        self.failures = 0;
     }
 }
 
@@ -237,6 +306,43 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn fatal_close_codes_give_up_and_others_retry() {
+        let backoff = Backoff::new(BackoffPolicy::default());
+        let config = Config {
+            fatal_close_codes: vec![4001],
+            ..Config::default()
+        };
+        let mut p = ReconnectPolicy::new(&config, backoff);
+        let closed = |code| DisconnectReason::ServerClosed {
+            code,
+            reason: String::new(),
+        };
+        p.begin_attempt();
+        assert!(matches!(
+            p.after_down(&closed(4000), Some(ms(1))),
+            Decision::Retry { .. }
+        ));
+        assert_eq!(p.after_down(&closed(4001), Some(ms(1))), Decision::GiveUp);
+    }
+
+    #[test]
+    fn endpoints_fail_over_in_order_and_wrap_to_the_primary() {
+        let mut e = Endpoints::new(3, 2);
+        let mut seen = Vec::new();
+        for _ in 0..7 {
+            seen.push(e.current());
+            e.failed();
+        }
+        assert_eq!(seen, [0, 0, 1, 1, 2, 2, 0]);
+        e.failed();
+        e.settled_on(1);
+        e.failed();
+        assert_eq!(e.current(), 1, "a success clears the count");
+        e.failed();
+        assert_eq!(e.current(), 2);
     }
 
     #[test]

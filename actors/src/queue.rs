@@ -38,6 +38,37 @@ use crate::hub::{Counters, Hub};
 pub(crate) struct Attach {
     pub(crate) link: u64,
     pub(crate) setup: Vec<Message>,
+    /// Hold the backlog until the ready gate opens (`Open`).
+    pub(crate) gated: bool,
+}
+
+/// The ready gate of `link` opened: its backlog may go.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Open {
+    pub(crate) link: u64,
+}
+
+/// A rotation's new link is up: write its setup lane now (the current link
+/// keeps the backlog); `flushed` learns when it is on the socket.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Standby {
+    pub(crate) link: u64,
+    pub(crate) setup: Vec<Message>,
+    pub(crate) flushed: oneshot::Sender<()>,
+}
+
+/// Move outbound traffic to the standby link `link`, once the current
+/// link's last batch is flushed and a Pong confirmed everything it wrote
+/// (or it is gone, its unconfirmed tail back at the head of the buffer):
+/// nothing is written twice by the client or overtaken. `done` learns when
+/// the new link writes.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Handover {
+    pub(crate) link: u64,
+    pub(crate) done: oneshot::Sender<()>,
 }
 
 /// The link `link` is gone.
@@ -76,6 +107,12 @@ pub(crate) struct Queue {
     batch_max: usize,
     writer: Option<(u64, Writer)>,
     setup: VecDeque<Message>,
+    /// The ready gate of the attached link is closed: setup lane only.
+    gated: bool,
+    /// A rotation's new link, its setup lane written or on its way.
+    standby: Option<(u64, Writer)>,
+    /// Outbound traffic moves to this link once the current one settles.
+    handover: Option<(u64, Writer, oneshot::Sender<()>)>,
     /// The attached link has not taken a batch yet.
     fresh: bool,
     /// A batch is on its way to the socket of this link.
@@ -96,6 +133,9 @@ impl Queue {
             batch_max,
             writer: None,
             setup: VecDeque::new(),
+            gated: false,
+            standby: None,
+            handover: None,
             fresh: false,
             in_flight: None,
             ending: None,
@@ -104,7 +144,43 @@ impl Queue {
         }
     }
 
+    /// Moves to the handover link once the current one has settled;
+    /// returns whether the handover still waits (nothing is written then).
+    fn advance_handover(&mut self) -> bool {
+        if self.handover.is_none() {
+            return false;
+        }
+        if self.in_flight.is_some() {
+            return true;
+        }
+        if self.writer.is_some() {
+            let mut delivery = self.hub.delivery.borrow_mut();
+            if delivery.unconfirmed().0 > 0 {
+                delivery.request_barrier();
+                delivery.wake_queue_on_confirm();
+                return true;
+            }
+        }
+        let Some((link, writer, done)) = self.handover.take() else {
+            return false;
+        };
+        if let Some((old, _)) = self.writer.take() {
+            self.end_link(old);
+        }
+        self.hub
+            .delivery
+            .borrow_mut()
+            .attach(link, writer.control());
+        self.writer = Some((link, writer));
+        self.setup.clear();
+        self.gated = false;
+        self.fresh = true;
+        let _ = done.send(());
+        false
+    }
+
     fn pump(&mut self, ctx: &mut Context<Self>) {
+        let holding = self.advance_handover();
         let (dropped, messages, setup, taken, replaying, all_written) = {
             let mut buf = lock(&self.buffer);
             let dropped = buf.begin_pump();
@@ -112,7 +188,7 @@ impl Queue {
             let mut setup = 0;
             let mut taken = Taken::default();
             let mut replaying = 0;
-            if self.in_flight.is_none() && self.writer.is_some() {
+            if !holding && self.in_flight.is_none() && self.writer.is_some() {
                 if std::mem::take(&mut self.fresh) {
                     replaying = buf.resent();
                 }
@@ -122,11 +198,11 @@ impl Queue {
                 let mut delivery = self.hub.delivery.borrow_mut();
                 let (room, room_bytes, empty) = delivery.room();
                 let max = (self.batch_max - setup).min(room);
-                if max > 0 {
+                if max > 0 && !self.gated {
                     let max_bytes = room_bytes.min(BATCH_BYTES);
                     taken = buf.take_batch(max, max_bytes, empty, &mut messages);
                 }
-                if messages.len() == setup && buf.depth() > 0 {
+                if messages.len() == setup && buf.depth() > 0 && !self.gated {
                     // The window is full: a Pong makes room.
                     delivery.wake_queue_on_confirm();
                 }
@@ -235,9 +311,67 @@ impl Handler<Attach> for Queue {
         let Some(writer) = self.hub.take_writer(msg.link) else {
             return;
         };
+        self.hub
+            .delivery
+            .borrow_mut()
+            .attach(msg.link, writer.control());
         self.writer = Some((msg.link, writer));
         self.setup = msg.setup.into();
+        self.gated = msg.gated;
         self.fresh = true;
+        self.pump(ctx);
+    }
+}
+
+impl Handler<Open> for Queue {
+    type Result = ();
+
+    fn handle(&mut self, msg: Open, ctx: &mut Context<Self>) {
+        if self.writer.as_ref().is_some_and(|(id, _)| *id == msg.link) {
+            self.gated = false;
+            self.pump(ctx);
+        }
+    }
+}
+
+impl Handler<Standby> for Queue {
+    type Result = ();
+
+    fn handle(&mut self, msg: Standby, ctx: &mut Context<Self>) {
+        let Some(writer) = self.hub.take_writer(msg.link) else {
+            return;
+        };
+        let setup = msg.setup.len();
+        let batch = Batch::new(
+            msg.setup,
+            setup,
+            Taken::default(),
+            msg.link,
+            self.buffer.clone(),
+            self.hub.clone(),
+        );
+        let written = writer.write(batch);
+        self.standby = Some((msg.link, writer));
+        let flushed = msg.flushed;
+        ctx.spawn(written.into_actor(self).map(move |res, act, _| {
+            if let Ok(f) = res {
+                let counters = &act.hub.counters;
+                Counters::add(&counters.messages_out, f.messages as u64);
+                Counters::add(&counters.bytes_out, f.bytes as u64);
+                let _ = flushed.send(());
+            }
+        }));
+    }
+}
+
+impl Handler<Handover> for Queue {
+    type Result = ();
+
+    fn handle(&mut self, msg: Handover, ctx: &mut Context<Self>) {
+        let Some((_, writer)) = self.standby.take_if(|(id, _)| *id == msg.link) else {
+            return;
+        };
+        self.handover = Some((msg.link, writer, msg.done));
         self.pump(ctx);
     }
 }
@@ -250,6 +384,8 @@ impl Handler<Detach> for Queue {
             self.writer = None;
             self.setup.clear();
         }
+        self.standby.take_if(|(id, _)| *id == msg.link);
+        self.handover.take_if(|(id, _, _)| *id == msg.link);
         self.link_gone(msg.link);
         self.pump(ctx);
     }
@@ -276,6 +412,8 @@ impl Handler<Shutdown> for Queue {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) -> Self::Result {
+        self.standby = None;
+        self.handover = None;
         if let Some((link, _)) = self.writer.take() {
             self.link_gone(link);
         }

@@ -70,6 +70,8 @@ pub(crate) struct ReadBatches {
     inner: FrameStream,
     /// Holds the client's read gate and counters.
     hub: Rc<Hub>,
+    /// The link's own gate (a rotation's standby link holding its bound).
+    hold: Rc<Gate>,
     done: bool,
     /// A batch was just handed over: let the subscribers run before the
     /// next read.
@@ -79,10 +81,16 @@ pub(crate) struct ReadBatches {
 }
 
 impl ReadBatches {
-    pub(crate) fn new(inner: FrameStream, hub: Rc<Hub>, received: Option<Rc<Cell<u64>>>) -> Self {
+    pub(crate) fn new(
+        inner: FrameStream,
+        hub: Rc<Hub>,
+        hold: Rc<Gate>,
+        received: Option<Rc<Cell<u64>>>,
+    ) -> Self {
         Self {
             inner,
             hub,
+            hold,
             done: false,
             handed: false,
             received: received.map(|r| (r, 0)),
@@ -117,6 +125,10 @@ impl Stream for ReadBatches {
         }
         if self.hub.reading.is_closed() {
             self.hub.reading.wait(cx);
+            return Poll::Pending;
+        }
+        if self.hold.is_closed() {
+            self.hold.wait(cx);
             return Poll::Pending;
         }
         // The subscribers woken by the last batch run first (the task is
@@ -182,7 +194,7 @@ mod tests {
     fn batches_end_at_the_frame_count() {
         let all = vec![1; BATCH_FRAMES * 2 + 3];
         let got = futures::executor::block_on(
-            ReadBatches::new(frames(&all), Rc::default(), None).collect::<Vec<_>>(),
+            ReadBatches::new(frames(&all), Rc::default(), Rc::default(), None).collect::<Vec<_>>(),
         );
         assert_eq!(sizes(got), [BATCH_FRAMES, BATCH_FRAMES, 3]);
     }
@@ -193,6 +205,7 @@ mod tests {
         let got = futures::executor::block_on(
             ReadBatches::new(
                 frames(&[big, big, big, 10, BATCH_BYTES * 3, 1]),
+                Rc::default(),
                 Rc::default(),
                 None,
             )
@@ -205,7 +218,7 @@ mod tests {
     #[test]
     fn a_closed_gate_stops_reading_until_opened() {
         let hub = Rc::new(Hub::default());
-        let mut batches = ReadBatches::new(frames(&[1, 2]), hub.clone(), None);
+        let mut batches = ReadBatches::new(frames(&[1, 2]), hub.clone(), Rc::default(), None);
         let waker = futures::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
         hub.reading.close();
@@ -229,7 +242,7 @@ mod tests {
             }
         }
         let all = vec![1; BATCH_FRAMES + 1];
-        let mut batches = ReadBatches::new(frames(&all), Rc::default(), None);
+        let mut batches = ReadBatches::new(frames(&all), Rc::default(), Rc::default(), None);
         let wakes = std::sync::Arc::new(Count(Default::default()));
         let waker = futures::task::waker(wakes.clone());
         let mut cx = Context::from_waker(&waker);

@@ -12,25 +12,50 @@ use futures::channel::oneshot;
 use futures::FutureExt;
 
 use crate::backoff::Backoff;
+use crate::budget::ReconnectBudget;
 use crate::buffer::{lock, SharedBuffer, Undelivered};
-use crate::client::{OnConnect, RequestProvider, Stats};
+use crate::client::{Attempt, OnConnect, RequestProvider, Stats};
 use crate::config::Config;
-use crate::connection::{Abort, CloseLink, Connection};
+use crate::connection::{Abort, Arm, CloseLink, Connection, Role, TakeOver};
 use crate::error::{CloseError, ConnectError, ConnectErrorKind, DisconnectReason, ErrorChain};
-use crate::events::{Event, State};
+use crate::events::{Event, RotateReason, State};
 use crate::frame::Message;
 use crate::hub::Hub;
-use crate::policy::{close_plan, ClosePlan, Decision, ReconnectPolicy};
-use crate::queue::{Attach, Detach, Queue, Shutdown, WhenDrained};
-use crate::transport::{Link, Transport};
+use crate::policy::{close_plan, ClosePlan, Decision, Endpoints, ReconnectPolicy};
+use crate::queue::{Attach, Detach, Handover, Open, Queue, Shutdown, Standby, WhenDrained};
+use crate::transport::{ConnectRequest, Link, Transport};
 
-/// From a connection actor: its link ended.
+/// From a connection actor: news about its link.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct LinkDown {
+pub(crate) struct FromLink {
     pub(crate) link: u64,
-    pub(crate) reason: DisconnectReason,
+    pub(crate) news: LinkNews,
 }
+
+pub(crate) enum LinkNews {
+    /// The link ended.
+    Down(DisconnectReason),
+    /// Its ready gate opened.
+    Ready,
+    /// A rotation's new link now delivers inbound messages.
+    Switched,
+}
+
+/// From the handle: start a rotation now.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Rotate;
+
+/// From the handle: skip the current wait.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct ReconnectNow;
+
+/// From the handle: keep the client down, or let it connect again.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct SetPaused(pub(crate) bool);
 
 /// Close the client within `timeout`; `reply` learns what it could not
 /// deliver. Sent without waiting for an answer, so that a caller who stops
@@ -69,10 +94,38 @@ impl Handler<AddSetupSource> for Supervisor {
     }
 }
 
+/// A link opened, with the request and the span of its attempt.
+type Opened = Result<(Link, ConnectRequest, tracing::Span), ConnectError>;
+type Opening = ResponseActFuture<Supervisor, Opened>;
+
 struct Current {
     id: u64,
     addr: Addr<Connection>,
     since: Instant,
+    endpoint: usize,
+    url: String,
+}
+
+impl Rotation {
+    fn link_id(&self) -> Option<u64> {
+        self.link.as_ref().map(|l| l.id)
+    }
+}
+
+/// A rotation under way: the second link, from its attempt to the switch.
+struct Rotation {
+    reason: RotateReason,
+    endpoint: usize,
+    /// The attempt (or the budget's wait before it), until the link is up.
+    attempt: Option<SpawnHandle>,
+    /// The new link, once it is up.
+    link: Option<Current>,
+    setup_written: bool,
+    gate_open: bool,
+    /// The queue has been told to hand outbound traffic over.
+    switching: bool,
+    outbound_done: bool,
+    inbound_done: bool,
 }
 
 pub(crate) type CloseReply = oneshot::Sender<Result<Undelivered, CloseError>>;
@@ -152,6 +205,19 @@ pub struct Supervisor {
     /// When the next attempt starts, while waiting out a delay.
     next_attempt_at: Option<Instant>,
     close_replies: Vec<CloseReply>,
+    /// The endpoints' URLs as configured (the primary first).
+    urls: Vec<String>,
+    endpoints: Endpoints,
+    budget: Option<ReconnectBudget>,
+    /// The ready gate holds each link's backlog until it opens.
+    gated: bool,
+    paused: bool,
+    rotation: Option<Rotation>,
+    /// Failed rotations in a row, for the retry delay.
+    rotation_failures: u32,
+    /// The age timer or the return-to-primary timer of the current link.
+    rotation_timer: Option<SpawnHandle>,
+    rotations: u64,
 }
 
 impl fmt::Debug for Supervisor {
@@ -172,12 +238,16 @@ pub(crate) struct Parts {
     pub(crate) hub: Rc<Hub>,
     pub(crate) buffer: SharedBuffer,
     pub(crate) queue: Addr<Queue>,
+    pub(crate) urls: Vec<String>,
+    pub(crate) budget: Option<ReconnectBudget>,
 }
 
 impl Supervisor {
     pub(crate) fn new(p: Parts) -> Self {
         let config = p.config;
         let policy = ReconnectPolicy::new(&config, p.backoff);
+        let endpoints = Endpoints::new(p.urls.len(), config.feed.failover_after);
+        let gated = p.hub.gated();
         Self {
             config,
             transport: p.transport,
@@ -197,6 +267,15 @@ impl Supervisor {
             pending: None,
             next_attempt_at: None,
             close_replies: Vec::new(),
+            urls: p.urls,
+            endpoints,
+            budget: p.budget,
+            gated,
+            paused: false,
+            rotation: None,
+            rotation_failures: 0,
+            rotation_timer: None,
+            rotations: 0,
         }
     }
 
@@ -210,54 +289,114 @@ impl Supervisor {
         self.state == State::Closing
     }
 
+    /// The attempt `number` on `endpoint`, as the request provider sees it.
+    fn attempt_info(&self, number: u32, endpoint: usize, rotation: bool) -> Attempt {
+        Attempt {
+            number,
+            endpoint,
+            url: self.urls.get(endpoint).cloned().unwrap_or_default(),
+            rotation,
+        }
+    }
+
+    /// Asks the provider for a request and opens a link with it, both
+    /// within the connect timeout.
+    fn open(&mut self, attempt: &Attempt) -> impl ActorFuture<Self, Output = Opened> {
+        fn failed(e: ConnectError, act: &mut Supervisor) -> Opening {
+            Box::pin(futures::future::ready(Err(e)).into_actor(act))
+        }
+        let timeout = self.config.connect_timeout;
+        let deadline = Instant::now() + timeout;
+        let requested = tokio::time::timeout_at(deadline, (self.provider)(attempt));
+        let number = attempt.number;
+        requested.into_actor(self).then(move |res, act, _| {
+            let request = match res {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => return failed(e, act),
+                Err(_) => {
+                    let e = ConnectError::with_source(
+                        ConnectErrorKind::Timeout,
+                        "the request provider did not answer within the connect timeout",
+                    );
+                    return failed(e, act);
+                }
+            };
+            let span = tracing::info_span!(
+                "ws_connect",
+                url = %request.redacted_url(),
+                attempt = number,
+                outcome = tracing::field::Empty,
+            );
+            let offered = request.protocols.clone();
+            let connect = act.transport.connect(&request, timeout);
+            let fut = tokio::time::timeout_at(deadline, connect).map(move |r| {
+                let link = match r {
+                    Ok(r) => r,
+                    Err(_) => Err(ConnectError::new(ConnectErrorKind::Timeout)),
+                }
+                .and_then(|link| check_protocol(link, &offered));
+                match &link {
+                    Ok(_) => {
+                        span.record("outcome", "connected");
+                    }
+                    Err(e) => {
+                        span.record("outcome", tracing::field::display(e));
+                        tracing::info!(parent: &span, error = %ErrorChain(e), "connect failed");
+                    }
+                }
+                link.map(|l| (l, request, span))
+            });
+            Box::pin(fut.into_actor(act)) as Opening
+        })
+    }
+
+    /// Waits `delay`, and what the budget adds, then attempts. Returns the
+    /// whole wait.
+    fn schedule_attempt(&mut self, delay: Duration, ctx: &mut Context<Self>) -> Duration {
+        let now = Instant::now();
+        let at = now.checked_add(delay).unwrap_or(now);
+        let wait = delay
+            + self
+                .budget
+                .as_ref()
+                .map_or(Duration::ZERO, |b| b.reserve(at));
+        self.next_attempt_at = now.checked_add(wait);
+        self.pending = Some(ctx.run_later(wait, |act, ctx| act.try_connect(ctx)));
+        wait
+    }
+
     fn try_connect(&mut self, ctx: &mut Context<Self>) {
         self.pending = None;
         self.next_attempt_at = None;
-        let attempt = self.policy.begin_attempt();
+        let number = self.policy.begin_attempt();
         self.attempts_total = self.attempts_total.saturating_add(1);
         if !self.closing() {
             self.set_state(State::Connecting);
         }
-        self.hub.publish(Event::Connecting { attempt });
-        let request = match (self.provider)(attempt) {
-            Ok(r) => r,
-            Err(e) => {
-                self.after_down(DisconnectReason::ConnectFailed(e), None, ctx);
-                return;
-            }
-        };
-        let span = tracing::info_span!(
-            "ws_connect",
-            url = %request.redacted_url(),
-            attempt,
-            outcome = tracing::field::Empty,
-        );
-        let timeout = self.config.connect_timeout;
-        let offered = request.protocols.clone();
-        let connect = self.transport.connect(&request, timeout);
-        let fut = actix_rt::time::timeout(timeout, connect).map(|r| match r {
-            Ok(r) => r,
-            Err(_) => Err(ConnectError::new(ConnectErrorKind::Timeout)),
-        });
-        let handle = ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+        self.hub.publish(Event::Connecting { attempt: number });
+        let attempt = self.attempt_info(number, self.endpoints.current(), false);
+        let endpoint = attempt.endpoint;
+        let handle = ctx.spawn(self.open(&attempt).map(move |res, act, ctx| {
             act.pending = None;
-            let res = res.and_then(|link| check_protocol(link, &offered));
             match res {
-                Ok(link) => {
-                    span.record("outcome", "connected");
-                    act.on_link(link, span, ctx);
-                }
-                Err(e) => {
-                    span.record("outcome", tracing::field::display(&e));
-                    tracing::info!(parent: &span, error = %ErrorChain(&e), "connect failed");
-                    act.after_down(DisconnectReason::ConnectFailed(e), None, ctx);
-                }
+                Ok((link, request, span)) => act.on_link(link, &request, endpoint, span, ctx),
+                Err(e) => act.after_down(DisconnectReason::ConnectFailed(e), None, ctx),
             }
         }));
         self.pending = Some(handle);
     }
 
-    fn on_link(&mut self, link: Link, span: tracing::Span, ctx: &mut Context<Self>) {
+    /// Starts a connection actor on `link`; `role` says whether it delivers
+    /// at once or stands by for a rotation.
+    fn start_link(
+        &mut self,
+        link: Link,
+        request: &ConnectRequest,
+        endpoint: usize,
+        role: Role,
+        span: tracing::Span,
+        ctx: &mut Context<Self>,
+    ) -> (Current, Option<String>, Option<String>) {
         self.next_link += 1;
         let id = self.next_link;
         let protocol = link.protocol.clone();
@@ -268,10 +407,48 @@ impl Supervisor {
             self.config.clone(),
             self.hub.clone(),
             ctx.address().recipient(),
+            role,
             span,
         );
-        let writer = conn.writer();
+        self.hub.put_writer(id, conn.writer());
         let addr = conn.start();
+        let current = Current {
+            id,
+            addr,
+            since: Instant::now(),
+            endpoint,
+            url: request.redacted_url(),
+        };
+        (current, protocol, extensions)
+    }
+
+    /// The setup lane of a new link: the application's hook first
+    /// (authentication, subscriptions), then the sources layers added
+    /// (re-sends of unacknowledged messages), each in its own order. The
+    /// hook learns from `info.closing` that it may skip resubscribing.
+    fn setup_lane(&mut self, info: &ConnectInfo) -> Vec<Message> {
+        let mut setup = Vec::new();
+        if let Some(hook) = &mut self.on_connect {
+            setup.extend(hook(info));
+        }
+        for source in &mut self.setup_sources {
+            setup.extend(source(info));
+        }
+        setup
+    }
+
+    fn on_link(
+        &mut self,
+        link: Link,
+        request: &ConnectRequest,
+        endpoint: usize,
+        span: tracing::Span,
+        ctx: &mut Context<Self>,
+    ) {
+        let (current, protocol, extensions) =
+            self.start_link(link, request, endpoint, Role::Active, span, ctx);
+        let id = current.id;
+        self.hub.set_active(id);
         if self.ever_connected {
             self.reconnects += 1;
         }
@@ -284,6 +461,8 @@ impl Supervisor {
         let attempt = self.policy.attempt();
         self.hub.publish(Event::Connected {
             attempt,
+            url: current.url.clone(),
+            endpoint,
             protocol: protocol.clone(),
             extensions,
         });
@@ -294,26 +473,259 @@ impl Supervisor {
             closing: self.closing(),
         };
         // Every link, a closing client's too, gets its setup lane before the
-        // backlog: the application's hook first (authentication,
-        // subscriptions), then the sources layers added (re-sends of
-        // unacknowledged messages), each in its own order. The hook learns
-        // from `info.closing` that it may skip resubscribing.
-        let mut setup = Vec::new();
-        if let Some(hook) = &mut self.on_connect {
-            setup.extend(hook(&info));
-        }
-        for source in &mut self.setup_sources {
-            setup.extend(source(&info));
-        }
-        self.hub.put_writer(id, writer);
-        self.queue.do_send(Attach { link: id, setup });
-        self.current = Some(Current {
-            id,
-            addr,
-            since: Instant::now(),
+        // backlog.
+        let setup = self.setup_lane(&info);
+        self.queue.do_send(Attach {
+            link: id,
+            setup,
+            gated: self.gated,
         });
+        self.current = Some(current);
         if self.closing() {
             self.drain_then_close(ctx);
+        } else {
+            self.arm_rotation_timer(ctx);
+        }
+    }
+
+    /// Arms the current link's age timer, or, on a fallback endpoint, its
+    /// return-to-primary timer (whichever comes first).
+    fn arm_rotation_timer(&mut self, ctx: &mut Context<Self>) {
+        if let Some(h) = self.rotation_timer.take() {
+            ctx.cancel_future(h);
+        }
+        let Some(cur) = &self.current else {
+            return;
+        };
+        let feed = self.config.feed;
+        let age = feed.max_connection_age.map(|age| {
+            let early = feed.age_jitter * self.policy.random_unit();
+            (age.mul_f64(1.0 - early), RotateReason::Age)
+        });
+        let primary = feed
+            .return_to_primary
+            .filter(|_| cur.endpoint != 0)
+            .map(|d| (d, RotateReason::ReturnToPrimary));
+        let next = match (age, primary) {
+            (Some(a), Some(p)) => Some(if p.0 < a.0 { p } else { a }),
+            (a, p) => a.or(p),
+        };
+        let Some((after, reason)) = next else {
+            return;
+        };
+        let link = cur.id;
+        self.rotation_timer = Some(ctx.run_later(after, move |act, ctx| {
+            act.rotation_timer = None;
+            if act.current.as_ref().is_some_and(|c| c.id == link) {
+                act.begin_rotation(reason, ctx);
+            }
+        }));
+    }
+
+    /// Opens a second link (make before break), unless one is being opened
+    /// or the client is not simply connected.
+    fn begin_rotation(&mut self, reason: RotateReason, ctx: &mut Context<Self>) {
+        if self.rotation.is_some() || self.state != State::Connected {
+            return;
+        }
+        let Some(cur) = &self.current else {
+            return;
+        };
+        self.hub.publish(Event::Rotating {
+            reason,
+            age: cur.since.elapsed(),
+        });
+        let endpoint = match reason {
+            RotateReason::ReturnToPrimary => 0,
+            _ => cur.endpoint,
+        };
+        let wait = self
+            .budget
+            .as_ref()
+            .map_or(Duration::ZERO, |b| b.reserve(Instant::now()));
+        let handle = ctx.run_later(wait, move |act, ctx| act.rotation_attempt(ctx));
+        self.rotation = Some(Rotation {
+            reason,
+            endpoint,
+            attempt: Some(handle),
+            link: None,
+            setup_written: false,
+            gate_open: !self.gated,
+            switching: false,
+            outbound_done: false,
+            inbound_done: false,
+        });
+    }
+
+    fn rotation_attempt(&mut self, ctx: &mut Context<Self>) {
+        let Some(endpoint) = self.rotation.as_ref().map(|r| r.endpoint) else {
+            return;
+        };
+        self.attempts_total = self.attempts_total.saturating_add(1);
+        let attempt = self.attempt_info(self.rotation_failures + 1, endpoint, true);
+        let handle = ctx.spawn(self.open(&attempt).map(move |res, act, ctx| {
+            if let Some(r) = &mut act.rotation {
+                r.attempt = None;
+            }
+            match res {
+                Ok((link, request, span)) => act.on_rotation_link(link, &request, span, ctx),
+                Err(e) => act.rotation_failed(DisconnectReason::ConnectFailed(e), ctx),
+            }
+        }));
+        if let Some(r) = &mut self.rotation {
+            r.attempt = Some(handle);
+        }
+    }
+
+    fn on_rotation_link(
+        &mut self,
+        link: Link,
+        request: &ConnectRequest,
+        span: tracing::Span,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(endpoint) = self.rotation.as_ref().map(|r| r.endpoint) else {
+            return;
+        };
+        let (new, protocol, _) = self.start_link(link, request, endpoint, Role::Standby, span, ctx);
+        let info = ConnectInfo {
+            attempt: self.policy.attempt(),
+            link: new.id,
+            protocol,
+            closing: false,
+        };
+        let setup = self.setup_lane(&info);
+        let (tx, rx) = oneshot::channel();
+        self.queue.do_send(Standby {
+            link: new.id,
+            setup,
+            flushed: tx,
+        });
+        let id = new.id;
+        ctx.spawn(rx.into_actor(self).map(move |res, act, ctx| {
+            let Some(r) = act.rotation.as_mut().filter(|r| r.link_id() == Some(id)) else {
+                return;
+            };
+            if res.is_ok() {
+                r.setup_written = true;
+                act.check_ready(ctx);
+            }
+        }));
+        if let Some(r) = &mut self.rotation {
+            r.link = Some(new);
+        }
+    }
+
+    /// The new link's setup lane is written and its gate open: hand both
+    /// directions over.
+    fn check_ready(&mut self, ctx: &mut Context<Self>) {
+        let Some(r) = &mut self.rotation else {
+            return;
+        };
+        let Some(new) = &r.link else {
+            return;
+        };
+        if r.switching || !r.setup_written || !r.gate_open {
+            return;
+        }
+        r.switching = true;
+        let id = new.id;
+        new.addr.do_send(Arm {
+            overlap: self.config.feed.rotation_overlap,
+        });
+        let (tx, rx) = oneshot::channel();
+        self.queue.do_send(Handover { link: id, done: tx });
+        ctx.spawn(rx.into_actor(self).map(move |res, act, ctx| {
+            if let (Ok(()), Some(r)) = (res, act.rotation.as_mut()) {
+                if r.link_id() == Some(id) {
+                    r.outbound_done = true;
+                    act.maybe_finish_rotation(ctx);
+                }
+            }
+        }));
+        // The old link's last messages must be confirmed before the new
+        // link writes; a peer that does not answer within the pong timeout
+        // loses the old link (its tail is replayed first, with replay).
+        ctx.run_later(self.config.heartbeat.pong_timeout, move |act, _| {
+            let stuck = act
+                .rotation
+                .as_ref()
+                .is_some_and(|r| r.link_id() == Some(id) && !r.outbound_done);
+            if stuck {
+                if let Some(cur) = &act.current {
+                    cur.addr.do_send(Abort);
+                }
+            }
+        });
+    }
+
+    fn maybe_finish_rotation(&mut self, ctx: &mut Context<Self>) {
+        let done = self
+            .rotation
+            .as_ref()
+            .is_some_and(|r| r.outbound_done && r.inbound_done);
+        if !done {
+            return;
+        }
+        let Some(new) = self.rotation.take().and_then(|r| r.link) else {
+            return;
+        };
+        self.rotation_failures = 0;
+        self.rotations += 1;
+        self.endpoints.settled_on(new.endpoint);
+        let age = self
+            .current
+            .as_ref()
+            .map_or(Duration::ZERO, |c| c.since.elapsed());
+        self.hub.publish(Event::Rotated {
+            age,
+            url: new.url.clone(),
+            endpoint: new.endpoint,
+        });
+        if let Some(old) = self.current.replace(new) {
+            old.addr.do_send(CloseLink {
+                code: 1000,
+                reason: DisconnectReason::ClientClosed,
+            });
+        }
+        self.arm_rotation_timer(ctx);
+    }
+
+    /// The rotation's new link failed: the current one stays, and the
+    /// rotation is tried again later.
+    fn rotation_failed(&mut self, reason: DisconnectReason, ctx: &mut Context<Self>) {
+        let Some(r) = self.rotation.take() else {
+            return;
+        };
+        if let Some(link) = r.link {
+            link.addr.do_send(Abort);
+        }
+        self.rotation_failures = self.rotation_failures.saturating_add(1);
+        let retry_in = match (r.reason, self.config.feed.return_to_primary) {
+            (RotateReason::ReturnToPrimary, Some(d)) => d,
+            _ => self.policy.rotation_delay(self.rotation_failures),
+        };
+        tracing::info!(reason = %ErrorChain(&reason), ?retry_in, "rotation failed");
+        self.hub.publish(Event::RotationFailed { reason, retry_in });
+        let link = self.current.as_ref().map(|c| c.id);
+        self.rotation_timer = Some(ctx.run_later(retry_in, move |act, ctx| {
+            act.rotation_timer = None;
+            if act.current.as_ref().map(|c| c.id) == link {
+                act.begin_rotation(r.reason, ctx);
+            }
+        }));
+    }
+
+    /// Drops a rotation that has not switched (the client closes, pauses,
+    /// or the old link died first).
+    fn abandon_rotation(&mut self, ctx: &mut Context<Self>) {
+        if let Some(r) = self.rotation.take() {
+            if let Some(h) = r.attempt {
+                ctx.cancel_future(h);
+            }
+            if let Some(link) = r.link {
+                link.addr.do_send(Abort);
+            }
         }
     }
 
@@ -324,6 +736,24 @@ impl Supervisor {
         uptime: Option<Duration>,
         ctx: &mut Context<Self>,
     ) {
+        if let Some(h) = self.rotation_timer.take() {
+            ctx.cancel_future(h);
+        }
+        self.abandon_rotation(ctx);
+        if uptime.is_some_and(|u| u >= self.config.min_uptime) {
+            let at = self.endpoints.current();
+            self.endpoints.settled_on(at);
+        } else {
+            self.endpoints.failed();
+        }
+        if self.paused && !self.closing() {
+            self.hub.publish(Event::Disconnected {
+                reason: DisconnectReason::Paused,
+                will_retry: false,
+            });
+            self.set_state(State::Paused);
+            return;
+        }
         let decision = self.policy.after_down(&reason, uptime);
         // With replay, what the link wrote and no Pong confirmed is on its
         // way back to the queue: not drained yet.
@@ -348,12 +778,11 @@ impl Supervisor {
             reason,
             will_retry: true,
         });
-        self.hub.publish(Event::Reconnecting { attempt, delay });
         if !self.closing() {
             self.set_state(State::Waiting);
         }
-        self.next_attempt_at = Instant::now().checked_add(delay);
-        self.pending = Some(ctx.run_later(delay, |act, ctx| act.try_connect(ctx)));
+        let delay = self.schedule_attempt(delay, ctx);
+        self.hub.publish(Event::Reconnecting { attempt, delay });
     }
 
     fn give_up(&mut self, reason: DisconnectReason, ctx: &mut Context<Self>) {
@@ -379,6 +808,17 @@ impl Supervisor {
             self.finish_close(ctx);
             return;
         }
+        self.abandon_rotation(ctx);
+        if let Some(h) = self.rotation_timer.take() {
+            ctx.cancel_future(h);
+        }
+        // Closing delivers what is queued: a paused client connects again.
+        if std::mem::take(&mut self.paused) && self.current.is_none() && self.pending.is_none() {
+            self.set_state(State::Closing);
+            if !lock(&self.buffer).is_empty() {
+                self.schedule_attempt(Duration::ZERO, ctx);
+            }
+        }
         let backlog = !lock(&self.buffer).is_empty();
         let now = Instant::now();
         let next_attempt_in = self
@@ -402,7 +842,10 @@ impl Supervisor {
         ctx.spawn(rx.into_actor(self).map(|res, act, _| {
             if res.is_ok() {
                 if let Some(cur) = &act.current {
-                    cur.addr.do_send(CloseLink { code: 1000 });
+                    cur.addr.do_send(CloseLink {
+                        code: 1000,
+                        reason: DisconnectReason::ClientClosed,
+                    });
                 }
             }
         }));
@@ -417,6 +860,7 @@ impl Supervisor {
         if let Some(h) = self.pending.take() {
             ctx.cancel_future(h);
         }
+        self.abandon_rotation(ctx);
         if let Some(cur) = self.current.take() {
             cur.addr.do_send(Abort);
         }
@@ -469,6 +913,9 @@ impl Supervisor {
             barrier_pings: totals.barrier_pings,
             last_rtt: c.last_rtt.get(),
             uptime: self.current.as_ref().map(|c| c.since.elapsed()),
+            endpoint: self.current.as_ref().map(|c| c.endpoint),
+            rotations: self.rotations,
+            duplicates_dropped: c.duplicates_dropped.get(),
         }
     }
 }
@@ -504,22 +951,149 @@ impl Actor for Supervisor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        self.try_connect(ctx);
+        let wait = self
+            .budget
+            .as_ref()
+            .map_or(Duration::ZERO, |b| b.reserve(Instant::now()));
+        if wait.is_zero() {
+            self.try_connect(ctx);
+        } else {
+            self.set_state(State::Waiting);
+            self.next_attempt_at = Instant::now().checked_add(wait);
+            self.pending = Some(ctx.run_later(wait, |act, ctx| act.try_connect(ctx)));
+        }
     }
 }
 
-impl Handler<LinkDown> for Supervisor {
+impl Handler<FromLink> for Supervisor {
     type Result = ();
 
-    fn handle(&mut self, msg: LinkDown, ctx: &mut Context<Self>) {
-        let Some(cur) = self.current.take_if(|c| c.id == msg.link) else {
-            return;
-        };
-        self.queue.do_send(Detach { link: msg.link });
+    fn handle(&mut self, msg: FromLink, ctx: &mut Context<Self>) {
+        match msg.news {
+            LinkNews::Down(reason) => self.link_down(msg.link, reason, ctx),
+            LinkNews::Ready => {
+                if let Some(r) = self
+                    .rotation
+                    .as_mut()
+                    .filter(|r| r.link_id() == Some(msg.link))
+                {
+                    r.gate_open = true;
+                    self.check_ready(ctx);
+                } else if self.current.as_ref().is_some_and(|c| c.id == msg.link) {
+                    self.queue.do_send(Open { link: msg.link });
+                }
+            }
+            LinkNews::Switched => {
+                if let Some(r) = self
+                    .rotation
+                    .as_mut()
+                    .filter(|r| r.link_id() == Some(msg.link))
+                {
+                    r.inbound_done = true;
+                    self.maybe_finish_rotation(ctx);
+                }
+            }
+        }
+    }
+}
+
+impl Supervisor {
+    fn link_down(&mut self, link: u64, reason: DisconnectReason, ctx: &mut Context<Self>) {
+        self.queue.do_send(Detach { link });
         if self.state == State::Closed {
             return;
         }
-        self.after_down(msg.reason, Some(cur.since.elapsed()), ctx);
+        if let Some(r) = self.rotation.as_ref().filter(|r| r.link_id() == Some(link)) {
+            if r.switching {
+                // The queue may already write to it: the old link goes too,
+                // and the client reconnects as after any failure.
+                if let Some(cur) = &self.current {
+                    cur.addr.do_send(Abort);
+                }
+                self.rotation = None;
+            } else {
+                self.rotation_failed(reason, ctx);
+            }
+            return;
+        }
+        if self.current.as_ref().is_some_and(|c| c.id == link) {
+            let switching = self.rotation.as_ref().is_some_and(|r| r.switching);
+            if switching {
+                // Past the point of no return: the new link takes over at
+                // once (the queue hands over now that the old link is gone).
+                if let Some(new) = self.rotation.as_ref().and_then(|r| r.link.as_ref()) {
+                    new.addr.do_send(TakeOver);
+                }
+                return;
+            }
+        }
+        let Some(cur) = self.current.take_if(|c| c.id == link) else {
+            return;
+        };
+        // A ready gate that did not open is a failed attempt, not a link
+        // that was up.
+        let uptime = match reason {
+            DisconnectReason::ReadyTimeout(_) => None,
+            _ => Some(cur.since.elapsed()),
+        };
+        self.after_down(reason, uptime, ctx);
+    }
+}
+
+impl Handler<Rotate> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, _: Rotate, ctx: &mut Context<Self>) {
+        self.begin_rotation(RotateReason::Requested, ctx);
+    }
+}
+
+impl Handler<ReconnectNow> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, _: ReconnectNow, ctx: &mut Context<Self>) {
+        if self.state != State::Waiting && !(self.closing() && self.next_attempt_at.is_some()) {
+            return;
+        }
+        if let Some(h) = self.pending.take() {
+            ctx.cancel_future(h);
+            self.try_connect(ctx);
+        }
+    }
+}
+
+impl Handler<SetPaused> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, SetPaused(pause): SetPaused, ctx: &mut Context<Self>) {
+        if matches!(self.state, State::Closing | State::Closed | State::GaveUp) {
+            return;
+        }
+        if pause == self.paused {
+            return;
+        }
+        self.paused = pause;
+        if pause {
+            if let Some(h) = self.rotation_timer.take() {
+                ctx.cancel_future(h);
+            }
+            self.abandon_rotation(ctx);
+            if let Some(h) = self.pending.take() {
+                ctx.cancel_future(h);
+            }
+            self.next_attempt_at = None;
+            match &self.current {
+                Some(cur) => cur.addr.do_send(CloseLink {
+                    code: 1000,
+                    reason: DisconnectReason::Paused,
+                }),
+                None => self.set_state(State::Paused),
+            }
+        } else if self.current.is_none() && self.pending.is_none() {
+            self.policy.reset();
+            self.set_state(State::Waiting);
+            self.schedule_attempt(Duration::ZERO, ctx);
+        }
     }
 }
 

@@ -131,6 +131,13 @@ impl ConnectRequest {
         }
     }
 
+    /// Adds a request header.
+    #[must_use]
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
     /// The URL without credentials (user info) and without its query, fit for
     /// logs and spans.
     pub fn redacted_url(&self) -> String {

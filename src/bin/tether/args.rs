@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use actix_tether::{ClientBuilder, CompressionMode, Jitter, OverflowPolicy};
+use actix_tether::{ClientBuilder, CompressionMode, Jitter, Message, OverflowPolicy};
 use clap::Parser;
 
 /// A resilient WebSocket client: stdin lines out, inbound messages on stdout,
@@ -12,8 +12,33 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(name = "tether", version)]
 pub(crate) struct Args {
-    /// ws://, wss://, http:// or https:// URL; none starts the demo server.
-    pub(crate) url: Option<String>,
+    /// ws://, wss://, http:// or https:// URLs: the first is the primary,
+    /// the rest are fallbacks in order; none starts the demo server.
+    #[arg(value_name = "URL")]
+    pub(crate) urls: Vec<String>,
+    /// A text message written first on every link, before any stdin line
+    /// (a login, a subscription; repeatable, in order).
+    #[arg(long = "on-connect", value_name = "TEXT")]
+    pub(crate) on_connect: Vec<String>,
+    /// Rotate each link before it is this old: open a new one, switch, close
+    /// the old one with 1000 (nothing lost).
+    #[arg(long, value_parser = duration, value_name = "DURATION")]
+    max_age: Option<Duration>,
+    /// Hold stdin lines on each link until an inbound text message
+    /// containing TEXT arrives on it (after the --on-connect messages).
+    #[arg(long, value_name = "TEXT")]
+    ready_pattern: Option<String>,
+    /// How long a link waits for --ready-pattern before it counts as a
+    /// failed attempt.
+    #[arg(long, value_parser = duration, value_name = "DURATION")]
+    ready_timeout: Option<Duration>,
+    /// After this long on a fallback URL, move back to the primary (make
+    /// before break).
+    #[arg(long, value_parser = duration, value_name = "DURATION")]
+    return_to_primary: Option<Duration>,
+    /// Consecutive failed attempts on one URL before moving to the next.
+    #[arg(long, value_name = "N")]
+    failover_after: Option<u32>,
     /// Print one JSON object per event on stdout.
     #[arg(long)]
     pub(crate) json: bool,
@@ -110,8 +135,25 @@ fn header(s: &str) -> Result<(String, String), String> {
 impl Args {
     /// The client configuration these arguments describe; the builder checks
     /// the values when it starts.
-    pub(crate) fn builder(&self, url: String) -> ClientBuilder {
-        let mut b = ClientBuilder::new(url);
+    pub(crate) fn builder(&self, primary: String, fallbacks: &[String]) -> ClientBuilder {
+        let mut b = ClientBuilder::new(primary);
+        for url in fallbacks {
+            b = b.fallback(url.clone());
+        }
+        if !self.on_connect.is_empty() {
+            let setup: Vec<Message> = self
+                .on_connect
+                .iter()
+                .map(|t| Message::from(t.as_str()))
+                .collect();
+            b = b.on_connect(move |_| setup.clone());
+        }
+        if let Some(age) = self.max_age {
+            b = b.max_connection_age(age);
+        }
+        if let Some(pattern) = self.ready_pattern.clone() {
+            b = b.ready_gate(move |m| m.as_text().is_some_and(|t| t.contains(pattern.as_str())));
+        }
         for (name, value) in &self.headers {
             b = b.header(name, value);
         }
@@ -138,7 +180,10 @@ impl Args {
             overflow,
             max_message_size,
             connect_timeout,
-            max_retry_after
+            max_retry_after,
+            ready_timeout,
+            return_to_primary,
+            failover_after
         );
         match self.write_timeout {
             Some(d) if d.is_zero() => b = b.no_write_timeout(),

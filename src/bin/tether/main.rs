@@ -57,7 +57,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> u8 {
-    let demo = match &args.url {
+    let demo = match args.urls.first() {
         Some(_) => None,
         None => match DemoServer::start(DemoConfig::default()) {
             Ok(d) => {
@@ -70,9 +70,9 @@ async fn run(args: Args) -> u8 {
             }
         },
     };
-    let url = match (&args.url, &demo) {
-        (Some(u), _) => u.clone(),
-        (None, Some(d)) => d.url(),
+    let (primary, fallbacks) = match (args.urls.split_first(), &demo) {
+        (Some((primary, fallbacks)), _) => (primary.clone(), fallbacks),
+        (None, Some(d)) => (d.url(), &[][..]),
         (None, None) => return 1,
     };
     let (terminal_tx, mut terminal) = mpsc::unbounded();
@@ -88,7 +88,7 @@ async fn run(args: Args) -> u8 {
     }
     .start();
     let client = match args
-        .builder(url)
+        .builder(primary, fallbacks)
         .subscribe(printer.clone().recipient())
         .subscribe_events(printer.recipient())
         .start()

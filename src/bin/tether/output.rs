@@ -51,10 +51,30 @@ fn event_json(event: &Event, line: Option<u64>) -> Option<Value> {
     let mut v = match event {
         Event::Connected {
             attempt,
+            url,
+            endpoint,
             protocol,
             extensions,
         } => {
-            json!({ "attempt": attempt, "protocol": protocol, "extensions": extensions })
+            json!({
+                "attempt": attempt,
+                "url": url,
+                "endpoint": endpoint,
+                "protocol": protocol,
+                "extensions": extensions,
+            })
+        }
+        Event::Rotating { reason, age } => {
+            json!({ "reason": reason.name(), "age_ms": age.as_millis() as u64 })
+        }
+        Event::Rotated { age, url, endpoint } => {
+            json!({ "age_ms": age.as_millis() as u64, "url": url, "endpoint": endpoint })
+        }
+        Event::RotationFailed { reason, retry_in } => {
+            json!({
+                "reason": ErrorChain(reason).to_string(),
+                "retry_in_ms": retry_in.as_millis() as u64,
+            })
         }
         Event::Disconnected { reason, will_retry } => {
             json!({ "reason": ErrorChain(reason).to_string(), "will_retry": will_retry })
@@ -89,10 +109,12 @@ fn event_text(event: &Event) -> String {
         Event::Connecting { attempt } => format!("connecting (attempt {attempt})"),
         Event::Connected {
             attempt,
+            url,
             protocol,
             extensions,
+            ..
         } => {
-            let mut text = format!("connected (attempt {attempt}");
+            let mut text = format!("connected to {url} (attempt {attempt}");
             if let Some(p) = protocol {
                 text.push_str(&format!(", protocol {p}"));
             }
@@ -125,6 +147,21 @@ fn event_text(event: &Event) -> String {
         Event::Replaying { messages } => {
             format!("replaying {messages} unconfirmed messages")
         }
+        Event::Rotating { reason, age } => {
+            format!(
+                "rotating ({}, link up {} ms)",
+                reason.name(),
+                age.as_millis()
+            )
+        }
+        Event::Rotated { age, url, .. } => {
+            format!("rotated to {url} (old link up {} ms)", age.as_millis())
+        }
+        Event::RotationFailed { reason, retry_in } => format!(
+            "rotation failed: {} (retry in {} ms)",
+            ErrorChain(reason),
+            retry_in.as_millis()
+        ),
         Event::Closed {
             unsent,
             possibly_delivered: 0,
