@@ -150,11 +150,12 @@ pub use wire::fuzz;
 
 pub use actix_tether_actors as engine;
 pub use actix_tether_actors::{
-    BackoffPolicy, Client, CloseError, CloseFrame, ConfigError, ConnectError, ConnectErrorKind,
-    ConnectInfo, ConnectRequest, DeliveryConfig, DisconnectReason, ErrorChain, Event, EventStream,
-    Inbound, InboundBatch, Jitter, Message, MessageStream, NotConnected, OverflowPolicy,
-    ProtocolViolation, RandomSource, Receipt, SendError, StallPolicy, State, Stats, Transport,
-    TransportError, Unconfirmed, Undelivered, WeakClient, STREAM_CAPACITY,
+    Attempt, BackoffPolicy, Client, CloseError, CloseFrame, ConfigError, ConnectError,
+    ConnectErrorKind, ConnectInfo, ConnectRequest, DeliveryConfig, DisconnectReason, ErrorChain,
+    Event, EventStream, FeedConfig, Inbound, InboundBatch, Jitter, Message, MessageStream,
+    NotConnected, OverflowPolicy, ProtocolViolation, RandomSource, Receipt, ReconnectBudget,
+    RotateReason, SendError, StallPolicy, State, Stats, Transport, TransportError, Unconfirmed,
+    Undelivered, WeakClient, STREAM_CAPACITY,
 };
 pub use builder::ClientBuilder;
 pub use pool::Pool;

@@ -498,14 +498,20 @@ impl Supervisor {
             return;
         };
         let feed = self.config.feed;
+        // Both count from when the link opened (a rotation's new link
+        // opened before the switch).
+        let up = cur.since.elapsed();
         let age = feed.max_connection_age.map(|age| {
             let early = feed.age_jitter * self.policy.random_unit();
-            (age.mul_f64(1.0 - early), RotateReason::Age)
+            (
+                age.mul_f64(1.0 - early).saturating_sub(up),
+                RotateReason::Age,
+            )
         });
         let primary = feed
             .return_to_primary
             .filter(|_| cur.endpoint != 0)
-            .map(|d| (d, RotateReason::ReturnToPrimary));
+            .map(|d| (d.saturating_sub(up), RotateReason::ReturnToPrimary));
         let next = match (age, primary) {
             (Some(a), Some(p)) => Some(if p.0 < a.0 { p } else { a }),
             (a, p) => a.or(p),
@@ -1004,9 +1010,10 @@ impl Supervisor {
             return;
         }
         if let Some(r) = self.rotation.as_ref().filter(|r| r.link_id() == Some(link)) {
-            if r.switching {
-                // The queue may already write to it: the old link goes too,
-                // and the client reconnects as after any failure.
+            if r.outbound_done || r.inbound_done {
+                // Half switched: the old link no longer has both directions,
+                // so it goes too, and the client reconnects as after any
+                // failure.
                 if let Some(cur) = &self.current {
                     cur.addr.do_send(Abort);
                 }
