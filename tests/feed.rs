@@ -125,9 +125,55 @@ async fn a_link_rotates_at_its_age_before_breaking_and_loses_nothing() {
 
 #[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
 async fn messages_queued_during_the_overlap_go_out_in_order_on_one_link() {
+    overlap_in_order(false).await;
+    overlap_in_order(true).await;
+}
+
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn with_replay_the_old_links_tail_is_confirmed_before_the_switch() {
     let (t, mut server) = mock();
     let rec = Recorder::start();
-    let client = rotating(t, &rec).start().unwrap();
+    let client = rotating(t, &rec).replay_unconfirmed(true).start().unwrap();
+    let mut old = server.accept().await.unwrap();
+    assert_eq!(next_text(&mut old).await, "login 1");
+    // Just before the age, 100 messages the old link reads slowly: still
+    // unconfirmed when the new link is ready. Switched then, they would be
+    // written again on the new link, twice and after newer messages.
+    old.read_slowly(ms(5));
+    settle(secs(5) - ms(50)).await;
+    for i in 0..100 {
+        client.try_send(format!("a{i}")).unwrap();
+    }
+    let new = accept_rotation(&mut server).await;
+    new.send_text("go");
+    rec.wait_for(|e| matches!(e, Event::Rotated { .. }), LONG)
+        .await
+        .unwrap();
+    for i in 0..10 {
+        client.try_send(format!("c{i}")).unwrap();
+    }
+    settle(secs(2)).await;
+    let sent: Vec<String> = server
+        .sent()
+        .into_iter()
+        .map(|(_, m)| m.as_text().unwrap().to_owned())
+        .filter(|t| !t.starts_with("login"))
+        .collect();
+    let want: Vec<String> = (0..100)
+        .map(|i| format!("a{i}"))
+        .chain((0..10).map(|i| format!("c{i}")))
+        .collect();
+    assert_eq!(sent, want);
+    assert_eq!(client.stats().await.unwrap().replayed, 0);
+}
+
+async fn overlap_in_order(replay: bool) {
+    let (t, mut server) = mock();
+    let rec = Recorder::start();
+    let client = rotating(t, &rec)
+        .replay_unconfirmed(replay)
+        .start()
+        .unwrap();
     let mut old = server.accept().await.unwrap();
     assert_eq!(next_text(&mut old).await, "login 1");
     for i in 0..100 {
@@ -529,12 +575,19 @@ async fn a_rotation_switches_once_the_new_links_gate_opens() {
         "the old link writes until the new one's gate opens"
     );
     assert!(!rec.event_names().contains(&"rotated"));
+    // What the new link says before its gate opens is held; the old link
+    // still delivers meanwhile.
+    new.send_text("n1");
+    settle(ms(10)).await;
+    old.send_text("o1");
+    settle(ms(10)).await;
     new.send_text("welcome");
     rec.wait_for(|e| matches!(e, Event::Rotated { .. }), LONG)
         .await
         .unwrap();
     client.try_send("order 2").unwrap();
     assert_eq!(next_text(&mut new).await, "order 2");
+    assert_eq!(texts(&rec), ["welcome", "o1", "n1", "welcome"]);
 }
 
 #[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
