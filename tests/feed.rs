@@ -249,6 +249,31 @@ async fn the_dedup_window_drops_what_both_links_delivered() {
 }
 
 #[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn with_a_dedup_key_the_switch_waits_until_the_new_link_has_caught_up() {
+    let (t, mut server) = mock();
+    let rec = Recorder::start();
+    let _client = rotating(t, &rec)
+        .dedup_key(|m| m.as_text()?.parse().ok())
+        .start()
+        .unwrap();
+    let old = server.accept().await.unwrap();
+    for i in 1..=4 {
+        old.send_text(&i.to_string());
+    }
+    let new = accept_rotation(&mut server).await;
+    settle(ms(1)).await;
+    // The new link is ahead: switching at its first message would miss 5.
+    new.send_text("6");
+    settle(ms(1)).await;
+    old.send_text("5");
+    old.send_text("6");
+    settle(ms(1)).await;
+    new.send_text("7");
+    rec.wait_for_text("7", LONG).await.unwrap();
+    assert_eq!(texts(&rec), ["1", "2", "3", "4", "5", "6", "7"]);
+}
+
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
 async fn a_quiet_new_link_takes_over_after_the_overlap() {
     let (t, mut server) = mock();
     let rec = Recorder::start();

@@ -660,7 +660,11 @@ impl StreamHandler<Vec<Result<Frame, TransportError>>> for Connection {
             if self.hub.active() == self.id {
                 self.publish(messages, ctx);
             } else if self.role == Role::Standby {
-                if self.armed {
+                // Armed, it takes over at its first message, or with a dedup
+                // key at the first the old link delivered too: nothing
+                // between the two links' feeds is missed.
+                let caught_up = self.hub.caught_up(&messages) || self.hub.caught_up(&self.held);
+                if self.armed && caught_up {
                     self.take_over(messages, ctx);
                 } else {
                     self.hold(messages);

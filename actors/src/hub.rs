@@ -251,6 +251,19 @@ impl Hub {
         }
     }
 
+    /// With a dedup key, whether one of `messages` was delivered already
+    /// (a rotation's new link has caught up with the old one); without
+    /// one, always.
+    pub(crate) fn caught_up(&self, messages: &[Message]) -> bool {
+        let mut slot = self.dedup.borrow_mut();
+        let Some(d) = slot.as_mut() else {
+            return true;
+        };
+        messages
+            .iter()
+            .any(|m| (d.key)(m).is_some_and(|k| d.seen.contains(&k)))
+    }
+
     /// Drops duplicates from a read (with a dedup key).
     pub(crate) fn dedup(&self, messages: &mut Vec<Message>) {
         let mut slot = self.dedup.borrow_mut();
