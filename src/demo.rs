@@ -96,6 +96,13 @@ impl DemoServer {
                 .app_data(web::Data::new(ticks.clone()))
                 .route("/feed", web::get().to(feed))
         })
+        // A feed's small messages go out at once, not held by Nagle until
+        // the client's delayed ACK (40 ms on Linux) comes back.
+        .on_connect(|conn, _| {
+            if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+                let _ = tcp.set_nodelay(true);
+            }
+        })
         .workers(1)
         .disable_signals()
         .bind(("127.0.0.1", 0))?;
