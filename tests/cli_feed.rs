@@ -1,0 +1,295 @@
+//! The `tether` program's feed operations: several URLs, `--on-connect`,
+//! `--ready-pattern`, `--max-age`, and the `connected`, `rotating` and
+//! `rotated` JSON events.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use actix_tether::demo::{DemoConfig, DemoServer};
+use futures::future::LocalBoxFuture;
+use support::{eventually, lock, record, Conn, Spec, TestServer};
+
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// Runs tether with `args`, writes `stdin`, keeps stdin open for `hold`,
+/// then closes it; kills the program if it is still running 30 s later.
+async fn tether(args: Vec<String>, stdin: &'static str, hold: Duration) -> Run {
+    actix_rt::task::spawn_blocking(move || {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        let _ = input.write_all(stdin.as_bytes());
+        std::thread::sleep(hold);
+        drop(input);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let code = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                break None;
+            }
+            std::thread::sleep(ms(20));
+        };
+        let mut stdout = String::new();
+        let mut stderr = String::new();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut stdout)
+            .unwrap();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        Run {
+            code,
+            stdout,
+            stderr,
+        }
+    })
+    .await
+    .unwrap()
+}
+
+fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect()
+}
+
+fn events<'a>(all: &'a [serde_json::Value], name: &str) -> Vec<&'a serde_json::Value> {
+    all.iter().filter(|e| e["event"] == name).collect()
+}
+
+/// A loopback URL where nothing listens.
+fn down_url() -> String {
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    format!("ws://{free}/")
+}
+
+#[actix_rt::test]
+async fn a_fallback_url_takes_over_when_the_primary_is_down() {
+    let fallback = TestServer::start(Spec::new(record));
+    let primary = down_url();
+    let run = tether(
+        vec![
+            "--json".into(),
+            "--exit-on-eof".into(),
+            "--backoff-initial".into(),
+            "20ms".into(),
+            primary,
+            fallback.url(),
+        ],
+        "hello\n",
+        Duration::ZERO,
+    )
+    .await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(fallback.log.texts(), ["hello"]);
+    let all = json_lines(&run.stdout);
+    let connected = events(&all, "connected");
+    assert_eq!(connected.len(), 1, "{}", run.stdout);
+    assert_eq!(connected[0]["url"], fallback.url());
+    assert_eq!(connected[0]["endpoint"], 1);
+}
+
+#[actix_rt::test]
+async fn the_connected_event_redacts_credentials() {
+    let server = TestServer::start(Spec::new(record));
+    let url = format!("ws://user:secret@{}/ws?token=secret", server.addr);
+    let run = tether(
+        vec!["--json".into(), "--exit-on-eof".into(), url],
+        "x\n",
+        Duration::ZERO,
+    )
+    .await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let all = json_lines(&run.stdout);
+    let connected = events(&all, "connected");
+    assert_eq!(connected[0]["url"], format!("ws://{}/ws", server.addr));
+    assert!(!run.stdout.contains("secret"));
+}
+
+/// Answers nothing for 300 ms (what arrives then is logged as `early:`),
+/// then says `ready` and records the rest.
+fn slow_login(c: Conn) -> LocalBoxFuture<'static, ()> {
+    Box::pin(async move {
+        let Conn {
+            n,
+            mut session,
+            mut stream,
+            log,
+        } = c;
+        let until = tokio::time::sleep(ms(300));
+        tokio::pin!(until);
+        loop {
+            tokio::select! {
+                () = &mut until => break,
+                m = stream.recv() => match m {
+                    Some(Ok(actix_ws::Message::Text(t))) => {
+                        lock(&log.texts).push((n, format!("early:{t}")));
+                    }
+                    Some(Ok(_)) => {}
+                    _ => return,
+                },
+            }
+        }
+        if session.text("ready").await.is_err() {
+            return;
+        }
+        let conn = Conn {
+            n,
+            session,
+            stream,
+            log,
+        };
+        conn.serve(false).await;
+    })
+}
+
+#[actix_rt::test]
+async fn on_connect_goes_first_and_the_ready_pattern_holds_stdin_lines() {
+    let server = TestServer::start(Spec::new(slow_login));
+    let run = tether(
+        vec![
+            "--exit-on-eof".into(),
+            "--on-connect".into(),
+            "login".into(),
+            "--on-connect".into(),
+            "subscribe".into(),
+            "--ready-pattern".into(),
+            "read".into(),
+            server.url(),
+        ],
+        "order 1\norder 2\n",
+        Duration::ZERO,
+    )
+    .await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(eventually(Duration::from_secs(5), || server.log.texts().len() == 4).await);
+    assert_eq!(
+        server.log.texts(),
+        ["early:login", "early:subscribe", "order 1", "order 2"],
+        "the lines wait for the server's ready"
+    );
+}
+
+#[actix_rt::test]
+async fn max_age_rotates_with_rotating_and_rotated_events_and_loses_no_line() {
+    let demo = DemoServer::start(DemoConfig::exchange(ms(20), Duration::from_secs(10))).unwrap();
+    let url = demo.url();
+    let run = tether(
+        vec![
+            "--json".into(),
+            "--exit-on-eof".into(),
+            "--on-connect".into(),
+            r#"{"op":"login"}"#.into(),
+            "--ready-pattern".into(),
+            r#""status":"ok""#.into(),
+            "--max-age".into(),
+            "300ms".into(),
+            url.clone(),
+        ],
+        "one\ntwo\n",
+        ms(1500),
+    )
+    .await;
+    demo.stop().await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let all = json_lines(&run.stdout);
+    let rotating = events(&all, "rotating");
+    let rotated = events(&all, "rotated");
+    assert!(rotating.len() >= 2, "{}", run.stdout);
+    assert!(rotated.len() >= 2, "{}", run.stdout);
+    assert_eq!(rotating[0]["reason"], "age");
+    assert!(rotating[0]["age_ms"].as_u64().unwrap() >= 250);
+    assert_eq!(rotated[0]["url"], url);
+    assert!(rotated[0]["age_ms"].as_u64().unwrap() >= 250);
+    assert_eq!(
+        events(&all, "connected").len(),
+        1,
+        "rotations are not reconnects"
+    );
+    // The demo echoes each line once, after the login.
+    let echoes: Vec<&str> = events(&all, "message")
+        .iter()
+        .filter_map(|m| m["data"].as_str())
+        .filter(|d| d.contains(r#""event":"echo""#))
+        .collect();
+    assert_eq!(echoes.len(), 2, "{}", run.stdout);
+    // Feed numbers never go back by more than the overlap, and none is
+    // missing.
+    let seqs: Vec<u64> = events(&all, "message")
+        .iter()
+        .filter_map(|m| m["data"].as_str())
+        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .filter_map(|v| v["seq"].as_u64())
+        .collect();
+    let mut high = seqs[0];
+    for &n in &seqs[1..] {
+        assert!(n <= high + 1, "gap from {high} to {n}");
+        high = high.max(n);
+    }
+}
+
+#[test]
+fn bad_feed_flags_are_one_line_and_exit_2() {
+    for args in [
+        &["--max-age", "soon", "ws://127.0.0.1:1/"][..],
+        &["--max-age", "0s", "ws://127.0.0.1:1/"],
+        &["ws://127.0.0.1:1/", "ftp://127.0.0.1:1/"],
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let code = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status.code();
+            }
+            assert!(Instant::now() < deadline, "{args:?} did not exit");
+            std::thread::sleep(ms(20));
+        };
+        let mut stderr = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.starts_with("tether: "), "{stderr}");
+    }
+}
