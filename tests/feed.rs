@@ -382,6 +382,25 @@ async fn the_old_link_dying_mid_rotation_reconnects_as_usual() {
 }
 
 #[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn both_links_dying_mid_switch_reconnect() {
+    let (t, mut server) = mock();
+    let rec = Recorder::start();
+    let client = rotating(t, &rec).start().unwrap();
+    let old = server.accept().await.unwrap();
+    let new = accept_rotation(&mut server).await;
+    settle(ms(1)).await;
+    // The new link is ready and armed; both die before it takes over.
+    old.drop_link();
+    new.drop_link();
+    drop((old, new));
+    client.try_send("queued").unwrap();
+    let mut third = server.accept().await.expect("a reconnect");
+    assert!(next_text(&mut third).await.starts_with("login"));
+    assert_eq!(next_text(&mut third).await, "queued");
+    assert!(rec.event_names().contains(&"disconnected"));
+}
+
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
 async fn age_jitter_brings_rotations_forward_within_its_fraction() {
     let (t, mut server) = mock();
     let rec = Recorder::start();

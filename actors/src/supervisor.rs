@@ -126,6 +126,8 @@ struct Rotation {
     switching: bool,
     outbound_done: bool,
     inbound_done: bool,
+    /// The old link ended while switching.
+    old_gone: bool,
 }
 
 pub(crate) type CloseReply = oneshot::Sender<Result<Undelivered, CloseError>>;
@@ -560,6 +562,7 @@ impl Supervisor {
             switching: false,
             outbound_done: false,
             inbound_done: false,
+            old_gone: false,
         });
     }
 
@@ -1010,10 +1013,14 @@ impl Supervisor {
             return;
         }
         if let Some(r) = self.rotation.as_ref().filter(|r| r.link_id() == Some(link)) {
-            if r.outbound_done || r.inbound_done {
+            if r.old_gone {
+                // Both links are gone: reconnect as after any failure.
+                self.rotation = None;
+                let uptime = self.current.take().map(|c| c.since.elapsed());
+                self.after_down(reason, uptime, ctx);
+            } else if r.outbound_done || r.inbound_done {
                 // Half switched: the old link no longer has both directions,
-                // so it goes too, and the client reconnects as after any
-                // failure.
+                // so it goes too (its end reconnects the client).
                 if let Some(cur) = &self.current {
                     cur.addr.do_send(Abort);
                 }
@@ -1024,11 +1031,11 @@ impl Supervisor {
             return;
         }
         if self.current.as_ref().is_some_and(|c| c.id == link) {
-            let switching = self.rotation.as_ref().is_some_and(|r| r.switching);
-            if switching {
+            if let Some(r) = self.rotation.as_mut().filter(|r| r.switching) {
                 // Past the point of no return: the new link takes over at
                 // once (the queue hands over now that the old link is gone).
-                if let Some(new) = self.rotation.as_ref().and_then(|r| r.link.as_ref()) {
+                r.old_gone = true;
+                if let Some(new) = &r.link {
                     new.addr.do_send(TakeOver);
                 }
                 return;
