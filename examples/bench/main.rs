@@ -327,12 +327,24 @@ async fn scale_figures(o: &Options, base: &str) -> Res<()> {
         }
     }
     if wanted("reconnect storm") {
-        let s = scale::storm(storm_n).await?;
-        let limit = s.max_backoff.as_secs_f64();
-        let name = format!("reconnect storm ({storm_n}) all back, max backoff {limit} s");
-        report.scale(&name, s.all_back.as_secs_f64(), "s");
-        let name = format!("reconnect storm ({storm_n}) busiest 100 ms");
-        report.scale(&name, s.busiest_window * 100.0, "%");
+        // Without a budget (full jitter alone), then with one shared budget
+        // of 500 attempts/s, 20 at once.
+        let (rate, burst) = (500.0, 20);
+        for budget in [None, Some(actix_tether::ReconnectBudget::new(rate, burst)?)] {
+            let with = if budget.is_some() {
+                format!(", budget {rate}/s burst {burst}")
+            } else {
+                String::new()
+            };
+            let s = scale::storm(storm_n, budget).await?;
+            let limit = s.max_backoff.as_secs_f64();
+            let name = format!("reconnect storm ({storm_n}{with}) all back, max backoff {limit} s");
+            report.scale(&name, s.all_back.as_secs_f64(), "s");
+            let name = format!("reconnect storm ({storm_n}{with}) busiest 100 ms");
+            report.scale(&name, s.busiest_window * 100.0, "%");
+            let name = format!("reconnect storm ({storm_n}{with}) connects in busiest 100 ms");
+            report.scale(&name, s.busiest_connects as f64, "connects");
+        }
     }
     if wanted("10 feeds on a pool") {
         let n = if o.quick { 20_000 } else { 500_000 };

@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use actix_tether::{ClientBuilder, Event};
+use actix_tether::{ClientBuilder, Event, ReconnectBudget};
 use futures::channel::mpsc;
 use futures::StreamExt;
 
@@ -174,6 +174,8 @@ pub(crate) struct Storm {
     pub(crate) all_back: Duration,
     /// Most reconnects in any 100 ms window, as a share of the clients.
     pub(crate) busiest_window: f64,
+    /// The same, as a count.
+    pub(crate) busiest_connects: usize,
     pub(crate) max_backoff: Duration,
 }
 
@@ -191,8 +193,9 @@ fn busiest(times: &[Instant], window: Duration) -> usize {
 }
 
 /// `n` clients connected; the server process is killed, stays away for a
-/// second, and restarts on the same port.
-pub(crate) async fn storm(n: usize) -> Res<Storm> {
+/// second, and restarts on the same port. With `budget`, every client
+/// consults it before each attempt.
+pub(crate) async fn storm(n: usize, budget: Option<ReconnectBudget>) -> Res<Storm> {
     let max_backoff = Duration::from_secs(2);
     let mut server = ServerProcess::start(0)?;
     let port = server.port;
@@ -200,13 +203,15 @@ pub(crate) async fn storm(n: usize) -> Res<Storm> {
     let (ev, mut rx) = events();
     let mut clients = Vec::with_capacity(n);
     for _ in 0..n {
-        let client = ClientBuilder::new(url.as_str())
+        let mut client = ClientBuilder::new(url.as_str())
             .backoff_initial(Duration::from_millis(250))
             .backoff_max(max_backoff)
             .min_uptime(Duration::from_millis(500))
-            .subscribe_events(ev.clone())
-            .start()?;
-        clients.push(client);
+            .subscribe_events(ev.clone());
+        if let Some(b) = &budget {
+            client = client.reconnect_budget(b.clone());
+        }
+        clients.push(client.start()?);
     }
     wait_for(&mut rx, "connected", n, Duration::from_secs(60)).await?;
     // Longer than the minimum uptime, so every backoff starts over.
@@ -218,9 +223,11 @@ pub(crate) async fn storm(n: usize) -> Res<Storm> {
     let mut back = wait_for(&mut rx, "connected", n, max_backoff * 10).await?;
     back.sort();
     let last = back.last().copied().unwrap_or(restarted);
+    let busiest_connects = busiest(&back, Duration::from_millis(100));
     let result = Storm {
         all_back: last.saturating_duration_since(restarted),
-        busiest_window: busiest(&back, Duration::from_millis(100)) as f64 / n as f64,
+        busiest_window: busiest_connects as f64 / n as f64,
+        busiest_connects,
         max_backoff,
     };
     futures::future::join_all(clients.iter().map(|c| c.close(Duration::from_secs(1)))).await;
