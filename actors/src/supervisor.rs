@@ -172,6 +172,46 @@ pub(crate) type CloseReply = oneshot::Sender<Result<Undelivered, CloseError>>;
 /// Inbound messages read before the link died still reach subscribers, in
 /// order, before anything of the next link.
 ///
+/// # Endpoints, the ready gate and the budget
+///
+/// Each attempt goes to one endpoint (the primary, then the fallbacks in
+/// order): attempts stay on it until `failover_after` fail in a row (a link
+/// up for less than the minimum uptime counts as a failure), then move to
+/// the next, wrapping back to the primary. With a ready gate, a link's
+/// backlog waits, after its setup lane, until an inbound message opens the
+/// gate; a link whose gate stays shut for the ready timeout is ended and
+/// counts as a failed attempt (the streak goes on). With a
+/// [`ReconnectBudget`], every attempt first takes a token: the wait it adds
+/// is part of the delay `Reconnecting` reports.
+///
+/// # Rotation, make before break
+///
+/// At the link's (jittered) maximum age, after `return_to_primary` on a
+/// fallback, or on [`Client::rotate`](crate::Client::rotate), subscribers
+/// see `Rotating`, and a second link is opened (the provider learns
+/// [`Attempt::rotation`]) and its setup lane written, while the current link
+/// goes on carrying both directions. Once the new link is ready (setup
+/// written, gate open):
+///
+/// - outbound: the queue stops writing to the old link, waits for its last
+///   batch and for a Pong that confirms everything it wrote (a peer that
+///   does not answer within the pong timeout loses the old link, whose
+///   unconfirmed tail, with replay, is written first on the new one), then
+///   writes to the new link: nothing is written twice or overtaken;
+/// - inbound: the old link's messages are delivered until the new link
+///   takes over, at its first message (with a dedup key, at its first
+///   message the old link delivered too), or after the rotation overlap;
+///   what the new link read before is held (up to the read-ahead, then it
+///   stops reading) and delivered first, through the dedup window.
+///
+/// When both have moved, subscribers see `Rotated` with the old link's age
+/// and the old link is closed with 1000 (no `Disconnected` for it). If the
+/// new link fails before that, the old one stays (`RotationFailed`) and the
+/// rotation is tried again after the backoff's delay for that many failed
+/// rotations. If the old link dies before the new one is ready, the
+/// rotation is dropped and the client reconnects as after any failure; if
+/// it dies after, the new link takes over at once.
+///
 /// # Giving up and closing
 ///
 /// On a fatal failure or after `max_retries`, the queue is sealed (sends
