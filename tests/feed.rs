@@ -635,6 +635,35 @@ async fn a_rotation_switches_once_the_new_links_gate_opens() {
 }
 
 #[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn a_standby_link_waiting_for_its_gate_is_not_declared_dead() {
+    let (t, mut server) = mock();
+    let rec = Recorder::start();
+    let client = base(t, &rec)
+        .ping_interval(secs(1))
+        .pong_timeout(secs(1))
+        .ready_gate(|m| m.as_text() == Some("welcome"))
+        .start()
+        .unwrap();
+    let old = server.accept().await.unwrap();
+    old.send_text("welcome");
+    rec.wait_for_text("welcome", LONG).await.unwrap();
+    client.rotate();
+    let new = server.accept().await.unwrap();
+    // Longer than a ping interval and a pong timeout.
+    settle(secs(5)).await;
+    new.send_text("welcome");
+    rec.wait_for(|e| matches!(e, Event::Rotated { .. }), LONG)
+        .await
+        .unwrap();
+    let names = rec.event_names();
+    assert!(!names.contains(&"rotation_failed"), "{names:?}");
+    // Its heartbeat runs from the switch on: its Pongs count.
+    settle(secs(5)).await;
+    assert!(!rec.event_names().contains(&"disconnected"));
+    drop(old);
+}
+
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
 async fn a_shared_budget_paces_the_attempts_of_many_clients() {
     let budget = ReconnectBudget::new(10.0, 2).unwrap();
     let rec = Recorder::start();

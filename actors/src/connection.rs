@@ -619,10 +619,11 @@ impl Actor for Connection {
                 }
             });
         }
-        let hb = &self.config.heartbeat;
-        if hb.ping_interval.is_some() || hb.silence_timeout.is_some() {
-            let heartbeat = Heartbeat::new(ctx.address().recipient(), self.hub.clone(), *hb);
-            self.heartbeat = Some(heartbeat.start());
+        // A rotation's standby link is judged by its setup and its gate
+        // until it takes over: its Pings are numbered by the link that
+        // still holds the delivery books.
+        if self.role == Role::Active {
+            self.start_heartbeat(ctx);
         }
     }
 
@@ -692,6 +693,15 @@ impl Connection {
         }
     }
 
+    fn start_heartbeat(&mut self, ctx: &mut Context<Self>) {
+        let hb = &self.config.heartbeat;
+        if self.heartbeat.is_none() && (hb.ping_interval.is_some() || hb.silence_timeout.is_some())
+        {
+            let heartbeat = Heartbeat::new(ctx.address().recipient(), self.hub.clone(), *hb);
+            self.heartbeat = Some(heartbeat.start());
+        }
+    }
+
     /// Opens the ready gate at the first message that satisfies it.
     fn check_gate(&mut self, messages: &[Message]) {
         if messages.iter().any(|m| self.hub.opens_gate(m)) {
@@ -722,6 +732,7 @@ impl Connection {
         self.hub.set_active(self.id);
         self.hub.start_dedup();
         self.role = Role::Active;
+        self.start_heartbeat(ctx);
         let mut all = std::mem::take(&mut self.held);
         self.held_bytes = 0;
         all.extend(messages);
