@@ -133,7 +133,10 @@ async fn the_connected_event_redacts_credentials() {
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let all = json_lines(&run.stdout);
     let connected = events(&all, "connected");
-    assert_eq!(connected[0]["url"], format!("ws://{}/ws", server.addr));
+    assert_eq!(
+        connected[0]["url"],
+        format!("ws://{}/ws?token=***", server.addr)
+    );
     assert!(!run.stdout.contains("secret"));
 }
 

@@ -401,6 +401,27 @@ async fn both_links_dying_mid_switch_reconnect() {
 }
 
 #[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn closing_after_outbound_moved_delivers_through_the_new_link() {
+    let (t, mut server) = mock();
+    let rec = Recorder::start();
+    let client = rotating(t, &rec)
+        .dedup_key(|m| m.as_text()?.parse().ok())
+        .start()
+        .unwrap();
+    let mut old = server.accept().await.unwrap();
+    let mut new = accept_rotation(&mut server).await;
+    // Outbound has moved; inbound waits for the new link to catch up.
+    client.try_send("m").unwrap();
+    assert_eq!(next_text(&mut new).await, "m");
+    client.try_send("last").unwrap();
+    let left = client.close(secs(5)).await.unwrap();
+    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(next_text(&mut new).await, "last");
+    assert_eq!(close_code(&mut new).await, Some(1000));
+    assert_eq!(close_code(&mut old).await, Some(1000));
+}
+
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
 async fn age_jitter_brings_rotations_forward_within_its_fraction() {
     let (t, mut server) = mock();
     let rec = Recorder::start();
@@ -445,7 +466,7 @@ async fn attempts_fail_over_in_order_and_return_to_the_primary_without_a_gap() {
         .await
         .unwrap();
     assert!(
-        matches!(&connected.value, Event::Connected { endpoint: 1, url, .. } if url == "ws://backup.test/feed"),
+        matches!(&connected.value, Event::Connected { endpoint: 1, url, .. } if url == "ws://backup.test/feed?key=***"),
         "credentials and query redacted: {:?}",
         connected.value
     );
@@ -740,6 +761,24 @@ async fn pause_keeps_the_client_down_and_resume_delivers_what_queued() {
     client.resume();
     let mut conn = server.accept().await.unwrap();
     assert_eq!(next_text(&mut conn).await, "while paused");
+    assert_eq!(client.state(), State::Connected);
+}
+
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn resuming_before_the_pause_took_effect_reconnects_at_once() {
+    let (t, mut server) = mock();
+    let rec = Recorder::start();
+    let client = base(t, &rec)
+        .backoff_initial(secs(5))
+        .backoff_max(secs(5))
+        .start()
+        .unwrap();
+    let _conn = server.accept().await.unwrap();
+    client.pause();
+    client.resume();
+    let asked = Instant::now();
+    let _conn = server.accept().await.unwrap();
+    assert!(asked.elapsed() < secs(1), "{:?}", asked.elapsed());
     assert_eq!(client.state(), State::Connected);
 }
 

@@ -79,7 +79,7 @@ async fn every_attempt_has_a_span_with_redacted_url_attempt_and_outcome() {
             .map(|(_, _, v)| v.clone())
             .collect()
     };
-    assert_eq!(field(0, "url"), ["ws://mock.test/feed"]);
+    assert_eq!(field(0, "url"), ["ws://mock.test/feed?token=***"]);
     assert_eq!(field(0, "attempt"), ["1"]);
     assert!(field(0, "outcome")[0].contains("refused"), "{recorded:?}");
     assert_eq!(field(1, "attempt"), ["2"]);

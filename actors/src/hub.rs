@@ -70,8 +70,9 @@ pub(crate) struct Hub {
     pub(crate) behind: Behind,
     /// What Pongs confirmed of the messages written.
     pub(crate) delivery: RefCell<Delivery>,
-    /// The newest link's writer, from the supervisor to the queue.
-    writer: RefCell<Option<(u64, Writer)>>,
+    /// New links' writers, from the supervisor to the queue (the current
+    /// link's and a rotation's may both be on their way).
+    writers: RefCell<Vec<(u64, Writer)>>,
     /// The link whose inbound messages are delivered (a rotation moves it).
     active: Cell<u64>,
     /// The ready gate's predicate, if the client has one.
@@ -210,7 +211,7 @@ impl Hub {
             reading: Gate::default(),
             behind: Behind::default(),
             delivery: RefCell::new(Delivery::new(config)),
-            writer: RefCell::default(),
+            writers: RefCell::default(),
             active: Cell::default(),
             gate: RefCell::default(),
             dedup: RefCell::default(),
@@ -304,14 +305,21 @@ impl Hub {
         self.event_streams.borrow_mut().clear();
     }
 
+    /// Leaves `link`'s writer for the queue; at most the two newest wait
+    /// (a writer nobody took belongs to a link that is gone).
     pub(crate) fn put_writer(&self, link: u64, writer: Writer) {
-        *self.writer.borrow_mut() = Some((link, writer));
+        let mut writers = self.writers.borrow_mut();
+        if writers.len() >= 2 {
+            writers.remove(0);
+        }
+        writers.push((link, writer));
     }
 
-    /// The writer of `link`, if it is still the newest.
+    /// The writer of `link`, if it is still waiting.
     pub(crate) fn take_writer(&self, link: u64) -> Option<Writer> {
-        let mut slot = self.writer.borrow_mut();
-        slot.take_if(|(id, _)| *id == link).map(|(_, w)| w)
+        let mut writers = self.writers.borrow_mut();
+        let i = writers.iter().position(|(id, _)| *id == link)?;
+        Some(writers.remove(i).1)
     }
 
     /// Publishes the messages of one read: one actor message per message to

@@ -765,16 +765,30 @@ impl Supervisor {
         }));
     }
 
-    /// Drops a rotation that has not switched (the client closes, pauses,
-    /// or the old link died first).
+    /// Ends a rotation early (the client closes or pauses, or the old link
+    /// died first): one that has not moved outbound traffic yet is dropped;
+    /// one that has finishes now, the new link taking over inbound too, so
+    /// that the link the queue writes to is the current one.
     fn abandon_rotation(&mut self, ctx: &mut Context<Self>) {
-        if let Some(r) = self.rotation.take() {
-            if let Some(h) = r.attempt {
-                ctx.cancel_future(h);
-            }
-            if let Some(link) = r.link {
-                link.addr.do_send(Abort);
-            }
+        let Some(r) = self.rotation.take() else {
+            return;
+        };
+        if let Some(h) = r.attempt {
+            ctx.cancel_future(h);
+        }
+        let Some(new) = r.link else {
+            return;
+        };
+        if !r.outbound_done {
+            new.addr.do_send(Abort);
+            return;
+        }
+        new.addr.do_send(TakeOver);
+        if let Some(old) = self.current.replace(new) {
+            old.addr.do_send(CloseLink {
+                code: 1000,
+                reason: DisconnectReason::ClientClosed,
+            });
         }
     }
 
@@ -803,7 +817,17 @@ impl Supervisor {
             self.set_state(State::Paused);
             return;
         }
-        let decision = self.policy.after_down(&reason, uptime);
+        let decision = if matches!(reason, DisconnectReason::Paused) {
+            // Resumed while the pause's close was on its way: at once, and
+            // with a fresh backoff.
+            self.policy.reset();
+            Decision::Retry {
+                attempt: 1,
+                delay: Duration::ZERO,
+            }
+        } else {
+            self.policy.after_down(&reason, uptime)
+        };
         // With replay, what the link wrote and no Pong confirmed is on its
         // way back to the queue: not drained yet.
         let replaying = self.hub.delivery.borrow().tail_to_replay();

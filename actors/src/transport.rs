@@ -138,30 +138,64 @@ impl ConnectRequest {
         self
     }
 
-    /// The URL without credentials (user info) and without its query, fit for
-    /// logs and spans.
+    /// The URL without credentials (see [`redact_url`]), fit for logs,
+    /// spans and events.
     pub fn redacted_url(&self) -> String {
         redact_url(&self.url)
     }
 }
 
-/// Removes user info and the query from a URL string, for logging.
+/// Query keys whose values are credentials, matched as parts of the
+/// lowercased key (`api_key`, `listenKey`, `access_token`, `X-Amz-Signature`).
+const SECRET_KEYS: [&str; 8] = [
+    "token",
+    "key",
+    "secret",
+    "pass",
+    "auth",
+    "sig",
+    "session",
+    "credential",
+];
+
+/// A URL string fit for logs and events: without user info or fragment, and
+/// with the value of every query parameter that looks like a credential
+/// replaced by `***` (`?streams=btc&token=abc` becomes
+/// `?streams=btc&token=***`).
 pub fn redact_url(url: &str) -> String {
     let (scheme, rest) = match url.split_once("://") {
         Some((s, r)) => (Some(s), r),
         None => (None, url),
     };
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
+    let (authority, tail) = rest.split_at(authority_end);
     let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let path = match path.find(['?', '#']) {
-        Some(i) => &path[..i],
-        None => path,
+    let tail = tail.split_once('#').map_or(tail, |(t, _)| t);
+    let (path, query) = match tail.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (tail, None),
     };
-    match scheme {
+    let mut out = match scheme {
         Some(s) => format!("{s}://{host}{path}"),
         None => format!("{host}{path}"),
+    };
+    if let Some(query) = query.filter(|q| !q.is_empty()) {
+        out.push('?');
+        for (i, pair) in query.split('&').enumerate() {
+            if i > 0 {
+                out.push('&');
+            }
+            let key = pair.split_once('=').map_or(pair, |(k, _)| k);
+            let lower = key.to_ascii_lowercase();
+            if pair.contains('=') && SECRET_KEYS.iter().any(|s| lower.contains(s)) {
+                out.push_str(key);
+                out.push_str("=***");
+            } else {
+                out.push_str(pair);
+            }
+        }
     }
+    out
 }
 
 /// An open WebSocket connection, as handed to the connection actor.
@@ -251,13 +285,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn redaction_removes_credentials_and_query() {
+    fn redaction_removes_credentials_and_secret_query_values() {
         assert_eq!(
             redact_url("wss://user:secret@example.com:8443/feed?token=abc#x"),
-            "wss://example.com:8443/feed"
+            "wss://example.com:8443/feed?token=***"
         );
         assert_eq!(redact_url("ws://127.0.0.1:9/"), "ws://127.0.0.1:9/");
-        assert_eq!(redact_url("ws://h?token=1"), "ws://h");
+        assert_eq!(
+            redact_url("wss://h/stream?streams=btcusdt@trade&listenKey=k1&x&api_key=k2"),
+            "wss://h/stream?streams=btcusdt@trade&listenKey=***&x&api_key=***"
+        );
+        assert_eq!(redact_url("ws://h?"), "ws://h");
         assert_eq!(redact_url("not a url"), "not a url");
     }
 }
