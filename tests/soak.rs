@@ -3,8 +3,9 @@
 //! with various codes). Bounded: 24 cycles in CI (well under two minutes);
 //! set SOAK_CYCLES for a longer run and SOAK_SEED for another schedule.
 //!
-//! It runs twice on the same schedule: with replay of the unconfirmed tail,
-//! then without.
+//! It runs three times on the same schedule: without replay of the
+//! unconfirmed tail, with it, and with it and every link rotated at 250 ms
+//! (make before break, under the same faults).
 //!
 //! Asserted both ways: every message accepted while the link was down
 //! reaches the server; the server never sees messages out of order (the
@@ -121,6 +122,13 @@ impl Handler<Event> for Watcher {
                 self.connects.set(self.connects.get() + 1);
                 self.latest_link_from.set(self.next.get());
             }
+            // A rotation's new link: a server that closes the old one while
+            // the rotation switches is answered by the new one, not by a
+            // reconnect.
+            Event::Rotated { .. } => {
+                self.up.set(true);
+                self.connects.set(self.connects.get() + 1);
+            }
             Event::Disconnected { .. } => self.up.set(false),
             Event::Dropped { message } => self.dropped.borrow_mut().push(message),
             _ => {}
@@ -149,8 +157,10 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 
 #[actix_rt::test]
 async fn chaos_soak() {
-    let without = soak(false).await;
-    let with = soak(true).await;
+    let without = soak(false, false).await;
+    let with = soak(true, false).await;
+    let rotating = soak(true, true).await;
+    assert!(rotating.rotations > 0, "nothing rotated");
     println!(
         "soak, per 1000 messages accepted: {:.1} barrier pings with replay, {:.1} without",
         with.barrier_pings as f64 * 1000.0 / with.accepted as f64,
@@ -162,9 +172,10 @@ async fn chaos_soak() {
 struct Report {
     accepted: u64,
     barrier_pings: u64,
+    rotations: u64,
 }
 
-async fn soak(replay: bool) -> Report {
+async fn soak(replay: bool, rotate: bool) -> Report {
     let cycles: u32 = env_or("SOAK_CYCLES", 24);
     let mut rng = XorShift(env_or("SOAK_SEED", 0x5EED_u64).max(1));
     {
@@ -201,9 +212,19 @@ async fn soak(replay: bool) -> Report {
         .overflow(OverflowPolicy::DropOldest)
         .replay_unconfirmed(replay)
         .delivery_barriers(true)
-        .subscribe_events(watcher.recipient())
-        .start()
-        .unwrap();
+        .subscribe_events(watcher.recipient());
+    let client = if rotate {
+        // The server sends nothing: a rotation's new link takes over after
+        // the overlap.
+        client
+            .max_connection_age(Duration::from_millis(250))
+            .age_jitter(0.2)
+            .rotation_overlap(Duration::from_millis(50))
+    } else {
+        client
+    }
+    .start()
+    .unwrap();
 
     // The producer: one numbered message every 2 ms, noting whether the
     // link was down when the client accepted it.
@@ -388,11 +409,12 @@ async fn soak(replay: bool) -> Report {
     let growth = heap_late - heap_early.unwrap_or(heap_late);
     let while_down = accepted.iter().filter(|(_, down)| *down).count();
     println!(
-        "soak (replay {}): {faults} faults ({breaking} breaking), {} connects, {} accepted \
+        "soak (replay {}, {} rotations): {faults} faults ({breaking} breaking), {} connects, {} accepted \
          ({while_down} while down), {} received ({duplicates} duplicates), {} dropped, {} handed \
          back, {lost_in_dead_links} lost in dead links ({} counted possibly lost), {} replayed, \
          {} barrier pings, heap growth {growth} bytes",
         if replay { "on" } else { "off" },
+        stats.rotations,
         connects.get(),
         accepted.len(),
         seen.len(),
@@ -414,5 +436,6 @@ async fn soak(replay: bool) -> Report {
     Report {
         accepted: accepted.len() as u64,
         barrier_pings: stats.barrier_pings,
+        rotations: stats.rotations,
     }
 }
