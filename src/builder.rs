@@ -217,8 +217,8 @@ impl ClientBuilder {
     }
 
     /// Once a rotation's new link is ready, how long the old link's
-    /// messages are still delivered while the new one has sent nothing.
-    /// Default is 1 s.
+    /// messages are still delivered while the new one has sent nothing (at
+    /// most a quarter of the maximum age). Default is 1 s.
     pub fn rotation_overlap(mut self, d: Duration) -> Self {
         self.config.feed.rotation_overlap = d;
         self

@@ -277,15 +277,38 @@ async fn with_a_dedup_key_the_switch_waits_until_the_new_link_has_caught_up() {
 async fn a_quiet_new_link_takes_over_after_the_overlap() {
     let (t, mut server) = mock();
     let rec = Recorder::start();
-    let _client = rotating(t, &rec).rotation_overlap(secs(3)).start().unwrap();
+    let client = base(t, &rec).rotation_overlap(secs(3)).start().unwrap();
     let mut old = server.accept().await.unwrap();
-    let _new = accept_rotation(&mut server).await;
+    client.rotate();
+    let _new = server.accept().await.unwrap();
     let ready = Instant::now();
     rec.wait_for(|e| matches!(e, Event::Rotated { .. }), LONG)
         .await
         .unwrap();
     assert_eq!(ready.elapsed(), secs(3));
     assert_eq!(close_code(&mut old).await, Some(1000));
+}
+
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn a_short_maximum_age_shortens_the_overlap_to_a_quarter() {
+    let (t, mut server) = mock();
+    let rec = Recorder::start();
+    let _client = base(t, &rec)
+        .max_connection_age(secs(4))
+        .age_jitter(0.0)
+        .rotation_overlap(secs(3))
+        .start()
+        .unwrap();
+    let _old = server.accept().await.unwrap();
+    let _new = server.accept().await.unwrap();
+    let ready = Instant::now();
+    rec.wait_for(|e| matches!(e, Event::Rotated { .. }), LONG)
+        .await
+        .unwrap();
+    assert_eq!(ready.elapsed(), secs(1));
+    // The next rotation comes at the new link's age, not at once.
+    let _third = server.accept().await.unwrap();
+    assert_eq!(ready.elapsed(), secs(4));
 }
 
 #[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]

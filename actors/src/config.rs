@@ -202,7 +202,8 @@ pub struct FeedConfig {
     /// Once the new link of a rotation is ready, how long the old link's
     /// inbound messages keep being delivered while nothing has arrived on
     /// the new one yet; the switch happens at the new link's first message
-    /// or after this, whichever comes first. Default is 1 s.
+    /// or after this, whichever comes first (at most a quarter of
+    /// `max_connection_age`). Default is 1 s.
     pub rotation_overlap: Duration,
     /// With a dedup key, how many of the last delivered messages' keys a
     /// new link's first messages are checked against. Default is 1024.

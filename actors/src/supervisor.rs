@@ -679,9 +679,15 @@ impl Supervisor {
         }
         r.switching = true;
         let id = new.id;
-        new.addr.do_send(Arm {
-            overlap: self.config.feed.rotation_overlap,
-        });
+        let feed = self.config.feed;
+        // A short maximum age shortens the overlap too, so that a quiet
+        // link's rotation ends well before the next one is due.
+        let overlap = feed
+            .max_connection_age
+            .map_or(feed.rotation_overlap, |age| {
+                feed.rotation_overlap.min(age / 4)
+            });
+        new.addr.do_send(Arm { overlap });
         let (tx, rx) = oneshot::channel();
         self.queue.do_send(Handover { link: id, done: tx });
         ctx.spawn(rx.into_actor(self).map(move |res, act, ctx| {
@@ -757,6 +763,9 @@ impl Supervisor {
         tracing::info!(reason = %ErrorChain(&reason), ?retry_in, "rotation failed");
         self.hub.publish(Event::RotationFailed { reason, retry_in });
         let link = self.current.as_ref().map(|c| c.id);
+        if let Some(h) = self.rotation_timer.take() {
+            ctx.cancel_future(h);
+        }
         self.rotation_timer = Some(ctx.run_later(retry_in, move |act, ctx| {
             act.rotation_timer = None;
             if act.current.as_ref().map(|c| c.id) == link {
