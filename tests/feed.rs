@@ -312,6 +312,25 @@ async fn a_short_maximum_age_shortens_the_overlap_to_a_quarter() {
 }
 
 #[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn a_reply_arriving_on_the_old_link_after_the_switch_is_delivered() {
+    let (t, mut server) = mock();
+    let rec = Recorder::start();
+    let _client = rotating(t, &rec).start().unwrap();
+    let old = server.accept().await.unwrap();
+    let new = accept_rotation(&mut server).await;
+    // The old link's peer is slow to answer the Close: what it still sends
+    // before answering is a reply to something written on it.
+    old.go_silent();
+    new.send_text("n1");
+    rec.wait_for(|e| matches!(e, Event::Rotated { .. }), LONG)
+        .await
+        .unwrap();
+    old.send_text("late reply");
+    rec.wait_for_text("late reply", LONG).await.unwrap();
+    assert_eq!(texts(&rec), ["n1", "late reply"]);
+}
+
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
 async fn a_failed_new_link_keeps_the_old_one_and_the_rotation_is_retried() {
     let (t, mut server) = mock();
     let rec = Recorder::start();

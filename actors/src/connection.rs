@@ -22,7 +22,8 @@
 //! Ping. A batch of messages stays whole until it is flushed; if the write
 //! fails, makes no progress for the write timeout, or the actor stops
 //! first, dropping it requeues it. A closing link writes nothing after its
-//! Close frame.
+//! Close frame; after a clean Close of its own it still delivers the data
+//! that arrives until the peer's Close.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -658,9 +659,7 @@ impl StreamHandler<Vec<Result<Frame, TransportError>>> for Connection {
             if !self.gate_open {
                 self.check_gate(&messages);
             }
-            if self.hub.active() == self.id {
-                self.publish(messages, ctx);
-            } else if self.role == Role::Standby {
+            if self.role == Role::Standby && self.hub.active() != self.id {
                 // Armed, it takes over at its first message, or with a dedup
                 // key at the first the old link delivered too: nothing
                 // between the two links' feeds is missed.
@@ -670,8 +669,12 @@ impl StreamHandler<Vec<Result<Frame, TransportError>>> for Connection {
                 } else {
                     self.hold(messages);
                 }
+            } else {
+                // A link a rotation replaced still delivers until its close
+                // completes: replies to what was written on it are not lost
+                // (the dedup window drops what both links carried).
+                self.publish(messages, ctx);
             }
-            // Otherwise a rotation replaced this link: the new one delivers.
         }
     }
 
@@ -831,7 +834,10 @@ impl Connection {
                 return;
             }
         };
-        if self.closing && !matches!(frame, Frame::Close(_)) {
+        // After a Close of our own that waits for the peer's (a clean close:
+        // `close`, a rotation's old link), data still comes in and is
+        // delivered until the peer's Close; after any other Close, nothing.
+        if self.closing && !self.awaiting_peer_close && !matches!(frame, Frame::Close(_)) {
             return;
         }
         match frame {

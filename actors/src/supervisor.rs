@@ -198,11 +198,13 @@ pub(crate) type CloseReply = oneshot::Sender<Result<Undelivered, CloseError>>;
 ///   does not answer within the pong timeout loses the old link, whose
 ///   unconfirmed tail, with replay, is written first on the new one), then
 ///   writes to the new link: nothing is written twice or overtaken;
-/// - inbound: the old link's messages are delivered until the new link
-///   takes over, at its first message (with a dedup key, at its first
-///   message the old link delivered too), or after the rotation overlap;
-///   what the new link read before is held (up to the read-ahead, then it
-///   stops reading) and delivered first, through the dedup window.
+/// - inbound: the new link takes over at its first message (with a dedup
+///   key, at its first message the old link delivered too), or after the
+///   rotation overlap; what it read before is held (up to the read-ahead,
+///   then it stops reading) and delivered first, through the dedup window.
+///   The old link's messages are delivered until its close completes, so a
+///   reply to something written on it is not lost; what both links carry
+///   is delivered twice unless a dedup key drops it.
 ///
 /// When both have moved, subscribers see `Rotated` with the old link's age
 /// and the old link is closed with 1000 (no `Disconnected` for it). If the
