@@ -50,6 +50,8 @@ pub struct ClientBuilder {
     headers: Vec<(String, String)>,
     protocols: Vec<String>,
     provider: Option<SendProvider>,
+    /// The provider builds on the endpoints' URLs: check them.
+    provider_uses_urls: bool,
     config: Config,
     backoff_initial: Duration,
     backoff_max: Duration,
@@ -90,6 +92,7 @@ impl ClientBuilder {
             headers: Vec::new(),
             protocols: Vec::new(),
             provider: None,
+            provider_uses_urls: false,
             backoff_initial: backoff.initial(),
             backoff_max: backoff.max(),
             backoff_factor: backoff.factor(),
@@ -160,6 +163,7 @@ impl ClientBuilder {
         self.provider = Some(Box::new(move |a: &Attempt| {
             futures::future::ready(provider(a.number)).boxed_local()
         }));
+        self.provider_uses_urls = false;
         self
     }
 
@@ -195,6 +199,7 @@ impl ClientBuilder {
         Fut: std::future::Future<Output = Result<ConnectRequest, ConnectError>> + 'static,
     {
         self.provider = Some(Box::new(move |a: &Attempt| provider(a).boxed_local()));
+        self.provider_uses_urls = true;
         self
     }
 
@@ -655,6 +660,11 @@ impl ClientBuilder {
             });
         }
         let urls: Vec<String> = std::iter::once(self.url).chain(self.fallbacks).collect();
+        if self.provider_uses_urls {
+            for url in &urls {
+                validate::request(&ConnectRequest::new(url.clone()))?;
+            }
+        }
         let provider = match self.provider {
             Some(p) => p,
             None => {

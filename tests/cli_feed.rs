@@ -262,12 +262,133 @@ async fn max_age_rotates_with_rotating_and_rotated_events_and_loses_no_line() {
     }
 }
 
+#[actix_rt::test]
+async fn dedup_key_makes_rotations_deliver_each_number_once() {
+    let demo = DemoServer::start(DemoConfig::exchange(ms(10), Duration::from_secs(10))).unwrap();
+    let url = demo.url();
+    let run = tether(
+        vec![
+            "--json".into(),
+            "--exit-on-eof".into(),
+            "--on-connect".into(),
+            r#"{"op":"login"}"#.into(),
+            "--ready-pattern".into(),
+            r#""status":"ok""#.into(),
+            "--max-age".into(),
+            "300ms".into(),
+            "--dedup-key".into(),
+            "seq".into(),
+            url,
+        ],
+        "",
+        ms(1500),
+    )
+    .await;
+    demo.stop().await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let all = json_lines(&run.stdout);
+    assert!(events(&all, "rotated").len() >= 2, "{}", run.stdout);
+    let seqs: Vec<u64> = events(&all, "message")
+        .iter()
+        .filter_map(|m| m["data"].as_str())
+        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .filter_map(|v| v["seq"].as_u64())
+        .collect();
+    let want: Vec<u64> = (seqs[0]..seqs[0] + seqs.len() as u64).collect();
+    assert_eq!(seqs, want, "each number once, in order");
+}
+
+/// Closes every connection at once with 4001.
+fn banned(c: Conn) -> LocalBoxFuture<'static, ()> {
+    Box::pin(async move {
+        let reason = actix_ws::CloseReason {
+            code: actix_ws::CloseCode::Other(4001),
+            description: Some("banned".into()),
+        };
+        let _ = c.session.close(Some(reason)).await;
+    })
+}
+
+#[actix_rt::test]
+async fn a_fatal_close_code_ends_the_program() {
+    let server = TestServer::start(Spec::new(banned));
+    let run = tether(
+        vec![
+            "--json".into(),
+            "--fatal-close-code".into(),
+            "4001".into(),
+            server.url(),
+        ],
+        "",
+        ms(3000),
+    )
+    .await;
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    let all = json_lines(&run.stdout);
+    assert_eq!(events(&all, "gave_up").len(), 1, "{}", run.stdout);
+    assert_eq!(server.log.connections(), 1, "not retried");
+}
+
+/// Closes every connection at once with 1001, so the client reconnects.
+fn close_at_once(c: Conn) -> LocalBoxFuture<'static, ()> {
+    Box::pin(async move {
+        let reason = actix_ws::CloseReason {
+            code: actix_ws::CloseCode::Away,
+            description: None,
+        };
+        let _ = c.session.close(Some(reason)).await;
+    })
+}
+
+#[actix_rt::test]
+async fn auth_command_sends_a_fresh_token_on_every_attempt() {
+    let server = TestServer::start(Spec::new(close_at_once));
+    let dir = std::env::temp_dir().join(format!("tether-auth-{}", std::process::id()));
+    let counter = dir.with_extension("count");
+    let cmd = format!(
+        "n=$(cat {0} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {0}; echo \"Bearer t$n\"",
+        counter.display()
+    );
+    let run = tether(
+        vec![
+            "--exit-on-eof".into(),
+            "--close-timeout".into(),
+            "200ms".into(),
+            "--backoff-initial".into(),
+            "20ms".into(),
+            "--backoff-max".into(),
+            "20ms".into(),
+            "--auth-command".into(),
+            cmd,
+            server.url(),
+        ],
+        "",
+        ms(1500),
+    )
+    .await;
+    let _ = std::fs::remove_file(&counter);
+    assert!(run.code.is_some(), "killed: {}", run.stderr);
+    assert!(server.log.connections() >= 3);
+    let tokens: Vec<String> = lock(&server.log.headers)
+        .iter()
+        .take(3)
+        .filter_map(|h| {
+            h.iter()
+                .find(|(k, _)| k == "authorization")
+                .map(|(_, v)| v.clone())
+        })
+        .collect();
+    assert_eq!(tokens, ["Bearer t1", "Bearer t2", "Bearer t3"]);
+}
+
 #[test]
 fn bad_feed_flags_are_one_line_and_exit_2() {
     for args in [
         &["--max-age", "soon", "ws://127.0.0.1:1/"][..],
         &["--max-age", "0s", "ws://127.0.0.1:1/"],
         &["ws://127.0.0.1:1/", "ftp://127.0.0.1:1/"],
+        &["--auth-command", "true", "ftp://127.0.0.1:1/"],
+        &["--fatal-close-code", "x", "ws://127.0.0.1:1/"],
     ] {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
             .args(args)

@@ -807,6 +807,25 @@ async fn pause_keeps_the_client_down_and_resume_delivers_what_queued() {
 }
 
 #[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn closing_a_paused_client_connects_to_deliver_what_is_queued() {
+    let (t, mut server) = mock();
+    let rec = Recorder::start();
+    let client = base(t, &rec).start().unwrap();
+    let mut conn = server.accept().await.unwrap();
+    client.pause();
+    assert_eq!(close_code(&mut conn).await, Some(1000));
+    rec.wait_for(|e| matches!(e, Event::Disconnected { .. }), LONG)
+        .await
+        .unwrap();
+    client.try_send("queued while paused").unwrap();
+    let closing = client.close(secs(5));
+    let mut conn = server.accept().await.unwrap();
+    assert_eq!(next_text(&mut conn).await, "queued while paused");
+    let left = closing.await.unwrap();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
 async fn resuming_before_the_pause_took_effect_reconnects_at_once() {
     let (t, mut server) = mock();
     let rec = Recorder::start();

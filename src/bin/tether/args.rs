@@ -3,7 +3,12 @@
 
 use std::time::Duration;
 
-use actix_tether::{ClientBuilder, CompressionMode, Jitter, Message, OverflowPolicy};
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use actix_tether::{
+    ClientBuilder, CompressionMode, ConnectError, ConnectErrorKind, ConnectRequest, Jitter,
+    Message, OverflowPolicy,
+};
 use clap::Parser;
 
 /// A resilient WebSocket client: stdin lines out, inbound messages on stdout,
@@ -39,6 +44,19 @@ pub(crate) struct Args {
     /// Consecutive failed attempts on one URL before moving to the next.
     #[arg(long, value_name = "N")]
     failover_after: Option<u32>,
+    /// Run CMD (with sh -c) before every attempt and send the first line it
+    /// prints as the Authorization header (a fresh token per attempt). It
+    /// shares the connect timeout; a failure is retried.
+    #[arg(long, value_name = "CMD")]
+    auth_command: Option<String>,
+    /// A server close code that ends the program (exit 1) instead of a
+    /// reconnect (repeatable).
+    #[arg(long = "fatal-close-code", value_name = "CODE")]
+    fatal_close_codes: Vec<u16>,
+    /// Drop inbound JSON messages whose top-level FIELD (a number or a
+    /// string) a rotation's other link already delivered.
+    #[arg(long, value_name = "FIELD")]
+    dedup_key: Option<String>,
     /// Print one JSON object per event on stdout.
     #[arg(long)]
     pub(crate) json: bool,
@@ -151,6 +169,23 @@ impl Args {
         if let Some(age) = self.max_age {
             b = b.max_connection_age(age);
         }
+        if !self.fatal_close_codes.is_empty() {
+            b = b.fatal_close_codes(self.fatal_close_codes.clone());
+        }
+        if let Some(field) = self.dedup_key.clone() {
+            b = b.dedup_key(move |m| json_key(m, &field));
+        }
+        if let Some(cmd) = self.auth_command.clone() {
+            let (headers, protocols) = (self.headers.clone(), self.protocols.clone());
+            b = b.request_provider_async(move |attempt| {
+                let request = ConnectRequest {
+                    url: attempt.url.clone(),
+                    headers: headers.clone(),
+                    protocols: protocols.clone(),
+                };
+                auth_request(cmd.clone(), request)
+            });
+        }
         if let Some(pattern) = self.ready_pattern.clone() {
             b = b.ready_gate(move |m| m.as_text().is_some_and(|t| t.contains(pattern.as_str())));
         }
@@ -201,6 +236,48 @@ impl Args {
     }
 }
 
+/// `--dedup-key`: the message's top-level `field`, a number as it is, a
+/// string hashed.
+fn json_key(m: &Message, field: &str) -> Option<u64> {
+    let v: serde_json::Value = serde_json::from_str(m.as_text()?).ok()?;
+    match v.get(field)? {
+        serde_json::Value::Number(n) => n.as_u64(),
+        serde_json::Value::String(s) => {
+            let mut h = DefaultHasher::new();
+            s.hash(&mut h);
+            Some(h.finish())
+        }
+        _ => None,
+    }
+}
+
+/// `--auth-command`: runs `cmd` and adds its first line as the
+/// Authorization header of `request`. Killed if the attempt's timeout
+/// drops it first.
+async fn auth_request(
+    cmd: String,
+    mut request: ConnectRequest,
+) -> Result<ConnectRequest, ConnectError> {
+    let out = tokio::process::Command::new("sh")
+        .args(["-c", &cmd])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| ConnectError::with_source(ConnectErrorKind::Io, e))?;
+    if !out.status.success() {
+        return Err(ConnectError::with_source(
+            ConnectErrorKind::Io,
+            format!("--auth-command failed ({})", out.status),
+        ));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let token = text.lines().next().unwrap_or_default().trim().to_owned();
+    request.headers.push(("Authorization".to_owned(), token));
+    Ok(request)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,5 +292,15 @@ mod tests {
         assert_eq!(header("X-A:  b c "), Ok(("X-A".into(), "b c".into())));
         assert!(header("novalue").is_err());
         assert!(header(": v").is_err());
+    }
+
+    #[test]
+    fn dedup_keys_come_from_a_top_level_field() {
+        let key = |t: &str| json_key(&Message::from(t), "id");
+        assert_eq!(key(r#"{"id": 7}"#), Some(7));
+        assert_eq!(key(r#"{"id": "a"}"#), key(r#"{"id": "a", "x": 1}"#));
+        assert_ne!(key(r#"{"id": "a"}"#), key(r#"{"id": "b"}"#));
+        assert_eq!(key(r#"{"other": 7}"#), None);
+        assert_eq!(key("not json"), None);
     }
 }
