@@ -221,22 +221,31 @@ async fn feed(
                             return;
                         }
                     }
-                    Some(Ok(WsMessage::Ping(p))) => {
-                        if session.pong(&p).await.is_err() {
-                            return;
-                        }
-                    }
-                    Some(Ok(WsMessage::Close(reason))) => {
-                        let _ = session.close(reason).await;
+                    other => if !answer(&mut session, other).await {
                         return;
-                    }
-                    Some(Err(_)) | None => return,
-                    Some(Ok(_)) => {}
+                    },
                 },
             }
         }
     });
     Ok(response)
+}
+
+/// Answers what a connection received other than text: a Pong for a Ping,
+/// a Close for a Close. Returns whether the connection goes on.
+async fn answer(
+    session: &mut actix_ws::Session,
+    msg: Option<Result<WsMessage, actix_ws::ProtocolError>>,
+) -> bool {
+    match msg {
+        Some(Ok(WsMessage::Ping(p))) => session.pong(&p).await.is_ok(),
+        Some(Ok(WsMessage::Close(reason))) => {
+            let _ = session.clone().close(reason).await;
+            false
+        }
+        Some(Err(_)) | None => false,
+        Some(Ok(_)) => true,
+    }
 }
 
 /// One connection in exchange mode: login first, then the shared feed, cut
@@ -291,17 +300,9 @@ async fn exchange(
                         return;
                     }
                 }
-                Some(Ok(WsMessage::Ping(p))) => {
-                    if session.pong(&p).await.is_err() {
-                        return;
-                    }
-                }
-                Some(Ok(WsMessage::Close(reason))) => {
-                    let _ = session.close(reason).await;
+                other => if !answer(&mut session, other).await {
                     return;
-                }
-                Some(Err(_)) | None => return,
-                Some(Ok(_)) => {}
+                },
             },
         }
     }

@@ -5,78 +5,19 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix_web::HttpResponse;
+use support::cli::{self, json_lines, run_tether, Run, Stdin};
 use support::{eventually, record, Spec, TestServer};
 
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs tether with `args` and `stdin`, killing it after 30 s.
+/// Runs tether with `args` and `stdin` (then closed), killing it after 30 s.
 fn tether(args: &[&str], stdin: &str) -> Run {
-    run_tether(args, stdin, false)
-}
-
-/// Runs tether with `args`, writing `stdin` but leaving it open (a script
-/// that keeps its pipe), killing it after 30 s.
-fn run_tether(args: &[&str], stdin: &str, keep_stdin_open: bool) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    // A program that exits early closes its stdin; that is not our failure.
-    let _ = input.write_all(stdin.as_bytes());
-    let open = keep_stdin_open.then_some(input);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let code = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status.code();
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    drop(open);
-    let mut stdout = String::new();
-    let mut stderr = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    Run {
-        code,
-        stdout,
-        stderr,
-    }
+    run_tether(args, stdin, Stdin::Close)
 }
 
 async fn tether_async(args: Vec<String>, stdin: &'static str) -> Run {
-    actix_rt::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        tether(&args, stdin)
-    })
-    .await
-    .unwrap()
+    cli::tether_async(args, stdin, Stdin::Close).await
 }
 
 /// A loopback URL where nothing listens.
@@ -217,9 +158,10 @@ async fn giving_up_exits_1_even_while_stdin_stays_open() {
     spec.refusal = Some(unauthorized);
     let server = TestServer::start(spec);
     let url = server.url();
-    let run = actix_rt::task::spawn_blocking(move || run_tether(&["--json", &url], "", true))
-        .await
-        .unwrap();
+    let run =
+        actix_rt::task::spawn_blocking(move || run_tether(&["--json", &url], "", Stdin::KeepOpen))
+            .await
+            .unwrap();
     assert_eq!(run.code, Some(1), "killed after 30 s? {}", run.stderr);
     let last: serde_json::Value = serde_json::from_str(run.stdout.lines().last().unwrap()).unwrap();
     assert_eq!(last["event"], "gave_up");
@@ -227,13 +169,6 @@ async fn giving_up_exits_1_even_while_stdin_stays_open() {
 
 /// The `dropped` events of a `--json` run: (line, reason), in order.
 /// Every stdout line of `tether --json`, parsed (each must be JSON).
-fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
-    stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 fn dropped_lines(stdout: &str) -> Vec<(u64, String)> {
     json_lines(stdout)
         .into_iter()

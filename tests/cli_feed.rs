@@ -6,83 +6,57 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix_tether::demo::{DemoConfig, DemoServer};
 use futures::future::LocalBoxFuture;
-use support::{eventually, lock, record, Conn, Spec, TestServer};
-
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
+use support::cli::{self, json_lines, Run, Stdin};
+use support::{close_at_once, eventually, lock, record, Conn, Spec, TestServer};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
 /// Runs tether with `args`, writes `stdin`, keeps stdin open for `hold`,
-/// then closes it; kills the program if it is still running 30 s later.
+/// then closes it.
 async fn tether(args: Vec<String>, stdin: &'static str, hold: Duration) -> Run {
-    actix_rt::task::spawn_blocking(move || {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
-            .args(&args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut input = child.stdin.take().unwrap();
-        let _ = input.write_all(stdin.as_bytes());
-        std::thread::sleep(hold);
-        drop(input);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let code = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status.code();
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                break None;
-            }
-            std::thread::sleep(ms(20));
-        };
-        let mut stdout = String::new();
-        let mut stderr = String::new();
-        child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut stdout)
-            .unwrap();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut stderr)
-            .unwrap();
-        Run {
-            code,
-            stdout,
-            stderr,
-        }
-    })
-    .await
-    .unwrap()
-}
-
-fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
-    stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
-        .collect()
+    cli::tether_async(args, stdin, Stdin::HoldFor(hold)).await
 }
 
 fn events<'a>(all: &'a [serde_json::Value], name: &str) -> Vec<&'a serde_json::Value> {
     all.iter().filter(|e| e["event"] == name).collect()
+}
+
+/// tether on the demo's exchange feed: JSON out, a login on every link, the
+/// lines held until it is accepted, links rotated every 300 ms; then
+/// `more` flags.
+fn exchange_args(url: &str, more: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--json",
+        "--exit-on-eof",
+        "--on-connect",
+        r#"{"op":"login"}"#,
+        "--ready-pattern",
+        r#""status":"ok""#,
+        "--max-age",
+        "300ms",
+    ]
+    .iter()
+    .chain(more)
+    .map(|a| a.to_string())
+    .collect();
+    args.push(url.to_owned());
+    args
+}
+
+/// The `seq` of every inbound feed message, in order.
+fn feed_numbers(all: &[serde_json::Value]) -> Vec<u64> {
+    events(all, "message")
+        .iter()
+        .filter_map(|m| m["data"].as_str())
+        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .filter_map(|v| v["seq"].as_u64())
+        .collect()
 }
 
 /// A loopback URL where nothing listens.
@@ -208,22 +182,7 @@ async fn on_connect_goes_first_and_the_ready_pattern_holds_stdin_lines() {
 async fn max_age_rotates_with_rotating_and_rotated_events_and_loses_no_line() {
     let demo = DemoServer::start(DemoConfig::exchange(ms(20), Duration::from_secs(10))).unwrap();
     let url = demo.url();
-    let run = tether(
-        vec![
-            "--json".into(),
-            "--exit-on-eof".into(),
-            "--on-connect".into(),
-            r#"{"op":"login"}"#.into(),
-            "--ready-pattern".into(),
-            r#""status":"ok""#.into(),
-            "--max-age".into(),
-            "300ms".into(),
-            url.clone(),
-        ],
-        "one\ntwo\n",
-        ms(1500),
-    )
-    .await;
+    let run = tether(exchange_args(&url, &[]), "one\ntwo\n", ms(1500)).await;
     demo.stop().await;
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let all = json_lines(&run.stdout);
@@ -249,12 +208,7 @@ async fn max_age_rotates_with_rotating_and_rotated_events_and_loses_no_line() {
     assert_eq!(echoes.len(), 2, "{}", run.stdout);
     // Feed numbers never go back by more than the overlap, and none is
     // missing.
-    let seqs: Vec<u64> = events(&all, "message")
-        .iter()
-        .filter_map(|m| m["data"].as_str())
-        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
-        .filter_map(|v| v["seq"].as_u64())
-        .collect();
+    let seqs = feed_numbers(&all);
     let mut high = seqs[0];
     for &n in &seqs[1..] {
         assert!(n <= high + 1, "gap from {high} to {n}");
@@ -266,34 +220,12 @@ async fn max_age_rotates_with_rotating_and_rotated_events_and_loses_no_line() {
 async fn dedup_key_makes_rotations_deliver_each_number_once() {
     let demo = DemoServer::start(DemoConfig::exchange(ms(10), Duration::from_secs(10))).unwrap();
     let url = demo.url();
-    let run = tether(
-        vec![
-            "--json".into(),
-            "--exit-on-eof".into(),
-            "--on-connect".into(),
-            r#"{"op":"login"}"#.into(),
-            "--ready-pattern".into(),
-            r#""status":"ok""#.into(),
-            "--max-age".into(),
-            "300ms".into(),
-            "--dedup-key".into(),
-            "seq".into(),
-            url,
-        ],
-        "",
-        ms(1500),
-    )
-    .await;
+    let run = tether(exchange_args(&url, &["--dedup-key", "seq"]), "", ms(1500)).await;
     demo.stop().await;
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let all = json_lines(&run.stdout);
     assert!(events(&all, "rotated").len() >= 2, "{}", run.stdout);
-    let seqs: Vec<u64> = events(&all, "message")
-        .iter()
-        .filter_map(|m| m["data"].as_str())
-        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
-        .filter_map(|v| v["seq"].as_u64())
-        .collect();
+    let seqs = feed_numbers(&all);
     let want: Vec<u64> = (seqs[0]..seqs[0] + seqs.len() as u64).collect();
     assert_eq!(seqs, want, "each number once, in order");
 }
@@ -327,17 +259,6 @@ async fn a_fatal_close_code_ends_the_program() {
     let all = json_lines(&run.stdout);
     assert_eq!(events(&all, "gave_up").len(), 1, "{}", run.stdout);
     assert_eq!(server.log.connections(), 1, "not retried");
-}
-
-/// Closes every connection at once with 1001, so the client reconnects.
-fn close_at_once(c: Conn) -> LocalBoxFuture<'static, ()> {
-    Box::pin(async move {
-        let reason = actix_ws::CloseReason {
-            code: actix_ws::CloseCode::Away,
-            description: None,
-        };
-        let _ = c.session.close(Some(reason)).await;
-    })
 }
 
 #[actix_rt::test]
@@ -390,28 +311,7 @@ fn bad_feed_flags_are_one_line_and_exit_2() {
         &["--auth-command", "true", "ftp://127.0.0.1:1/"],
         &["--fatal-close-code", "x", "ws://127.0.0.1:1/"],
     ] {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let code = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status.code();
-            }
-            assert!(Instant::now() < deadline, "{args:?} did not exit");
-            std::thread::sleep(ms(20));
-        };
-        let mut stderr = String::new();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut stderr)
-            .unwrap();
+        let Run { code, stderr, .. } = cli::run_tether(args, "", Stdin::Close);
         assert_eq!(code, Some(2), "{args:?}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
         assert!(stderr.starts_with("tether: "), "{stderr}");

@@ -55,6 +55,24 @@ fn rotating(t: actix_tether::testkit::MockTransport, rec: &Recorder) -> ClientBu
         .age_jitter(0.0)
 }
 
+/// Waits for the next `Rotated` event.
+async fn rotated(rec: &Recorder) -> Event {
+    rec.wait_for(|e| matches!(e, Event::Rotated { .. }), LONG)
+        .await
+        .expect("a rotation")
+        .value
+}
+
+/// What the client wrote, as text, less the setup lane's logins.
+fn sent_texts(server: &MockServer) -> Vec<String> {
+    server
+        .sent()
+        .into_iter()
+        .filter_map(|(_, m)| m.as_text().map(str::to_owned))
+        .filter(|t| !t.starts_with("login"))
+        .collect()
+}
+
 /// Accepts a rotation's new link and waits until its setup lane is written.
 async fn accept_rotation(server: &mut MockServer) -> MockConn {
     let mut conn = server.accept().await.expect("the rotation's link");
@@ -88,14 +106,10 @@ async fn a_link_rotates_at_its_age_before_breaking_and_loses_nothing() {
     old.send_text("m2");
     settle(ms(1)).await;
     new.send_text("m3");
-    let rotated = rec
-        .wait_for(|e| matches!(e, Event::Rotated { .. }), LONG)
-        .await
-        .unwrap();
+    let rotation = rotated(&rec).await;
     assert!(
-        matches!(&rotated.value, Event::Rotated { age, endpoint: 0, url } if *age >= secs(5) && url == "ws://mock.test/feed"),
-        "{:?}",
-        rotated.value
+        matches!(&rotation, Event::Rotated { age, endpoint: 0, url } if *age >= secs(5) && url == "ws://mock.test/feed"),
+        "{rotation:?}"
     );
     assert_eq!(close_code(&mut old).await, Some(1000));
     client.try_send("after").unwrap();
@@ -146,19 +160,12 @@ async fn with_replay_the_old_links_tail_is_confirmed_before_the_switch() {
     }
     let new = accept_rotation(&mut server).await;
     new.send_text("go");
-    rec.wait_for(|e| matches!(e, Event::Rotated { .. }), LONG)
-        .await
-        .unwrap();
+    rotated(&rec).await;
     for i in 0..10 {
         client.try_send(format!("c{i}")).unwrap();
     }
     settle(secs(2)).await;
-    let sent: Vec<String> = server
-        .sent()
-        .into_iter()
-        .map(|(_, m)| m.as_text().unwrap().to_owned())
-        .filter(|t| !t.starts_with("login"))
-        .collect();
+    let sent = sent_texts(&server);
     let want: Vec<String> = (0..100)
         .map(|i| format!("a{i}"))
         .chain((0..10).map(|i| format!("c{i}")))
@@ -185,19 +192,12 @@ async fn overlap_in_order(replay: bool) {
         client.try_send(format!("b{i}")).unwrap();
     }
     new.send_text("go");
-    rec.wait_for(|e| matches!(e, Event::Rotated { .. }), LONG)
-        .await
-        .unwrap();
+    rotated(&rec).await;
     for i in 0..100 {
         client.try_send(format!("c{i}")).unwrap();
     }
     settle(secs(1)).await;
-    let sent: Vec<String> = server
-        .sent()
-        .into_iter()
-        .map(|(_, m)| m.as_text().unwrap().to_owned())
-        .filter(|t| !t.starts_with("login"))
-        .collect();
+    let sent = sent_texts(&server);
     let want: Vec<String> = ["a", "b", "c"]
         .iter()
         .flat_map(|p| (0..100).map(move |i| format!("{p}{i}")))
@@ -282,9 +282,7 @@ async fn a_quiet_new_link_takes_over_after_the_overlap() {
     client.rotate();
     let _new = server.accept().await.unwrap();
     let ready = Instant::now();
-    rec.wait_for(|e| matches!(e, Event::Rotated { .. }), LONG)
-        .await
-        .unwrap();
+    rotated(&rec).await;
     assert_eq!(ready.elapsed(), secs(3));
     assert_eq!(close_code(&mut old).await, Some(1000));
 }
@@ -302,9 +300,7 @@ async fn a_short_maximum_age_shortens_the_overlap_to_a_quarter() {
     let _old = server.accept().await.unwrap();
     let _new = server.accept().await.unwrap();
     let ready = Instant::now();
-    rec.wait_for(|e| matches!(e, Event::Rotated { .. }), LONG)
-        .await
-        .unwrap();
+    rotated(&rec).await;
     assert_eq!(ready.elapsed(), secs(1));
     // The next rotation comes at the new link's age, not at once.
     let _third = server.accept().await.unwrap();
@@ -322,9 +318,7 @@ async fn a_reply_arriving_on_the_old_link_after_the_switch_is_delivered() {
     // before answering is a reply to something written on it.
     old.go_silent();
     new.send_text("n1");
-    rec.wait_for(|e| matches!(e, Event::Rotated { .. }), LONG)
-        .await
-        .unwrap();
+    rotated(&rec).await;
     old.send_text("late reply");
     rec.wait_for_text("late reply", LONG).await.unwrap();
     assert_eq!(texts(&rec), ["n1", "late reply"]);
@@ -355,9 +349,7 @@ async fn a_failed_new_link_keeps_the_old_one_and_the_rotation_is_retried() {
     let new = accept_rotation(&mut server).await;
     assert_eq!(up.elapsed(), secs(5) + ms(100));
     new.send_text("x");
-    rec.wait_for(|e| matches!(e, Event::Rotated { .. }), LONG)
-        .await
-        .unwrap();
+    rotated(&rec).await;
     assert!(!rec.event_names().contains(&"disconnected"));
 }
 
@@ -384,9 +376,7 @@ async fn rotate_on_request_and_a_new_link_dying_before_its_gate_opens() {
     assert_eq!(next_text(&mut old).await, "order", "the old link stays");
     let retried = server.accept().await.unwrap();
     retried.send_text("welcome");
-    rec.wait_for(|e| matches!(e, Event::Rotated { .. }), LONG)
-        .await
-        .unwrap();
+    rotated(&rec).await;
     assert!(rec.recorded_events().iter().any(|e| matches!(
         e.value,
         Event::Rotating {
@@ -527,11 +517,8 @@ async fn attempts_fail_over_in_order_and_return_to_the_primary_without_a_gap() {
     assert_eq!(up.elapsed(), secs(8));
     assert_eq!(primary.request().url, "ws://mock.test/feed");
     primary.send_text("from the primary");
-    let rotated = rec
-        .wait_for(|e| matches!(e, Event::Rotated { .. }), LONG)
-        .await
-        .unwrap();
-    assert!(matches!(rotated.value, Event::Rotated { endpoint: 0, .. }));
+    let rotation = rotated(&rec).await;
+    assert!(matches!(rotation, Event::Rotated { endpoint: 0, .. }));
     assert_eq!(close_code(&mut fallback).await, Some(1000));
     let stats = client.stats().await.unwrap();
     assert_eq!(stats.endpoint, Some(0));
@@ -689,9 +676,7 @@ async fn a_rotation_switches_once_the_new_links_gate_opens() {
     old.send_text("o1");
     settle(ms(10)).await;
     new.send_text("welcome");
-    rec.wait_for(|e| matches!(e, Event::Rotated { .. }), LONG)
-        .await
-        .unwrap();
+    rotated(&rec).await;
     client.try_send("order 2").unwrap();
     assert_eq!(next_text(&mut new).await, "order 2");
     assert_eq!(texts(&rec), ["welcome", "o1", "n1", "welcome"]);
@@ -715,9 +700,7 @@ async fn a_standby_link_waiting_for_its_gate_is_not_declared_dead() {
     // Longer than a ping interval and a pong timeout.
     settle(secs(5)).await;
     new.send_text("welcome");
-    rec.wait_for(|e| matches!(e, Event::Rotated { .. }), LONG)
-        .await
-        .unwrap();
+    rotated(&rec).await;
     let names = rec.event_names();
     assert!(!names.contains(&"rotation_failed"), "{names:?}");
     // Its heartbeat runs from the switch on: its Pongs count.

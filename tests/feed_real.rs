@@ -14,9 +14,8 @@ use std::time::{Duration, Instant};
 use actix_tether::demo::{DemoConfig, DemoServer};
 use actix_tether::testkit::Recorder;
 use actix_tether::{ClientBuilder, ConnectRequest, Event, Jitter, Message};
-use futures::future::LocalBoxFuture;
 use futures::StreamExt;
-use support::{echo, eventually, lock, Conn, Spec, TestServer};
+use support::{close_at_once, echo, eventually, lock, Spec, TestServer};
 
 const BOUND: Duration = Duration::from_secs(20);
 
@@ -172,18 +171,6 @@ async fn failover_to_a_fallback_and_back_to_the_restarted_primary() {
     let _ = client.close(ms(500)).await;
     restarted.stop().await;
     fallback.stop().await;
-}
-
-/// Closes every connection at once with 1001 (so that the client keeps
-/// reconnecting), after recording it.
-fn close_at_once(c: Conn) -> LocalBoxFuture<'static, ()> {
-    Box::pin(async move {
-        let reason = actix_ws::CloseReason {
-            code: actix_ws::CloseCode::Away,
-            description: None,
-        };
-        let _ = c.session.close(Some(reason)).await;
-    })
 }
 
 #[actix_rt::test]

@@ -3,6 +3,8 @@
 
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
+#[cfg(feature = "cli")]
+pub mod cli;
 #[cfg(feature = "testkit")]
 pub mod mock;
 pub mod raw;
@@ -228,6 +230,18 @@ impl TestServer {
     pub async fn stop(&self) {
         self.handle.stop(false).await;
     }
+}
+
+/// Closes every connection at once with 1001 (so that the client keeps
+/// reconnecting), after the log has recorded it.
+pub fn close_at_once(c: Conn) -> LocalBoxFuture<'static, ()> {
+    Box::pin(async move {
+        let reason = CloseReason {
+            code: actix_ws::CloseCode::Away,
+            description: None,
+        };
+        let _ = c.session.close(Some(reason)).await;
+    })
 }
 
 /// A subscriber (to messages and events) whose handler never returns: its

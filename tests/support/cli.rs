@@ -1,0 +1,99 @@
+//! Running the `tether` program as a user runs it.
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// What happens to tether's stdin once `stdin` is written.
+#[derive(Clone, Copy)]
+pub enum Stdin {
+    /// Closed at once.
+    Close,
+    /// Held open this long, then closed.
+    HoldFor(Duration),
+    /// Held open until the program exits (a script that keeps its pipe).
+    KeepOpen,
+}
+
+/// Runs tether with `args`, writing `stdin`; kills it if it is still running
+/// 30 s after its stdin closed (or after start, with `KeepOpen`).
+pub fn run_tether(args: &[&str], stdin: &str, how: Stdin) -> Run {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    // A program that exits early closes its stdin; that is not our failure.
+    let _ = input.write_all(stdin.as_bytes());
+    let open = match how {
+        Stdin::Close => {
+            drop(input);
+            None
+        }
+        Stdin::HoldFor(d) => {
+            std::thread::sleep(d);
+            drop(input);
+            None
+        }
+        Stdin::KeepOpen => Some(input),
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    drop(open);
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    Run {
+        code,
+        stdout,
+        stderr,
+    }
+}
+
+/// [`run_tether`] off the test's event loop, so that in-process servers keep
+/// serving meanwhile.
+pub async fn tether_async(args: Vec<String>, stdin: &'static str, how: Stdin) -> Run {
+    actix_rt::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_tether(&args, stdin, how)
+    })
+    .await
+    .unwrap()
+}
+
+/// One JSON value per stdout line.
+pub fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect()
+}
