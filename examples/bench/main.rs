@@ -47,6 +47,18 @@ impl Report {
         self.line(bench, Client::Tether, value, unit, f64::NAN);
     }
 
+    /// A series of counts (connects per 100 ms window of a storm).
+    fn series(&self, bench: &str, counts: &[usize]) {
+        if self.json {
+            println!(
+                "{}",
+                serde_json::json!({ "bench": bench, "series": counts })
+            );
+        } else {
+            println!("{bench:<28} {counts:?}");
+        }
+    }
+
     /// One measurement; `awc` is raw awc's figure for the same bench.
     fn line(&self, bench: &str, client: Client, value: f64, unit: &str, awc: f64) {
         let ratio = (client != Client::Awc && awc.is_finite() && awc > 0.0).then(|| value / awc);
@@ -344,6 +356,8 @@ async fn scale_figures(o: &Options, base: &str) -> Res<()> {
             report.scale(&name, s.busiest_window * 100.0, "%");
             let name = format!("reconnect storm ({storm_n}{with}) connects in busiest 100 ms");
             report.scale(&name, s.busiest_connects as f64, "connects");
+            let name = format!("reconnect storm ({storm_n}{with}) connects per 100 ms window");
+            report.series(&name, &s.windows);
         }
     }
     if wanted("10 feeds on a pool") {

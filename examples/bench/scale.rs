@@ -176,6 +176,8 @@ pub(crate) struct Storm {
     pub(crate) busiest_window: f64,
     /// The same, as a count.
     pub(crate) busiest_connects: usize,
+    /// Connects in each 100 ms window from the restart on, until the last.
+    pub(crate) windows: Vec<usize>,
     pub(crate) max_backoff: Duration,
 }
 
@@ -224,7 +226,16 @@ pub(crate) async fn storm(n: usize, budget: Option<ReconnectBudget>) -> Res<Stor
     back.sort();
     let last = back.last().copied().unwrap_or(restarted);
     let busiest_connects = busiest(&back, Duration::from_millis(100));
+    let mut windows = Vec::new();
+    for t in &back {
+        let i = (t.saturating_duration_since(restarted).as_millis() / 100) as usize;
+        if windows.len() <= i {
+            windows.resize(i + 1, 0);
+        }
+        windows[i] += 1;
+    }
     let result = Storm {
+        windows,
         all_back: last.saturating_duration_since(restarted),
         busiest_window: busiest_connects as f64 / n as f64,
         busiest_connects,
