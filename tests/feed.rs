@@ -274,6 +274,46 @@ async fn with_a_dedup_key_the_switch_waits_until_the_new_link_has_caught_up() {
 }
 
 #[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn a_standby_link_holds_at_most_the_read_ahead_and_loses_nothing() {
+    let (t, mut server) = mock();
+    let rec = Recorder::start();
+    let client = rotating(t, &rec)
+        .read_ahead(1024)
+        .dedup_key(|m| m.as_text()?.split(' ').next()?.parse().ok())
+        .start()
+        .unwrap();
+    let old = server.accept().await.unwrap();
+    for i in 1..=3 {
+        old.send_text(&i.to_string());
+    }
+    let new = accept_rotation(&mut server).await;
+    // Ten times the read-ahead, none of it seen on the old link: held up to
+    // the bound, then the new link stops reading until the overlap ends.
+    let pad = "x".repeat(200);
+    for i in 1000..1050 {
+        new.send_text(&format!("{i} {pad}"));
+        // One read each.
+        settle(ms(1)).await;
+    }
+    // Before the overlap ends: about the read-ahead was read, not 10 KB.
+    let read = client.stats().await.unwrap().wire_bytes_in;
+    assert!(read < 2 * 1024, "{read} bytes read");
+    rotated(&rec).await;
+    rec.wait_for_inbound(
+        |m| m.as_text().is_some_and(|t| t.starts_with("1049 ")),
+        LONG,
+    )
+    .await
+    .expect("reading resumed after the take-over");
+    let got: Vec<u64> = texts(&rec)
+        .iter()
+        .filter_map(|t| t.split(' ').next()?.parse().ok())
+        .collect();
+    let want: Vec<u64> = (1..=3).chain(1000..1050).collect();
+    assert_eq!(got, want);
+}
+
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
 async fn a_quiet_new_link_takes_over_after_the_overlap() {
     let (t, mut server) = mock();
     let rec = Recorder::start();

@@ -201,7 +201,9 @@ pub(crate) type CloseReply = oneshot::Sender<Result<Undelivered, CloseError>>;
 /// - inbound: the new link takes over at its first message (with a dedup
 ///   key, at its first message the old link delivered too), or after the
 ///   rotation overlap; what it read before is held (up to the read-ahead,
-///   then it stops reading) and delivered first, through the dedup window.
+///   then it stops reading: a gate message behind more than that is not
+///   seen, and the rotation fails at the ready timeout) and delivered
+///   first, through the dedup window.
 ///   The old link's messages are delivered until its close completes, so a
 ///   reply to something written on it is not lost; what both links carry
 ///   is delivered twice unless a dedup key drops it.
