@@ -1,0 +1,593 @@
+//! The supervisor actor: connects, reconnects with backoff, gives up, closes.
+//! Its lifecycle is documented on [`Supervisor`]; its decisions live in
+//! `policy.rs`.
+
+mod close;
+mod connect;
+mod rotation;
+
+use std::fmt;
+use std::rc::Rc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix_rt::time::Instant;
+use futures::channel::oneshot;
+
+use crate::backoff::Backoff;
+use crate::budget::ReconnectBudget;
+use crate::buffer::{lock, SharedBuffer, Undelivered};
+use crate::client::{OnConnect, RequestProvider, Stats};
+use crate::config::Config;
+use crate::connection::{Abort, CloseLink, Connection, TakeOver};
+use crate::error::{CloseError, ConnectError, DisconnectReason};
+use crate::events::{Event, State};
+use crate::frame::Message;
+use crate::hub::Hub;
+use crate::policy::{Decision, Endpoints, ReconnectPolicy};
+use crate::queue::{Detach, Open, Queue};
+use crate::transport::{ConnectRequest, Link, Transport};
+
+/// From a connection actor: news about its link.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct FromLink {
+    pub(crate) link: u64,
+    pub(crate) news: LinkNews,
+}
+
+pub(crate) enum LinkNews {
+    /// The link ended.
+    Down(DisconnectReason),
+    /// Its ready gate opened.
+    Ready,
+    /// A rotation's new link now delivers inbound messages.
+    Switched,
+}
+
+/// From the handle: start a rotation now.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Rotate;
+
+/// From the handle: skip the current wait.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct ReconnectNow;
+
+/// From the handle: keep the client down, or let it connect again.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct SetPaused(pub(crate) bool);
+
+/// Close the client within `timeout`; `reply` learns what it could not
+/// deliver. Sent without waiting for an answer, so that a caller who stops
+/// waiting does not cancel it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Close {
+    pub(crate) timeout: Duration,
+    pub(crate) reply: CloseReply,
+}
+
+/// From the client handle: the last handle was dropped.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Orphaned;
+
+/// A statistics snapshot.
+#[derive(Message)]
+#[rtype(result = "Stats")]
+pub(crate) struct GetStats;
+
+/// A source of setup-lane messages added at run time, after the on-connect
+/// hook's.
+pub type SetupSource = Box<dyn FnMut(&ConnectInfo) -> Vec<Message> + Send>;
+
+/// Add a setup source.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct AddSetupSource(pub(crate) SetupSource);
+
+impl Handler<AddSetupSource> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: AddSetupSource, _: &mut Context<Self>) {
+        self.setup_sources.push(msg.0);
+    }
+}
+
+/// A link opened, with the request and the span of its attempt.
+type Opened = Result<(Link, ConnectRequest, tracing::Span), ConnectError>;
+type Opening = ResponseActFuture<Supervisor, Opened>;
+
+use rotation::Rotation;
+
+struct Current {
+    id: u64,
+    addr: Addr<Connection>,
+    since: Instant,
+    endpoint: usize,
+    url: String,
+}
+
+pub(crate) type CloseReply = oneshot::Sender<Result<Undelivered, CloseError>>;
+
+/// Supervises the connection of one client. Created by [`crate::Engine`];
+/// applications hold a [`Client`](crate::Client), not this actor.
+///
+/// # Lifecycle
+///
+/// One per client. Each attempt asks the request provider for a fresh
+/// request, opens a link through the transport (bounded by the connect
+/// timeout) and starts a new connection actor on it (and that actor a
+/// heartbeat). Subscribers see `Connecting`, then `Connected` or
+/// `Disconnected`.
+///
+/// On every new link, first the on-connect hook's messages, then those of
+/// the setup sources, are written, and only then the queued backlog, in
+/// order. This holds for a link opened while closing too
+/// ([`ConnectInfo::closing`] tells the hook).
+///
+/// When a link ends or an attempt fails, subscribers get `Disconnected`
+/// and, if the failure is retryable and retries remain, `Reconnecting` with
+/// the jittered delay (at least the server's `Retry-After`, up to its cap).
+/// The backoff starts over only after a link stayed up for the minimum
+/// uptime. What happens to outbound messages:
+///
+/// - queued and not yet taken: they stay queued, for the next link;
+/// - in the batch being written when the link died: the batch goes back to
+///   the head of the queue, in order, less what a Pong already confirmed,
+///   and is written again on the next link (so the server may see a suffix
+///   of it twice; [`Event::Replaying`] counts it);
+/// - flushed into a link that then died: confirmed if the Pong to a later
+///   Ping came back first (see [`DeliveryConfig`](crate::DeliveryConfig));
+///   otherwise, without replay, possibly lost (the kernel took the bytes,
+///   the peer may not have read them; counted in
+///   [`Stats::possibly_lost`](crate::Stats::possibly_lost)), and with replay,
+///   written again on the next link, after its setup lane and before the
+///   backlog;
+/// - setup-lane messages of a dead link: not requeued; the next link's hook
+///   makes fresh ones.
+///
+/// Inbound messages read before the link died still reach subscribers, in
+/// order, before anything of the next link.
+///
+/// # Endpoints, the ready gate and the budget
+///
+/// Each attempt goes to one endpoint (the primary, then the fallbacks in
+/// order): attempts stay on it until `failover_after` fail in a row (a link
+/// up for less than the minimum uptime counts as a failure), then move to
+/// the next, wrapping back to the primary. With a ready gate, a link's
+/// backlog waits, after its setup lane, until an inbound message opens the
+/// gate; a link whose gate stays shut for the ready timeout is ended and
+/// counts as a failed attempt (the streak goes on). With a
+/// [`ReconnectBudget`], every attempt first takes a token: the wait it adds
+/// is part of the delay `Reconnecting` reports.
+///
+/// # Rotation, make before break
+///
+/// At the link's (jittered) maximum age, after `return_to_primary` on a
+/// fallback, or on [`Client::rotate`](crate::Client::rotate), subscribers
+/// see `Rotating`, and a second link is opened (the provider learns
+/// [`Attempt::rotation`]) and its setup lane written, while the current link
+/// goes on carrying both directions. Once the new link is ready (setup
+/// written, gate open):
+///
+/// - outbound: the queue stops writing to the old link, waits for its last
+///   batch and for a Pong that confirms everything it wrote (a peer that
+///   does not answer within the pong timeout loses the old link, whose
+///   unconfirmed tail, with replay, is written first on the new one), then
+///   writes to the new link: nothing is written twice or overtaken;
+/// - inbound: the new link takes over at its first message (with a dedup
+///   key, at its first message the old link delivered too), or after the
+///   rotation overlap; what it read before is held (up to the read-ahead,
+///   then it stops reading: a gate message behind more than that is not
+///   seen, and the rotation fails at the ready timeout) and delivered
+///   first, through the dedup window.
+///   The old link's messages are delivered until its close completes, so a
+///   reply to something written on it is not lost; what both links carry
+///   is delivered twice unless a dedup key drops it.
+///
+/// When both have moved, subscribers see `Rotated` with the old link's age
+/// and the old link is closed with 1000 (no `Disconnected` for it). If the
+/// new link fails before that, the old one stays (`RotationFailed`) and the
+/// rotation is tried again after the backoff's delay for that many failed
+/// rotations. If the old link dies before the new one is ready, the
+/// rotation is dropped and the client reconnects as after any failure; if
+/// it dies after, the new link takes over at once.
+///
+/// # Giving up and closing
+///
+/// On a fatal failure or after `max_retries`, the queue is sealed (sends
+/// are refused with `Closed`), subscribers see `Disconnected` then `GaveUp`,
+/// and the supervisor stays alive, idle, so that `close` can still hand the
+/// queue back.
+///
+/// On `close` (or when the last [`Client`](crate::Client) is dropped): the
+/// queue is sealed, the client keeps writing, reconnecting if needed, until
+/// the queue is drained and a Pong has confirmed what was written, or the
+/// timeout passes (at once if no attempt can come before the deadline),
+/// sends Close 1000, waits for the handshake, then stops every actor.
+/// Subscribers see `Disconnected` and then `Closed` with the number of
+/// messages not delivered, which `close` returns in order: first those
+/// written and not confirmed (possibly delivered), then those never written.
+pub struct Supervisor {
+    config: Rc<Config>,
+    transport: Box<dyn Transport>,
+    provider: RequestProvider,
+    on_connect: Option<OnConnect>,
+    setup_sources: Vec<SetupSource>,
+    policy: ReconnectPolicy,
+    hub: Rc<Hub>,
+    buffer: SharedBuffer,
+    queue: Addr<Queue>,
+    state: State,
+    attempts_total: u64,
+    reconnects: u64,
+    ever_connected: bool,
+    next_link: u64,
+    current: Option<Current>,
+    pending: Option<SpawnHandle>,
+    /// When the next attempt starts, while waiting out a delay.
+    next_attempt_at: Option<Instant>,
+    close_replies: Vec<CloseReply>,
+    /// The endpoints' URLs as configured (the primary first).
+    urls: Vec<String>,
+    endpoints: Endpoints,
+    budget: Option<ReconnectBudget>,
+    /// The ready gate holds each link's backlog until it opens.
+    gated: bool,
+    paused: bool,
+    rotation: Option<Rotation>,
+    /// Failed rotations in a row, for the retry delay.
+    rotation_failures: u32,
+    /// The age timer or the return-to-primary timer of the current link.
+    rotation_timer: Option<SpawnHandle>,
+    rotations: u64,
+}
+
+impl fmt::Debug for Supervisor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Supervisor")
+            .field("state", &self.state)
+            .field("attempt", &self.policy.attempt())
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct Parts {
+    pub(crate) config: Rc<Config>,
+    pub(crate) transport: Box<dyn Transport>,
+    pub(crate) provider: RequestProvider,
+    pub(crate) on_connect: Option<OnConnect>,
+    pub(crate) backoff: Backoff,
+    pub(crate) hub: Rc<Hub>,
+    pub(crate) buffer: SharedBuffer,
+    pub(crate) queue: Addr<Queue>,
+    pub(crate) urls: Vec<String>,
+    pub(crate) budget: Option<ReconnectBudget>,
+}
+
+impl Supervisor {
+    pub(crate) fn new(p: Parts) -> Self {
+        let config = p.config;
+        let policy = ReconnectPolicy::new(&config, p.backoff);
+        let endpoints = Endpoints::new(p.urls.len(), config.feed.failover_after);
+        let gated = p.hub.gated();
+        Self {
+            config,
+            transport: p.transport,
+            provider: p.provider,
+            on_connect: p.on_connect,
+            setup_sources: Vec::new(),
+            policy,
+            hub: p.hub,
+            buffer: p.buffer,
+            queue: p.queue,
+            state: State::Connecting,
+            attempts_total: 0,
+            reconnects: 0,
+            ever_connected: false,
+            next_link: 0,
+            current: None,
+            pending: None,
+            next_attempt_at: None,
+            close_replies: Vec::new(),
+            urls: p.urls,
+            endpoints,
+            budget: p.budget,
+            gated,
+            paused: false,
+            rotation: None,
+            rotation_failures: 0,
+            rotation_timer: None,
+            rotations: 0,
+        }
+    }
+
+    /// Sets the state, where handles read it too.
+    fn set_state(&mut self, state: State) {
+        self.state = state;
+        self.hub.shared.set_state(state, false);
+    }
+
+    fn closing(&self) -> bool {
+        self.state == State::Closing
+    }
+
+    /// A link ended (`uptime` is how long it was up) or an attempt failed.
+    fn after_down(
+        &mut self,
+        reason: DisconnectReason,
+        uptime: Option<Duration>,
+        ctx: &mut Context<Self>,
+    ) {
+        if let Some(h) = self.rotation_timer.take() {
+            ctx.cancel_future(h);
+        }
+        self.abandon_rotation(ctx);
+        if uptime.is_some_and(|u| u >= self.config.min_uptime) {
+            let at = self.endpoints.current();
+            self.endpoints.settled_on(at);
+        } else {
+            self.endpoints.failed();
+        }
+        if self.paused && !self.closing() {
+            self.hub.publish(Event::Disconnected {
+                reason: DisconnectReason::Paused,
+                will_retry: false,
+            });
+            self.set_state(State::Paused);
+            return;
+        }
+        let decision = if matches!(reason, DisconnectReason::Paused) {
+            // Resumed while the pause's close was on its way: at once, and
+            // with a fresh backoff.
+            self.policy.reset();
+            Decision::Retry {
+                attempt: 1,
+                delay: Duration::ZERO,
+            }
+        } else {
+            self.policy.after_down(&reason, uptime)
+        };
+        // With replay, what the link wrote and no Pong confirmed is on its
+        // way back to the queue: not drained yet.
+        let replaying = self.hub.delivery.borrow().tail_to_replay();
+        if self.closing() && !replaying && lock(&self.buffer).is_empty() {
+            self.hub.publish(Event::Disconnected {
+                reason,
+                will_retry: false,
+            });
+            self.finish_close(ctx);
+            return;
+        }
+        let Decision::Retry { attempt, delay } = decision else {
+            self.hub.publish(Event::Disconnected {
+                reason: reason.clone(),
+                will_retry: false,
+            });
+            self.give_up(reason, ctx);
+            return;
+        };
+        self.hub.publish(Event::Disconnected {
+            reason,
+            will_retry: true,
+        });
+        if !self.closing() {
+            self.set_state(State::Waiting);
+        }
+        let delay = self.schedule_attempt(delay, ctx);
+        self.hub.publish(Event::Reconnecting { attempt, delay });
+    }
+
+    fn stats(&self) -> Stats {
+        let c = &self.hub.counters;
+        let delivery = self.hub.delivery.borrow();
+        let totals = delivery.totals();
+        let (unconfirmed, unconfirmed_bytes) = delivery.unconfirmed();
+        let buf = lock(&self.buffer);
+        Stats {
+            state: self.state,
+            attempts: self.attempts_total,
+            reconnects: self.reconnects,
+            messages_in: c.messages_in.get(),
+            bytes_in: c.bytes_in.get(),
+            messages_out: c.messages_out.get(),
+            bytes_out: c.bytes_out.get(),
+            wire_bytes_in: c.wire_bytes_in.get(),
+            wire_bytes_out: c.bytes_accepted.get(),
+            queue_depth: buf.depth(),
+            queue_bytes: buf.bytes(),
+            dropped: buf.dropped_total(),
+            events_dropped: self.hub.events_dropped(),
+            waiting_senders: buf.waiting(),
+            confirmed: totals.confirmed,
+            confirmed_bytes: totals.confirmed_bytes,
+            unconfirmed,
+            unconfirmed_bytes,
+            replayed: totals.replayed,
+            possibly_lost: totals.possibly_lost,
+            possibly_lost_bytes: totals.possibly_lost_bytes,
+            barrier_pings: totals.barrier_pings,
+            last_rtt: c.last_rtt.get(),
+            uptime: self.current.as_ref().map(|c| c.since.elapsed()),
+            endpoint: self.current.as_ref().map(|c| c.endpoint),
+            rotations: self.rotations,
+            duplicates_dropped: c.duplicates_dropped.get(),
+        }
+    }
+}
+
+/// What the on-connect hook and the setup sources learn about a new link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectInfo {
+    /// The attempt that succeeded (1 = first since the last stable link).
+    pub attempt: u32,
+    /// Which link of this client this is: 1 for the first, counting every
+    /// link opened since the client started, so a source added late still
+    /// knows whether links came before it.
+    pub link: u64,
+    /// The subprotocol the server selected.
+    pub protocol: Option<String>,
+    /// The client is closing: this link only delivers what is queued, then
+    /// closes. A hook can skip resubscribing but should still authenticate.
+    pub closing: bool,
+}
+
+impl Actor for Supervisor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let wait = self
+            .budget
+            .as_ref()
+            .map_or(Duration::ZERO, |b| b.reserve(Instant::now()));
+        if wait.is_zero() {
+            self.try_connect(ctx);
+        } else {
+            self.set_state(State::Waiting);
+            self.next_attempt_at = Instant::now().checked_add(wait);
+            self.pending = Some(ctx.run_later(wait, |act, ctx| act.try_connect(ctx)));
+        }
+    }
+}
+
+impl Handler<FromLink> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: FromLink, ctx: &mut Context<Self>) {
+        match msg.news {
+            LinkNews::Down(reason) => self.link_down(msg.link, reason, ctx),
+            LinkNews::Ready => {
+                if let Some(r) = self
+                    .rotation
+                    .as_mut()
+                    .filter(|r| r.link_id() == Some(msg.link))
+                {
+                    r.gate_open = true;
+                    self.check_ready(ctx);
+                } else if self.current.as_ref().is_some_and(|c| c.id == msg.link) {
+                    self.queue.do_send(Open { link: msg.link });
+                }
+            }
+            LinkNews::Switched => {
+                if let Some(r) = self
+                    .rotation
+                    .as_mut()
+                    .filter(|r| r.link_id() == Some(msg.link))
+                {
+                    r.inbound_done = true;
+                    self.maybe_finish_rotation(ctx);
+                }
+            }
+        }
+    }
+}
+
+impl Supervisor {
+    fn link_down(&mut self, link: u64, reason: DisconnectReason, ctx: &mut Context<Self>) {
+        self.queue.do_send(Detach { link });
+        if self.state == State::Closed {
+            return;
+        }
+        if let Some(r) = self.rotation.as_ref().filter(|r| r.link_id() == Some(link)) {
+            if r.old_gone {
+                // Both links are gone: reconnect as after any failure.
+                self.rotation = None;
+                let uptime = self.current.take().map(|c| c.since.elapsed());
+                self.after_down(reason, uptime, ctx);
+            } else if r.outbound_done || r.inbound_done {
+                // Half switched: the old link no longer has both directions,
+                // so it goes too (its end reconnects the client).
+                if let Some(cur) = &self.current {
+                    cur.addr.do_send(Abort);
+                }
+                self.rotation = None;
+            } else {
+                self.rotation_failed(reason, ctx);
+            }
+            return;
+        }
+        if self.current.as_ref().is_some_and(|c| c.id == link) {
+            if let Some(r) = self.rotation.as_mut().filter(|r| r.switching) {
+                // Past the point of no return: the new link takes over at
+                // once (the queue hands over now that the old link is gone).
+                r.old_gone = true;
+                if let Some(new) = &r.link {
+                    new.addr.do_send(TakeOver);
+                }
+                return;
+            }
+        }
+        let Some(cur) = self.current.take_if(|c| c.id == link) else {
+            return;
+        };
+        // A ready gate that did not open is a failed attempt, not a link
+        // that was up.
+        let uptime = match reason {
+            DisconnectReason::ReadyTimeout(_) => None,
+            _ => Some(cur.since.elapsed()),
+        };
+        self.after_down(reason, uptime, ctx);
+    }
+}
+
+impl Handler<ReconnectNow> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, _: ReconnectNow, ctx: &mut Context<Self>) {
+        if self.state != State::Waiting && !(self.closing() && self.next_attempt_at.is_some()) {
+            return;
+        }
+        if let Some(h) = self.pending.take() {
+            ctx.cancel_future(h);
+            self.try_connect(ctx);
+        }
+    }
+}
+
+impl Handler<SetPaused> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, SetPaused(pause): SetPaused, ctx: &mut Context<Self>) {
+        if matches!(self.state, State::Closing | State::Closed | State::GaveUp) {
+            return;
+        }
+        if pause == self.paused {
+            return;
+        }
+        self.paused = pause;
+        if pause {
+            if let Some(h) = self.rotation_timer.take() {
+                ctx.cancel_future(h);
+            }
+            self.abandon_rotation(ctx);
+            if let Some(h) = self.pending.take() {
+                ctx.cancel_future(h);
+            }
+            self.next_attempt_at = None;
+            match &self.current {
+                Some(cur) => cur.addr.do_send(CloseLink {
+                    code: 1000,
+                    reason: DisconnectReason::Paused,
+                }),
+                None => self.set_state(State::Paused),
+            }
+        } else if self.current.is_none() && self.pending.is_none() {
+            self.policy.reset();
+            self.set_state(State::Waiting);
+            self.schedule_attempt(Duration::ZERO, ctx);
+        }
+    }
+}
+
+impl Handler<GetStats> for Supervisor {
+    type Result = MessageResult<GetStats>;
+
+    fn handle(&mut self, _: GetStats, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.stats())
+    }
+}

@@ -1,0 +1,321 @@
+//! Rotation, make before break: the second link from its attempt to the
+//! switch (the lifecycle is on [`Supervisor`]).
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix_rt::time::Instant;
+use futures::channel::oneshot;
+
+use super::{ConnectInfo, Current, Rotate, Supervisor};
+use crate::connection::{Abort, Arm, CloseLink, Role, TakeOver};
+use crate::error::{DisconnectReason, ErrorChain};
+use crate::events::{Event, RotateReason, State};
+use crate::queue::{Handover, Standby};
+use crate::transport::{ConnectRequest, Link};
+
+/// A rotation under way: the second link, from its attempt to the switch.
+pub(super) struct Rotation {
+    pub(super) reason: RotateReason,
+    pub(super) endpoint: usize,
+    /// The attempt (or the budget's wait before it), until the link is up.
+    pub(super) attempt: Option<SpawnHandle>,
+    /// The new link, once it is up.
+    pub(super) link: Option<Current>,
+    pub(super) setup_written: bool,
+    pub(super) gate_open: bool,
+    /// The queue has been told to hand outbound traffic over.
+    pub(super) switching: bool,
+    pub(super) outbound_done: bool,
+    pub(super) inbound_done: bool,
+    /// The old link ended while switching.
+    pub(super) old_gone: bool,
+}
+
+impl Rotation {
+    /// The new link's number, once it is up.
+    pub(super) fn link_id(&self) -> Option<u64> {
+        self.link.as_ref().map(|l| l.id)
+    }
+}
+
+impl Supervisor {
+    /// Arms the current link's age timer, or, on a fallback endpoint, its
+    /// return-to-primary timer (whichever comes first).
+    pub(super) fn arm_rotation_timer(&mut self, ctx: &mut Context<Self>) {
+        if let Some(h) = self.rotation_timer.take() {
+            ctx.cancel_future(h);
+        }
+        let Some(cur) = &self.current else {
+            return;
+        };
+        let feed = self.config.feed;
+        // Both count from when the link opened (a rotation's new link
+        // opened before the switch).
+        let up = cur.since.elapsed();
+        let age = feed.max_connection_age.map(|age| {
+            let early = feed.age_jitter * self.policy.random_unit();
+            (
+                age.mul_f64(1.0 - early).saturating_sub(up),
+                RotateReason::Age,
+            )
+        });
+        let primary = feed
+            .return_to_primary
+            .filter(|_| cur.endpoint != 0)
+            .map(|d| (d.saturating_sub(up), RotateReason::ReturnToPrimary));
+        let next = match (age, primary) {
+            (Some(a), Some(p)) => Some(if p.0 < a.0 { p } else { a }),
+            (a, p) => a.or(p),
+        };
+        let Some((after, reason)) = next else {
+            return;
+        };
+        let link = cur.id;
+        self.rotation_timer = Some(ctx.run_later(after, move |act, ctx| {
+            act.rotation_timer = None;
+            if act.current.as_ref().is_some_and(|c| c.id == link) {
+                act.begin_rotation(reason, ctx);
+            }
+        }));
+    }
+
+    /// Opens a second link (make before break), unless one is being opened
+    /// or the client is not simply connected.
+    pub(super) fn begin_rotation(&mut self, reason: RotateReason, ctx: &mut Context<Self>) {
+        if self.rotation.is_some() || self.state != State::Connected {
+            return;
+        }
+        let Some(cur) = &self.current else {
+            return;
+        };
+        self.hub.publish(Event::Rotating {
+            reason,
+            age: cur.since.elapsed(),
+        });
+        let endpoint = match reason {
+            RotateReason::ReturnToPrimary => 0,
+            _ => cur.endpoint,
+        };
+        let wait = self
+            .budget
+            .as_ref()
+            .map_or(Duration::ZERO, |b| b.reserve(Instant::now()));
+        let handle = ctx.run_later(wait, move |act, ctx| act.rotation_attempt(ctx));
+        self.rotation = Some(Rotation {
+            reason,
+            endpoint,
+            attempt: Some(handle),
+            link: None,
+            setup_written: false,
+            gate_open: !self.gated,
+            switching: false,
+            outbound_done: false,
+            inbound_done: false,
+            old_gone: false,
+        });
+    }
+
+    fn rotation_attempt(&mut self, ctx: &mut Context<Self>) {
+        let Some(endpoint) = self.rotation.as_ref().map(|r| r.endpoint) else {
+            return;
+        };
+        self.attempts_total = self.attempts_total.saturating_add(1);
+        let attempt = self.attempt_info(self.rotation_failures + 1, endpoint, true);
+        let handle = ctx.spawn(self.open(&attempt).map(move |res, act, ctx| {
+            if let Some(r) = &mut act.rotation {
+                r.attempt = None;
+            }
+            match res {
+                Ok((link, request, span)) => act.on_rotation_link(link, &request, span, ctx),
+                Err(e) => act.rotation_failed(DisconnectReason::ConnectFailed(e), ctx),
+            }
+        }));
+        if let Some(r) = &mut self.rotation {
+            r.attempt = Some(handle);
+        }
+    }
+
+    fn on_rotation_link(
+        &mut self,
+        link: Link,
+        request: &ConnectRequest,
+        span: tracing::Span,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(endpoint) = self.rotation.as_ref().map(|r| r.endpoint) else {
+            return;
+        };
+        let (new, protocol, _) = self.start_link(link, request, endpoint, Role::Standby, span, ctx);
+        let info = ConnectInfo {
+            attempt: self.policy.attempt(),
+            link: new.id,
+            protocol,
+            closing: false,
+        };
+        let setup = self.setup_lane(&info);
+        let (tx, rx) = oneshot::channel();
+        self.queue.do_send(Standby {
+            link: new.id,
+            setup,
+            flushed: tx,
+        });
+        let id = new.id;
+        ctx.spawn(rx.into_actor(self).map(move |res, act, ctx| {
+            let Some(r) = act.rotation.as_mut().filter(|r| r.link_id() == Some(id)) else {
+                return;
+            };
+            if res.is_ok() {
+                r.setup_written = true;
+                act.check_ready(ctx);
+            }
+        }));
+        if let Some(r) = &mut self.rotation {
+            r.link = Some(new);
+        }
+    }
+
+    /// The new link's setup lane is written and its gate open: hand both
+    /// directions over.
+    pub(super) fn check_ready(&mut self, ctx: &mut Context<Self>) {
+        let Some(r) = &mut self.rotation else {
+            return;
+        };
+        let Some(new) = &r.link else {
+            return;
+        };
+        if r.switching || !r.setup_written || !r.gate_open {
+            return;
+        }
+        r.switching = true;
+        let id = new.id;
+        let feed = self.config.feed;
+        // A short maximum age shortens the overlap too, so that a quiet
+        // link's rotation ends well before the next one is due.
+        let overlap = feed
+            .max_connection_age
+            .map_or(feed.rotation_overlap, |age| {
+                feed.rotation_overlap.min(age / 4)
+            });
+        new.addr.do_send(Arm { overlap });
+        let (tx, rx) = oneshot::channel();
+        self.queue.do_send(Handover { link: id, done: tx });
+        ctx.spawn(rx.into_actor(self).map(move |res, act, ctx| {
+            if let (Ok(()), Some(r)) = (res, act.rotation.as_mut()) {
+                if r.link_id() == Some(id) {
+                    r.outbound_done = true;
+                    act.maybe_finish_rotation(ctx);
+                }
+            }
+        }));
+        // The old link's last messages must be confirmed before the new
+        // link writes; a peer that does not answer within the pong timeout
+        // loses the old link (its tail is replayed first, with replay).
+        ctx.run_later(self.config.heartbeat.pong_timeout, move |act, _| {
+            let stuck = act
+                .rotation
+                .as_ref()
+                .is_some_and(|r| r.link_id() == Some(id) && !r.outbound_done);
+            if stuck {
+                if let Some(cur) = &act.current {
+                    cur.addr.do_send(Abort);
+                }
+            }
+        });
+    }
+
+    pub(super) fn maybe_finish_rotation(&mut self, ctx: &mut Context<Self>) {
+        let done = self
+            .rotation
+            .as_ref()
+            .is_some_and(|r| r.outbound_done && r.inbound_done);
+        if !done {
+            return;
+        }
+        let Some(new) = self.rotation.take().and_then(|r| r.link) else {
+            return;
+        };
+        self.rotation_failures = 0;
+        self.rotations += 1;
+        self.endpoints.settled_on(new.endpoint);
+        let age = self
+            .current
+            .as_ref()
+            .map_or(Duration::ZERO, |c| c.since.elapsed());
+        self.hub.publish(Event::Rotated {
+            age,
+            url: new.url.clone(),
+            endpoint: new.endpoint,
+        });
+        if let Some(old) = self.current.replace(new) {
+            old.addr.do_send(CloseLink {
+                code: 1000,
+                reason: DisconnectReason::ClientClosed,
+            });
+        }
+        self.arm_rotation_timer(ctx);
+    }
+
+    /// The rotation's new link failed: the current one stays, and the
+    /// rotation is tried again later.
+    pub(super) fn rotation_failed(&mut self, reason: DisconnectReason, ctx: &mut Context<Self>) {
+        let Some(r) = self.rotation.take() else {
+            return;
+        };
+        if let Some(link) = r.link {
+            link.addr.do_send(Abort);
+        }
+        self.rotation_failures = self.rotation_failures.saturating_add(1);
+        let retry_in = match (r.reason, self.config.feed.return_to_primary) {
+            (RotateReason::ReturnToPrimary, Some(d)) => d,
+            _ => self.policy.rotation_delay(self.rotation_failures),
+        };
+        tracing::info!(reason = %ErrorChain(&reason), ?retry_in, "rotation failed");
+        self.hub.publish(Event::RotationFailed { reason, retry_in });
+        let link = self.current.as_ref().map(|c| c.id);
+        if let Some(h) = self.rotation_timer.take() {
+            ctx.cancel_future(h);
+        }
+        self.rotation_timer = Some(ctx.run_later(retry_in, move |act, ctx| {
+            act.rotation_timer = None;
+            if act.current.as_ref().map(|c| c.id) == link {
+                act.begin_rotation(r.reason, ctx);
+            }
+        }));
+    }
+
+    /// Ends a rotation early (the client closes or pauses, or the old link
+    /// died first): one that has not moved outbound traffic yet is dropped;
+    /// one that has finishes now, the new link taking over inbound too, so
+    /// that the link the queue writes to is the current one.
+    pub(super) fn abandon_rotation(&mut self, ctx: &mut Context<Self>) {
+        let Some(r) = self.rotation.take() else {
+            return;
+        };
+        if let Some(h) = r.attempt {
+            ctx.cancel_future(h);
+        }
+        let Some(new) = r.link else {
+            return;
+        };
+        if !r.outbound_done {
+            new.addr.do_send(Abort);
+            return;
+        }
+        new.addr.do_send(TakeOver);
+        if let Some(old) = self.current.replace(new) {
+            old.addr.do_send(CloseLink {
+                code: 1000,
+                reason: DisconnectReason::ClientClosed,
+            });
+        }
+    }
+}
+
+impl Handler<Rotate> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, _: Rotate, ctx: &mut Context<Self>) {
+        self.begin_rotation(RotateReason::Requested, ctx);
+    }
+}
