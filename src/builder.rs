@@ -660,33 +660,30 @@ impl ClientBuilder {
             });
         }
         let urls: Vec<String> = std::iter::once(self.url).chain(self.fallbacks).collect();
-        if self.provider_uses_urls {
+        let base = ConnectRequest {
+            url: String::new(),
+            headers: self.headers,
+            protocols: self.protocols,
+        };
+        // Unless a synchronous provider makes its own URLs, every endpoint
+        // is checked now, with the headers and protocols it will carry.
+        if self.provider.is_none() || self.provider_uses_urls {
             for url in &urls {
-                validate::request(&ConnectRequest::new(url.clone()))?;
+                validate::request(&ConnectRequest {
+                    url: url.clone(),
+                    ..base.clone()
+                })?;
             }
         }
         let provider = match self.provider {
             Some(p) => p,
-            None => {
-                let base = ConnectRequest {
-                    url: String::new(),
-                    headers: self.headers,
-                    protocols: self.protocols,
+            None => Box::new(move |a: &Attempt| {
+                let request = ConnectRequest {
+                    url: a.url.clone(),
+                    ..base.clone()
                 };
-                for url in &urls {
-                    validate::request(&ConnectRequest {
-                        url: url.clone(),
-                        ..base.clone()
-                    })?;
-                }
-                Box::new(move |a: &Attempt| {
-                    let request = ConnectRequest {
-                        url: a.url.clone(),
-                        ..base.clone()
-                    };
-                    futures::future::ready(Ok(request)).boxed_local()
-                })
-            }
+                futures::future::ready(Ok(request)).boxed_local()
+            }),
         };
         let transport = match self.transport {
             Some(t) => t,

@@ -8,7 +8,7 @@ mod support;
 use std::time::Duration;
 
 use actix_web::HttpResponse;
-use support::cli::{self, json_lines, run_tether, Run, Stdin};
+use support::cli::{self, down_url, json_lines, run_tether, Run, Stdin};
 use support::{eventually, record, Spec, TestServer};
 
 /// Runs tether with `args` and `stdin` (then closed), killing it after 30 s.
@@ -18,15 +18,6 @@ fn tether(args: &[&str], stdin: &str) -> Run {
 
 async fn tether_async(args: Vec<String>, stdin: &'static str) -> Run {
     cli::tether_async(args, stdin, Stdin::Close).await
-}
-
-/// A loopback URL where nothing listens.
-fn down_url() -> String {
-    let free = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    format!("ws://{free}/")
 }
 
 #[test]

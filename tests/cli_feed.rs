@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use actix_tether::demo::{DemoConfig, DemoServer};
 use futures::future::LocalBoxFuture;
-use support::cli::{self, json_lines, Run, Stdin};
+use support::cli::{self, down_url, json_lines, Run, Stdin};
 use support::{close_at_once, eventually, lock, record, Conn, Spec, TestServer};
 
 fn ms(n: u64) -> Duration {
@@ -57,15 +57,6 @@ fn feed_numbers(all: &[serde_json::Value]) -> Vec<u64> {
         .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
         .filter_map(|v| v["seq"].as_u64())
         .collect()
-}
-
-/// A loopback URL where nothing listens.
-fn down_url() -> String {
-    let free = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    format!("ws://{free}/")
 }
 
 #[actix_rt::test]

@@ -659,7 +659,7 @@ impl StreamHandler<Vec<Result<Frame, TransportError>>> for Connection {
             if !self.gate_open {
                 self.check_gate(&messages);
             }
-            if self.role == Role::Standby && self.hub.active() != self.id {
+            if self.role == Role::Standby {
                 // Armed, it takes over at its first message, or with a dedup
                 // key at the first the old link delivered too: nothing
                 // between the two links' feeds is missed.
@@ -729,10 +729,9 @@ impl Connection {
     /// A rotation's new link takes over inbound delivery: what it held
     /// first, then `messages`, checked against the dedup window.
     fn take_over(&mut self, messages: Vec<Message>, ctx: &mut Context<Self>) {
-        if self.hub.active() == self.id {
+        if self.role == Role::Active {
             return;
         }
-        self.hub.set_active(self.id);
         self.hub.start_dedup();
         self.role = Role::Active;
         self.start_heartbeat(ctx);

@@ -15,6 +15,7 @@ use actix::Recipient;
 use actix_rt::time::Instant;
 use futures::future::LocalBoxFuture;
 
+use crate::batch::Flushed;
 use crate::client::{DedupKey, ReadyPredicate};
 use crate::config::Config;
 use crate::connection::Writer;
@@ -50,6 +51,12 @@ impl Counters {
     pub(crate) fn add(cell: &Cell<u64>, n: u64) {
         cell.set(cell.get().wrapping_add(n));
     }
+
+    /// A batch reached the socket.
+    pub(crate) fn wrote(&self, f: Flushed) {
+        Self::add(&self.messages_out, f.messages as u64);
+        Self::add(&self.bytes_out, f.bytes as u64);
+    }
 }
 
 #[derive(Debug)]
@@ -73,8 +80,6 @@ pub(crate) struct Hub {
     /// New links' writers, from the supervisor to the queue (the current
     /// link's and a rotation's may both be on their way).
     writers: RefCell<Vec<(u64, Writer)>>,
-    /// The link whose inbound messages are delivered (a rotation moves it).
-    active: Cell<u64>,
     /// The ready gate's predicate, if the client has one.
     gate: RefCell<Option<Gatekeeper>>,
     dedup: RefCell<Option<Dedup>>,
@@ -212,7 +217,6 @@ impl Hub {
             behind: Behind::default(),
             delivery: RefCell::new(Delivery::new(config)),
             writers: RefCell::default(),
-            active: Cell::default(),
             gate: RefCell::default(),
             dedup: RefCell::default(),
         }
@@ -233,15 +237,6 @@ impl Hub {
     /// Whether `m` opens the ready gate.
     pub(crate) fn opens_gate(&self, m: &Message) -> bool {
         self.gate.borrow_mut().as_mut().is_some_and(|g| (g.0)(m))
-    }
-
-    /// The link whose inbound messages are delivered.
-    pub(crate) fn active(&self) -> u64 {
-        self.active.get()
-    }
-
-    pub(crate) fn set_active(&self, link: u64) {
-        self.active.set(link);
     }
 
     /// A rotation switched links: the next messages are checked against

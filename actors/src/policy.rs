@@ -97,7 +97,9 @@ impl ReconnectPolicy {
     /// the backoff over. Fatal failures (a 4xx refusal other than 408 and
     /// 429 unless client errors are retried, a TLS or handshake failure,
     /// the application's own close, a server close code named fatal) give
-    /// up at once; so does a streak that used up `max_retries`. Otherwise the delay is the backoff's, at
+    /// up at once; so does a streak that used up `max_retries`. A link the
+    /// application paused and resumed before it went down is retried at
+    /// once, with a fresh streak. Otherwise the delay is the backoff's, at
     /// least the server's `Retry-After` up to its cap.
     pub(crate) fn after_down(
         &mut self,
@@ -105,8 +107,14 @@ impl ReconnectPolicy {
         uptime: Option<Duration>,
     ) -> Decision {
         if uptime.is_some_and(|u| u >= self.min_uptime) {
-            self.backoff.reset();
-            self.attempt = 0;
+            self.reset();
+        }
+        if matches!(reason, DisconnectReason::Paused) {
+            self.reset();
+            return Decision::Retry {
+                attempt: 1,
+                delay: Duration::ZERO,
+            };
         }
         let retryable = match reason {
             DisconnectReason::ConnectFailed(e) => e.is_retryable_with(self.retry_client_errors),
@@ -326,6 +334,18 @@ mod tests {
             Decision::Retry { .. }
         ));
         assert_eq!(p.after_down(&closed(4001), Some(ms(1))), Decision::GiveUp);
+    }
+
+    #[test]
+    fn a_resumed_pause_retries_at_once_with_a_fresh_streak() {
+        let mut p = policy(Some(1));
+        p.begin_attempt();
+        assert_eq!(p.after_down(&refused(), None), retry(2, 100));
+        p.begin_attempt();
+        assert_eq!(
+            p.after_down(&DisconnectReason::Paused, Some(ms(1))),
+            retry(1, 0)
+        );
     }
 
     #[test]

@@ -28,7 +28,7 @@ use crate::connection::Writer;
 use crate::error::Unconfirmed;
 use crate::events::Event;
 use crate::frame::Message;
-use crate::hub::{Counters, Hub};
+use crate::hub::Hub;
 
 /// A new link is up: write `setup` first, then the backlog, to the writer
 /// the supervisor left in the hub (a writer holds batches, which are tied
@@ -243,9 +243,7 @@ impl Queue {
         ctx.spawn(written.into_actor(self).map(move |res, act, ctx| {
             act.in_flight = None;
             if let Ok(f) = res {
-                let counters = &act.hub.counters;
-                Counters::add(&counters.messages_out, f.messages as u64);
-                Counters::add(&counters.bytes_out, f.bytes as u64);
+                act.hub.counters.wrote(f);
             } else if act.writer.as_ref().is_some_and(|(id, _)| *id == link) {
                 // That link is broken or closing; the supervisor attaches
                 // the next one (which may already be here: leave it be).
@@ -355,9 +353,7 @@ impl Handler<Standby> for Queue {
         let flushed = msg.flushed;
         ctx.spawn(written.into_actor(self).map(move |res, act, _| {
             if let Ok(f) = res {
-                let counters = &act.hub.counters;
-                Counters::add(&counters.messages_out, f.messages as u64);
-                Counters::add(&counters.bytes_out, f.bytes as u64);
+                act.hub.counters.wrote(f);
                 let _ = flushed.send(());
             }
         }));

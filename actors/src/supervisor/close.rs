@@ -39,9 +39,6 @@ impl Supervisor {
             return;
         }
         self.abandon_rotation(ctx);
-        if let Some(h) = self.rotation_timer.take() {
-            ctx.cancel_future(h);
-        }
         // Closing delivers what is queued: a paused client connects again.
         if std::mem::take(&mut self.paused) && self.current.is_none() && self.pending.is_none() {
             self.set_state(State::Closing);

@@ -78,6 +78,14 @@ impl Supervisor {
         })
     }
 
+    /// What the reconnect budget adds to an attempt that would start at
+    /// `at` (taking its token).
+    pub(super) fn budget_wait(&self, at: Instant) -> Duration {
+        self.budget
+            .as_ref()
+            .map_or(Duration::ZERO, |b| b.reserve(at))
+    }
+
     /// Waits `delay`, and what the budget adds, then attempts. Returns the
     /// whole wait.
     pub(super) fn schedule_attempt(
@@ -86,15 +94,15 @@ impl Supervisor {
         ctx: &mut Context<Self>,
     ) -> Duration {
         let now = Instant::now();
-        let at = now.checked_add(delay).unwrap_or(now);
-        let wait = delay
-            + self
-                .budget
-                .as_ref()
-                .map_or(Duration::ZERO, |b| b.reserve(at));
-        self.next_attempt_at = now.checked_add(wait);
-        self.pending = Some(ctx.run_later(wait, |act, ctx| act.try_connect(ctx)));
+        let wait = delay + self.budget_wait(now.checked_add(delay).unwrap_or(now));
+        self.attempt_after(wait, ctx);
         wait
+    }
+
+    /// Attempts once `wait` has passed.
+    pub(super) fn attempt_after(&mut self, wait: Duration, ctx: &mut Context<Self>) {
+        self.next_attempt_at = Instant::now().checked_add(wait);
+        self.pending = Some(ctx.run_later(wait, |act, ctx| act.try_connect(ctx)));
     }
 
     pub(super) fn try_connect(&mut self, ctx: &mut Context<Self>) {
@@ -180,7 +188,6 @@ impl Supervisor {
         let (current, protocol, extensions) =
             self.start_link(link, request, endpoint, Role::Active, span, ctx);
         let id = current.id;
-        self.hub.set_active(id);
         if self.ever_connected {
             self.reconnects += 1;
         }

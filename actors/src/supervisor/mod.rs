@@ -323,9 +323,6 @@ impl Supervisor {
         uptime: Option<Duration>,
         ctx: &mut Context<Self>,
     ) {
-        if let Some(h) = self.rotation_timer.take() {
-            ctx.cancel_future(h);
-        }
         self.abandon_rotation(ctx);
         if uptime.is_some_and(|u| u >= self.config.min_uptime) {
             let at = self.endpoints.current();
@@ -341,17 +338,7 @@ impl Supervisor {
             self.set_state(State::Paused);
             return;
         }
-        let decision = if matches!(reason, DisconnectReason::Paused) {
-            // Resumed while the pause's close was on its way: at once, and
-            // with a fresh backoff.
-            self.policy.reset();
-            Decision::Retry {
-                attempt: 1,
-                delay: Duration::ZERO,
-            }
-        } else {
-            self.policy.after_down(&reason, uptime)
-        };
+        let decision = self.policy.after_down(&reason, uptime);
         // With replay, what the link wrote and no Pong confirmed is on its
         // way back to the queue: not drained yet.
         let replaying = self.hub.delivery.borrow().tail_to_replay();
@@ -441,16 +428,12 @@ impl Actor for Supervisor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let wait = self
-            .budget
-            .as_ref()
-            .map_or(Duration::ZERO, |b| b.reserve(Instant::now()));
+        let wait = self.budget_wait(Instant::now());
         if wait.is_zero() {
             self.try_connect(ctx);
         } else {
             self.set_state(State::Waiting);
-            self.next_attempt_at = Instant::now().checked_add(wait);
-            self.pending = Some(ctx.run_later(wait, |act, ctx| act.try_connect(ctx)));
+            self.attempt_after(wait, ctx);
         }
     }
 }
@@ -561,9 +544,6 @@ impl Handler<SetPaused> for Supervisor {
         }
         self.paused = pause;
         if pause {
-            if let Some(h) = self.rotation_timer.take() {
-                ctx.cancel_future(h);
-            }
             self.abandon_rotation(ctx);
             if let Some(h) = self.pending.take() {
                 ctx.cancel_future(h);

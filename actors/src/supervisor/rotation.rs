@@ -43,9 +43,7 @@ impl Supervisor {
     /// Arms the current link's age timer, or, on a fallback endpoint, its
     /// return-to-primary timer (whichever comes first).
     pub(super) fn arm_rotation_timer(&mut self, ctx: &mut Context<Self>) {
-        if let Some(h) = self.rotation_timer.take() {
-            ctx.cancel_future(h);
-        }
+        self.cancel_rotation_timer(ctx);
         let Some(cur) = &self.current else {
             return;
         };
@@ -97,10 +95,7 @@ impl Supervisor {
             RotateReason::ReturnToPrimary => 0,
             _ => cur.endpoint,
         };
-        let wait = self
-            .budget
-            .as_ref()
-            .map_or(Duration::ZERO, |b| b.reserve(Instant::now()));
+        let wait = self.budget_wait(Instant::now());
         let handle = ctx.run_later(wait, move |act, ctx| act.rotation_attempt(ctx));
         self.rotation = Some(Rotation {
             reason,
@@ -247,12 +242,7 @@ impl Supervisor {
             url: new.url.clone(),
             endpoint: new.endpoint,
         });
-        if let Some(old) = self.current.replace(new) {
-            old.addr.do_send(CloseLink {
-                code: 1000,
-                reason: DisconnectReason::ClientClosed,
-            });
-        }
+        self.switch_to(new);
         self.arm_rotation_timer(ctx);
     }
 
@@ -273,9 +263,7 @@ impl Supervisor {
         tracing::info!(reason = %ErrorChain(&reason), ?retry_in, "rotation failed");
         self.hub.publish(Event::RotationFailed { reason, retry_in });
         let link = self.current.as_ref().map(|c| c.id);
-        if let Some(h) = self.rotation_timer.take() {
-            ctx.cancel_future(h);
-        }
+        self.cancel_rotation_timer(ctx);
         self.rotation_timer = Some(ctx.run_later(retry_in, move |act, ctx| {
             act.rotation_timer = None;
             if act.current.as_ref().map(|c| c.id) == link {
@@ -284,11 +272,29 @@ impl Supervisor {
         }));
     }
 
-    /// Ends a rotation early (the client closes or pauses, or the old link
-    /// died first): one that has not moved outbound traffic yet is dropped;
-    /// one that has finishes now, the new link taking over inbound too, so
-    /// that the link the queue writes to is the current one.
+    fn cancel_rotation_timer(&mut self, ctx: &mut Context<Self>) {
+        if let Some(h) = self.rotation_timer.take() {
+            ctx.cancel_future(h);
+        }
+    }
+
+    /// The new link replaces the current one, which closes with 1000.
+    fn switch_to(&mut self, new: Current) {
+        if let Some(old) = self.current.replace(new) {
+            old.addr.do_send(CloseLink {
+                code: 1000,
+                reason: DisconnectReason::ClientClosed,
+            });
+        }
+    }
+
+    /// Ends rotating early (the client closes or pauses, or the old link
+    /// died first): no further rotation is timed; one under way that has
+    /// not moved outbound traffic yet is dropped; one that has finishes
+    /// now, the new link taking over inbound too, so that the link the
+    /// queue writes to is the current one.
     pub(super) fn abandon_rotation(&mut self, ctx: &mut Context<Self>) {
+        self.cancel_rotation_timer(ctx);
         let Some(r) = self.rotation.take() else {
             return;
         };
@@ -303,12 +309,7 @@ impl Supervisor {
             return;
         }
         new.addr.do_send(TakeOver);
-        if let Some(old) = self.current.replace(new) {
-            old.addr.do_send(CloseLink {
-                code: 1000,
-                reason: DisconnectReason::ClientClosed,
-            });
-        }
+        self.switch_to(new);
     }
 }
 
