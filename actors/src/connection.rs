@@ -166,10 +166,11 @@ pub(crate) struct Arm {
 #[rtype(result = "()")]
 pub(crate) struct TakeOver;
 
-/// From the supervisor: stop now, without a close handshake.
+/// From the supervisor: stop now, without a close handshake; the
+/// supervisor hears the link ended of the reason given.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct Abort;
+pub(crate) struct Abort(pub(crate) DisconnectReason);
 
 pub(crate) struct Connection {
     id: u64,
@@ -931,8 +932,8 @@ impl Handler<CloseLink> for Connection {
 impl Handler<Abort> for Connection {
     type Result = ();
 
-    fn handle(&mut self, _: Abort, ctx: &mut Context<Self>) {
-        self.set_reason(DisconnectReason::ClientClosed);
+    fn handle(&mut self, Abort(reason): Abort, ctx: &mut Context<Self>) {
+        self.set_reason(reason);
         ctx.stop();
     }
 }

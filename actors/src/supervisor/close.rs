@@ -89,7 +89,7 @@ impl Supervisor {
         }
         self.abandon_rotation(ctx);
         if let Some(cur) = self.current.take() {
-            cur.addr.do_send(Abort);
+            cur.addr.do_send(Abort(DisconnectReason::ClientClosed));
         }
         let queue = self.queue.send(Shutdown);
         ctx.wait(queue.into_actor(self).map(|_, act, ctx| {

@@ -482,14 +482,19 @@ impl Supervisor {
                 self.rotation = None;
                 let uptime = self.current.take().map(|c| c.since.elapsed());
                 self.after_down(reason, uptime, ctx);
-            } else if r.outbound_done || r.inbound_done {
-                // Half switched: the old link no longer has both directions,
-                // so it goes too (its end reconnects the client).
+            } else if r.outbound_done {
+                // Outbound moved to the link that died: the old link no
+                // longer writes, so it goes too, and its end reconnects the
+                // client as after any lost link (with the new link's reason,
+                // which the policy judges: never a give-up nobody asked for).
                 if let Some(cur) = &self.current {
-                    cur.addr.do_send(Abort);
+                    cur.addr.do_send(Abort(reason));
                 }
                 self.rotation = None;
             } else {
+                // Only inbound moved (or nothing did): the old link still
+                // writes, and delivers what it reads until it closes, so it
+                // stays, and the rotation is tried again later.
                 self.rotation_failed(reason, ctx);
             }
             return;

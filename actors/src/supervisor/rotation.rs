@@ -206,14 +206,15 @@ impl Supervisor {
         // The old link's last messages must be confirmed before the new
         // link writes; a peer that does not answer within the pong timeout
         // loses the old link (its tail is replayed first, with replay).
-        ctx.run_later(self.config.heartbeat.pong_timeout, move |act, _| {
+        let timeout = self.config.heartbeat.pong_timeout;
+        ctx.run_later(timeout, move |act, _| {
             let stuck = act
                 .rotation
                 .as_ref()
                 .is_some_and(|r| r.link_id() == Some(id) && !r.outbound_done);
             if stuck {
                 if let Some(cur) = &act.current {
-                    cur.addr.do_send(Abort);
+                    cur.addr.do_send(Abort(DisconnectReason::PongTimeout(timeout)));
                 }
             }
         });
@@ -253,7 +254,7 @@ impl Supervisor {
             return;
         };
         if let Some(link) = r.link {
-            link.addr.do_send(Abort);
+            link.addr.do_send(Abort(DisconnectReason::ClientClosed));
         }
         self.rotation_failures = self.rotation_failures.saturating_add(1);
         let retry_in = match (r.reason, self.config.feed.return_to_primary) {
@@ -305,7 +306,7 @@ impl Supervisor {
             return;
         };
         if !r.outbound_done {
-            new.addr.do_send(Abort);
+            new.addr.do_send(Abort(DisconnectReason::ClientClosed));
             return;
         }
         new.addr.do_send(TakeOver);
