@@ -174,6 +174,9 @@ pub(crate) struct Delivery {
     /// Every message accepted before this sequence number is confirmed,
     /// dropped by the overflow policy, or was reported possibly lost.
     confirmed_seq: u64,
+    /// Every message accepted before this sequence number is confirmed,
+    /// dropped, or reported possibly lost (at or above `confirmed_seq`).
+    settled_seq: u64,
     /// `Client::confirmed` calls and the sequence each waits for.
     waiters: VecDeque<Waiter>,
     /// The queue waits for a confirmation (a full window, or a drain).
@@ -200,6 +203,7 @@ impl Delivery {
             window: Window::default(),
             totals: Totals::default(),
             confirmed_seq: 0,
+            settled_seq: 0,
             waiters: VecDeque::new(),
             queue_waits: false,
             queue: None,
@@ -236,6 +240,16 @@ impl Delivery {
 
     /// A new link starts writing; its Pings go through `control`.
     pub(crate) fn attach(&mut self, id: u64, control: Weak<RefCell<Control>>) {
+        // The books hold one link. One still here (its writer broke while
+        // it was closing, so the queue never ended it) is settled first:
+        // its unconfirmed tail is possibly lost, or, with replay, goes back
+        // to the head of the buffer; a later link's Pong never confirms it.
+        if let Some(prev) = self.link.as_ref().map(|l| l.id).filter(|&p| p != id) {
+            let tail = self.end_link(prev);
+            if let (false, Some(buffer)) = (tail.is_empty(), &self.buffer) {
+                lock(buffer).replay(tail);
+            }
+        }
         let start = Mark {
             count: 0,
             bytes: 0,
@@ -257,6 +271,11 @@ impl Delivery {
 
     fn books(&mut self, id: u64) -> Option<&mut LinkBooks> {
         self.link.as_mut().filter(|l| l.id == id)
+    }
+
+    /// The link the books are kept for.
+    pub(crate) fn link_id(&self) -> Option<u64> {
+        self.link.as_ref().map(|l| l.id)
     }
 
     /// Where link `id`'s writes are now.
@@ -337,6 +356,7 @@ impl Delivery {
         self.totals.confirmed_bytes += at.bytes.saturating_sub(l.confirmed.bytes);
         l.confirmed = at;
         self.confirmed_seq = self.confirmed_seq.max(at.seq);
+        self.settled_seq = self.settled_seq.max(at.seq);
         self.window.confirm(at.count);
         // Waiters register through the queue's mailbox from any thread, so
         // their targets need not arrive in order: look at each.
@@ -381,7 +401,16 @@ impl Delivery {
         };
         // Flushed after the whole batch was written: the flushed mark is
         // the written one.
-        l.flushed = l.written;
+        let before = std::mem::replace(&mut l.flushed, l.written);
+        if l.stopped && !replay {
+            // The connection stopped before its writer learned of this
+            // flush: what it adds is possibly lost, as the rest of the
+            // link's unconfirmed tail was when it stopped (a later link's
+            // Pong must not confirm it).
+            let after = l.flushed;
+            self.possibly_lost(before, after);
+            return;
+        }
         if !replay || messages.is_empty() {
             return;
         }
@@ -484,12 +513,21 @@ impl Delivery {
         if std::mem::replace(&mut l.stopped, true) || replay {
             return;
         }
-        let lost = l.flushed.count.saturating_sub(l.confirmed.count);
+        let (from, to) = (l.confirmed, l.flushed);
+        self.possibly_lost(from, to);
+    }
+
+    /// What a stopped link flushed between `from` and `to` and no Pong
+    /// confirmed is possibly lost: counted, and the receipts and
+    /// `confirmed` calls that wait for it are told.
+    fn possibly_lost(&mut self, from: Mark, to: Mark) {
+        let lost = to.count.saturating_sub(from.count);
         if lost == 0 {
             return;
         }
-        let lost_bytes = l.flushed.bytes.saturating_sub(l.confirmed.bytes);
-        let seqs = l.confirmed.seq..l.flushed.seq;
+        let lost_bytes = to.bytes.saturating_sub(from.bytes);
+        let seqs = from.seq..to.seq;
+        self.settled_seq = self.settled_seq.max(to.seq);
         self.totals.possibly_lost += lost;
         self.totals.possibly_lost_bytes += lost_bytes;
         for (_, tx) in self.waiters.drain(..) {
@@ -514,7 +552,8 @@ impl Delivery {
     }
 
     /// Waits until every message accepted before sequence `target` is
-    /// confirmed (or dropped by the overflow policy).
+    /// confirmed (or dropped by the overflow policy); fails at once when
+    /// all of them are settled and some were reported possibly lost.
     pub(crate) fn wait_confirmed(
         &mut self,
         target: u64,
@@ -522,6 +561,13 @@ impl Delivery {
         let (tx, rx) = oneshot::channel();
         if target <= self.confirmed_seq {
             let _ = tx.send(Ok(()));
+            return rx;
+        }
+        if target <= self.settled_seq {
+            // Nothing more will be confirmed below the target: a link that
+            // ended took part of it (an idle client writes nothing that a
+            // Pong could confirm).
+            let _ = tx.send(Err(Unconfirmed::PossiblyLost));
             return rx;
         }
         self.waiters.push_back((target, tx));

@@ -413,6 +413,12 @@ impl Handler<Shutdown> for Queue {
         if let Some((link, _)) = self.writer.take() {
             self.link_gone(link);
         }
+        // A link whose writer broke while it was closing still has books:
+        // settle them too, so that its unconfirmed tail is handed back.
+        let booked = self.hub.delivery.borrow().link_id();
+        if let Some(link) = booked.filter(|&l| self.in_flight != Some(l)) {
+            self.end_link(link);
+        }
         if self.in_flight.is_none() {
             ctx.stop();
             return Box::pin(async {});

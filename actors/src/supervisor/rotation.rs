@@ -81,7 +81,9 @@ impl Supervisor {
     /// Opens a second link (make before break), unless one is being opened
     /// or the client is not simply connected.
     pub(super) fn begin_rotation(&mut self, reason: RotateReason, ctx: &mut Context<Self>) {
-        if self.rotation.is_some() || self.state != State::Connected {
+        // Not while a pause or a close takes the link down (the state says
+        // connected until the link's close completes).
+        if self.rotation.is_some() || self.state != State::Connected || self.paused {
             return;
         }
         let Some(cur) = &self.current else {
@@ -214,7 +216,8 @@ impl Supervisor {
                 .is_some_and(|r| r.link_id() == Some(id) && !r.outbound_done);
             if stuck {
                 if let Some(cur) = &act.current {
-                    cur.addr.do_send(Abort(DisconnectReason::PongTimeout(timeout)));
+                    cur.addr
+                        .do_send(Abort(DisconnectReason::PongTimeout(timeout)));
                 }
             }
         });
