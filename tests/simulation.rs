@@ -803,3 +803,182 @@ fn a_seed_replays_exactly() {
         assert_eq!(a.trace, b.trace, "seed {seed} ran two different ways");
     }
 }
+
+// ------------------------------------------------------- extreme settings
+
+type Setting = fn(ClientBuilder, Duration, usize, f64) -> ClientBuilder;
+
+/// Every duration, size and number a builder takes, by name.
+const SETTINGS: &[(&str, Setting)] = &[
+    ("connect_timeout", |b, d, _, _| b.connect_timeout(d)),
+    ("close_timeout", |b, d, _, _| b.close_timeout(d)),
+    ("backoff_initial", |b, d, _, _| b.backoff_initial(d)),
+    ("backoff_max", |b, d, _, _| b.backoff_max(d)),
+    ("max_retry_after", |b, d, _, _| b.max_retry_after(d)),
+    ("min_uptime", |b, d, _, _| b.min_uptime(d)),
+    ("ping_interval", |b, d, _, _| b.ping_interval(d)),
+    ("pong_timeout", |b, d, _, _| b.pong_timeout(d)),
+    ("silence_timeout", |b, d, _, _| b.silence_timeout(d)),
+    ("write_timeout", |b, d, _, _| b.write_timeout(d)),
+    ("stall_timeout", |b, d, _, _| b.stall_timeout(d)),
+    ("barrier_interval", |b, d, _, _| {
+        b.delivery_barriers(true).barrier_interval(d)
+    }),
+    ("max_connection_age", |b, d, _, _| b.max_connection_age(d)),
+    ("rotation_overlap", |b, d, _, _| {
+        b.max_connection_age(Duration::from_secs(2))
+            .rotation_overlap(d)
+    }),
+    ("return_to_primary", |b, d, _, _| {
+        b.fallback("ws://fallback.sim/").return_to_primary(d)
+    }),
+    ("ready_timeout", |b, d, _, _| {
+        b.ready_gate(|m| m.as_text() == Some("ready"))
+            .ready_timeout(d)
+    }),
+    ("read_ahead", |b, _, n, _| b.read_ahead(n)),
+    ("queue_size", |b, _, n, _| b.queue_size(n)),
+    ("queue_bytes", |b, _, n, _| b.queue_bytes(n)),
+    ("max_message_size", |b, _, n, _| b.max_message_size(n)),
+    ("max_frame_size", |b, _, n, _| b.max_frame_size(n)),
+    ("dedup_window", |b, _, n, _| {
+        b.dedup_key(|m| m.as_text().and_then(feed_number))
+            .dedup_window(n)
+    }),
+    ("unconfirmed_window", |b, _, n, _| {
+        b.replay_unconfirmed(true).unconfirmed_window(n, n)
+    }),
+    ("failover_after", |b, _, n, _| {
+        b.fallback("ws://fallback.sim/")
+            .failover_after(u32::try_from(n).unwrap_or(u32::MAX))
+    }),
+    ("max_retries", |b, _, n, _| {
+        b.max_retries(u32::try_from(n).unwrap_or(u32::MAX))
+    }),
+    ("backoff_factor", |b, _, _, f| b.backoff_factor(f)),
+    ("age_jitter", |b, _, _, f| {
+        b.max_connection_age(Duration::from_secs(2)).age_jitter(f)
+    }),
+    ("reconnect_budget", |b, _, n, f| match ReconnectBudget::new(
+        f,
+        u32::try_from(n).unwrap_or(u32::MAX),
+    ) {
+        Ok(budget) => b.reconnect_budget(budget),
+        Err(_) => b,
+    }),
+];
+
+const DURATIONS: &[Duration] = &[
+    Duration::ZERO,
+    Duration::from_nanos(1),
+    Duration::from_millis(1),
+    Duration::from_secs(u64::MAX / 2),
+    Duration::MAX.saturating_sub(Duration::from_nanos(1)),
+    Duration::MAX,
+];
+const SIZES: &[usize] = &[0, 1, 2, usize::MAX / 2, usize::MAX - 1, usize::MAX];
+const NUMBERS: &[f64] = &[
+    0.0,
+    1e-300,
+    0.5,
+    1.0,
+    2.0,
+    1e300,
+    f64::INFINITY,
+    f64::NAN,
+    -1.0,
+];
+
+/// Starts a client with `settings` applied, and, if `start()` takes them,
+/// drives it through a short life: connects, traffic both ways, a dropped
+/// link and a refused and a throttled attempt, a rotation, a pause, a close.
+fn extreme_life(settings: &[(usize, usize)]) -> Option<String> {
+    let described: Vec<String> = settings
+        .iter()
+        .map(|&(s, v)| {
+            format!(
+                "{}({:?} | {} | {:e})",
+                SETTINGS[s].0,
+                DURATIONS[v % DURATIONS.len()],
+                SIZES[v % SIZES.len()],
+                NUMBERS[v % NUMBERS.len()]
+            )
+        })
+        .collect();
+    if std::env::var_os("SIM_VERBOSE").is_some() {
+        eprintln!("extreme: {}", described.join(", "));
+    }
+    run_paused(async {
+        let (transport, mut server) = mock();
+        let rec = Recorder::start();
+        let mut b = ClientBuilder::new("ws://primary.sim/feed")
+            .transport(transport)
+            .subscribe(rec.inbound())
+            .subscribe_events(rec.events());
+        for &(s, v) in settings {
+            b = (SETTINGS[s].1)(
+                b,
+                DURATIONS[v % DURATIONS.len()],
+                SIZES[v % SIZES.len()],
+                NUMBERS[v % NUMBERS.len()],
+            );
+        }
+        let Ok(client) = b.start() else {
+            return;
+        };
+        let first = tokio::time::timeout(Duration::from_secs(5), server.accept()).await;
+        if let Ok(Some(conn)) = first {
+            conn.send_text("ready");
+            conn.send_text("f1");
+            conn.send_binary(Bytes::new());
+            let _ = client.try_send("a");
+            settle(Duration::from_millis(300)).await;
+            server.script([Outcome::Refuse, Outcome::Status(503, Some(Duration::MAX))]);
+            conn.drop_link();
+        }
+        settle(Duration::from_secs(3)).await;
+        while let Some(Some(c)) = server.accept().now_or_never() {
+            c.send_text("ready");
+        }
+        client.rotate();
+        settle(Duration::from_secs(1)).await;
+        client.pause();
+        settle(Duration::from_millis(10)).await;
+        client.resume();
+        let _ = client.try_send("b");
+        settle(Duration::from_secs(1)).await;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(30),
+            client.close(Duration::from_secs(1)),
+        )
+        .await;
+    });
+    take_panic().map(|p| format!("{}: {p}", described.join(", ")))
+}
+
+#[test]
+fn extreme_settings_are_refused_or_work_without_a_panic() {
+    watch_panics();
+    let mut failures = Vec::new();
+    // Each setting alone at each extreme value.
+    for s in 0..SETTINGS.len() {
+        for v in 0..DURATIONS.len().max(SIZES.len()).max(NUMBERS.len()) {
+            failures.extend(extreme_life(&[(s, v)]));
+        }
+    }
+    // Then several at once, in seeded combinations.
+    let mut rng = Rng(0xE87E);
+    for _ in 0..150 {
+        let k = 2 + rng.below(5) as usize;
+        let combo: Vec<(usize, usize)> = (0..k)
+            .map(|_| {
+                (
+                    rng.below(SETTINGS.len() as u64) as usize,
+                    rng.below(9) as usize,
+                )
+            })
+            .collect();
+        failures.extend(extreme_life(&combo));
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}

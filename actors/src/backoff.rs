@@ -149,7 +149,7 @@ impl BackoffPolicy {
 
     fn cap(&self, secs: f64) -> Duration {
         if secs.is_finite() && secs < self.max.as_secs_f64() {
-            Duration::from_secs_f64(secs.max(0.0))
+            Duration::try_from_secs_f64(secs.max(0.0)).unwrap_or(self.max)
         } else {
             self.max
         }
@@ -218,8 +218,8 @@ impl Backoff {
         let unit = self.random_unit();
         let delay = match self.policy.jitter {
             Jitter::None => base,
-            Jitter::Full => base.mul_f64(unit),
-            Jitter::Equal => base / 2 + (base / 2).mul_f64(unit),
+            Jitter::Full => crate::time::scale(base, unit),
+            Jitter::Equal => (base / 2).saturating_add(crate::time::scale(base / 2, unit)),
             Jitter::Decorrelated => {
                 let low = self.policy.initial.as_secs_f64();
                 let high = (self.previous.as_secs_f64() * self.policy.factor).max(low);

@@ -67,7 +67,9 @@ impl ReconnectBudget {
                 "must be at least 1",
             ));
         }
-        let interval = Duration::from_secs_f64(1.0 / rate);
+        // A rate so low that its interval does not fit a Duration means one
+        // token per burst, ever.
+        let interval = Duration::try_from_secs_f64(1.0 / rate).unwrap_or(Duration::MAX);
         let bucket = Bucket {
             interval,
             tolerance: interval.saturating_mul(burst - 1),
@@ -88,7 +90,7 @@ impl ReconnectBudget {
         // Tokens saved up: the attempt may go up to `tolerance` ahead of
         // the due time, never before `at`.
         let allowed = due.checked_sub(b.tolerance).unwrap_or(at).max(at);
-        b.due = Some(due + b.interval);
+        b.due = Some(crate::time::saturating_add(due, b.interval));
         allowed.saturating_duration_since(at)
     }
 }

@@ -261,6 +261,9 @@ impl Default for Config {
     }
 }
 
+/// The shortest period a repeating timer may have.
+const MIN_PERIOD: Duration = Duration::from_millis(1);
+
 impl Config {
     /// Checks the settings that are not already checked by their own types.
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -271,18 +274,27 @@ impl Config {
                 Ok(())
             }
         };
+        // Periods of timers that repeat: below a millisecond they would
+        // spin (a 1 ns ping interval is a ping flood, not a heartbeat).
+        let period = |d: Duration, name| {
+            if d < MIN_PERIOD {
+                Err(ConfigError::invalid(name, "must be at least 1 ms"))
+            } else {
+                Ok(())
+            }
+        };
         positive(self.connect_timeout, "connect_timeout")?;
         positive(self.close_handshake_timeout, "close_timeout")?;
         positive(self.dead_close_timeout, "dead_close_timeout")?;
         positive(self.heartbeat.pong_timeout, "pong_timeout")?;
         if let Some(i) = self.heartbeat.ping_interval {
-            positive(i, "ping_interval")?;
+            period(i, "ping_interval")?;
         }
         if let Some(w) = self.write_timeout {
-            positive(w, "write_timeout")?;
+            period(w, "write_timeout")?;
         }
         if let Some(s) = self.heartbeat.silence_timeout {
-            positive(s, "silence_timeout")?;
+            period(s, "silence_timeout")?;
         }
         if self.max_message_size == 0 {
             return Err(ConfigError::invalid(
@@ -290,11 +302,11 @@ impl Config {
                 "must be above zero",
             ));
         }
-        positive(self.stall_timeout, "stall_timeout")?;
+        period(self.stall_timeout, "stall_timeout")?;
         if self.read_ahead == 0 {
             return Err(ConfigError::invalid("read_ahead", "must be above zero"));
         }
-        positive(self.delivery.barrier_interval, "barrier_interval")?;
+        period(self.delivery.barrier_interval, "barrier_interval")?;
         if self.delivery.window_messages == 0 {
             return Err(ConfigError::invalid(
                 "window_messages",
@@ -314,10 +326,12 @@ impl Config {
 impl FeedConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         if let Some(age) = self.max_connection_age {
-            if age.is_zero() {
+            // Each rotation opens a connection: a shorter age would do
+            // nothing else.
+            if age < Duration::from_millis(10) {
                 return Err(ConfigError::invalid(
                     "max_connection_age",
-                    "must be above zero",
+                    "must be at least 10 ms",
                 ));
             }
         }

@@ -497,7 +497,10 @@ impl Delivery {
             Some(at) if now.saturating_duration_since(at) >= self.config.barrier_interval => {
                 Due::Now
             }
-            Some(at) => Due::At(at + self.config.barrier_interval),
+            Some(at) => Due::At(crate::time::saturating_add(
+                at,
+                self.config.barrier_interval,
+            )),
         }
     }
 

@@ -36,6 +36,7 @@ mod read_batch;
 mod reassembly;
 mod stream;
 mod supervisor;
+mod time;
 mod transport;
 
 pub use backoff::{Backoff, BackoffPolicy, Jitter, RandomSource};

@@ -34,7 +34,7 @@ impl Supervisor {
             Box::pin(futures::future::ready(Err(e)).into_actor(act))
         }
         let timeout = self.config.connect_timeout;
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::time::saturating_add(Instant::now(), timeout);
         let requested = tokio::time::timeout_at(deadline, (self.provider)(attempt));
         let number = attempt.number;
         requested.into_actor(self).then(move |res, act, _| {
@@ -94,7 +94,7 @@ impl Supervisor {
         ctx: &mut Context<Self>,
     ) -> Duration {
         let now = Instant::now();
-        let wait = delay + self.budget_wait(now.checked_add(delay).unwrap_or(now));
+        let wait = delay.saturating_add(self.budget_wait(crate::time::saturating_add(now, delay)));
         self.attempt_after(wait, ctx);
         wait
     }

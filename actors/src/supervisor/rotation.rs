@@ -54,7 +54,7 @@ impl Supervisor {
         let age = feed.max_connection_age.map(|age| {
             let early = feed.age_jitter * self.policy.random_unit();
             (
-                age.mul_f64(1.0 - early).saturating_sub(up),
+                crate::time::scale(age, 1.0 - early).saturating_sub(up),
                 RotateReason::Age,
             )
         });
