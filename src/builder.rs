@@ -7,8 +7,8 @@ use actix::{ArbiterHandle, Recipient};
 use actix_tether_actors::{
     Attempt, BackoffPolicy, Client, Config, ConfigError, ConnectError, ConnectInfo, ConnectRequest,
     DedupKey, Engine, Event, Inbound, InboundBatch, Jitter, Message, OnConnect, OverflowPolicy,
-    QueueLimits, RandomSource, ReadyPredicate, ReconnectBudget, RequestFuture, RequestProvider,
-    StallPolicy, Transport,
+    QueueLimits, RandomSource, ReadyPredicate, ReconnectBudget, RedactUrl, RequestFuture,
+    RequestProvider, StallPolicy, Transport,
 };
 use futures::FutureExt;
 
@@ -21,6 +21,7 @@ use crate::wire::deflate::Compression;
 type SendProvider = Box<dyn FnMut(&Attempt) -> RequestFuture + Send>;
 type SendPredicate = Box<dyn FnMut(&Message) -> bool + Send>;
 type SendDedupKey = Box<dyn FnMut(&Message) -> Option<u64> + Send>;
+type SendRedactUrl = Box<dyn Fn(&str) -> String + Send>;
 type SendOnConnect = Box<dyn FnMut(&ConnectInfo) -> Vec<Message> + Send>;
 type SendOnStart = Box<dyn FnOnce(&Client) + Send>;
 
@@ -238,6 +239,16 @@ impl ClientBuilder {
         self
     }
 
+    /// Redacts URLs further before events, spans and `tether --json` show
+    /// them: `redact` gets the URL as the default leaves it (no user info
+    /// or fragment, every query value `***`, keys kept) and returns what to
+    /// show, for instance with a path token masked. Default is the default
+    /// redaction alone.
+    pub fn redact_url(mut self, redact: impl Fn(&str) -> String + Send + 'static) -> Self {
+        self.hooks.redact = Some(Box::new(redact));
+        self
+    }
+
     /// How many recent keys the dedup window holds. Default is 1024.
     pub fn dedup_window(mut self, n: usize) -> Self {
         self.config.feed.dedup_window = n;
@@ -399,10 +410,14 @@ impl ClientBuilder {
         self
     }
 
-    /// Inbound payload bytes read ahead of a subscriber that is behind;
-    /// while below it, reading (and Ping, Pong, Close handling) goes on; at
-    /// it, reading pauses until the subscriber catches up (see [`Inbound`]).
-    /// Default is 1 MiB.
+    /// Inbound bytes read ahead of a subscriber that is behind (or of a
+    /// stream nobody polls, or held by a rotation's new link before it takes
+    /// over); while below it, reading (and Ping, Pong, Close handling) goes
+    /// on; at it, reading pauses until the subscriber catches up (see
+    /// [`Inbound`]). Each message counts its payload and 128 bytes more, so
+    /// the bound holds whatever the message sizes: at 1 MiB, at most 8,192
+    /// empty messages wait (plus the read that crossed the bound, at most
+    /// one read's worth of frames). Default is 1 MiB.
     pub fn read_ahead(mut self, bytes: usize) -> Self {
         self.config.read_ahead = bytes;
         self
@@ -717,6 +732,7 @@ struct Hooks {
     random: Option<Box<dyn RandomSource + Send>>,
     gate: Option<SendPredicate>,
     dedup: Option<SendDedupKey>,
+    redact: Option<SendRedactUrl>,
     inbound: Vec<Recipient<Inbound>>,
     batches: Vec<Recipient<InboundBatch>>,
     events: Vec<Recipient<Event>>,
@@ -745,6 +761,10 @@ impl Parts {
         if let Some(key) = self.hooks.dedup {
             let key: DedupKey = key;
             engine = engine.dedup_key(key);
+        }
+        if let Some(redact) = self.hooks.redact {
+            let redact: RedactUrl = redact;
+            engine = engine.redact_url(redact);
         }
         if let Some(hook) = self.hooks.on_connect {
             let hook: OnConnect = hook;

@@ -324,13 +324,16 @@ fn take_panic() -> Option<String> {
 
 // ------------------------------------------------------------------- world
 
+/// Where a `confirmed()` call's outcome lands.
+type Slot = Rc<RefCell<Option<Result<(), Unconfirmed>>>>;
+
 /// What the application side knows.
 #[derive(Default)]
 struct Books {
     /// Accepted client messages, by number, with a receipt when tracked.
     accepted: BTreeMap<u64, Option<Receipt>>,
     next_id: u64,
-    confirmed_waits: Vec<Rc<RefCell<Option<Result<(), Unconfirmed>>>>>,
+    confirmed_waits: Vec<Slot>,
 }
 
 struct World {
@@ -632,8 +635,8 @@ fn short(frame: &actix_tether::engine::OutFrame) -> String {
         return format!("Ping #{:?}", p.get(8..));
     }
     let s = format!("{frame:?}");
-    if s.len() > 60 {
-        format!("{}..", &s[..s.floor_char_boundary(60)])
+    if s.chars().count() > 60 {
+        format!("{}..", s.chars().take(60).collect::<String>())
     } else {
         s
     }

@@ -67,6 +67,11 @@ pub type ReadyPredicate = Box<dyn FnMut(&Message) -> bool>;
 /// for messages not to check.
 pub type DedupKey = Box<dyn FnMut(&Message) -> Option<u64>>;
 
+/// Shows a URL in events and spans: takes the URL as the default redaction
+/// leaves it (user info and fragment removed, every query value masked)
+/// and returns what to show instead (a path token masked, say).
+pub type RedactUrl = Box<dyn Fn(&str) -> String>;
+
 /// Produces the setup lane for each new link: messages (authentication,
 /// resubscription) written before anything queued.
 pub type OnConnect = Box<dyn FnMut(&ConnectInfo) -> Vec<Message>>;
@@ -96,6 +101,7 @@ pub struct Engine {
     budget: Option<ReconnectBudget>,
     gate: Option<ReadyPredicate>,
     dedup: Option<DedupKey>,
+    redact: Option<RedactUrl>,
 }
 
 /// The channels and shared state of a client whose actors are not running
@@ -156,6 +162,7 @@ impl Engine {
             budget: None,
             gate: None,
             dedup: None,
+            redact: None,
         }
     }
 
@@ -190,6 +197,14 @@ impl Engine {
     /// Default is none.
     pub fn dedup_key(mut self, key: DedupKey) -> Self {
         self.dedup = Some(key);
+        self
+    }
+
+    /// Redacts URLs further before events and spans show them (after the
+    /// default redaction: see [`redact_url`](crate::redact_url)). Default
+    /// is the default redaction alone.
+    pub fn redact_url(mut self, redact: RedactUrl) -> Self {
+        self.redact = Some(redact);
         self
     }
 
@@ -316,6 +331,7 @@ impl Engine {
             queue,
             urls: self.urls,
             budget: self.budget,
+            redact: self.redact,
         }));
     }
 }
@@ -349,8 +365,9 @@ impl Engine {
 ///
 /// Subscribers receive every message in order. One that falls behind its
 /// mailbox capacity still receives everything; the client reads ahead up to
-/// the read-ahead (1 MiB by default) so that it keeps answering Pings and
-/// finding dead peers, then pauses reading until the subscriber catches up.
+/// the read-ahead (1 MiB by default, each message counting its payload and
+/// 128 bytes) so that it keeps answering Pings and finding dead peers, then
+/// pauses reading until the subscriber catches up.
 /// A subscriber behind for the stall timeout is reported with
 /// [`Event::SubscriberStalled`]. A [`MessageStream`] ([`Client::stream`])
 /// follows the same rules, counting socket reads instead of mailbox

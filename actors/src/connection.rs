@@ -720,7 +720,9 @@ impl Connection {
     /// A standby link holds what it reads, up to the read-ahead; then it
     /// stops reading until it takes over (TCP holds the rest).
     fn hold(&mut self, messages: Vec<Message>) {
-        self.held_bytes += messages.iter().map(Message::len).sum::<usize>();
+        self.held_bytes = self
+            .held_bytes
+            .saturating_add(crate::hub::read_cost(&messages));
         self.held.extend(messages);
         if self.held_bytes >= self.config.read_ahead {
             self.hold.close();

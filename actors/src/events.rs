@@ -13,7 +13,9 @@ use crate::frame::Message;
 /// reading, up to the read-ahead (`read_ahead`, 1 MiB by default), so that
 /// Pings, Pongs and Close frames are still handled and a dead peer still
 /// found. Once the read-ahead is full, reading pauses until the subscriber
-/// catches up, and TCP pushes back on the server. A subscriber behind for
+/// catches up, and TCP pushes back on the server. Each message counts its
+/// payload and 128 bytes more against the read-ahead, so a flood of empty
+/// messages is bounded too (1 MiB holds at most 8,192 of them). A subscriber behind for
 /// the stall timeout is reported with [`Event::SubscriberStalled`]. Set the
 /// subscriber's mailbox capacity (`ctx.set_mailbox_capacity`) to how far it
 /// may fall behind before the read-ahead counts.
@@ -93,7 +95,8 @@ pub enum Event {
     SubscriberStalled {
         /// How long the oldest waiting read has waited.
         stalled_for: Duration,
-        /// Inbound payload bytes waiting in subscribers' mailboxes.
+        /// What waits in subscribers' mailboxes, as the read-ahead counts
+        /// it: payload bytes and 128 per message.
         behind_bytes: usize,
     },
     /// A new link writes again, right after its setup lane, messages an

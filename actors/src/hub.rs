@@ -162,6 +162,20 @@ impl Drop for Hub {
     }
 }
 
+/// What one inbound message counts against the read-ahead besides its
+/// payload: about what an empty message costs while it waits (its envelope
+/// in a mailbox, its entry in a queue), so that a flood of empty or tiny
+/// messages is bounded as surely as a few large ones.
+pub(crate) const MESSAGE_COST: usize = 128;
+
+/// What `messages` count against the read-ahead: their payload bytes and
+/// [`MESSAGE_COST`] each.
+pub(crate) fn read_cost(messages: &[Message]) -> usize {
+    messages.iter().fold(0usize, |n, m| {
+        n.saturating_add(m.len()).saturating_add(MESSAGE_COST)
+    })
+}
+
 /// The read-ahead in use: reads delivered over a full subscriber's mailbox
 /// capacity, not yet handled.
 #[derive(Debug, Default)]
@@ -191,7 +205,8 @@ impl Behind {
         }
     }
 
-    /// Payload bytes waiting.
+    /// What the waiting reads count against the read-ahead (payload bytes
+    /// and [`MESSAGE_COST`] per message).
     pub(crate) fn bytes(&self) -> usize {
         self.bytes.get()
     }
@@ -332,6 +347,7 @@ impl Hub {
         Counters::add(&self.counters.messages_in, messages.len() as u64);
         let bytes: usize = messages.iter().map(Message::len).sum();
         Counters::add(&self.counters.bytes_in, bytes as u64);
+        let cost = read_cost(&messages);
         let mut waits = Vec::new();
         let has_inbound = !self.inbound.borrow().is_empty();
         let has_batches = !self.batches.borrow().is_empty();
@@ -366,7 +382,7 @@ impl Hub {
                 send_in_order(r, m.into_iter().map(Inbound), &mut waits)
             });
         }
-        (bytes, waits)
+        (cost, waits)
     }
 
     pub(crate) fn publish(&self, event: Event) {

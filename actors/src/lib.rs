@@ -43,8 +43,8 @@ pub use backoff::{Backoff, BackoffPolicy, Jitter, RandomSource};
 pub use budget::ReconnectBudget;
 pub use buffer::{OverflowPolicy, QueueLimits, Undelivered};
 pub use client::{
-    Attempt, Client, DedupKey, Engine, OnConnect, OnStart, ReadyPredicate, Receipt, RequestFuture,
-    RequestProvider, Stats, WeakClient,
+    Attempt, Client, DedupKey, Engine, OnConnect, OnStart, ReadyPredicate, Receipt, RedactUrl,
+    RequestFuture, RequestProvider, Stats, WeakClient,
 };
 pub use config::{Config, DeliveryConfig, FeedConfig, HeartbeatConfig, StallPolicy};
 pub use error::{

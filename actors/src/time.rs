@@ -19,7 +19,7 @@ pub(crate) fn saturating_add(at: Instant, d: Duration) -> Instant {
 /// `d * factor`, saturating at `Duration::MAX` (and zero for a factor that
 /// is not a positive number).
 pub(crate) fn scale(d: Duration, factor: f64) -> Duration {
-    if !(factor > 0.0) {
+    if factor.is_nan() || factor <= 0.0 {
         return Duration::ZERO;
     }
     Duration::try_from_secs_f64(d.as_secs_f64() * factor).unwrap_or(Duration::MAX)

@@ -145,23 +145,12 @@ impl ConnectRequest {
     }
 }
 
-/// Query keys whose values are credentials, matched as parts of the
-/// lowercased key (`api_key`, `listenKey`, `access_token`, `X-Amz-Signature`).
-const SECRET_KEYS: [&str; 8] = [
-    "token",
-    "key",
-    "secret",
-    "pass",
-    "auth",
-    "sig",
-    "session",
-    "credential",
-];
-
 /// A URL string fit for logs and events: without user info or fragment, and
-/// with the value of every query parameter that looks like a credential
-/// replaced by `***` (`?streams=btc&token=abc` becomes
-/// `?streams=btc&token=***`).
+/// with the value of every query parameter replaced by `***`, keys kept
+/// (`?streams=btc&token=abc` becomes `?streams=***&token=***`): a query
+/// value may be a credential whatever its key is called (`?jwt=`, `?t=`).
+/// Path segments are shown as they are; mask path tokens with a redaction
+/// hook ([`Engine::redact_url`](crate::Engine::redact_url)).
 pub fn redact_url(url: &str) -> String {
     let (scheme, rest) = match url.split_once("://") {
         Some((s, r)) => (Some(s), r),
@@ -185,13 +174,12 @@ pub fn redact_url(url: &str) -> String {
             if i > 0 {
                 out.push('&');
             }
-            let key = pair.split_once('=').map_or(pair, |(k, _)| k);
-            let lower = key.to_ascii_lowercase();
-            if pair.contains('=') && SECRET_KEYS.iter().any(|s| lower.contains(s)) {
-                out.push_str(key);
-                out.push_str("=***");
-            } else {
-                out.push_str(pair);
+            match pair.split_once('=') {
+                Some((key, _)) => {
+                    out.push_str(key);
+                    out.push_str("=***");
+                }
+                None => out.push_str(pair),
             }
         }
     }
@@ -285,7 +273,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn redaction_removes_credentials_and_secret_query_values() {
+    fn redaction_removes_credentials_and_every_query_value() {
         assert_eq!(
             redact_url("wss://user:secret@example.com:8443/feed?token=abc#x"),
             "wss://example.com:8443/feed?token=***"
@@ -293,8 +281,14 @@ mod tests {
         assert_eq!(redact_url("ws://127.0.0.1:9/"), "ws://127.0.0.1:9/");
         assert_eq!(
             redact_url("wss://h/stream?streams=btcusdt@trade&listenKey=k1&x&api_key=k2"),
-            "wss://h/stream?streams=btcusdt@trade&listenKey=***&x&api_key=***"
+            "wss://h/stream?streams=***&listenKey=***&x&api_key=***"
         );
+        // Issue 21, item 12: keys that do not look like credentials.
+        assert_eq!(
+            redact_url("wss://h/ws?jwt=SECRET&t=SECRET"),
+            "wss://h/ws?jwt=***&t=***"
+        );
+        assert_eq!(redact_url("wss://u@h/ws?=v"), "wss://h/ws?=***");
         assert_eq!(redact_url("ws://h?"), "ws://h");
         assert_eq!(redact_url("not a url"), "not a url");
     }

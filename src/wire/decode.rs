@@ -31,6 +31,10 @@ const RSV1: u8 = 0x40;
 const RSV23: u8 = 0x30;
 const MASKED: u8 = 0x80;
 
+/// The most the read buffer is grown by at once for a frame still
+/// arriving.
+const RESERVE_STEP: usize = 64 * 1024;
+
 /// Why the decoder failed the link; the close code follows from the kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum WireError {
@@ -121,7 +125,12 @@ impl Decoder {
         let Some(head) = self.head(buf)? else {
             return Ok(None);
         };
-        let end = head.at + head.len;
+        // The limits were checked, but a limit may be usize::MAX: the sum is
+        // checked too (32-bit targets included).
+        let end = head
+            .at
+            .checked_add(head.len)
+            .ok_or(WireError::TooBig("frame larger than memory"))?;
         if buf.len() < end {
             if self.plain_text(&head) {
                 let from = head.at + self.checked;
@@ -132,8 +141,10 @@ impl Decoder {
                     self.checked = buf.len() - head.at;
                 }
             }
-            // The limits were checked: this is at most one frame's worth.
-            buf.reserve(end - buf.len());
+            // Room for what is still to come, in bounded steps: the buffer
+            // grows with the bytes that arrive, never with the length a
+            // header claims (a hostile header would pick the allocation).
+            buf.reserve((end - buf.len()).min(RESERVE_STEP));
             return Ok(None);
         }
         let checked = std::mem::take(&mut self.checked);
@@ -232,7 +243,13 @@ impl Decoder {
         }
         let (at, len) = match short {
             126 => match buf.get(2..4) {
-                Some(&[a, b]) => (4, usize::from(u16::from_be_bytes([a, b]))),
+                Some(&[a, b]) => {
+                    let len = u16::from_be_bytes([a, b]);
+                    if len < 126 {
+                        return Err(WireError::Protocol("length not in its minimal encoding"));
+                    }
+                    (4, usize::from(len))
+                }
                 _ => return Ok(None),
             },
             127 => match buf.get(2..10) {
@@ -242,6 +259,9 @@ impl Decoder {
                     let len = u64::from_be_bytes(be);
                     if len >> 63 != 0 {
                         return Err(WireError::Protocol("payload length over 63 bits"));
+                    }
+                    if len <= 0xFFFF {
+                        return Err(WireError::Protocol("length not in its minimal encoding"));
                     }
                     let len = usize::try_from(len)
                         .map_err(|_| WireError::TooBig("frame larger than memory"))?;
@@ -277,6 +297,11 @@ impl Decoder {
     /// Inflates a whole frame of a compressed message, within what is left
     /// of the message limit.
     fn inflate(&mut self, head: &Head, payload: &[u8]) -> Result<Bytes, WireError> {
+        if payload.is_empty() && head.fin && head.opcode != CONTINUATION {
+            // An empty message sent whole with RSV1: nothing to inflate, and
+            // the sync tail alone would leave the inflater mid-block.
+            return Ok(Bytes::new());
+        }
         let before = self.message_of(head).size;
         let inflater = self.inflater.as_mut().ok_or(WireError::Protocol(
             "RSV1 set without permessage-deflate negotiated",
@@ -448,6 +473,142 @@ mod tests {
             }
             out
         }
+    }
+
+    /// RFC 7692 §7.2.3's examples, each a whole frame sequence, decoded
+    /// one after another on one link (so the shared window of §7.2.3.2
+    /// carries, and a final block of §7.2.3.4 starts the next message on a
+    /// new stream).
+    #[test]
+    fn the_rfc_7692_examples_decode() {
+        let hello = Frame::Text(Bytes::from_static(b"Hello"));
+        let examples: [(&str, &[u8], Vec<Frame>); 7] = [
+            (
+                "7.2.3.1 one frame",
+                &[0xc1, 0x07, 0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00],
+                vec![hello.clone()],
+            ),
+            (
+                "7.2.3.1 fragmented",
+                &[
+                    0x41, 0x03, 0xf2, 0x48, 0xcd, 0x80, 0x04, 0xc9, 0xc9, 0x07, 0x00,
+                ],
+                vec![
+                    Frame::Continuation(Fragment::FirstText, Bytes::from_static(b"He")),
+                    Frame::Continuation(Fragment::Last, Bytes::from_static(b"llo")),
+                ],
+            ),
+            (
+                "7.2.3.2 the shared window",
+                &[0xc1, 0x05, 0xf2, 0x00, 0x11, 0x00, 0x00],
+                vec![hello.clone()],
+            ),
+            (
+                "7.2.3.3 a stored block",
+                &[
+                    0xc1, 0x0b, 0x00, 0x05, 0x00, 0xfa, 0xff, 0x48, 0x65, 0x6c, 0x6c, 0x6f, 0x00,
+                ],
+                vec![hello.clone()],
+            ),
+            (
+                "7.2.3.4 a final block",
+                &[0xc1, 0x08, 0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x00],
+                vec![hello.clone()],
+            ),
+            (
+                "7.2.3.5 two blocks",
+                &[
+                    0xc1, 0x0d, 0xf2, 0x48, 0x05, 0x00, 0x00, 0x00, 0xff, 0xff, 0xca, 0xc9, 0xc9,
+                    0x07, 0x00,
+                ],
+                vec![hello.clone()],
+            ),
+            (
+                "7.2.3.6 an empty message",
+                &[0xc1, 0x01, 0x00],
+                vec![Frame::Text(Bytes::new())],
+            ),
+        ];
+        let mut d = deflating(1 << 20, false);
+        for (name, bytes, want) in examples {
+            let got = decode_all(&mut d, bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+            // Fragments come out as they inflate: compare the bytes.
+            let text = |f: &[Frame]| -> Vec<u8> {
+                f.iter()
+                    .flat_map(|f| match f {
+                        Frame::Text(b) | Frame::Continuation(_, b) => b.to_vec(),
+                        _ => Vec::new(),
+                    })
+                    .collect()
+            };
+            assert_eq!(text(&got), text(&want), "{name}");
+            assert_eq!(got.len(), want.len(), "{name}");
+        }
+        // After them, and after a message ending in a final block alone
+        // (no 0x00 after it), the link still decodes.
+        let mut d = deflating(1 << 20, false);
+        let final_only = [0xc1, 0x07, 0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+        for _ in 0..3 {
+            assert_eq!(
+                decode_all(&mut d, &final_only).unwrap(),
+                std::slice::from_ref(&hello)
+            );
+        }
+        // An empty payload with RSV1 leaves the inflater ready for the next.
+        assert_eq!(
+            decode_all(&mut d, &[0xc1, 0x00]).unwrap(),
+            [Frame::Text(Bytes::new())]
+        );
+        assert_eq!(
+            decode_all(
+                &mut d,
+                &[0xc1, 0x07, 0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]
+            )
+            .unwrap(),
+            [hello]
+        );
+    }
+
+    #[test]
+    fn a_hostile_length_reserves_a_bounded_step_not_what_it_claims() {
+        // Issue 21, item 7: with no limits, a header claiming 2^62 bytes
+        // made the buffer reserve them and the process abort.
+        let mut d = plain(usize::MAX);
+        let mut buf = BytesMut::from(&[0x82, 0x7F, 0x40, 0, 0, 0, 0, 0, 0, 0][..]);
+        assert_eq!(d.decode(&mut buf), Ok(None));
+        assert!(buf.capacity() <= 2 * RESERVE_STEP, "{}", buf.capacity());
+        // And the largest 63-bit length with the header's own bytes does not
+        // overflow the end of the frame.
+        let mut d = plain(usize::MAX);
+        let mut buf =
+            BytesMut::from(&[0x82, 0x7F, 0x7F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF][..]);
+        let got = d.decode(&mut buf);
+        assert!(
+            matches!(got, Ok(None) | Err(WireError::TooBig(_))),
+            "{got:?}"
+        );
+        assert!(buf.capacity() <= 2 * RESERVE_STEP);
+    }
+
+    #[test]
+    fn lengths_must_use_their_minimal_encoding() {
+        // RFC 6455 §5.2: 7E 00 05 says 5 in the 16-bit form.
+        let mut bytes = vec![0x82, 0x7E, 0x00, 0x05];
+        bytes.extend_from_slice(b"hello");
+        assert_eq!(
+            first_error(&mut plain(1 << 20), &bytes),
+            WireError::Protocol("length not in its minimal encoding")
+        );
+        let mut bytes = vec![0x82, 0x7F, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF];
+        bytes.extend(std::iter::repeat_n(0u8, 0xFFFF));
+        assert_eq!(
+            first_error(&mut plain(1 << 20), &bytes),
+            WireError::Protocol("length not in its minimal encoding")
+        );
+        // The smallest of each form is fine.
+        let ok = frame(0x82, &[7u8; 126]);
+        assert_eq!(ok[1], 0x7E);
+        assert!(decode_all(&mut plain(1 << 20), &ok).is_ok());
     }
 
     #[test]

@@ -496,26 +496,20 @@ impl Inflater {
                 t.clear();
                 t.extend_from_slice(input);
                 t.extend_from_slice(&TAIL);
-                run_inflate(z, &t, &mut out, limit)
+                run_inflate(z, &t, &mut out, limit, TAIL.len())
             })?
         } else {
-            let ended = run_inflate(z, input, &mut out, limit)?;
+            let ended = run_inflate(z, input, &mut out, limit, 0)?;
             if last && !ended {
-                run_inflate(z, &TAIL, &mut out, limit)?;
+                run_inflate(z, &TAIL, &mut out, limit, TAIL.len())?
+            } else {
+                ended
             }
-            ended
         };
-        if last {
-            if ended {
-                // The server ended its deflate stream with the message (a
-                // final block): the next message starts a new one.
-                z.reset(false);
-            }
-        } else if ended {
-            // The server ended the deflate stream (a final block) before
-            // the message's last frame: the next frame has nothing to
-            // continue.
-            return Err(InflateError::Corrupt);
+        if ended {
+            // The server ended its deflate stream with a final block (RFC
+            // 7692 §7.2.3.4): what follows starts a new one.
+            z.reset(false);
         }
         Ok(out.freeze())
     }
@@ -532,20 +526,24 @@ thread_local! {
 }
 
 /// Inflates all of `input` onto `out`, at most `limit` bytes in all; true
-/// if the deflate stream ended (a final block), which must be at the end of
-/// the input.
+/// if the deflate stream ended (a final block) at the end of the input, or
+/// just before its last `tail` bytes (the sync tail the client appended,
+/// which a stream that ended has no use for). Input after a final block
+/// starts a new stream (RFC 7692 §7.2.3.4 follows one with 0x00, the start
+/// of an empty stored block that the tail completes).
 fn run_inflate(
     z: &mut Inflate,
     input: &[u8],
     out: &mut BytesMut,
     limit: usize,
+    tail: usize,
 ) -> Result<bool, InflateError> {
     SCRATCH.with(|scratch| {
         let mut scratch = scratch.borrow_mut();
         if scratch.len() < STEP {
             scratch.resize(STEP, 0);
         }
-        inflate_into(z, input, out, limit, &mut scratch[..STEP])
+        inflate_into(z, input, out, limit, tail, &mut scratch[..STEP])
     })
 }
 
@@ -554,6 +552,7 @@ fn inflate_into(
     mut input: &[u8],
     out: &mut BytesMut,
     limit: usize,
+    tail: usize,
     scratch: &mut [u8],
 ) -> Result<bool, InflateError> {
     loop {
@@ -572,8 +571,8 @@ fn inflate_into(
         }
         match status {
             Err(_) => return Err(InflateError::Corrupt),
-            Ok(Status::StreamEnd) if !input.is_empty() => return Err(InflateError::Corrupt),
-            Ok(Status::StreamEnd) => return Ok(true),
+            Ok(Status::StreamEnd) if input.is_empty() || input.len() == tail => return Ok(true),
+            Ok(Status::StreamEnd) => z.reset(false),
             // Nothing moved although there was room: input that cannot go
             // on (zlib takes input whenever it has room to write).
             _ if used == 0 && made == 0 && !input.is_empty() => return Err(InflateError::Corrupt),

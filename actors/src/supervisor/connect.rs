@@ -51,7 +51,7 @@ impl Supervisor {
             };
             let span = tracing::info_span!(
                 "ws_connect",
-                url = %request.redacted_url(),
+                url = %act.shown_url(&request),
                 attempt = number,
                 outcome = tracing::field::Empty,
             );
@@ -157,7 +157,7 @@ impl Supervisor {
             addr,
             since: Instant::now(),
             endpoint,
-            url: request.redacted_url(),
+            url: self.shown_url(request),
         };
         (current, protocol, extensions)
     }

@@ -17,7 +17,7 @@ use futures::channel::oneshot;
 use crate::backoff::Backoff;
 use crate::budget::ReconnectBudget;
 use crate::buffer::{lock, SharedBuffer, Undelivered};
-use crate::client::{OnConnect, RequestProvider, Stats};
+use crate::client::{OnConnect, RedactUrl, RequestProvider, Stats};
 use crate::config::Config;
 use crate::connection::{Abort, CloseLink, Connection, TakeOver};
 use crate::error::{CloseError, ConnectError, DisconnectReason};
@@ -245,6 +245,8 @@ pub struct Supervisor {
     /// The age timer or the return-to-primary timer of the current link.
     rotation_timer: Option<SpawnHandle>,
     rotations: u64,
+    /// The application's further redaction of the URLs it is shown.
+    redact: Option<RedactUrl>,
 }
 
 impl fmt::Debug for Supervisor {
@@ -267,6 +269,7 @@ pub(crate) struct Parts {
     pub(crate) queue: Addr<Queue>,
     pub(crate) urls: Vec<String>,
     pub(crate) budget: Option<ReconnectBudget>,
+    pub(crate) redact: Option<RedactUrl>,
 }
 
 impl Supervisor {
@@ -303,6 +306,16 @@ impl Supervisor {
             rotation_failures: 0,
             rotation_timer: None,
             rotations: 0,
+            redact: p.redact,
+        }
+    }
+
+    /// The URL of `request` as events and spans show it.
+    fn shown_url(&self, request: &ConnectRequest) -> String {
+        let url = request.redacted_url();
+        match &self.redact {
+            Some(redact) => redact(&url),
+            None => url,
         }
     }
 
@@ -324,10 +337,16 @@ impl Supervisor {
         ctx: &mut Context<Self>,
     ) {
         self.abandon_rotation(ctx);
+        // A link the application took down (a pause, a close) says nothing
+        // about its endpoint: only failures move the client to a fallback.
+        let deliberate = matches!(
+            reason,
+            DisconnectReason::Paused | DisconnectReason::ClientClosed
+        );
         if uptime.is_some_and(|u| u >= self.config.min_uptime) {
             let at = self.endpoints.current();
             self.endpoints.settled_on(at);
-        } else {
+        } else if !deliberate {
             self.endpoints.failed();
         }
         if self.paused && !self.closing() {
