@@ -10,7 +10,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use actix_tether::engine::Frame;
 use actix_tether::testkit::{mock, settle, Outcome, Recorder};
-use actix_tether::{Event, Inbound, State, Unconfirmed};
+use actix_tether::{Event, Inbound, SendError, State, Unconfirmed};
 use bytes::Bytes;
 use support::mock::{base, ms};
 
@@ -199,4 +199,229 @@ async fn every_query_value_is_masked_and_a_hook_masks_path_tokens() {
     };
     assert_eq!(url, "ws://h.test/session/***?jwt=***&t=***&flag");
     assert!(!format!("{:?}", rec.recorded_events()).contains("SECRET"));
+}
+
+/// Issue 21, item 3: a rotation's handover ended a busy old link at the
+/// pong timeout, mid-batch, and what it had written went out again on the
+/// new link (duplicates, out of order). Now the handover waits as long as
+/// the old link keeps moving bytes.
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn a_handover_waits_while_a_slow_old_link_keeps_moving() {
+    let (t, mut server) = mock();
+    let rec = Recorder::start();
+    let client = base(t, &rec)
+        .pong_timeout(Duration::from_secs(1))
+        .queue_size(1000)
+        .start()
+        .unwrap();
+    let old = server.accept().await.unwrap();
+    client.connected().await.unwrap();
+    // 10 frames a second: 200 messages take 20 pong timeouts to read.
+    old.read_slowly(ms(100));
+    let pad = "x".repeat(1000);
+    for i in 0..200 {
+        client.try_send(format!("n{i} {pad}")).unwrap();
+    }
+    settle(ms(10)).await;
+    client.rotate();
+    let new = server.accept().await.unwrap();
+    new.send_text("hello");
+    rec.wait_for(
+        |e| matches!(e, Event::Rotated { .. }),
+        Duration::from_secs(120),
+    )
+    .await
+    .expect("the rotation completes");
+    client.try_send("after").unwrap();
+    settle(Duration::from_secs(1)).await;
+    let sent: Vec<String> = server
+        .sent()
+        .into_iter()
+        .filter_map(|(_, m)| {
+            m.as_text()
+                .map(|t| t.split(' ').next().unwrap_or("").to_owned())
+        })
+        .collect();
+    let mut want: Vec<String> = (0..200).map(|i| format!("n{i}")).collect();
+    want.push("after".into());
+    assert_eq!(sent, want, "each message once, in order");
+    let names = rec.event_names();
+    assert!(!names.contains(&"disconnected"), "{names:?}");
+}
+
+/// Waits (real time, bounded) until the handle says the client is closed.
+async fn sees_closed(client: &actix_tether::Client) -> bool {
+    for _ in 0..500 {
+        if client.state() == State::Closed {
+            return true;
+        }
+        tokio::time::sleep(ms(10)).await;
+    }
+    false
+}
+
+/// Issue 21, item 5: after the pool a client ran on was dropped, its handle
+/// still said connected, `try_send` took messages that were lost, and
+/// `connected()` succeeded.
+#[actix_rt::test]
+async fn handles_see_the_end_when_the_clients_arbiter_stops() {
+    let (t, mut server) = mock();
+    let pool = actix_tether::Pool::new(1).unwrap();
+    let client = pool
+        .start(
+            actix_tether::ClientBuilder::new("ws://mock.test/feed")
+                .transport(t)
+                .no_ping(),
+        )
+        .unwrap();
+    let conn = server.accept().await.unwrap();
+    client.connected().await.unwrap();
+    // The server stops reading: a few messages fill its socket, the rest
+    // stay queued.
+    conn.stop_reading();
+    for i in 0..30 {
+        client.try_send(format!("m{i}")).unwrap();
+    }
+    tokio::time::sleep(ms(100)).await;
+    drop(pool);
+    assert!(sees_closed(&client).await, "state: {:?}", client.state());
+    assert!(matches!(
+        client.try_send("lost?"),
+        Err(SendError::Closed(_))
+    ));
+    assert!(client.send("lost?").await.is_err());
+    assert!(client.connected().await.is_err());
+    let back = client.close(Duration::from_secs(1)).await.unwrap();
+    let texts: Vec<&str> = back.iter().filter_map(|m| m.as_text()).collect();
+    let last: Vec<String> = (30 - texts.len()..30).map(|i| format!("m{i}")).collect();
+    assert!(!texts.is_empty());
+    assert_eq!(texts, last, "what was queued is handed back, in order");
+}
+
+/// Issue 21, item 5: a hook of the application's that panics ends the
+/// client, and its handle says so, wherever the hook runs.
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn a_panicking_hook_ends_the_client_and_the_handle_sees_it() {
+    for hook in ["on_connect", "ready_gate"] {
+        let (t, mut server) = mock();
+        let rec = Recorder::start();
+        let mut b = base(t, &rec);
+        b = match hook {
+            "on_connect" => b.on_connect(|info| {
+                assert!(info.link < 2, "a hook's bug");
+                Vec::new()
+            }),
+            _ => b.ready_gate(|m| {
+                assert!(m.as_text() != Some("boom"), "a hook's bug");
+                m.as_text() == Some("ready")
+            }),
+        };
+        let client = b.start().unwrap();
+        let conn = server.accept().await.unwrap();
+        match hook {
+            "on_connect" => conn.drop_link(),
+            _ => conn.send_text("boom"),
+        }
+        settle(Duration::from_secs(1)).await;
+        assert_eq!(client.state(), State::Closed, "{hook}");
+        assert!(
+            matches!(client.try_send("x"), Err(SendError::Closed(_))),
+            "{hook}"
+        );
+        assert!(client.connected().await.is_err(), "{hook}");
+    }
+}
+
+/// Issue 21, item 9: with a subscriber stuck and the read-ahead full, a
+/// new link's gate message could not be read, and every link ended with
+/// `ReadyTimeout` (and the client failed over): the server's fault, said
+/// the client. The gate's clock now stops while the client does not read.
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn the_ready_gate_is_not_timed_while_reading_is_paused() {
+    let (t, mut server) = mock();
+    let rec = Recorder::start();
+    let client = base(t, &rec)
+        .subscribe(Stuck.start().recipient())
+        .read_ahead(1024)
+        .ready_gate(|m| m.as_text() == Some("ready"))
+        .ready_timeout(Duration::from_secs(2))
+        .start()
+        .unwrap();
+    let first = server.accept().await.unwrap();
+    first.send_text("ready");
+    for _ in 0..20 {
+        first.send_text(&"x".repeat(100));
+    }
+    settle(ms(100)).await;
+    // The subscriber is stuck and the read-ahead full; the next link's
+    // gate message waits, unread.
+    client.pause();
+    settle(Duration::from_secs(6)).await;
+    client.resume();
+    let second = server.accept().await.unwrap();
+    second.send_text("ready");
+    settle(Duration::from_secs(30)).await;
+    let timeouts = rec
+        .recorded_events()
+        .iter()
+        .filter(|e| {
+            matches!(
+                e.value,
+                Event::Disconnected {
+                    reason: actix_tether::DisconnectReason::ReadyTimeout(_),
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(timeouts, 0, "{:?}", rec.event_names());
+    assert_eq!(server.requests().len(), 2, "no link after the second");
+    drop(second);
+}
+
+/// Issue 21, item 10: the dedup window counted down over both links'
+/// messages after a switch and stopped checking after 1,024 while the old
+/// link, whose Close the server delayed, still delivered.
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn the_dedup_window_checks_while_both_links_deliver() {
+    let (t, mut server) = mock();
+    let rec = Recorder::start();
+    let client = base(t, &rec)
+        .dedup_key(|m| m.as_text().and_then(|t| t.parse().ok()))
+        .queue_size(10_000)
+        .start()
+        .unwrap();
+    let old = server.accept().await.unwrap();
+    client.connected().await.unwrap();
+    old.send_text("1");
+    settle(ms(10)).await;
+    client.rotate();
+    let new = server.accept().await.unwrap();
+    // The old link's Close will not be answered: it delivers until the
+    // close handshake times out.
+    old.go_silent();
+    new.send_text("1");
+    rec.wait_for(
+        |e| matches!(e, Event::Rotated { .. }),
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("the switch");
+    for i in 2..=2000 {
+        new.send_text(&i.to_string());
+        if i >= 900 {
+            old.send_text(&i.to_string());
+        }
+    }
+    settle(Duration::from_secs(10)).await;
+    let got: Vec<u64> = rec
+        .recorded_inbound()
+        .iter()
+        .filter_map(|m| m.as_text().and_then(|t| t.parse().ok()))
+        .collect();
+    let mut unique = got.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique, (1..=2000).collect::<Vec<u64>>(), "nothing missing");
+    assert_eq!(got.len(), 2000, "{} delivered twice", got.len() - 2000);
 }

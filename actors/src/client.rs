@@ -702,7 +702,22 @@ impl Client {
     ) -> impl Future<Output = Result<Undelivered, CloseError>> + 'static {
         let (reply, outcome) = oneshot::channel();
         self.supervisor.do_send(Close { timeout, reply });
-        async move { outcome.await.unwrap_or(Err(CloseError::AlreadyClosed)) }
+        let buffer = self.buffer.clone();
+        async move {
+            match outcome.await {
+                Ok(outcome) => outcome,
+                // The client's actors ended without closing (an arbiter
+                // stopped, a hook panicked): what is queued comes back.
+                Err(oneshot::Canceled) => {
+                    let left = lock(&buffer).take_all();
+                    if left.is_empty() {
+                        Err(CloseError::AlreadyClosed)
+                    } else {
+                        Ok(left)
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -594,14 +594,7 @@ impl Actor for Connection {
             return;
         };
         if !self.gate_open {
-            let timeout = self.config.feed.ready_timeout;
-            ctx.run_later(timeout, move |act, ctx| {
-                if !act.gate_open {
-                    act.set_reason(DisconnectReason::ReadyTimeout(timeout));
-                    let wait = act.config.dead_close_timeout;
-                    act.begin_close(Some(CloseFrame::new(1000, "")), wait, false, ctx);
-                }
-            });
+            self.time_gate(ctx);
         }
         let task = WriteTask::new(self.id, link.writer, self.control.clone(), self.hub.clone());
         ctx.spawn(task.run(rx).into_actor(self).map(|res, act, ctx| {
@@ -638,9 +631,18 @@ impl Actor for Connection {
         self.hub.delivery.borrow_mut().link_stopped(self.id);
         let reason = self.reason.take().unwrap_or(DisconnectReason::Dropped);
         tracing::debug!(parent: &self.span, reason = %ErrorChain(&reason), "link down");
+        // Stopped while unwinding: a hook of the application's (the ready
+        // gate, the dedup key) panicked in this actor, and actix stops it
+        // as it is dropped. Reconnecting would run the hook again: the
+        // client ends instead.
+        let news = if std::thread::panicking() {
+            LinkNews::Crashed
+        } else {
+            LinkNews::Down(reason)
+        };
         self.supervisor.do_send(FromLink {
             link: self.id,
-            news: LinkNews::Down(reason),
+            news,
         });
     }
 }
@@ -704,6 +706,26 @@ impl Connection {
             let heartbeat = Heartbeat::new(ctx.address().recipient(), self.hub.clone(), *hb);
             self.heartbeat = Some(heartbeat.start());
         }
+    }
+
+    /// Ends the link if its ready gate is still shut after the ready
+    /// timeout. The gate's clock stops while the client does not read (a
+    /// subscriber is behind and the read-ahead is full): a gate message the
+    /// client could not read is not the server's failure.
+    fn time_gate(&mut self, ctx: &mut Context<Self>) {
+        let timeout = self.config.feed.ready_timeout;
+        ctx.run_later(timeout, move |act, ctx| {
+            if act.gate_open {
+                return;
+            }
+            if act.hub.reading.is_closed() {
+                act.time_gate(ctx);
+                return;
+            }
+            act.set_reason(DisconnectReason::ReadyTimeout(timeout));
+            let wait = act.config.dead_close_timeout;
+            act.begin_close(Some(CloseFrame::new(1000, "")), wait, false, ctx);
+        });
     }
 
     /// Opens the ready gate at the first message that satisfies it.

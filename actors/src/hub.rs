@@ -95,15 +95,20 @@ impl fmt::Debug for Gatekeeper {
 }
 
 /// Drops the messages a rotation's new link delivers that the old one
-/// already did: the keys of the last `window` messages delivered are kept,
-/// and the first `window` messages after a switch are checked against them.
+/// already did (and the other way round): the keys of the last `window`
+/// messages delivered are kept (twice as many while both links deliver),
+/// and every message is checked against them from a switch until `window`
+/// messages after the old link ended.
 pub(crate) struct Dedup {
     key: DedupKey,
     window: usize,
     recent: VecDeque<u64>,
     seen: HashSet<u64>,
-    /// Messages still to check since the last switch.
+    /// Messages still to check since the old link of the last switch ended.
     checking: usize,
+    /// The old link of the last switch still delivers: every message is
+    /// checked until it ends.
+    overlapping: bool,
 }
 
 impl fmt::Debug for Dedup {
@@ -123,6 +128,7 @@ impl Dedup {
             recent: VecDeque::with_capacity(window.min(4096)),
             seen: HashSet::new(),
             checking: 0,
+            overlapping: false,
         }
     }
 
@@ -131,12 +137,22 @@ impl Dedup {
         let Some(key) = (self.key)(m) else {
             return false;
         };
-        let checking = self.checking > 0;
-        self.checking = self.checking.saturating_sub(1);
+        let checking = self.overlapping || self.checking > 0;
+        if !self.overlapping {
+            self.checking = self.checking.saturating_sub(1);
+        }
         if checking && self.seen.contains(&key) {
             return true;
         }
-        if self.recent.len() >= self.window {
+        // While both links deliver, the window holds one window's worth of
+        // keys per link, so that a link lagging the other by up to a window
+        // is still checked.
+        let capacity = if self.overlapping {
+            self.window.saturating_mul(2)
+        } else {
+            self.window
+        };
+        while self.recent.len() >= capacity {
             if let Some(old) = self.recent.pop_front() {
                 self.seen.remove(&old);
             }
@@ -258,6 +274,17 @@ impl Hub {
     /// the dedup window.
     pub(crate) fn start_dedup(&self) {
         if let Some(d) = self.dedup.borrow_mut().as_mut() {
+            d.checking = d.window;
+            d.overlapping = true;
+        }
+    }
+
+    /// The old link of the last switch has ended: the next `window`
+    /// messages are still checked (what it delivered last may come again
+    /// from the new link), then checking stops.
+    pub(crate) fn end_overlap(&self) {
+        if let Some(d) = self.dedup.borrow_mut().as_mut().filter(|d| d.overlapping) {
+            d.overlapping = false;
             d.checking = d.window;
         }
     }

@@ -43,6 +43,9 @@ pub(crate) enum LinkNews {
     Ready,
     /// A rotation's new link now delivers inbound messages.
     Switched,
+    /// The connection actor stopped while unwinding (a hook of the
+    /// application's panicked in it): the client ends.
+    Crashed,
 }
 
 /// From the handle: start a rotation now.
@@ -475,6 +478,13 @@ impl Handler<FromLink> for Supervisor {
                     self.queue.do_send(Open { link: msg.link });
                 }
             }
+            LinkNews::Crashed => {
+                tracing::error!(
+                    link = msg.link,
+                    "a connection actor panicked: the client ends"
+                );
+                ctx.stop();
+            }
             LinkNews::Switched => {
                 if let Some(r) = self
                     .rotation
@@ -530,6 +540,8 @@ impl Supervisor {
             }
         }
         let Some(cur) = self.current.take_if(|c| c.id == link) else {
+            // A link a rotation replaced has closed: it no longer delivers.
+            self.hub.end_overlap();
             return;
         };
         // A ready gate that did not open is a failed attempt, not a link
@@ -539,6 +551,28 @@ impl Supervisor {
             _ => Some(cur.since.elapsed()),
         };
         self.after_down(reason, uptime, ctx);
+    }
+}
+
+/// However the supervisor ends without closing (its arbiter stopped, a
+/// pool was dropped, a hook panicked), handles see it: the state says
+/// closed, sends fail with `Closed`, `connected()` fails, and `close()`
+/// hands back what was queued; the links it held are ended.
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        if self.state == State::Closed {
+            return;
+        }
+        lock(&self.buffer).seal();
+        self.hub.shared.set_state(State::Closed, false);
+        self.hub.delivery.borrow_mut().close();
+        let links = self
+            .current
+            .iter()
+            .chain(self.rotation.as_ref().and_then(|r| r.link.as_ref()));
+        for link in links {
+            link.addr.do_send(Abort(DisconnectReason::ClientClosed));
+        }
     }
 }
 

@@ -205,20 +205,33 @@ impl Supervisor {
                 }
             }
         }));
-        // The old link's last messages must be confirmed before the new
-        // link writes; a peer that does not answer within the pong timeout
-        // loses the old link (its tail is replayed first, with replay).
+        let accepted = self.hub.counters.bytes_accepted.get();
+        self.watch_handover(id, accepted, ctx);
+    }
+
+    /// The old link's last messages must be confirmed before the new link
+    /// writes. As the heartbeat judges a busy link, a handover waits while
+    /// the old link keeps moving bytes (more per pong timeout than may sit
+    /// unsent in the kernel: the peer's TCP took some); one whose old link
+    /// moved nothing for a pong timeout ends that link (its tail is written
+    /// first on the new one, with replay).
+    fn watch_handover(&mut self, id: u64, accepted_at: u64, ctx: &mut Context<Self>) {
         let timeout = self.config.heartbeat.pong_timeout;
-        ctx.run_later(timeout, move |act, _| {
-            let stuck = act
+        ctx.run_later(timeout, move |act, ctx| {
+            let waiting = act
                 .rotation
                 .as_ref()
                 .is_some_and(|r| r.link_id() == Some(id) && !r.outbound_done);
-            if stuck {
-                if let Some(cur) = &act.current {
-                    cur.addr
-                        .do_send(Abort(DisconnectReason::PongTimeout(timeout)));
-                }
+            if !waiting {
+                return;
+            }
+            let counters = &act.hub.counters;
+            let accepted = counters.bytes_accepted.get();
+            if accepted.saturating_sub(accepted_at) > counters.unsent_bound.get() {
+                act.watch_handover(id, accepted, ctx);
+            } else if let Some(cur) = &act.current {
+                cur.addr
+                    .do_send(Abort(DisconnectReason::PongTimeout(timeout)));
             }
         });
     }
