@@ -411,3 +411,79 @@ async fn compression_off_offers_nothing_and_require_fails_a_server_that_declines
         "{last}"
     );
 }
+
+/// Issue 21: tether printed from the client's arbiter with blocking writes,
+/// so a stdout nobody read froze the client: no more Pings, no Pongs, and
+/// the server dropped it. A stalled stdout is now a stalled subscriber: the
+/// client's heartbeat goes on while the output waits.
+#[actix_rt::test]
+async fn a_stalled_stdout_does_not_freeze_the_heartbeat() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use support::raw;
+    use tokio::io::AsyncWriteExt;
+
+    let pings = Arc::new(AtomicUsize::new(0));
+    let seen = pings.clone();
+    let addr = raw::serve(move |mut s| {
+        let seen = seen.clone();
+        Box::pin(async move {
+            raw::upgrade(&mut s, "").await;
+            let (mut rd, mut wr) = s.into_split();
+            // 4 MiB of output: more than the pipe, the printer's queue and
+            // the read-ahead hold together.
+            actix_rt::spawn(async move {
+                let line = raw::frame(0x81, &[b'x'; 1024]);
+                for _ in 0..4096 {
+                    if wr.write_all(&line).await.is_err() {
+                        return;
+                    }
+                }
+                std::future::pending::<()>().await;
+            });
+            let mut head = [0u8; 2];
+            while tokio::io::AsyncReadExt::read_exact(&mut rd, &mut head)
+                .await
+                .is_ok()
+            {
+                let len = usize::from(head[1] & 0x7F);
+                let mut rest = vec![0u8; 4 + len];
+                if tokio::io::AsyncReadExt::read_exact(&mut rd, &mut rest)
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                if head[0] & 0x0F == 0x9 {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        })
+    })
+    .await;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args([
+            "--ping-interval",
+            "100ms",
+            "--pong-timeout",
+            "150ms",
+            &format!("ws://{addr}/"),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Nobody reads tether's stdout. Once the output has backed up, the
+    // client still pings.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = pings.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = pings.load(Ordering::SeqCst);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        after > before,
+        "no Ping in 2 s while stdout stalled ({before} then {after})"
+    );
+}

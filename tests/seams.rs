@@ -425,3 +425,44 @@ async fn the_dedup_window_checks_while_both_links_deliver() {
     assert_eq!(unique, (1..=2000).collect::<Vec<u64>>(), "nothing missing");
     assert_eq!(got.len(), 2000, "{} delivered twice", got.len() - 2000);
 }
+
+/// Issue 21: after the server answered the client's Close, the client
+/// dropped TCP at once; RFC 6455 §7.1.1 has the server close it first. The
+/// client now waits for that, within the dead-close bound (250 ms).
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn after_the_close_handshake_the_server_closes_tcp_first() {
+    for server_closes in [true, false] {
+        let (t, mut server) = mock();
+        let rec = Recorder::start();
+        let client = base(t, &rec).start().unwrap();
+        let mut conn = server.accept().await.unwrap();
+        client.connected().await.unwrap();
+        // Answer the Close by hand, keeping TCP open unless asked.
+        conn.go_silent();
+        let closing = client.close(Duration::from_secs(5));
+        let asked = tokio::time::Instant::now();
+        while let Some(f) = conn.next_frame().await {
+            if matches!(f, actix_tether::engine::OutFrame::Close(_)) {
+                break;
+            }
+        }
+        conn.close(1000, "");
+        if server_closes {
+            conn.drop_link();
+        }
+        closing.await.unwrap();
+        let took = asked.elapsed();
+        if server_closes {
+            assert!(
+                took < ms(250),
+                "ended with the server's TCP close: {took:?}"
+            );
+        } else {
+            assert!(
+                took >= ms(250),
+                "waited for the server's TCP close: {took:?}"
+            );
+            assert!(took < Duration::from_secs(1), "{took:?}");
+        }
+    }
+}

@@ -312,11 +312,14 @@ impl Connection {
 
     fn on_close_frame(&mut self, close: Option<CloseFrame>, ctx: &mut Context<Self>) {
         if self.closing {
-            // The peer answered our Close: the handshake is complete. Any
-            // other Close (a second one from a peer that closed first) is
-            // ignored while our answer is flushed.
-            if self.awaiting_peer_close {
-                ctx.stop();
+            // The peer answered our Close: the handshake is complete. The
+            // server closes TCP first (RFC 6455 §7.1.1, so that the TIME_WAIT
+            // is its own): the link ends when its stream does, or after the
+            // dead-close bound. Any other Close (a second one from a peer
+            // that closed first) is ignored while our answer is flushed.
+            if std::mem::take(&mut self.awaiting_peer_close) {
+                let wait = self.config.dead_close_timeout;
+                ctx.run_later(wait, |_, ctx| ctx.stop());
             }
             return;
         }

@@ -44,8 +44,10 @@
 //! [`TypedClient::send_reliable`] is delivered at least once: it is written
 //! again after every reconnect, oldest first and ahead of the queued
 //! backlog, until the server acknowledges its id or the client closes (then
-//! its outcome is `GaveUp` with the message). It may arrive more than once,
-//! so the server must deduplicate by id.
+//! its outcome is `GaveUp` with the message). A rotation is not a
+//! reconnect: its new link re-sends nothing (the old link keeps writing
+//! until the switch, which waits until the server has read all it wrote).
+//! It may arrive more than once, so the server must deduplicate by id.
 //!
 //! Three levels of delivery, from weakest: a plain send is delivered at
 //! most once (a message flushed into a link that dies may be lost); with

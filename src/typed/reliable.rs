@@ -125,7 +125,16 @@ impl Window {
     /// everything handed to the client before this link opened goes out
     /// again, oldest first. The link number comes from the client, so a
     /// window added after links came and went still re-sends.
-    fn on_connect(&mut self, link: u64) -> Vec<Message> {
+    ///
+    /// A rotation's new link re-sends nothing: the current link keeps
+    /// writing until the switch, which waits for a Pong confirming all it
+    /// wrote, so its acks still come; re-sent here, the window would reach
+    /// the server twice, interleaved across two connections. What is still
+    /// unacked goes out again on the next reconnect.
+    fn on_connect(&mut self, link: u64, rotation: bool) -> Vec<Message> {
+        if rotation {
+            return Vec::new();
+        }
         self.last_link = link;
         if link <= 1 {
             return Vec::new();
@@ -145,7 +154,7 @@ impl Window {
 
 /// The setup source that re-sends the window on reconnects.
 pub(crate) fn resender(window: SharedWindow) -> SetupSource {
-    Box::new(move |info: &ConnectInfo| lock(&window).on_connect(info.link))
+    Box::new(move |info: &ConnectInfo| lock(&window).on_connect(info.link, info.rotation))
 }
 
 #[cfg(test)]
@@ -156,14 +165,38 @@ mod tests {
     fn resends_in_order_after_reconnects_only() {
         let mut w = Window::default();
         let _a = w.insert("a".into());
-        assert!(w.on_connect(1).is_empty(), "the first link gets the queue");
+        assert!(
+            w.on_connect(1, false).is_empty(),
+            "the first link gets the queue"
+        );
         let _b = w.insert("b".into());
-        assert_eq!(w.on_connect(2), [Message::from("a"), Message::from("b")]);
+        assert_eq!(
+            w.on_connect(2, false),
+            [Message::from("a"), Message::from("b")]
+        );
         assert!(w.ack("r1"));
         assert!(!w.ack("r1"), "an ack counts once");
         let _c = w.insert("c".into());
-        assert_eq!(w.on_connect(3), [Message::from("b"), Message::from("c")]);
+        assert_eq!(
+            w.on_connect(3, false),
+            [Message::from("b"), Message::from("c")]
+        );
         assert_eq!(w.len(), 2);
+    }
+
+    #[test]
+    fn a_rotations_new_link_resends_nothing_and_the_next_reconnect_does() {
+        let mut w = Window::default();
+        assert!(w.on_connect(1, false).is_empty());
+        let _a = w.insert("a".into());
+        // Issue 21: re-sent on the standby link, "a" reached the server
+        // twice while the old link still wrote.
+        assert!(w.on_connect(2, true).is_empty());
+        let _b = w.insert("b".into());
+        assert_eq!(
+            w.on_connect(3, false),
+            [Message::from("a"), Message::from("b")]
+        );
     }
 
     #[test]
@@ -171,7 +204,7 @@ mod tests {
         let mut w = Window::default();
         let _a = w.insert("a".into());
         // The first link this window sees is the client's third.
-        assert_eq!(w.on_connect(3), [Message::from("a")]);
+        assert_eq!(w.on_connect(3, false), [Message::from("a")]);
     }
 
     #[test]
@@ -179,8 +212,8 @@ mod tests {
         let mut w = Window::default();
         let mut acked = w.insert("a".into());
         let mut lost = w.insert("b".into());
-        w.on_connect(1);
-        w.on_connect(2);
+        w.on_connect(1, false);
+        w.on_connect(2, false);
         w.ack("r1");
         w.give_up();
         assert_eq!(

@@ -210,6 +210,7 @@ impl Supervisor {
             link: id,
             protocol,
             closing: self.closing(),
+            rotation: false,
         };
         // Every link, a closing client's too, gets its setup lane before the
         // backlog.

@@ -444,6 +444,11 @@ pub struct ConnectInfo {
     /// The client is closing: this link only delivers what is queued, then
     /// closes. A hook can skip resubscribing but should still authenticate.
     pub closing: bool,
+    /// This is a rotation's new link: the current link stays up and writes
+    /// until the switch, and nothing it wrote is lost by the switch (it is
+    /// confirmed first). A source should not re-send what the current link
+    /// may still be delivering.
+    pub rotation: bool,
 }
 
 impl Actor for Supervisor {

@@ -149,6 +149,7 @@ impl Supervisor {
             link: new.id,
             protocol,
             closing: false,
+            rotation: true,
         };
         let setup = self.setup_lane(&info);
         let (tx, rx) = oneshot::channel();

@@ -7,6 +7,7 @@
 mod args;
 mod lines;
 mod output;
+mod writer;
 
 use std::cell::RefCell;
 use std::process::ExitCode;
@@ -47,8 +48,11 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    let (out, writer) = writer::start();
     let system = actix_rt::System::new();
-    let code = system.block_on(run(args));
+    let code = system.block_on(run(args, out.clone()));
+    // Every line printed so far reaches its stream before the exit.
+    writer.flush(&out);
     // Exit now: dropping the runtime would wait for the thread blocked
     // reading stdin, so a script piping into `tether` would hang after a
     // fatal refusal until its stdin closed.
@@ -56,7 +60,7 @@ fn main() -> ExitCode {
     std::process::exit(i32::from(code))
 }
 
-async fn run(args: Args) -> u8 {
+async fn run(args: Args, out: tokio::sync::mpsc::Sender<writer::Out>) -> u8 {
     let demo = match args.urls.first() {
         Some(_) => None,
         None => match DemoServer::start(DemoConfig::default()) {
@@ -82,6 +86,7 @@ async fn run(args: Args) -> u8 {
     let lines = Rc::new(RefCell::new(Lines::new(remembered)));
     let printer = Printer {
         json: args.json,
+        out: out.clone(),
         terminal: terminal_tx,
         lines: lines.clone(),
         gave_up: false,
@@ -100,6 +105,7 @@ async fn run(args: Args) -> u8 {
         }
     };
     let input = Input {
+        out: &out,
         json: args.json,
         wait: args.overflow == Some(OverflowPolicy::Wait),
         lines: &lines,
@@ -123,7 +129,7 @@ async fn run(args: Args) -> u8 {
                     // What was still queued will not be sent: say so, line
                     // by line.
                     if let Ok(left) = client.close(args.close_timeout).await {
-                        input.not_sent(&left, "the client gave up");
+                        input.not_sent(&left, "the client gave up").await;
                     }
                     // Lines stdin already holds (or one being sent when the
                     // client gave up) are refused now: report them, for at
@@ -153,6 +159,7 @@ const STDIN_GRACE: Duration = Duration::from_millis(50);
 /// How stdin lines go in, and how those not sent are reported.
 #[derive(Debug, Clone, Copy)]
 struct Input<'a> {
+    out: &'a tokio::sync::mpsc::Sender<writer::Out>,
     json: bool,
     /// `--overflow wait`: a full queue makes reading stdin wait; otherwise
     /// the overflow policy applies to each line.
@@ -164,14 +171,17 @@ impl Input<'_> {
     /// Reports queued messages that were not delivered, each with its line:
     /// those written but not confirmed by a Pong (possibly delivered), then
     /// those never sent.
-    fn not_sent(&self, left: &Undelivered, reason: &str) {
-        let lines = self.lines.borrow();
+    async fn not_sent(&self, left: &Undelivered, reason: &str) {
         let maybe = format!("{reason} (written, not confirmed: possibly delivered)");
-        for m in &left.possibly_delivered {
-            output::line_refused(self.json, lines.line_of(m), &maybe);
+        let numbers = |messages: &[Message]| -> Vec<Option<u64>> {
+            let lines = self.lines.borrow();
+            messages.iter().map(|m| lines.line_of(m)).collect()
+        };
+        for n in numbers(&left.possibly_delivered) {
+            output::line_refused(self.out, self.json, n, &maybe).await;
         }
-        for m in &left.unsent {
-            output::line_refused(self.json, lines.line_of(m), reason);
+        for n in numbers(&left.unsent) {
+            output::line_refused(self.out, self.json, n, reason).await;
         }
     }
 }
@@ -197,7 +207,7 @@ async fn pump_stdin(client: &Client, input: Input<'_>) -> u64 {
         let line = raw.strip_suffix(b"\n").unwrap_or(&raw);
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let Ok(text) = std::str::from_utf8(line) else {
-            output::line_refused(input.json, Some(number), "not valid UTF-8");
+            output::line_refused(input.out, input.json, Some(number), "not valid UTF-8").await;
             refused += 1;
             continue;
         };
@@ -211,7 +221,7 @@ async fn pump_stdin(client: &Client, input: Input<'_>) -> u64 {
         match sent {
             Ok(()) => input.lines.borrow_mut().accepted(&tracked, number),
             Err(e) => {
-                output::line_refused(input.json, Some(number), &e.to_string());
+                output::line_refused(input.out, input.json, Some(number), &e.to_string()).await;
                 refused += 1;
             }
         }
@@ -229,7 +239,9 @@ async fn finish(
     let dropped = client.stats().await.map(|s| s.dropped).unwrap_or(0);
     let unsent = match client.close(close_timeout).await {
         Ok(unsent) => {
-            input.not_sent(&unsent, "not delivered before the close timeout");
+            input
+                .not_sent(&unsent, "not delivered before the close timeout")
+                .await;
             unsent.len()
         }
         Err(e) => {

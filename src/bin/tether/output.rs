@@ -2,7 +2,6 @@
 //! JSON object per event on stdout with `--json`.
 
 use std::cell::RefCell;
-use std::io::Write;
 use std::rc::Rc;
 
 use actix::prelude::*;
@@ -13,6 +12,7 @@ use futures::channel::mpsc;
 use serde_json::{json, Value};
 
 use crate::lines::Lines;
+use crate::writer::Out;
 
 /// Events that end the program.
 #[derive(Debug)]
@@ -23,6 +23,9 @@ pub(crate) enum Terminal {
 
 pub(crate) struct Printer {
     pub(crate) json: bool,
+    /// The writer thread's queue: when it is full, the printer waits (and
+    /// handles nothing meanwhile), as a slow subscriber does.
+    pub(crate) out: tokio::sync::mpsc::Sender<Out>,
     pub(crate) terminal: mpsc::UnboundedSender<Terminal>,
     /// The stdin line of each queued message, for `dropped` events.
     pub(crate) lines: Rc<RefCell<Lines>>,
@@ -177,54 +180,68 @@ fn event_text(event: &Event) -> String {
 /// Reports a stdin line that was not sent: a `dropped` event with the line
 /// number (when known) and the reason on stdout with `--json`, text on
 /// stderr otherwise.
-pub(crate) fn line_refused(json: bool, number: Option<u64>, reason: &str) {
-    if json {
+pub(crate) async fn line_refused(
+    out: &tokio::sync::mpsc::Sender<Out>,
+    json: bool,
+    number: Option<u64>,
+    reason: &str,
+) {
+    let line = if json {
         let mut v = json!({ "event": "dropped", "reason": reason });
         if let Some(n) = number {
             v["line"] = json!(n);
         }
-        line(&mut std::io::stdout().lock(), &v.to_string());
+        Out::Stdout(v.to_string())
     } else {
         let which = number.map_or_else(|| "a stdin line".to_owned(), |n| format!("stdin line {n}"));
-        line(
-            &mut std::io::stderr(),
-            &format!("tether: {which} not sent: {reason}"),
-        );
-    }
+        Out::Stderr(format!("tether: {which} not sent: {reason}"))
+    };
+    let _ = out.send(line).await;
 }
 
-fn line(out: &mut impl Write, text: &str) {
-    // A closed stdout (`tether | head`) is not worth a panic.
-    let _ = writeln!(out, "{text}");
+impl Printer {
+    /// Hands `line` to the writer thread; when its queue is full, the
+    /// printer waits for room before handling anything else, so lines stay
+    /// in order and the client sees a subscriber that is behind.
+    fn emit(&mut self, line: Out, ctx: &mut Context<Self>) {
+        match self.out.try_send(line) {
+            Ok(()) | Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {}
+            Err(tokio::sync::mpsc::error::TrySendError::Full(line)) => {
+                let out = self.out.clone();
+                ctx.wait(
+                    async move {
+                        let _ = out.send(line).await;
+                    }
+                    .into_actor(self),
+                );
+            }
+        }
+    }
 }
 
 impl Handler<Inbound> for Printer {
     type Result = ();
 
-    fn handle(&mut self, Inbound(m): Inbound, _: &mut Context<Self>) {
-        let mut out = std::io::stdout().lock();
-        if self.json {
+    fn handle(&mut self, Inbound(m): Inbound, ctx: &mut Context<Self>) {
+        let line = if self.json {
             let (key, value) = payload(&m);
-            line(
-                &mut out,
-                &json!({ "event": "message", key: value }).to_string(),
-            );
+            Out::Stdout(json!({ "event": "message", key: value }).to_string())
         } else {
             match &m {
-                Message::Text(t) => line(&mut out, t),
-                Message::Binary(b) => line(
-                    &mut std::io::stderr(),
-                    &format!("tether: binary message of {} bytes", b.len()),
-                ),
+                Message::Text(t) => Out::Stdout(t.to_string()),
+                Message::Binary(b) => {
+                    Out::Stderr(format!("tether: binary message of {} bytes", b.len()))
+                }
             }
-        }
+        };
+        self.emit(line, ctx);
     }
 }
 
 impl Handler<Event> for Printer {
     type Result = ();
 
-    fn handle(&mut self, event: Event, _: &mut Context<Self>) {
+    fn handle(&mut self, event: Event, ctx: &mut Context<Self>) {
         // After `gave_up` the `closed` of the program's own close is not
         // news; it still ends the program.
         let quiet = self.gave_up && matches!(event, Event::Closed { .. });
@@ -235,13 +252,10 @@ impl Handler<Event> for Printer {
         };
         if self.json && !quiet {
             if let Some(v) = event_json(&event, stdin_line) {
-                line(&mut std::io::stdout().lock(), &v.to_string());
+                self.emit(Out::Stdout(v.to_string()), ctx);
             }
         } else if !quiet {
-            line(
-                &mut std::io::stderr(),
-                &format!("tether: {}", event_text(&event)),
-            );
+            self.emit(Out::Stderr(format!("tether: {}", event_text(&event))), ctx);
         }
         let terminal = match event {
             Event::GaveUp { .. } => Some(Terminal::GaveUp),
