@@ -10,9 +10,9 @@ use std::time::Duration;
 use actix::prelude::*;
 use actix_tether::engine::Frame;
 use actix_tether::testkit::{mock, settle, Outcome, Recorder};
-use actix_tether::{Event, Inbound, SendError, State, Unconfirmed};
+use actix_tether::{Event, SendError, State, Unconfirmed};
 use bytes::Bytes;
-use support::mock::{base, ms};
+use support::mock::{base, ms, Stuck};
 
 /// Issue 21, item 1: a rotation whose new link dies after outbound traffic
 /// moved to it (inbound has not: the overlap is long) used to end the old
@@ -72,25 +72,6 @@ async fn confirmed_fails_at_once_after_a_loss_and_succeeds_once_a_pong_covers_th
     client.send("b").await.unwrap();
     let waited = tokio::time::timeout(Duration::from_secs(5), client.confirmed()).await;
     assert_eq!(waited.expect("a barrier Ping answers"), Ok(()));
-}
-
-/// Never finishes handling its first message.
-struct Stuck;
-
-impl Actor for Stuck {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.set_mailbox_capacity(1);
-    }
-}
-
-impl Handler<Inbound> for Stuck {
-    type Result = ();
-
-    fn handle(&mut self, _: Inbound, ctx: &mut Context<Self>) {
-        ctx.wait(actix::fut::wrap_future(futures::future::pending::<()>()));
-    }
 }
 
 /// What 100,000 empty messages the server sends leave read by a client

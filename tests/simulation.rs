@@ -20,6 +20,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -101,6 +103,8 @@ struct Setup {
     overflow: OverflowPolicy,
     ping: Option<(Duration, Duration)>,
     fatal_code: bool,
+    /// A subscriber that gets stuck on its first message.
+    stuck: bool,
     steps: usize,
 }
 
@@ -125,6 +129,7 @@ impl Setup {
                 .chance(60)
                 .then(|| (rng.ms(200, 3000), rng.ms(200, 3000))),
             fatal_code: rng.chance(20),
+            stuck: rng.chance(15),
             steps: 10 + rng.below(50) as usize,
         }
     }
@@ -183,6 +188,9 @@ impl Setup {
         if self.fatal_code {
             b = b.fatal_close_codes([FATAL]);
         }
+        if self.stuck {
+            b = b.subscribe(actix::Actor::start(support::mock::Stuck).recipient());
+        }
         b
     }
 }
@@ -205,6 +213,8 @@ enum Step {
     /// A message on one connection only (a reply), of a given size.
     Unique(usize, Size),
     Fragmented(usize),
+    /// A thousand empty messages at once.
+    Flood(usize),
     PingFlood(usize, u16),
     Gate(usize),
     Drop(usize),
@@ -222,6 +232,8 @@ enum Step {
     Resume,
     ReconnectNow,
     Confirmed,
+    /// `connected()` with no deadline: it must resolve or fail by the end.
+    Connected,
     Stream,
     DropStream,
 }
@@ -255,7 +267,8 @@ impl Step {
             }),
             20..=31 => Step::Feed,
             32..=35 => Step::Unique(conn, size),
-            36..=37 => Step::Fragmented(conn),
+            36 => Step::Fragmented(conn),
+            37 => Step::Flood(conn),
             38..=39 => Step::PingFlood(conn, 1 + rng.below(300) as u16),
             40..=41 => Step::Gate(conn),
             42..=44 => Step::Drop(conn),
@@ -278,7 +291,8 @@ impl Step {
             79..=81 => Step::Pause,
             82..=85 => Step::Resume,
             86..=88 => Step::ReconnectNow,
-            89..=92 => Step::Confirmed,
+            89..=91 => Step::Confirmed,
+            92 => Step::Connected,
             93..=95 => Step::Stream,
             _ => Step::DropStream,
         }
@@ -334,6 +348,7 @@ struct Books {
     accepted: BTreeMap<u64, Option<Receipt>>,
     next_id: u64,
     confirmed_waits: Vec<Slot>,
+    connected_waits: Vec<Rc<RefCell<Option<bool>>>>,
 }
 
 struct World {
@@ -345,7 +360,13 @@ struct World {
     unique: u64,
     fatal_sent: bool,
     paused: bool,
+    /// When each pause began and, once resumed, ended.
+    pauses: Vec<(Instant, Option<Instant>)>,
     streams: Vec<MessageStream>,
+    streams_made: usize,
+    start: Instant,
+    /// `Stats::messages_in` just before the close.
+    messages_in: u64,
     trace: String,
 }
 
@@ -401,10 +422,14 @@ fn run_seed(seed: u64) -> Run {
             unique: 0,
             fatal_sent: false,
             paused: false,
+            pauses: Vec::new(),
             streams: Vec::new(),
+            streams_made: 0,
+            start: Instant::now(),
+            messages_in: 0,
             trace: String::new(),
         };
-        let start = Instant::now();
+        let start = w.start;
         for step in &steps {
             settle(Duration::from_millis(1)).await;
             w.accept_all();
@@ -446,6 +471,13 @@ fn run_seed(seed: u64) -> Run {
                     let tag = format!("u{}-fragmented", w.unique);
                     if let Some(c) = w.conn(i) {
                         c.send_fragmented(&tag, 3);
+                    }
+                }
+                Step::Flood(i) => {
+                    if let Some(c) = w.conn(i) {
+                        for _ in 0..1000 {
+                            c.send_binary(Bytes::new());
+                        }
                     }
                 }
                 Step::PingFlood(i, n) => {
@@ -523,10 +555,16 @@ fn run_seed(seed: u64) -> Run {
                 }
                 Step::Rotate => client.rotate(),
                 Step::Pause => {
+                    if !w.paused {
+                        w.pauses.push((Instant::now(), None));
+                    }
                     w.paused = true;
                     client.pause();
                 }
                 Step::Resume => {
+                    if let Some((_, end @ None)) = w.pauses.last_mut() {
+                        *end = Some(Instant::now());
+                    }
                     w.paused = false;
                     client.resume();
                 }
@@ -540,7 +578,19 @@ fn run_seed(seed: u64) -> Run {
                         *slot.borrow_mut() = Some(r);
                     });
                 }
-                Step::Stream => w.streams.push(client.stream()),
+                Step::Connected => {
+                    let slot = Rc::new(RefCell::new(None));
+                    books.borrow_mut().connected_waits.push(slot.clone());
+                    let c = client.clone();
+                    actix_rt::spawn(async move {
+                        let r = c.connected().await;
+                        *slot.borrow_mut() = Some(r.is_ok());
+                    });
+                }
+                Step::Stream => {
+                    w.streams_made += 1;
+                    w.streams.push(client.stream());
+                }
                 Step::DropStream => {
                     w.streams.pop();
                 }
@@ -566,6 +616,12 @@ fn run_seed(seed: u64) -> Run {
                 stats.messages_in,
                 stats.messages_out
             );
+            w.messages_in = stats.messages_in;
+        }
+        // A pause still open ends with the close (which connects to
+        // deliver what is queued).
+        if let Some((_, end @ None)) = w.pauses.last_mut() {
+            *end = Some(Instant::now());
         }
         let close_timeout = w.rng.ms(0, 5000);
         let _ = writeln!(
@@ -744,6 +800,35 @@ fn check(
     for slot in &books.confirmed_waits {
         if slot.borrow().is_none() {
             v.push("a confirmed() call never resolved".into());
+        }
+    }
+    for slot in &books.connected_waits {
+        if slot.borrow().is_none() {
+            v.push("a connected() call never resolved".into());
+        }
+    }
+    // A pause holds until resume: no link comes up in between.
+    for e in events {
+        if let Event::Connected { .. } = e.value {
+            let inside = w
+                .pauses
+                .iter()
+                .any(|&(from, to)| e.at > from && to.is_none_or(|to| e.at < to));
+            if inside {
+                v.push(format!("connected at {:?} while paused", e.at - w.start));
+            }
+        }
+    }
+    // Memory: behind a stuck subscriber, what the client reads stays within
+    // the read-ahead (128 bytes a message at least), twice over for a
+    // rotation's standby link, plus the read that crossed the bound.
+    if let (true, 0, Some(ra)) = (w.setup.stuck, w.streams_made, w.setup.read_ahead) {
+        let bound = 2 * (ra.div_ceil(128) + 256) + 2;
+        if w.messages_in > bound as u64 {
+            v.push(format!(
+                "{} messages read behind a stuck subscriber, read-ahead {ra}",
+                w.messages_in
+            ));
         }
     }
     // Inbound: no feed number twice with a dedup key (inside its window).

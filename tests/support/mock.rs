@@ -2,8 +2,9 @@
 
 use std::time::Duration;
 
+use actix::prelude::*;
 use actix_tether::testkit::{MockTransport, Recorder};
-use actix_tether::{ClientBuilder, Event, Jitter};
+use actix_tether::{ClientBuilder, Event, Inbound, Jitter};
 
 pub fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -28,4 +29,24 @@ pub fn connected(e: &Event) -> bool {
 
 pub fn disconnected(e: &Event) -> bool {
     matches!(e, Event::Disconnected { .. })
+}
+
+/// A subscriber that never finishes handling its first message, with a
+/// mailbox of one: a consumer that is stuck.
+pub struct Stuck;
+
+impl Actor for Stuck {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(1);
+    }
+}
+
+impl Handler<Inbound> for Stuck {
+    type Result = ();
+
+    fn handle(&mut self, _: Inbound, ctx: &mut Context<Self>) {
+        ctx.wait(actix::fut::wrap_future(futures::future::pending::<()>()));
+    }
 }
