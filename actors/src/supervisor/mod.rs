@@ -5,6 +5,7 @@
 mod close;
 mod connect;
 mod rotation;
+mod switch;
 
 use std::fmt;
 use std::rc::Rc;
@@ -19,7 +20,7 @@ use crate::budget::ReconnectBudget;
 use crate::buffer::{lock, SharedBuffer, Undelivered};
 use crate::client::{OnConnect, RedactUrl, RequestProvider, Stats};
 use crate::config::Config;
-use crate::connection::{Abort, CloseLink, Connection, TakeOver};
+use crate::connection::{Abort, CloseLink, Connection};
 use crate::error::{CloseError, ConnectError, DisconnectReason};
 use crate::events::{Event, State};
 use crate::frame::Message;
@@ -105,6 +106,7 @@ type Opened = Result<(Link, ConnectRequest, tracing::Span), ConnectError>;
 type Opening = ResponseActFuture<Supervisor, Opened>;
 
 use rotation::Rotation;
+use switch::Happened;
 
 struct Current {
     id: u64,
@@ -472,13 +474,8 @@ impl Handler<FromLink> for Supervisor {
         match msg.news {
             LinkNews::Down(reason) => self.link_down(msg.link, reason, ctx),
             LinkNews::Ready => {
-                if let Some(r) = self
-                    .rotation
-                    .as_mut()
-                    .filter(|r| r.link_id() == Some(msg.link))
-                {
-                    r.gate_open = true;
-                    self.check_ready(ctx);
+                if self.is_rotation_link(msg.link) {
+                    self.rotation_step(Some(msg.link), Happened::GateOpened, None, ctx);
                 } else if self.current.as_ref().is_some_and(|c| c.id == msg.link) {
                     self.queue.do_send(Open { link: msg.link });
                 }
@@ -491,58 +488,36 @@ impl Handler<FromLink> for Supervisor {
                 ctx.stop();
             }
             LinkNews::Switched => {
-                if let Some(r) = self
-                    .rotation
-                    .as_mut()
-                    .filter(|r| r.link_id() == Some(msg.link))
-                {
-                    r.inbound_done = true;
-                    self.maybe_finish_rotation(ctx);
-                }
+                self.rotation_step(Some(msg.link), Happened::InboundMoved, None, ctx);
             }
         }
     }
 }
 
 impl Supervisor {
+    /// Whether `link` is the new link of the rotation under way.
+    fn is_rotation_link(&self, link: u64) -> bool {
+        self.rotation
+            .as_ref()
+            .is_some_and(|r| r.link_id() == Some(link))
+    }
+
     fn link_down(&mut self, link: u64, reason: DisconnectReason, ctx: &mut Context<Self>) {
         self.queue.do_send(Detach { link });
         if self.state == State::Closed {
             return;
         }
-        if let Some(r) = self.rotation.as_ref().filter(|r| r.link_id() == Some(link)) {
-            if r.old_gone {
-                // Both links are gone: reconnect as after any failure.
-                self.rotation = None;
-                let uptime = self.current.take().map(|c| c.since.elapsed());
-                self.after_down(reason, uptime, ctx);
-            } else if r.outbound_done {
-                // Outbound moved to the link that died: the old link no
-                // longer writes, so it goes too, and its end reconnects the
-                // client as after any lost link (with the new link's reason,
-                // which the policy judges: never a give-up nobody asked for).
-                if let Some(cur) = &self.current {
-                    cur.addr.do_send(Abort(reason));
-                }
-                self.rotation = None;
-            } else {
-                // Only inbound moved (or nothing did): the old link still
-                // writes, and delivers what it reads until it closes, so it
-                // stays, and the rotation is tried again later.
-                self.rotation_failed(reason, ctx);
-            }
+        if self.is_rotation_link(link) {
+            self.rotation_step(Some(link), Happened::NewLinkDown, Some(reason), ctx);
             return;
         }
-        if self.current.as_ref().is_some_and(|c| c.id == link) {
-            if let Some(r) = self.rotation.as_mut().filter(|r| r.switching) {
-                // Past the point of no return: the new link takes over at
-                // once (the queue hands over now that the old link is gone).
-                r.old_gone = true;
-                if let Some(new) = &r.link {
-                    new.addr.do_send(TakeOver);
-                }
-                return;
-            }
+        let switching = self.rotation.as_ref().is_some_and(|r| r.phase.switching());
+        if switching && self.current.as_ref().is_some_and(|c| c.id == link) {
+            // The old link ended mid-switch: the rotation decides (before
+            // the switch, it is a lost link like any other, and the
+            // reconnect abandons the rotation).
+            self.rotation_step(None, Happened::OldLinkDown, None, ctx);
+            return;
         }
         let Some(cur) = self.current.take_if(|c| c.id == link) else {
             // A link a rotation replaced has closed: it no longer delivers.

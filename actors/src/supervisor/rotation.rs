@@ -1,5 +1,6 @@
 //! Rotation, make before break: the second link from its attempt to the
-//! switch (the lifecycle is on [`Supervisor`]).
+//! switch (the lifecycle is on [`Supervisor`]). What a rotation does next is
+//! decided by its phase (`switch.rs`); here the decisions are carried out.
 
 use std::time::Duration;
 
@@ -7,6 +8,7 @@ use actix::prelude::*;
 use actix_rt::time::Instant;
 use futures::channel::oneshot;
 
+use super::switch::{Decision, Happened, Phase};
 use super::{ConnectInfo, Current, Rotate, Supervisor};
 use crate::connection::{Abort, Arm, CloseLink, Role, TakeOver};
 use crate::error::{DisconnectReason, ErrorChain};
@@ -22,14 +24,7 @@ pub(super) struct Rotation {
     pub(super) attempt: Option<SpawnHandle>,
     /// The new link, once it is up.
     pub(super) link: Option<Current>,
-    pub(super) setup_written: bool,
-    pub(super) gate_open: bool,
-    /// The queue has been told to hand outbound traffic over.
-    pub(super) switching: bool,
-    pub(super) outbound_done: bool,
-    pub(super) inbound_done: bool,
-    /// The old link ended while switching.
-    pub(super) old_gone: bool,
+    pub(super) phase: Phase,
 }
 
 impl Rotation {
@@ -104,13 +99,73 @@ impl Supervisor {
             endpoint,
             attempt: Some(handle),
             link: None,
-            setup_written: false,
-            gate_open: !self.gated,
-            switching: false,
-            outbound_done: false,
-            inbound_done: false,
-            old_gone: false,
+            phase: Phase::new(self.gated),
         });
+    }
+
+    /// Tells the rotation what happened (to its link `link`, or, for `None`,
+    /// to its attempt or to the old link) and carries out its decision.
+    /// `reason` is why the new link ended, for `NewLinkDown`.
+    pub(super) fn rotation_step(
+        &mut self,
+        link: Option<u64>,
+        event: Happened,
+        reason: Option<DisconnectReason>,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(r) = self.rotation.as_mut() else {
+            return;
+        };
+        if link.is_some() && r.link_id() != link {
+            return;
+        }
+        let reason = reason.unwrap_or(DisconnectReason::Dropped);
+        match r.phase.on(event) {
+            Decision::Wait | Decision::Ignore => {}
+            Decision::Switch => self.start_switch(ctx),
+            Decision::Finish => self.finish_rotation(ctx),
+            Decision::Fail => self.rotation_failed(reason, ctx),
+            Decision::EndOld => {
+                // The old link no longer writes: it goes too, and its end
+                // reconnects the client as after any lost link, with the
+                // new link's reason (which the policy judges: never a
+                // give-up nobody asked for).
+                self.rotation = None;
+                if let Some(cur) = &self.current {
+                    cur.addr.do_send(Abort(reason));
+                }
+            }
+            Decision::Reconnect => {
+                self.rotation = None;
+                let uptime = self.current.take().map(|c| c.since.elapsed());
+                self.after_down(reason, uptime, ctx);
+            }
+            Decision::TakeOver => {
+                // Past the point of no return: the new link takes inbound
+                // at once (the queue hands outbound over now that the old
+                // link is gone).
+                if let Some(new) = &r.link {
+                    new.addr.do_send(TakeOver);
+                }
+            }
+            Decision::Drop => {
+                if let Some(r) = self.rotation.take() {
+                    if let Some(h) = r.attempt {
+                        ctx.cancel_future(h);
+                    }
+                    if let Some(new) = r.link {
+                        new.addr.do_send(Abort(DisconnectReason::ClientClosed));
+                    }
+                }
+            }
+            Decision::Complete => {
+                // The link the queue writes to becomes the current one.
+                if let Some(new) = self.rotation.take().and_then(|r| r.link) {
+                    new.addr.do_send(TakeOver);
+                    self.switch_to(new);
+                }
+            }
+        }
     }
 
     fn rotation_attempt(&mut self, ctx: &mut Context<Self>) {
@@ -125,7 +180,12 @@ impl Supervisor {
             }
             match res {
                 Ok((link, request, span)) => act.on_rotation_link(link, &request, span, ctx),
-                Err(e) => act.rotation_failed(DisconnectReason::ConnectFailed(e), ctx),
+                Err(e) => act.rotation_step(
+                    None,
+                    Happened::NewLinkDown,
+                    Some(DisconnectReason::ConnectFailed(e)),
+                    ctx,
+                ),
             }
         }));
         if let Some(r) = &mut self.rotation {
@@ -160,32 +220,22 @@ impl Supervisor {
         });
         let id = new.id;
         ctx.spawn(rx.into_actor(self).map(move |res, act, ctx| {
-            let Some(r) = act.rotation.as_mut().filter(|r| r.link_id() == Some(id)) else {
-                return;
-            };
             if res.is_ok() {
-                r.setup_written = true;
-                act.check_ready(ctx);
+                act.rotation_step(Some(id), Happened::SetupWritten, None, ctx);
             }
         }));
         if let Some(r) = &mut self.rotation {
             r.link = Some(new);
         }
+        self.rotation_step(Some(id), Happened::NewLinkUp, None, ctx);
     }
 
     /// The new link's setup lane is written and its gate open: hand both
     /// directions over.
-    pub(super) fn check_ready(&mut self, ctx: &mut Context<Self>) {
-        let Some(r) = &mut self.rotation else {
+    fn start_switch(&mut self, ctx: &mut Context<Self>) {
+        let Some(new) = self.rotation.as_ref().and_then(|r| r.link.as_ref()) else {
             return;
         };
-        let Some(new) = &r.link else {
-            return;
-        };
-        if r.switching || !r.setup_written || !r.gate_open {
-            return;
-        }
-        r.switching = true;
         let id = new.id;
         let feed = self.config.feed;
         // A short maximum age shortens the overlap too, so that a quiet
@@ -199,11 +249,8 @@ impl Supervisor {
         let (tx, rx) = oneshot::channel();
         self.queue.do_send(Handover { link: id, done: tx });
         ctx.spawn(rx.into_actor(self).map(move |res, act, ctx| {
-            if let (Ok(()), Some(r)) = (res, act.rotation.as_mut()) {
-                if r.link_id() == Some(id) {
-                    r.outbound_done = true;
-                    act.maybe_finish_rotation(ctx);
-                }
+            if res.is_ok() {
+                act.rotation_step(Some(id), Happened::OutboundMoved, None, ctx);
             }
         }));
         let accepted = self.hub.counters.bytes_accepted.get();
@@ -222,7 +269,7 @@ impl Supervisor {
             let waiting = act
                 .rotation
                 .as_ref()
-                .is_some_and(|r| r.link_id() == Some(id) && !r.outbound_done);
+                .is_some_and(|r| r.link_id() == Some(id) && !r.phase.outbound_moved());
             if !waiting {
                 return;
             }
@@ -237,14 +284,8 @@ impl Supervisor {
         });
     }
 
-    pub(super) fn maybe_finish_rotation(&mut self, ctx: &mut Context<Self>) {
-        let done = self
-            .rotation
-            .as_ref()
-            .is_some_and(|r| r.outbound_done && r.inbound_done);
-        if !done {
-            return;
-        }
+    /// Both directions moved: `Rotated`, and the old link closes.
+    fn finish_rotation(&mut self, ctx: &mut Context<Self>) {
         let Some(new) = self.rotation.take().and_then(|r| r.link) else {
             return;
         };
@@ -266,7 +307,7 @@ impl Supervisor {
 
     /// The rotation's new link failed: the current one stays, and the
     /// rotation is tried again later.
-    pub(super) fn rotation_failed(&mut self, reason: DisconnectReason, ctx: &mut Context<Self>) {
+    fn rotation_failed(&mut self, reason: DisconnectReason, ctx: &mut Context<Self>) {
         let Some(r) = self.rotation.take() else {
             return;
         };
@@ -313,21 +354,7 @@ impl Supervisor {
     /// queue writes to is the current one.
     pub(super) fn abandon_rotation(&mut self, ctx: &mut Context<Self>) {
         self.cancel_rotation_timer(ctx);
-        let Some(r) = self.rotation.take() else {
-            return;
-        };
-        if let Some(h) = r.attempt {
-            ctx.cancel_future(h);
-        }
-        let Some(new) = r.link else {
-            return;
-        };
-        if !r.outbound_done {
-            new.addr.do_send(Abort(DisconnectReason::ClientClosed));
-            return;
-        }
-        new.addr.do_send(TakeOver);
-        self.switch_to(new);
+        self.rotation_step(None, Happened::Abandon, None, ctx);
     }
 }
 
