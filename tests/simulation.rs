@@ -105,6 +105,10 @@ struct Setup {
     fatal_code: bool,
     /// A subscriber that gets stuck on its first message.
     stuck: bool,
+    /// A subscriber that stops after a few messages, or panics in its
+    /// handler (the application's bug, which must not take the client
+    /// down).
+    quitter: Option<Quit>,
     steps: usize,
 }
 
@@ -130,6 +134,11 @@ impl Setup {
                 .then(|| (rng.ms(200, 3000), rng.ms(200, 3000))),
             fatal_code: rng.chance(20),
             stuck: rng.chance(15),
+            quitter: match rng.below(10) {
+                0 => Some(Quit::Stop(rng.below(5) as usize)),
+                1 => Some(Quit::Panic(rng.below(5) as usize)),
+                _ => None,
+            },
             steps: 10 + rng.below(50) as usize,
         }
     }
@@ -190,6 +199,9 @@ impl Setup {
         }
         if self.stuck {
             b = b.subscribe(actix::Actor::start(support::mock::Stuck).recipient());
+        }
+        if let Some(quit) = self.quitter {
+            b = b.subscribe(actix::Actor::start(Quitter(quit)).recipient());
         }
         b
     }
@@ -307,6 +319,39 @@ fn payload(size: Size, tag: &str) -> String {
     }
 }
 
+// ------------------------------------------------------------ subscribers
+
+/// How a subscriber leaves.
+#[derive(Debug, Clone, Copy)]
+enum Quit {
+    /// Stops its actor after this many messages.
+    Stop(usize),
+    /// Panics in its handler after this many messages.
+    Panic(usize),
+}
+
+/// A subscriber that leaves after a few messages.
+struct Quitter(Quit);
+
+/// What a subscriber that panics on purpose says: not the client's panic.
+const PLANNED_PANIC: &str = "sim: a subscriber's own bug";
+
+impl actix::Actor for Quitter {
+    type Context = actix::Context<Self>;
+}
+
+impl actix::Handler<actix_tether::Inbound> for Quitter {
+    type Result = ();
+
+    fn handle(&mut self, _: actix_tether::Inbound, ctx: &mut actix::Context<Self>) {
+        match &mut self.0 {
+            Quit::Stop(0) => actix::ActorContext::stop(ctx),
+            Quit::Panic(0) => std::panic::panic_any(PLANNED_PANIC),
+            Quit::Stop(n) | Quit::Panic(n) => *n -= 1,
+        }
+    }
+}
+
 // ------------------------------------------------------------------ panics
 
 static HOOK: Once = Once::new();
@@ -319,6 +364,9 @@ fn watch_panics() {
     HOOK.call_once(|| {
         let default = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
+            if info.payload().downcast_ref::<&str>() == Some(&PLANNED_PANIC) {
+                return;
+            }
             PANICKED.store(true, Ordering::SeqCst);
             if let Ok(mut t) = PANIC_TEXT.lock() {
                 *t = info.to_string();
