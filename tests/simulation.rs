@@ -781,6 +781,18 @@ fn check(
     if client.state() != State::Closed {
         v.push(format!("state after close: {:?}", client.state()));
     }
+    if !matches!(client.try_send("late"), Err(actix_tether::SendError::Closed(_))) {
+        v.push("try_send after close was not refused with Closed".into());
+    }
+    if !matches!(client.connected().now_or_never(), Some(Err(_))) {
+        v.push("connected() after close did not fail at once".into());
+    }
+    if events
+        .last()
+        .is_some_and(|e| !matches!(e.value, Event::Closed { .. }))
+    {
+        v.push("an event came after Closed".into());
+    }
     let returned: BTreeSet<u64> = match &undelivered {
         Ok(u) => u.iter().filter_map(client_id).collect(),
         Err(e) => {

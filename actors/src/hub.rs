@@ -374,7 +374,9 @@ impl Hub {
         Counters::add(&self.counters.messages_in, messages.len() as u64);
         let bytes: usize = messages.iter().map(Message::len).sum();
         Counters::add(&self.counters.bytes_in, bytes as u64);
-        let cost = read_cost(&messages);
+        // What the read counts against the read-ahead (see `read_cost`),
+        // without a second pass over it.
+        let cost = bytes.saturating_add(messages.len().saturating_mul(MESSAGE_COST));
         let mut waits = Vec::new();
         let has_inbound = !self.inbound.borrow().is_empty();
         let has_batches = !self.batches.borrow().is_empty();
