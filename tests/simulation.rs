@@ -781,7 +781,10 @@ fn check(
     if client.state() != State::Closed {
         v.push(format!("state after close: {:?}", client.state()));
     }
-    if !matches!(client.try_send("late"), Err(actix_tether::SendError::Closed(_))) {
+    if !matches!(
+        client.try_send("late"),
+        Err(actix_tether::SendError::Closed(_))
+    ) {
         v.push("try_send after close was not refused with Closed".into());
     }
     if !matches!(client.connected().now_or_never(), Some(Err(_))) {

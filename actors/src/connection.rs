@@ -5,7 +5,9 @@
 //! It stops when the peer closes, the socket fails, the heartbeat declares the
 //! link dead, the peer violates the protocol, or the supervisor closes it. On
 //! stop it stops its heartbeat and sends the supervisor exactly one
-//! `LinkDown` with the first reason it recorded.
+//! `LinkDown` with the first reason it recorded, or, when it stops while
+//! unwinding (a hook of the application's, the ready gate or the dedup key,
+//! panicked in it), `Crashed`, and the client ends.
 //!
 //! Protocol duties awc leaves to the application live here, so that every
 //! transport (awc, the mock) gets them: Pong echoing each Ping, an answer to
@@ -23,7 +25,12 @@
 //! fails, makes no progress for the write timeout, or the actor stops
 //! first, dropping it requeues it. A closing link writes nothing after its
 //! Close frame; after a clean Close of its own it still delivers the data
-//! that arrives until the peer's Close.
+//! that arrives until the peer's Close, then waits (at most the dead-close
+//! bound) for the server to close TCP first (RFC 6455 §7.1.1).
+//!
+//! A link with a ready gate that stays shut for the ready timeout ends with
+//! `ReadyTimeout`; the gate's clock stops while the client does not read
+//! (the read-ahead is full behind a slow subscriber).
 
 use std::cell::RefCell;
 use std::collections::VecDeque;

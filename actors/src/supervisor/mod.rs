@@ -194,13 +194,19 @@ pub(crate) type CloseReply = oneshot::Sender<Result<Undelivered, CloseError>>;
 ///   reply to something written on it is not lost; what both links carry
 ///   is delivered twice unless a dedup key drops it.
 ///
+/// The phases and what ends a rotation are one state machine
+/// (`supervisor/switch.rs`, with its table); in short:
+///
 /// When both have moved, subscribers see `Rotated` with the old link's age
 /// and the old link is closed with 1000 (no `Disconnected` for it). If the
 /// new link fails before that, the old one stays (`RotationFailed`) and the
 /// rotation is tried again after the backoff's delay for that many failed
-/// rotations. If the old link dies before the new one is ready, the
-/// rotation is dropped and the client reconnects as after any failure; if
-/// it dies after, the new link takes over at once.
+/// rotations; if it fails after outbound traffic moved to it, the old link
+/// ends too and the client reconnects as after any lost link. A handover
+/// waits as long as the old link keeps moving bytes; one that moved nothing
+/// for a pong timeout ends it. If the old link dies before the new one is
+/// ready, the rotation is dropped and the client reconnects as after any
+/// failure; if it dies after, the new link takes over at once.
 ///
 /// # Giving up and closing
 ///
@@ -217,6 +223,20 @@ pub(crate) type CloseReply = oneshot::Sender<Result<Undelivered, CloseError>>;
 /// Subscribers see `Disconnected` and then `Closed` with the number of
 /// messages not delivered, which `close` returns in order: first those
 /// written and not confirmed (possibly delivered), then those never written.
+///
+/// If the supervisor ends any other way (its arbiter stops, a `Pool` is
+/// dropped, a hook of the application's panics in it or in a connection),
+/// the handles see it: the state says `Closed`, sends are refused with
+/// `Closed`, `connected()` fails, waiting receipts and `confirmed()` calls
+/// learn `Closed`, and `close` hands back what was queued.
+///
+/// # Pausing
+///
+/// [`Client::pause`](crate::Client::pause) ends the current link with 1000
+/// (`Disconnected { reason: Paused }`; the state says `Connected` until its
+/// close completes, then `Paused`) and no attempt is made, and no rotation
+/// begins, until `resume`. A pause is not an endpoint failure. Closing a
+/// paused client connects to deliver what is queued.
 pub struct Supervisor {
     config: Rc<Config>,
     transport: Box<dyn Transport>,
