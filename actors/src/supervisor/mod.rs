@@ -175,7 +175,7 @@ pub(crate) type CloseReply = oneshot::Sender<Result<Undelivered, CloseError>>;
 /// At the link's (jittered) maximum age, after `return_to_primary` on a
 /// fallback, or on [`Client::rotate`](crate::Client::rotate), subscribers
 /// see `Rotating`, and a second link is opened (the provider learns
-/// [`Attempt::rotation`]) and its setup lane written, while the current link
+/// [`Attempt::rotation`](crate::Attempt::rotation)) and its setup lane written, while the current link
 /// goes on carrying both directions. Once the new link is ready (setup
 /// written, gate open):
 ///
