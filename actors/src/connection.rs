@@ -55,12 +55,14 @@ use crate::error::{
 };
 use crate::events::Event;
 use crate::frame::{CloseFrame, Frame, Message, OutFrame};
-use crate::heartbeat::{Heartbeat, Pong, StopHeartbeat};
+use crate::heartbeat::Heartbeat;
 use crate::hub::{CatchUp, Counters, Hub};
+use crate::messages::{
+    Abort, Arm, CloseLink, FromHeartbeat, FromLink, LinkNews, Pong, StopHeartbeat, TakeOver,
+};
 use crate::read_batch::Gate;
 use crate::read_batch::ReadBatches;
 use crate::reassembly::Reassembler;
-use crate::supervisor::{FromLink, LinkNews};
 use crate::transport::{FrameWriter, Link};
 
 /// Where the queue sends batches: straight to the link's writer task, no
@@ -132,25 +134,6 @@ impl Control {
     }
 }
 
-/// From the heartbeat to its connection.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) enum FromHeartbeat {
-    /// Send a Ping.
-    Ping,
-    /// The link is dead.
-    Dead(DisconnectReason),
-}
-
-/// From the supervisor: close the link with this code, then stop.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct CloseLink {
-    pub(crate) code: u16,
-    /// What the supervisor hears the link ended of.
-    pub(crate) reason: DisconnectReason,
-}
-
 /// Whether a connection delivers what it reads from the start, or stands by
 /// as a rotation's new link until it takes over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,26 +141,6 @@ pub(crate) enum Role {
     Active,
     Standby,
 }
-
-/// From the supervisor to a rotation's new link, once it is ready: take
-/// over inbound delivery at the next message read, or after `overlap`.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct Arm {
-    pub(crate) overlap: Duration,
-}
-
-/// From the supervisor to a rotation's new link: take over now (the old
-/// link is gone).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct TakeOver;
-
-/// From the supervisor: stop now, without a close handshake; the
-/// supervisor hears the link ended of the reason given.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct Abort(pub(crate) DisconnectReason);
 
 pub(crate) struct Connection {
     id: u64,

@@ -35,7 +35,7 @@ use crate::config::{Config, DeliveryConfig};
 use crate::connection::Control;
 use crate::error::Unconfirmed;
 use crate::frame::Message;
-use crate::queue::Wake;
+use crate::messages::Wake;
 
 /// Bytes of a barrier Ping's payload: an 8-byte link tag, an 8-byte number.
 pub(crate) const PAYLOAD_LEN: usize = 16;

@@ -32,19 +32,9 @@ use actix::prelude::*;
 use actix_rt::time::Instant;
 
 use crate::config::HeartbeatConfig;
-use crate::connection::FromHeartbeat;
 use crate::error::DisconnectReason;
 use crate::hub::Hub;
-
-/// A Pong answered the Ping with this number.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct Pong(pub(crate) u64);
-
-/// The link ended; stop.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct StopHeartbeat;
+use crate::messages::{FromHeartbeat, Pong, StopHeartbeat};
 
 struct Outstanding {
     /// The heartbeat's own count of pings, to match its deadline checks.

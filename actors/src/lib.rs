@@ -30,10 +30,12 @@ mod events;
 mod frame;
 mod heartbeat;
 mod hub;
+mod messages;
 mod policy;
 mod queue;
 mod read_batch;
 mod reassembly;
+mod stats;
 mod stream;
 mod supervisor;
 mod time;
@@ -44,7 +46,7 @@ pub use budget::ReconnectBudget;
 pub use buffer::{OverflowPolicy, QueueLimits, Undelivered};
 pub use client::{
     Attempt, Client, DedupKey, Engine, OnConnect, OnStart, ReadyPredicate, Receipt, RedactUrl,
-    RequestFuture, RequestProvider, Stats, WeakClient,
+    RequestFuture, RequestProvider, WeakClient,
 };
 pub use config::{Config, DeliveryConfig, FeedConfig, HeartbeatConfig, StallPolicy};
 pub use error::{
@@ -55,8 +57,10 @@ pub use error::{
 pub use events::{Event, Inbound, InboundBatch, RotateReason, State};
 pub use frame::{CloseFrame, Fragment, Frame, Message, OutFrame, OutRef};
 pub use hub::{Fanout, FANOUT_BACKLOG};
+pub use messages::{ConnectInfo, SetupSource};
+pub use stats::Stats;
 pub use stream::{EventStream, MessageStream, STREAM_CAPACITY};
-pub use supervisor::{ConnectInfo, SetupSource, Supervisor};
+pub use supervisor::Supervisor;
 pub use transport::{
     redact_url, ConnectRequest, FrameStream, FrameWriter, Link, SinkWriter, Transport,
 };

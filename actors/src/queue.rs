@@ -25,81 +25,12 @@ use futures::channel::oneshot;
 use crate::batch::Batch;
 use crate::buffer::{lock, SharedBuffer, Taken, BATCH_BYTES};
 use crate::connection::Writer;
-use crate::error::Unconfirmed;
 use crate::events::Event;
 use crate::frame::Message;
 use crate::hub::Hub;
-
-/// A new link is up: write `setup` first, then the backlog, to the writer
-/// the supervisor left in the hub (a writer holds batches, which are tied
-/// to the arbiter, so it does not travel in a message).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct Attach {
-    pub(crate) link: u64,
-    pub(crate) setup: Vec<Message>,
-    /// Hold the backlog until the ready gate opens (`Open`).
-    pub(crate) gated: bool,
-}
-
-/// The ready gate of `link` opened: its backlog may go.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct Open {
-    pub(crate) link: u64,
-}
-
-/// A rotation's new link is up: write its setup lane now (the current link
-/// keeps the backlog); `flushed` learns when it is on the socket.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct Standby {
-    pub(crate) link: u64,
-    pub(crate) setup: Vec<Message>,
-    pub(crate) flushed: oneshot::Sender<()>,
-}
-
-/// Move outbound traffic to the standby link `link`, once the current
-/// link's last batch is flushed and a Pong confirmed everything it wrote
-/// (or it is gone, its unconfirmed tail back at the head of the buffer):
-/// nothing is written twice by the client or overtaken. `done` learns when
-/// the new link writes.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct Handover {
-    pub(crate) link: u64,
-    pub(crate) done: oneshot::Sender<()>,
-}
-
-/// The link `link` is gone.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct Detach {
-    pub(crate) link: u64,
-}
-
-/// Something was pushed into the buffer.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct Wake;
-
-/// Resolves when the buffer and the in-flight batch are empty and a Pong
-/// has confirmed everything written.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct WhenDrained(pub(crate) oneshot::Sender<()>);
-
-/// Waits until every message with an accept sequence number below this one
-/// is confirmed.
-#[derive(Message)]
-#[rtype(result = "oneshot::Receiver<Result<(), Unconfirmed>>")]
-pub(crate) struct WaitConfirmed(pub(crate) u64);
-
-/// Stops once no batch is in flight (a batch that was not flushed is back in
-/// the buffer by then).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct Shutdown;
+use crate::messages::{
+    Attach, Detach, Handover, Open, Shutdown, Standby, WaitConfirmed, Wake, WhenDrained,
+};
 
 pub(crate) struct Queue {
     buffer: SharedBuffer,

@@ -6,13 +6,12 @@ use actix::prelude::*;
 use actix_rt::time::Instant;
 use futures::channel::oneshot;
 
-use super::{Close, Orphaned, Supervisor};
+use super::Supervisor;
 use crate::buffer::lock;
-use crate::connection::{Abort, CloseLink};
 use crate::error::{CloseError, DisconnectReason, ErrorChain};
 use crate::events::{Event, State};
+use crate::messages::{Abort, Close, CloseLink, Orphaned, Shutdown, WhenDrained};
 use crate::policy::{close_plan, ClosePlan};
-use crate::queue::{Shutdown, WhenDrained};
 
 impl Supervisor {
     pub(super) fn give_up(&mut self, reason: DisconnectReason, ctx: &mut Context<Self>) {

@@ -7,13 +7,13 @@ use actix::prelude::*;
 use actix_rt::time::Instant;
 use futures::FutureExt;
 
-use super::{ConnectInfo, Current, Opened, Opening, Supervisor};
+use super::{Current, Opened, Opening, Supervisor};
 use crate::client::Attempt;
 use crate::connection::{Connection, Role};
 use crate::error::{ConnectError, ConnectErrorKind, DisconnectReason, ErrorChain};
 use crate::events::{Event, State};
 use crate::frame::Message;
-use crate::queue::Attach;
+use crate::messages::{Attach, ConnectInfo};
 use crate::transport::{ConnectRequest, Link};
 
 impl Supervisor {

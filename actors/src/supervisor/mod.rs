@@ -13,85 +13,24 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use actix_rt::time::Instant;
-use futures::channel::oneshot;
 
 use crate::backoff::Backoff;
 use crate::budget::ReconnectBudget;
-use crate::buffer::{lock, SharedBuffer, Undelivered};
-use crate::client::{OnConnect, RedactUrl, RequestProvider, Stats};
+use crate::buffer::{lock, SharedBuffer};
+use crate::client::{OnConnect, RedactUrl, RequestProvider};
 use crate::config::Config;
-use crate::connection::{Abort, CloseLink, Connection};
-use crate::error::{CloseError, ConnectError, DisconnectReason};
+use crate::connection::Connection;
+use crate::error::{ConnectError, DisconnectReason};
 use crate::events::{Event, State};
-use crate::frame::Message;
 use crate::hub::Hub;
+use crate::messages::{
+    Abort, AddSetupSource, CloseLink, CloseReply, Detach, FromLink, GetStats, LinkNews, Open,
+    ReconnectNow, SetPaused, SetupSource,
+};
 use crate::policy::{Decision, Endpoints, ReconnectPolicy};
-use crate::queue::{Detach, Open, Queue};
+use crate::queue::Queue;
+use crate::stats::Stats;
 use crate::transport::{ConnectRequest, Link, Transport};
-
-/// From a connection actor: news about its link.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct FromLink {
-    pub(crate) link: u64,
-    pub(crate) news: LinkNews,
-}
-
-pub(crate) enum LinkNews {
-    /// The link ended.
-    Down(DisconnectReason),
-    /// Its ready gate opened.
-    Ready,
-    /// A rotation's new link now delivers inbound messages.
-    Switched,
-    /// The connection actor stopped while unwinding (a hook of the
-    /// application's panicked in it): the client ends.
-    Crashed,
-}
-
-/// From the handle: start a rotation now.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct Rotate;
-
-/// From the handle: skip the current wait.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct ReconnectNow;
-
-/// From the handle: keep the client down, or let it connect again.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct SetPaused(pub(crate) bool);
-
-/// Close the client within `timeout`; `reply` learns what it could not
-/// deliver. Sent without waiting for an answer, so that a caller who stops
-/// waiting does not cancel it.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct Close {
-    pub(crate) timeout: Duration,
-    pub(crate) reply: CloseReply,
-}
-
-/// From the client handle: the last handle was dropped.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct Orphaned;
-
-/// A statistics snapshot.
-#[derive(Message)]
-#[rtype(result = "Stats")]
-pub(crate) struct GetStats;
-
-/// A source of setup-lane messages added at run time, after the on-connect
-/// hook's.
-pub type SetupSource = Box<dyn FnMut(&ConnectInfo) -> Vec<Message> + Send>;
-
-/// Add a setup source.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct AddSetupSource(pub(crate) SetupSource);
 
 impl Handler<AddSetupSource> for Supervisor {
     type Result = ();
@@ -116,8 +55,6 @@ struct Current {
     url: String,
 }
 
-pub(crate) type CloseReply = oneshot::Sender<Result<Undelivered, CloseError>>;
-
 /// Supervises the connection of one client. Created by [`crate::Engine`];
 /// applications hold a [`Client`](crate::Client), not this actor.
 ///
@@ -132,7 +69,7 @@ pub(crate) type CloseReply = oneshot::Sender<Result<Undelivered, CloseError>>;
 /// On every new link, first the on-connect hook's messages, then those of
 /// the setup sources, are written, and only then the queued backlog, in
 /// order. This holds for a link opened while closing too
-/// ([`ConnectInfo::closing`] tells the hook).
+/// ([`ConnectInfo::closing`](crate::ConnectInfo::closing) tells the hook).
 ///
 /// When a link ends or an attempt fails, subscribers get `Disconnected`
 /// and, if the failure is retryable and retries remain, `Reconnecting` with
@@ -449,28 +386,6 @@ impl Supervisor {
             duplicates_dropped: c.duplicates_dropped.get(),
         }
     }
-}
-
-/// What the on-connect hook and the setup sources learn about a new link.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ConnectInfo {
-    /// The attempt that succeeded (1 = first since the last stable link).
-    pub attempt: u32,
-    /// Which link of this client this is: 1 for the first, counting every
-    /// link opened since the client started, so a source added late still
-    /// knows whether links came before it.
-    pub link: u64,
-    /// The subprotocol the server selected.
-    pub protocol: Option<String>,
-    /// The client is closing: this link only delivers what is queued, then
-    /// closes. A hook can skip resubscribing but should still authenticate.
-    pub closing: bool,
-    /// This is a rotation's new link: the current link stays up and writes
-    /// until the switch, and nothing it wrote is lost by the switch (it is
-    /// confirmed first). A source should not re-send what the current link
-    /// may still be delivering.
-    pub rotation: bool,
 }
 
 impl Actor for Supervisor {

@@ -9,11 +9,11 @@ use actix_rt::time::Instant;
 use futures::channel::oneshot;
 
 use super::switch::{Decision, Happened, Phase};
-use super::{ConnectInfo, Current, Rotate, Supervisor};
-use crate::connection::{Abort, Arm, CloseLink, Role, TakeOver};
+use super::{Current, Supervisor};
+use crate::connection::Role;
 use crate::error::{DisconnectReason, ErrorChain};
 use crate::events::{Event, RotateReason, State};
-use crate::queue::{Handover, Standby};
+use crate::messages::{Abort, Arm, CloseLink, ConnectInfo, Handover, Rotate, Standby, TakeOver};
 use crate::transport::{ConnectRequest, Link};
 
 /// A rotation under way: the second link, from its attempt to the switch.

@@ -1,0 +1,78 @@
+//! What a client's counters say, at one moment.
+
+use std::time::Duration;
+
+use crate::events::State;
+
+/// A snapshot of a client's counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Where the client is.
+    pub state: State,
+    /// Connection attempts made in total.
+    pub attempts: u64,
+    /// Successful connects after the first.
+    pub reconnects: u64,
+    /// Inbound messages delivered.
+    pub messages_in: u64,
+    /// Inbound payload bytes delivered.
+    pub bytes_in: u64,
+    /// Outbound messages flushed (setup lane included).
+    pub messages_out: u64,
+    /// Outbound payload bytes flushed.
+    pub bytes_out: u64,
+    /// Bytes read from the socket: frame headers, control frames and
+    /// payloads as they crossed the wire (compressed, with
+    /// permessage-deflate). Compare with `bytes_in` for the compression
+    /// ratio. A transport that does not count them reports payload bytes.
+    pub wire_bytes_in: u64,
+    /// Bytes the socket accepted: frame headers, control frames and
+    /// payloads as written (compressed, with permessage-deflate). A
+    /// transport that does not count them reports payload bytes.
+    pub wire_bytes_out: u64,
+    /// Messages queued or in flight.
+    pub queue_depth: usize,
+    /// Payload bytes queued or in flight.
+    pub queue_bytes: usize,
+    /// Messages dropped by the overflow policy.
+    pub dropped: u64,
+    /// Events not delivered to subscribers that were more than
+    /// [`FANOUT_BACKLOG`](crate::FANOUT_BACKLOG) events behind.
+    pub events_dropped: u64,
+    /// `send` calls waiting for room (their messages are in their futures,
+    /// not in the queue).
+    pub waiting_senders: usize,
+    /// Queued messages a Pong confirmed: the server's WebSocket layer read
+    /// them. Counts every confirmation, so a replayed message confirmed on
+    /// its second link counts once there (setup-lane messages are not
+    /// tracked).
+    pub confirmed: u64,
+    /// Payload bytes of `confirmed`.
+    pub confirmed_bytes: u64,
+    /// Queued messages written on the current link and not confirmed yet.
+    pub unconfirmed: u64,
+    /// Payload bytes of `unconfirmed`.
+    pub unconfirmed_bytes: u64,
+    /// With replay: messages put back at the head of the queue because the
+    /// link they were written on ended before a Pong confirmed them.
+    pub replayed: u64,
+    /// Without replay: messages flushed into links that ended before a Pong
+    /// confirmed them. An upper bound on what dead links lost: some may
+    /// have reached the server (only their Pong was lost).
+    pub possibly_lost: u64,
+    /// Payload bytes of `possibly_lost`.
+    pub possibly_lost_bytes: u64,
+    /// Pings sent as delivery barriers, beyond the heartbeat's.
+    pub barrier_pings: u64,
+    /// The last measured ping round trip.
+    pub last_rtt: Option<Duration>,
+    /// How long the current link has been up.
+    pub uptime: Option<Duration>,
+    /// Which endpoint the current link is on (0 is the primary).
+    pub endpoint: Option<usize>,
+    /// Rotations completed.
+    pub rotations: u64,
+    /// Messages dropped by the dedup window after rotations.
+    pub duplicates_dropped: u64,
+}
