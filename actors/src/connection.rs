@@ -14,7 +14,7 @@
 //! the server's Close, reassembly of fragments up to the maximum message size
 //! (else close 1009), UTF-8 validation of text (else close 1007).
 //!
-//! Writes go through one writer task that owns the link's writer. Control
+//! Writes go through one writer task (`writer.rs`) that owns the link's writer. Control
 //! frames go ahead of data: the task writes pending Pong, Ping and Close
 //! frames before the next chunk of a batch, so a heartbeat never waits
 //! behind megabytes of queued messages. Every Ping gets its Pong while the
@@ -32,29 +32,19 @@
 //! `ReadyTimeout`; the gate's clock stops while the client does not read
 //! (the read-ahead is full behind a slow subscriber).
 
-use std::cell::RefCell;
-use std::collections::VecDeque;
-use std::future::Future;
-use std::pin::Pin;
-use std::rc::{Rc, Weak};
-use std::task::{Context as TaskContext, Poll, Waker};
+use std::rc::Rc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use actix_rt::time::{sleep_until, Instant, Sleep};
-use bytes::Bytes;
+use actix_rt::time::Instant;
 use futures::channel::{mpsc, oneshot};
-use futures::future::poll_fn;
-use futures::StreamExt;
 
-use crate::batch::{Batch, Flushed};
 use crate::config::{Config, StallPolicy};
-use crate::delivery::Due;
 use crate::error::{
     DisconnectReason, ErrorChain, ProtocolViolation, TransportError, TransportErrorKind,
 };
 use crate::events::Event;
-use crate::frame::{CloseFrame, Frame, Message, OutFrame};
+use crate::frame::{CloseFrame, Frame, Message};
 use crate::heartbeat::Heartbeat;
 use crate::hub::{CatchUp, Counters, Hub};
 use crate::messages::{
@@ -63,76 +53,8 @@ use crate::messages::{
 use crate::read_batch::Gate;
 use crate::read_batch::ReadBatches;
 use crate::reassembly::Reassembler;
-use crate::transport::{FrameWriter, Link};
-
-/// Where the queue sends batches: straight to the link's writer task, no
-/// actor mailbox in between.
-#[derive(Clone, Debug)]
-pub(crate) struct Writer(mpsc::UnboundedSender<WriteCmd>, Weak<RefCell<Control>>);
-
-impl Writer {
-    /// Where the link's delivery books send their Pings.
-    pub(crate) fn control(&self) -> Weak<RefCell<Control>> {
-        self.1.clone()
-    }
-
-    /// Hands `batch` to the writer task; the answer comes once it is flushed.
-    /// If the link is gone or closing, the batch drops (back to the buffer)
-    /// and the answer is a cancellation.
-    pub(crate) fn write(&self, batch: Batch) -> oneshot::Receiver<Flushed> {
-        let (tx, rx) = oneshot::channel();
-        let _ = self.0.unbounded_send(WriteCmd(batch, tx));
-        rx
-    }
-}
-
-/// A batch for the writer task, acknowledged once it is flushed.
-#[derive(Debug)]
-struct WriteCmd(Batch, oneshot::Sender<Flushed>);
-
-/// Pongs that may wait for a writer that is free: a burst of Pings read at
-/// once (one read holds at most this many frames) is answered in full.
-const MAX_PONGS: usize = crate::read_batch::BATCH_FRAMES;
-
-/// Control frames waiting for the writer task.
-#[derive(Default)]
-pub(crate) struct Control {
-    /// Payloads of unanswered Pings, oldest first. While the writer is
-    /// blocked on the socket, only the latest is kept (RFC 6455 §5.5.3
-    /// lets a client answer only the most recent Ping): a peer that floods
-    /// Pings without reading costs one payload. While it is free, every
-    /// Ping gets its Pong, up to [`MAX_PONGS`] waiting at once (then the
-    /// newest replaces the last).
-    pongs: VecDeque<Bytes>,
-    /// Since when the writer has waited for the socket to take bytes (for
-    /// the write timeout); `None` while it is not blocked.
-    blocked_since: Option<Instant>,
-    /// A Ping is wanted (heartbeat or barrier); the writer numbers it when
-    /// it writes it (see `delivery.rs`).
-    pub(crate) ping: bool,
-    /// Someone waits for a confirmation: the writer decides whether a
-    /// barrier Ping goes now or later.
-    pub(crate) plan: bool,
-    close: Option<(Option<CloseFrame>, oneshot::Sender<()>)>,
-    /// The writer task, when it waits for work.
-    waker: Option<Waker>,
-    /// The writer task has ended.
-    pub(crate) gone: bool,
-}
-
-type SharedControl = Rc<RefCell<Control>>;
-
-impl Control {
-    fn has_work(&self) -> bool {
-        !self.pongs.is_empty() || self.ping || self.plan || self.close.is_some()
-    }
-
-    pub(crate) fn wake(&mut self) {
-        if let Some(w) = self.waker.take() {
-            w.wake();
-        }
-    }
-}
+use crate::transport::Link;
+use crate::writer::{Control, SharedControl, WriteCmd, WriteTask, Writer};
 
 /// Whether a connection delivers what it reads from the start, or stands by
 /// as a rotation's new link until it takes over.
@@ -218,7 +140,7 @@ impl Connection {
 
     /// The handle the queue writes batches through.
     pub(crate) fn writer(&self) -> Writer {
-        Writer(self.writer.clone(), Rc::downgrade(&self.control))
+        Writer::new(self.writer.clone(), &self.control)
     }
 
     /// Hands a control frame to the writer task, replacing one of the same
@@ -254,7 +176,7 @@ impl Connection {
         }
         self.closing = true;
         let (tx, rx) = oneshot::channel();
-        if !self.write_control(|c| c.close = Some((close, tx))) {
+        if !self.write_control(|c| c.queue_close(close, tx)) {
             ctx.stop();
             return;
         }
@@ -305,249 +227,6 @@ impl Connection {
     }
 }
 
-/// What the idle writer task wakes up for.
-enum Work {
-    Control,
-    Batch(WriteCmd),
-    /// The barrier timer fired.
-    Barrier,
-    End,
-}
-
-/// Marks the control slot gone when the writer task ends, however it ends.
-struct Gone(SharedControl);
-
-impl Drop for Gone {
-    fn drop(&mut self) {
-        let mut c = self.0.borrow_mut();
-        c.gone = true;
-        // Dropping a pending Close's acknowledgement tells its waiter.
-        c.close = None;
-    }
-}
-
-/// The writer task: control frames first, then batches in chunks. It marks
-/// when it starts waiting for the socket; the connection's watchdog ends a
-/// link whose writer has waited for the write timeout.
-struct WriteTask {
-    link: u64,
-    writer: Box<dyn FrameWriter>,
-    control: SharedControl,
-    hub: Rc<Hub>,
-    /// When the next barrier Ping may go, while messages are unconfirmed.
-    barrier_timer: Option<Pin<Box<Sleep>>>,
-    /// A Close was written: nothing more goes out.
-    closed: bool,
-    /// Close acknowledgements, answered at the next flush.
-    acks: Vec<oneshot::Sender<()>>,
-}
-
-impl WriteTask {
-    fn new(link: u64, writer: Box<dyn FrameWriter>, control: SharedControl, hub: Rc<Hub>) -> Self {
-        Self {
-            link,
-            writer,
-            control,
-            hub,
-            barrier_timer: None,
-            closed: false,
-            acks: Vec::new(),
-        }
-    }
-
-    /// Runs one step of writing, counting the bytes the socket takes (the
-    /// heartbeat's proof of a moving link) and marking when it starts to
-    /// wait for the socket (the write timeout counts from the last bytes
-    /// taken).
-    async fn step<T>(
-        &mut self,
-        mut poll: impl FnMut(
-            &mut dyn FrameWriter,
-            &mut TaskContext<'_>,
-        ) -> Poll<Result<T, TransportError>>,
-    ) -> Result<T, TransportError> {
-        let writer = &mut *self.writer;
-        let control = &self.control;
-        let counters = &self.hub.counters;
-        let mut seen = writer.bytes_accepted();
-        poll_fn(|cx| {
-            let res = poll(writer, cx);
-            let accepted = writer.bytes_accepted();
-            let moved = match (seen, accepted) {
-                (Some(before), Some(now)) => now.saturating_sub(before),
-                _ => 0,
-            };
-            seen = accepted;
-            Counters::add(&counters.bytes_accepted, moved);
-            let mut c = control.borrow_mut();
-            if res.is_pending() {
-                if moved > 0 || c.blocked_since.is_none() {
-                    c.blocked_since = Some(Instant::now());
-                }
-            } else {
-                c.blocked_since = None;
-            }
-            res
-        })
-        .await
-    }
-
-    /// Writes the pending control frames: Pong, then Ping, then Close. A
-    /// Ping gets its number and payload as it is written, so that it marks
-    /// exactly the messages written before it.
-    async fn control(&mut self) -> Result<(), TransportError> {
-        if std::mem::take(&mut self.control.borrow_mut().plan) {
-            self.plan_barrier();
-        }
-        loop {
-            let frame = {
-                let mut c = self.control.borrow_mut();
-                if let Some(p) = c.pongs.pop_front() {
-                    OutFrame::Pong(p)
-                } else if std::mem::take(&mut c.ping) {
-                    OutFrame::Ping(Bytes::new())
-                } else if let Some((close, ack)) = c.close.take() {
-                    self.acks.push(ack);
-                    OutFrame::Close(close)
-                } else {
-                    return Ok(());
-                }
-            };
-            if self.closed {
-                continue;
-            }
-            self.step(|w, cx| w.poll_ready(cx)).await?;
-            let frame = match frame {
-                OutFrame::Ping(_) => {
-                    OutFrame::Ping(self.hub.delivery.borrow_mut().ping_payload(self.link))
-                }
-                other => other,
-            };
-            self.writer.start_send(frame.borrowed())?;
-            self.closed = matches!(frame, OutFrame::Close(_));
-        }
-    }
-
-    /// Asks for a barrier Ping if one is due (the caller writes control
-    /// frames next), or sets the timer for when one may be.
-    fn plan_barrier(&mut self) {
-        let due = self
-            .hub
-            .delivery
-            .borrow()
-            .barrier_due(self.link, Instant::now());
-        match due {
-            Due::Now => {
-                self.barrier_timer = None;
-                let mut c = self.control.borrow_mut();
-                if !c.ping {
-                    c.ping = true;
-                    self.hub.delivery.borrow_mut().count_barrier_ping();
-                }
-            }
-            Due::At(at) => match &mut self.barrier_timer {
-                Some(t) if t.deadline() == at => {}
-                Some(t) => t.as_mut().reset(at),
-                None => self.barrier_timer = Some(Box::pin(sleep_until(at))),
-            },
-            Due::No => self.barrier_timer = None,
-        }
-    }
-
-    async fn flush(&mut self) -> Result<(), TransportError> {
-        self.step(|w, cx| w.poll_flush(cx)).await?;
-        for ack in self.acks.drain(..) {
-            let _ = ack.send(());
-        }
-        Ok(())
-    }
-
-    /// Writes one batch, letting control frames in between its chunks, and
-    /// a barrier Ping after it when one is due.
-    async fn batch(&mut self, WriteCmd(mut batch, ack): WriteCmd) -> Result<(), TransportError> {
-        let mut done = 0;
-        while done < batch.messages().len() {
-            self.control().await?;
-            if self.closed {
-                // After a Close the batch drops, back to the buffer.
-                return Ok(());
-            }
-            let rest = &batch.messages()[done..];
-            let n = self.step(|w, cx| w.poll_write_messages(cx, rest)).await?;
-            if n == 0 {
-                // A writer that takes nothing would spin forever.
-                return Err(TransportError::new(
-                    TransportErrorKind::Io,
-                    "transport took no message from a batch",
-                ));
-            }
-            let n = n.min(rest.len());
-            if self.writer.bytes_accepted().is_none() {
-                let bytes: usize = rest[..n].iter().map(Message::len).sum();
-                Counters::add(&self.hub.counters.bytes_accepted, bytes as u64);
-            }
-            batch.wrote(done, n);
-            done += n;
-        }
-        self.plan_barrier();
-        self.control().await?;
-        self.flush().await?;
-        let _ = ack.send(batch.flushed());
-        Ok(())
-    }
-
-    async fn run(
-        mut self,
-        mut rx: mpsc::UnboundedReceiver<WriteCmd>,
-    ) -> Result<(), TransportError> {
-        // On an error everything here and still in `rx` drops: batches
-        // requeue themselves, a Close's waiter learns it was not flushed.
-        let _gone = Gone(self.control.clone());
-        self.hub
-            .counters
-            .unsent_bound
-            .set(self.writer.unsent_bound());
-        loop {
-            let control = self.control.clone();
-            let timer = &mut self.barrier_timer;
-            let work = poll_fn(|cx| {
-                let mut c = control.borrow_mut();
-                if c.has_work() {
-                    return Poll::Ready(Work::Control);
-                }
-                c.waker = Some(cx.waker().clone());
-                drop(c);
-                match rx.poll_next_unpin(cx) {
-                    Poll::Ready(Some(cmd)) => return Poll::Ready(Work::Batch(cmd)),
-                    Poll::Ready(None) => return Poll::Ready(Work::End),
-                    Poll::Pending => {}
-                }
-                match timer.as_mut().map(|t| t.as_mut().poll(cx)) {
-                    Some(Poll::Ready(())) => Poll::Ready(Work::Barrier),
-                    _ => Poll::Pending,
-                }
-            })
-            .await;
-            match work {
-                Work::Control => {
-                    self.control().await?;
-                    self.flush().await?;
-                }
-                Work::Barrier => {
-                    self.barrier_timer = None;
-                    self.plan_barrier();
-                    self.control().await?;
-                    self.flush().await?;
-                }
-                Work::Batch(cmd) if !self.closed => self.batch(cmd).await?,
-                // After a Close a batch drops, back to the buffer.
-                Work::Batch(_) => {}
-                Work::End => return Ok(()),
-            }
-        }
-    }
-}
-
 impl Actor for Connection {
     type Context = Context<Self>;
 
@@ -580,7 +259,7 @@ impl Actor for Connection {
             // A watchdog, not a timer per write: a write that has waited
             // for the socket for the timeout is found within a quarter more.
             ctx.run_interval(timeout / 4, move |act, ctx| {
-                let since = act.control.borrow().blocked_since;
+                let since = act.control.borrow().blocked_since();
                 if since.is_some_and(|at| at.elapsed() >= timeout) {
                     act.set_reason(DisconnectReason::WriteTimeout(timeout));
                     ctx.stop();
@@ -854,14 +533,7 @@ impl Connection {
                 }
             }
             Frame::Ping(payload) => {
-                self.write_control(|c| {
-                    if c.blocked_since.is_some() {
-                        c.pongs.clear();
-                    } else if c.pongs.len() >= MAX_PONGS {
-                        c.pongs.pop_back();
-                    }
-                    c.pongs.push_back(payload);
-                });
+                self.write_control(|c| c.queue_pong(payload));
             }
             Frame::Pong(payload) => {
                 // Only a Pong to one of this link's Pings confirms delivery
@@ -932,97 +604,5 @@ impl Handler<Abort> for Connection {
     fn handle(&mut self, Abort(reason): Abort, ctx: &mut Context<Self>) {
         self.set_reason(reason);
         ctx.stop();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-
-    use std::sync::{Arc, Mutex};
-
-    use futures::SinkExt;
-
-    use super::*;
-    use crate::buffer::{lock, Buffer, OverflowPolicy, QueueLimits};
-    use crate::transport::SinkWriter;
-
-    #[test]
-    fn nothing_is_written_after_a_close_frame() {
-        let limits = QueueLimits::new(8, 1024, OverflowPolicy::Reject).unwrap();
-        let buffer = Arc::new(Mutex::new(Buffer::new(limits)));
-        lock(&buffer).push(Message::from("late")).unwrap();
-        let mut messages = Vec::new();
-        let taken = lock(&buffer).take_batch(8, 1 << 20, true, &mut messages);
-        let batch = Batch::new(messages, 0, taken, 1, buffer.clone(), Rc::default());
-
-        let (socket, written) = mpsc::unbounded::<OutFrame>();
-        let writer =
-            SinkWriter(socket.sink_map_err(|e| TransportError::new(TransportErrorKind::Io, e)));
-        let control = SharedControl::default();
-        let close = CloseFrame::new(1000, "");
-        let (close_ack, close_flushed) = oneshot::channel();
-        control.borrow_mut().close = Some((Some(close.clone()), close_ack));
-        let (commands, rx) = mpsc::unbounded();
-        let (ack, flushed) = oneshot::channel();
-        commands.unbounded_send(WriteCmd(batch, ack)).unwrap();
-        drop(commands);
-
-        let task = WriteTask::new(1, Box::new(writer), control.clone(), Rc::default());
-        assert!(futures::executor::block_on(task.run(rx)).is_ok());
-        let frames: Vec<OutFrame> = futures::executor::block_on(written.collect());
-        assert_eq!(frames, [OutFrame::Close(Some(close))]);
-        assert!(futures::executor::block_on(close_flushed).is_ok());
-        assert!(futures::executor::block_on(flushed).is_err(), "not flushed");
-        assert_eq!(lock(&buffer).take_all().unsent, [Message::from("late")]);
-        assert!(control.borrow().gone);
-    }
-
-    #[test]
-    fn control_frames_go_between_the_chunks_of_a_batch() {
-        let limits = QueueLimits::new(8, 1024, OverflowPolicy::Reject).unwrap();
-        let buffer = Arc::new(Mutex::new(Buffer::new(limits)));
-        for m in ["a", "b", "c"] {
-            lock(&buffer).push(Message::from(m)).unwrap();
-        }
-        let mut messages = Vec::new();
-        let taken = lock(&buffer).take_batch(8, 1 << 20, true, &mut messages);
-        let batch = Batch::new(messages, 0, taken, 1, buffer.clone(), Rc::default());
-        let (socket, written) = mpsc::unbounded::<OutFrame>();
-        // Each message the writer takes sets a new Pong, as a peer's Pings
-        // arriving while a batch is written would.
-        let control = SharedControl::default();
-        let c = control.clone();
-        let mut n = 0u8;
-        let socket = socket
-            .sink_map_err(|e| TransportError::new(TransportErrorKind::Io, e))
-            .with(move |f: OutFrame| {
-                if matches!(f, OutFrame::Message(_)) {
-                    n += 1;
-                    c.borrow_mut().pongs.push_back(Bytes::from(vec![n]));
-                }
-                futures::future::ready(Ok::<_, TransportError>(f))
-            });
-        let (commands, rx) = mpsc::unbounded();
-        let (ack, flushed) = oneshot::channel();
-        commands.unbounded_send(WriteCmd(batch, ack)).unwrap();
-        drop(commands);
-        let task = WriteTask::new(
-            1,
-            Box::new(SinkWriter(Box::pin(socket))),
-            control,
-            Rc::default(),
-        );
-        assert!(futures::executor::block_on(task.run(rx)).is_ok());
-        assert!(futures::executor::block_on(flushed).is_ok());
-        let frames: Vec<String> = futures::executor::block_on(written.collect::<Vec<_>>())
-            .into_iter()
-            .map(|f| match f {
-                OutFrame::Message(m) => m.as_text().unwrap_or_default().to_owned(),
-                OutFrame::Pong(p) => format!("pong{}", p[0]),
-                other => format!("{other:?}"),
-            })
-            .collect();
-        assert_eq!(frames, ["a", "pong1", "b", "pong2", "c", "pong3"]);
     }
 }

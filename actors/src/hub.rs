@@ -18,12 +18,12 @@ use futures::future::LocalBoxFuture;
 use crate::batch::Flushed;
 use crate::client::{DedupKey, ReadyPredicate};
 use crate::config::Config;
-use crate::connection::Writer;
 use crate::delivery::Delivery;
 use crate::events::{Event, Inbound, InboundBatch};
 use crate::frame::Message;
 use crate::read_batch::Gate;
 use crate::stream::{EventSender, Joiner, MessageSender, Pushed, Shared};
+use crate::writer::Writer;
 
 #[derive(Debug, Default)]
 pub(crate) struct Counters {

@@ -40,6 +40,7 @@ mod stream;
 mod supervisor;
 mod time;
 mod transport;
+mod writer;
 
 pub use backoff::{Backoff, BackoffPolicy, Jitter, RandomSource};
 pub use budget::ReconnectBudget;

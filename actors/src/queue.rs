@@ -24,13 +24,13 @@ use futures::channel::oneshot;
 
 use crate::batch::Batch;
 use crate::buffer::{lock, SharedBuffer, Taken, BATCH_BYTES};
-use crate::connection::Writer;
 use crate::events::Event;
 use crate::frame::Message;
 use crate::hub::Hub;
 use crate::messages::{
     Attach, Detach, Handover, Open, Shutdown, Standby, WaitConfirmed, Wake, WhenDrained,
 };
+use crate::writer::Writer;
 
 pub(crate) struct Queue {
     buffer: SharedBuffer,
