@@ -14,14 +14,7 @@ use std::rc::Rc;
 
 use crate::buffer::{lock, SharedBuffer, Taken};
 use crate::frame::Message;
-use crate::hub::Hub;
-
-/// What one flushed batch wrote.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Flushed {
-    pub(crate) messages: usize,
-    pub(crate) bytes: usize,
-}
+use crate::hub::{Flushed, Hub};
 
 /// Messages taken for one write on link `link`: the first `setup` come from
 /// the setup lane (not counted in the buffer, not requeued: the next link

@@ -11,19 +11,20 @@ use std::time::Duration;
 use actix::dev::channel::{channel, AddressReceiver};
 use actix::prelude::*;
 use futures::channel::oneshot;
-use futures::future::{poll_fn, LocalBoxFuture};
+use futures::future::poll_fn;
 
 use crate::backoff::{Backoff, RandomSource};
 use crate::budget::ReconnectBudget;
 use crate::buffer::{lock, Accepted, Buffer, SharedBuffer, Undelivered};
 use crate::config::Config;
-use crate::error::{CloseError, ConfigError, ConnectError, NotConnected, SendError, Unconfirmed};
+use crate::error::{CloseError, ConfigError, NotConnected, SendError, Unconfirmed};
 use crate::events::{Event, Inbound, InboundBatch, State};
 use crate::frame::Message;
+use crate::hooks::{DedupKey, OnConnect, ReadyPredicate, RedactUrl, RequestProvider};
 use crate::hub::{Dedup, Hub};
 use crate::messages::{
-    AddSetupSource, Close, ConnectInfo, GetStats, Orphaned, ReconnectNow, Rotate, SetPaused,
-    SetupSource, WaitConfirmed, Wake,
+    AddSetupSource, Close, GetStats, Orphaned, ReconnectNow, Rotate, SetPaused, SetupSource,
+    WaitConfirmed, Wake,
 };
 use crate::queue::Queue;
 use crate::stats::Stats;
@@ -31,52 +32,8 @@ use crate::stream::{
     event_stream, message_stream, EventStream, Joiner, MessageStream, Shared, STREAM_CAPACITY,
 };
 use crate::supervisor::{Parts, Supervisor};
-use crate::transport::{ConnectRequest, Transport};
-
-/// What the request provider learns about an attempt.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Attempt {
-    /// The attempt's number in the current streak (1 is the first since the
-    /// last stable link); for a rotation, in its streak of failed rotations.
-    pub number: u32,
-    /// Which endpoint the attempt goes to: 0 is the primary, then the
-    /// fallbacks in order.
-    pub endpoint: usize,
-    /// That endpoint's URL as configured ([`Engine::endpoints`]); empty for
-    /// an engine without endpoints.
-    pub url: String,
-    /// The attempt opens a rotation's second link while the current one
-    /// stays up.
-    pub rotation: bool,
-}
-
-/// The future a request provider returns: the request for one attempt, or
-/// why there is none (classified like a connect error: retryable or fatal).
-pub type RequestFuture = LocalBoxFuture<'static, Result<ConnectRequest, ConnectError>>;
-
-/// Produces the request for each attempt, so the URL, a token or headers
-/// can change between attempts. The future runs on the client's arbiter,
-/// bounded, with the connect that follows it, by the connect timeout.
-pub type RequestProvider = Box<dyn FnMut(&Attempt) -> RequestFuture>;
-
-/// The ready gate: whether an inbound message confirms the session (a login
-/// acknowledgement), after which the link's backlog may go.
-pub type ReadyPredicate = Box<dyn FnMut(&Message) -> bool>;
-
-/// A key that identifies a message across links (a sequence number or an
-/// update id), for dropping what both links of a rotation deliver; `None`
-/// for messages not to check.
-pub type DedupKey = Box<dyn FnMut(&Message) -> Option<u64>>;
-
-/// Shows a URL in events and spans: takes the URL as the default redaction
-/// leaves it (user info and fragment removed, every query value masked)
-/// and returns what to show instead (a path token masked, say).
-pub type RedactUrl = Box<dyn Fn(&str) -> String>;
-
-/// Produces the setup lane for each new link: messages (authentication,
-/// resubscription) written before anything queued.
-pub type OnConnect = Box<dyn FnMut(&ConnectInfo) -> Vec<Message>>;
+use crate::transport::Transport;
+use crate::writer::Handoff;
 
 /// Runs once with the new client's handle on the client's arbiter, before
 /// its first attempt (see [`Engine::on_start`]).
@@ -169,7 +126,7 @@ impl Engine {
     }
 
     /// The endpoints' URLs, the primary first and then the fallbacks in
-    /// order: each attempt's [`Attempt`] names one, and the provider makes
+    /// order: each attempt's [`Attempt`](crate::Attempt) names one, and the provider makes
     /// its request (see [`FeedConfig`](crate::FeedConfig) for how attempts
     /// move between them). Default is one endpoint with an empty URL.
     pub fn endpoints(mut self, urls: Vec<String>) -> Self {
@@ -311,9 +268,11 @@ impl Engine {
             hub.join(joiner);
         }
         let buffer = wiring.buffer;
+        let handoff = Rc::new(Handoff::default());
         let queue = Context::with_receiver(wiring.queue).run(Queue::new(
             buffer.clone(),
             hub.clone(),
+            handoff.clone(),
             self.config.write_batch,
         ));
         hub.delivery
@@ -334,6 +293,7 @@ impl Engine {
             urls: self.urls,
             budget: self.budget,
             redact: self.redact,
+            handoff,
         }));
     }
 }

@@ -40,21 +40,23 @@ use actix_rt::time::Instant;
 use futures::channel::{mpsc, oneshot};
 
 use crate::config::{Config, StallPolicy};
+use crate::control::{Control, SharedControl};
 use crate::error::{
     DisconnectReason, ErrorChain, ProtocolViolation, TransportError, TransportErrorKind,
 };
 use crate::events::Event;
 use crate::frame::{CloseFrame, Frame, Message};
+use crate::gate::Gate;
 use crate::heartbeat::Heartbeat;
-use crate::hub::{CatchUp, Counters, Hub};
+use crate::hub::{Counters, Hub};
 use crate::messages::{
     Abort, Arm, CloseLink, FromHeartbeat, FromLink, LinkNews, Pong, StopHeartbeat, TakeOver,
 };
-use crate::read_batch::Gate;
 use crate::read_batch::ReadBatches;
 use crate::reassembly::Reassembler;
+use crate::stream::CatchUp;
 use crate::transport::Link;
-use crate::writer::{Control, SharedControl, WriteCmd, WriteTask, Writer};
+use crate::writer::{WriteCmd, WriteTask, Writer};
 
 /// Whether a connection delivers what it reads from the start, or stands by
 /// as a rotation's new link until it takes over.

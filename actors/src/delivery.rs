@@ -32,10 +32,10 @@ use rand::RngExt;
 
 use crate::buffer::{lock, SharedBuffer};
 use crate::config::{Config, DeliveryConfig};
+use crate::control::Control;
 use crate::error::Unconfirmed;
 use crate::frame::Message;
 use crate::messages::Wake;
-use crate::writer::Control;
 
 /// Bytes of a barrier Ping's payload: an 8-byte link tag, an 8-byte number.
 pub(crate) const PAYLOAD_LEN: usize = 16;

@@ -13,17 +13,14 @@ use std::time::Duration;
 use actix::prelude::SendError as MailboxSendError;
 use actix::Recipient;
 use actix_rt::time::Instant;
-use futures::future::LocalBoxFuture;
 
-use crate::batch::Flushed;
-use crate::client::{DedupKey, ReadyPredicate};
 use crate::config::Config;
 use crate::delivery::Delivery;
 use crate::events::{Event, Inbound, InboundBatch};
 use crate::frame::Message;
-use crate::read_batch::Gate;
-use crate::stream::{EventSender, Joiner, MessageSender, Pushed, Shared};
-use crate::writer::Writer;
+use crate::gate::Gate;
+use crate::hooks::{DedupKey, ReadyPredicate};
+use crate::stream::{CatchUp, EventSender, Joiner, MessageSender, Pushed, Shared, FANOUT_BACKLOG};
 
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
@@ -77,9 +74,6 @@ pub(crate) struct Hub {
     pub(crate) behind: Behind,
     /// What Pongs confirmed of the messages written.
     pub(crate) delivery: RefCell<Delivery>,
-    /// New links' writers, from the supervisor to the queue (the current
-    /// link's and a rotation's may both be on their way).
-    writers: RefCell<Vec<(u64, Writer)>>,
     /// The ready gate's predicate, if the client has one.
     gate: RefCell<Option<Gatekeeper>>,
     dedup: RefCell<Option<Dedup>>,
@@ -247,7 +241,6 @@ impl Hub {
             reading: Gate::default(),
             behind: Behind::default(),
             delivery: RefCell::new(Delivery::new(config)),
-            writers: RefCell::default(),
             gate: RefCell::default(),
             dedup: RefCell::default(),
         }
@@ -342,23 +335,6 @@ impl Hub {
         self.event_streams.borrow_mut().clear();
     }
 
-    /// Leaves `link`'s writer for the queue; at most the two newest wait
-    /// (a writer nobody took belongs to a link that is gone).
-    pub(crate) fn put_writer(&self, link: u64, writer: Writer) {
-        let mut writers = self.writers.borrow_mut();
-        if writers.len() >= 2 {
-            writers.remove(0);
-        }
-        writers.push((link, writer));
-    }
-
-    /// The writer of `link`, if it is still waiting.
-    pub(crate) fn take_writer(&self, link: u64) -> Option<Writer> {
-        let mut writers = self.writers.borrow_mut();
-        let i = writers.iter().position(|(id, _)| *id == link)?;
-        Some(writers.remove(i).1)
-    }
-
     /// Publishes the messages of one read: one actor message per message to
     /// inbound subscribers, one per read to batch subscribers.
     ///
@@ -436,9 +412,6 @@ impl Hub {
     }
 }
 
-/// Resolves once a subscriber that was full has handled what it was sent.
-pub(crate) type CatchUp = LocalBoxFuture<'static, ()>;
-
 /// Sends `msgs` to `r` in order; false if its actor has stopped.
 ///
 /// Once `r`'s mailbox is full, the rest go in over capacity (`do_send`) and
@@ -477,10 +450,6 @@ where
     }
     true
 }
-
-/// Messages a subscriber may fall behind, past its mailbox capacity, before
-/// [`Fanout`] drops what it would send it.
-pub const FANOUT_BACKLOG: usize = 1024;
 
 /// The subscribers of one kind of side-channel message (events, typed
 /// values), each allowed to fall behind by a bounded number of messages.
@@ -624,4 +593,11 @@ mod tests {
             );
         });
     }
+}
+
+/// What one flushed batch wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Flushed {
+    pub(crate) messages: usize,
+    pub(crate) bytes: usize,
 }

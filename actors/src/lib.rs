@@ -24,11 +24,14 @@ mod buffer;
 mod client;
 mod config;
 mod connection;
+mod control;
 mod delivery;
 mod error;
 mod events;
 mod frame;
+mod gate;
 mod heartbeat;
+mod hooks;
 mod hub;
 mod messages;
 mod policy;
@@ -45,10 +48,7 @@ mod writer;
 pub use backoff::{Backoff, BackoffPolicy, Jitter, RandomSource};
 pub use budget::ReconnectBudget;
 pub use buffer::{OverflowPolicy, QueueLimits, Undelivered};
-pub use client::{
-    Attempt, Client, DedupKey, Engine, OnConnect, OnStart, ReadyPredicate, Receipt, RedactUrl,
-    RequestFuture, RequestProvider, WeakClient,
-};
+pub use client::{Client, Engine, OnStart, Receipt, WeakClient};
 pub use config::{Config, DeliveryConfig, FeedConfig, HeartbeatConfig, StallPolicy};
 pub use error::{
     BoxSource, CloseError, ConfigError, ConnectError, ConnectErrorKind, DisconnectReason,
@@ -57,9 +57,13 @@ pub use error::{
 };
 pub use events::{Event, Inbound, InboundBatch, RotateReason, State};
 pub use frame::{CloseFrame, Fragment, Frame, Message, OutFrame, OutRef};
-pub use hub::{Fanout, FANOUT_BACKLOG};
+pub use hooks::{
+    Attempt, DedupKey, OnConnect, ReadyPredicate, RedactUrl, RequestFuture, RequestProvider,
+};
+pub use hub::Fanout;
 pub use messages::{ConnectInfo, SetupSource};
 pub use stats::Stats;
+pub use stream::FANOUT_BACKLOG;
 pub use stream::{EventStream, MessageStream, STREAM_CAPACITY};
 pub use supervisor::Supervisor;
 pub use transport::{

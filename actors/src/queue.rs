@@ -30,11 +30,13 @@ use crate::hub::Hub;
 use crate::messages::{
     Attach, Detach, Handover, Open, Shutdown, Standby, WaitConfirmed, Wake, WhenDrained,
 };
-use crate::writer::Writer;
+use crate::writer::{Handoff, Writer};
 
 pub(crate) struct Queue {
     buffer: SharedBuffer,
     hub: Rc<Hub>,
+    /// Where the supervisor leaves new links' writers.
+    handoff: Rc<Handoff>,
     batch_max: usize,
     writer: Option<(u64, Writer)>,
     setup: VecDeque<Message>,
@@ -57,10 +59,16 @@ pub(crate) struct Queue {
 }
 
 impl Queue {
-    pub(crate) fn new(buffer: SharedBuffer, hub: Rc<Hub>, batch_max: usize) -> Self {
+    pub(crate) fn new(
+        buffer: SharedBuffer,
+        hub: Rc<Hub>,
+        handoff: Rc<Handoff>,
+        batch_max: usize,
+    ) -> Self {
         Self {
             buffer,
             hub,
+            handoff,
             batch_max,
             writer: None,
             setup: VecDeque::new(),
@@ -237,7 +245,7 @@ impl Handler<Attach> for Queue {
     type Result = ();
 
     fn handle(&mut self, msg: Attach, ctx: &mut Context<Self>) {
-        let Some(writer) = self.hub.take_writer(msg.link) else {
+        let Some(writer) = self.handoff.take(msg.link) else {
             return;
         };
         self.hub
@@ -267,7 +275,7 @@ impl Handler<Standby> for Queue {
     type Result = ();
 
     fn handle(&mut self, msg: Standby, ctx: &mut Context<Self>) {
-        let Some(writer) = self.hub.take_writer(msg.link) else {
+        let Some(writer) = self.handoff.take(msg.link) else {
             return;
         };
         let setup = msg.setup.len();

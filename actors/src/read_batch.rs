@@ -14,15 +14,16 @@
 //! (its hub), not to one link, so that after a reconnect nothing read on the
 //! new link overtakes what the old one still had on its way.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 use futures::Stream;
 
 use crate::error::TransportError;
 use crate::frame::Frame;
+use crate::gate::Gate;
 use crate::hub::{Counters, Hub};
 use crate::transport::FrameStream;
 
@@ -32,39 +33,6 @@ pub(crate) const BATCH_FRAMES: usize = 256;
 pub(crate) const BATCH_BYTES: usize = 256 * 1024;
 
 pub(crate) type Item = Result<Frame, TransportError>;
-
-/// Stops and resumes reading.
-#[derive(Debug, Default)]
-pub(crate) struct Gate {
-    closed: Cell<bool>,
-    /// Readers waiting (a link that is going away may still be one).
-    waiting: RefCell<Vec<Waker>>,
-}
-
-impl Gate {
-    pub(crate) fn close(&self) {
-        self.closed.set(true);
-    }
-
-    pub(crate) fn open(&self) {
-        self.closed.set(false);
-        let waiting = std::mem::take(&mut *self.waiting.borrow_mut());
-        for w in waiting {
-            w.wake();
-        }
-    }
-
-    fn wait(&self, cx: &Context<'_>) {
-        let mut waiting = self.waiting.borrow_mut();
-        if !waiting.iter().any(|w| w.will_wake(cx.waker())) {
-            waiting.push(cx.waker().clone());
-        }
-    }
-
-    pub(crate) fn is_closed(&self) -> bool {
-        self.closed.get()
-    }
-}
 
 pub(crate) struct ReadBatches {
     inner: FrameStream,
@@ -173,6 +141,11 @@ impl Stream for ReadBatches {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_burst_of_pings_read_at_once_is_answered_in_full() {
+        assert_eq!(crate::control::MAX_PONGS, super::BATCH_FRAMES);
+    }
+
     use bytes::Bytes;
     use futures::StreamExt;
 

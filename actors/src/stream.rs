@@ -16,9 +16,17 @@ use actix::Recipient;
 use futures::channel::oneshot;
 use futures::Stream;
 
+use futures::future::LocalBoxFuture;
+
 use crate::events::{Event, Inbound, InboundBatch, State};
 use crate::frame::Message;
-use crate::hub::{CatchUp, FANOUT_BACKLOG};
+
+/// Messages a subscriber may fall behind, past its mailbox capacity, before
+/// [`Fanout`](crate::Fanout) drops what it would send it.
+pub const FANOUT_BACKLOG: usize = 1024;
+
+/// Resolves once a subscriber that was full has handled what it was sent.
+pub(crate) type CatchUp = LocalBoxFuture<'static, ()>;
 
 /// Reads a message stream holds before further reads count against the
 /// read-ahead: as a batch subscriber's default mailbox capacity.

@@ -7,11 +7,10 @@
 //! waits behind megabytes of queued messages.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
-use std::task::{Context as TaskContext, Poll, Waker};
+use std::task::{Context as TaskContext, Poll};
 
 use actix_rt::time::{sleep_until, Instant, Sleep};
 use bytes::Bytes;
@@ -19,10 +18,12 @@ use futures::channel::{mpsc, oneshot};
 use futures::future::poll_fn;
 use futures::StreamExt;
 
-use crate::batch::{Batch, Flushed};
+use crate::batch::Batch;
+use crate::control::{Control, SharedControl};
 use crate::delivery::Due;
 use crate::error::{TransportError, TransportErrorKind};
-use crate::frame::{CloseFrame, Message, OutFrame};
+use crate::frame::{Message, OutFrame};
+use crate::hub::Flushed;
 use crate::hub::{Counters, Hub};
 use crate::transport::FrameWriter;
 
@@ -56,73 +57,6 @@ impl Writer {
 /// A batch for the writer task, acknowledged once it is flushed.
 #[derive(Debug)]
 pub(crate) struct WriteCmd(Batch, oneshot::Sender<Flushed>);
-
-/// Pongs that may wait for a writer that is free: a burst of Pings read at
-/// once (one read holds at most this many frames) is answered in full.
-const MAX_PONGS: usize = crate::read_batch::BATCH_FRAMES;
-
-/// Control frames waiting for the writer task.
-#[derive(Default)]
-pub(crate) struct Control {
-    /// Payloads of unanswered Pings, oldest first. While the writer is
-    /// blocked on the socket, only the latest is kept (RFC 6455 §5.5.3
-    /// lets a client answer only the most recent Ping): a peer that floods
-    /// Pings without reading costs one payload. While it is free, every
-    /// Ping gets its Pong, up to [`MAX_PONGS`] waiting at once (then the
-    /// newest replaces the last).
-    pongs: VecDeque<Bytes>,
-    /// Since when the writer has waited for the socket to take bytes (for
-    /// the write timeout); `None` while it is not blocked.
-    blocked_since: Option<Instant>,
-    /// A Ping is wanted (heartbeat or barrier); the writer numbers it when
-    /// it writes it (see `delivery.rs`).
-    pub(crate) ping: bool,
-    /// Someone waits for a confirmation: the writer decides whether a
-    /// barrier Ping goes now or later.
-    pub(crate) plan: bool,
-    close: Option<(Option<CloseFrame>, oneshot::Sender<()>)>,
-    /// The writer task, when it waits for work.
-    waker: Option<Waker>,
-    /// The writer task has ended.
-    pub(crate) gone: bool,
-}
-
-pub(crate) type SharedControl = Rc<RefCell<Control>>;
-
-impl Control {
-    /// A Ping arrived: its Pong waits for the writer. While the writer is
-    /// blocked only the latest is kept; while it is free, up to
-    /// [`MAX_PONGS`] (then the newest replaces the last).
-    pub(crate) fn queue_pong(&mut self, payload: Bytes) {
-        if self.blocked_since.is_some() {
-            self.pongs.clear();
-        } else if self.pongs.len() >= MAX_PONGS {
-            self.pongs.pop_back();
-        }
-        self.pongs.push_back(payload);
-    }
-
-    /// Writes `close` next and ends the task; `done` learns when it is
-    /// flushed.
-    pub(crate) fn queue_close(&mut self, close: Option<CloseFrame>, done: oneshot::Sender<()>) {
-        self.close = Some((close, done));
-    }
-
-    /// Since when the writer has waited for the socket, if it is waiting.
-    pub(crate) fn blocked_since(&self) -> Option<Instant> {
-        self.blocked_since
-    }
-
-    fn has_work(&self) -> bool {
-        !self.pongs.is_empty() || self.ping || self.plan || self.close.is_some()
-    }
-
-    pub(crate) fn wake(&mut self) {
-        if let Some(w) = self.waker.take() {
-            w.wake();
-        }
-    }
-}
 
 /// What the idle writer task wakes up for.
 enum Work {
@@ -372,6 +306,31 @@ impl WriteTask {
     }
 }
 
+/// New links' writers on their way from the supervisor to the queue: a
+/// writer holds batches, which are tied to the arbiter, so it does not
+/// travel in a message. At most the two newest wait (a writer nobody took
+/// belongs to a link that is gone).
+#[derive(Debug, Default)]
+pub(crate) struct Handoff(RefCell<Vec<(u64, Writer)>>);
+
+impl Handoff {
+    /// Leaves `link`'s writer for the queue.
+    pub(crate) fn put(&self, link: u64, writer: Writer) {
+        let mut writers = self.0.borrow_mut();
+        if writers.len() >= 2 {
+            writers.remove(0);
+        }
+        writers.push((link, writer));
+    }
+
+    /// The writer of `link`, if it is still waiting.
+    pub(crate) fn take(&self, link: u64) -> Option<Writer> {
+        let mut writers = self.0.borrow_mut();
+        let i = writers.iter().position(|(id, _)| *id == link)?;
+        Some(writers.remove(i).1)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -382,6 +341,7 @@ mod tests {
 
     use super::*;
     use crate::buffer::{lock, Buffer, OverflowPolicy, QueueLimits};
+    use crate::frame::CloseFrame;
     use crate::transport::SinkWriter;
 
     #[test]

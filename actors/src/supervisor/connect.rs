@@ -8,11 +8,11 @@ use actix_rt::time::Instant;
 use futures::FutureExt;
 
 use super::{Current, Opened, Opening, Supervisor};
-use crate::client::Attempt;
 use crate::connection::{Connection, Role};
 use crate::error::{ConnectError, ConnectErrorKind, DisconnectReason, ErrorChain};
 use crate::events::{Event, State};
 use crate::frame::Message;
+use crate::hooks::Attempt;
 use crate::messages::{Attach, ConnectInfo};
 use crate::transport::{ConnectRequest, Link};
 
@@ -150,7 +150,7 @@ impl Supervisor {
             role,
             span,
         );
-        self.hub.put_writer(id, conn.writer());
+        self.handoff.put(id, conn.writer());
         let addr = conn.start();
         let current = Current {
             id,

@@ -17,11 +17,11 @@ use actix_rt::time::Instant;
 use crate::backoff::Backoff;
 use crate::budget::ReconnectBudget;
 use crate::buffer::{lock, SharedBuffer};
-use crate::client::{OnConnect, RedactUrl, RequestProvider};
 use crate::config::Config;
 use crate::connection::Connection;
 use crate::error::{ConnectError, DisconnectReason};
 use crate::events::{Event, State};
+use crate::hooks::{OnConnect, RedactUrl, RequestProvider};
 use crate::hub::Hub;
 use crate::messages::{
     Abort, AddSetupSource, CloseLink, CloseReply, Detach, FromLink, GetStats, LinkNews, Open,
@@ -31,6 +31,7 @@ use crate::policy::{Decision, Endpoints, ReconnectPolicy};
 use crate::queue::Queue;
 use crate::stats::Stats;
 use crate::transport::{ConnectRequest, Link, Transport};
+use crate::writer::Handoff;
 
 impl Handler<AddSetupSource> for Supervisor {
     type Result = ();
@@ -209,6 +210,8 @@ pub struct Supervisor {
     rotations: u64,
     /// The application's further redaction of the URLs it is shown.
     redact: Option<RedactUrl>,
+    /// Where new links' writers wait for the queue.
+    handoff: Rc<Handoff>,
 }
 
 impl fmt::Debug for Supervisor {
@@ -232,6 +235,7 @@ pub(crate) struct Parts {
     pub(crate) urls: Vec<String>,
     pub(crate) budget: Option<ReconnectBudget>,
     pub(crate) redact: Option<RedactUrl>,
+    pub(crate) handoff: Rc<Handoff>,
 }
 
 impl Supervisor {
@@ -269,6 +273,7 @@ impl Supervisor {
             rotation_timer: None,
             rotations: 0,
             redact: p.redact,
+            handoff: p.handoff,
         }
     }
 
