@@ -178,7 +178,7 @@ impl Connection {
         }
         self.closing = true;
         let (tx, rx) = oneshot::channel();
-        if !self.write_control(|c| c.queue_close(close, tx)) {
+        if !self.write_control(|c| c.close = Some((close, tx))) {
             ctx.stop();
             return;
         }
@@ -261,7 +261,7 @@ impl Actor for Connection {
             // A watchdog, not a timer per write: a write that has waited
             // for the socket for the timeout is found within a quarter more.
             ctx.run_interval(timeout / 4, move |act, ctx| {
-                let since = act.control.borrow().blocked_since();
+                let since = act.control.borrow().blocked_since;
                 if since.is_some_and(|at| at.elapsed() >= timeout) {
                     act.set_reason(DisconnectReason::WriteTimeout(timeout));
                     ctx.stop();
@@ -396,9 +396,9 @@ impl Connection {
     /// A standby link holds what it reads, up to the read-ahead; then it
     /// stops reading until it takes over (TCP holds the rest).
     fn hold(&mut self, messages: Vec<Message>) {
-        self.held_bytes = self
-            .held_bytes
-            .saturating_add(crate::hub::read_cost(&messages));
+        let bytes = messages.iter().map(Message::len).sum();
+        let cost = crate::hub::read_cost(bytes, messages.len());
+        self.held_bytes = self.held_bytes.saturating_add(cost);
         self.held.extend(messages);
         if self.held_bytes >= self.config.read_ahead {
             self.hold.close();

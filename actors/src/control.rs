@@ -60,17 +60,6 @@ impl Control {
         self.pongs.push_back(payload);
     }
 
-    /// Writes `close` next and ends the task; `done` learns when it is
-    /// flushed.
-    pub(crate) fn queue_close(&mut self, close: Option<CloseFrame>, done: oneshot::Sender<()>) {
-        self.close = Some((close, done));
-    }
-
-    /// Since when the writer has waited for the socket, if it is waiting.
-    pub(crate) fn blocked_since(&self) -> Option<Instant> {
-        self.blocked_since
-    }
-
     pub(crate) fn has_work(&self) -> bool {
         !self.pongs.is_empty() || self.ping || self.plan || self.close.is_some()
     }

@@ -245,10 +245,7 @@ impl Delivery {
         // its unconfirmed tail is possibly lost, or, with replay, goes back
         // to the head of the buffer; a later link's Pong never confirms it.
         if let Some(prev) = self.link.as_ref().map(|l| l.id).filter(|&p| p != id) {
-            let tail = self.end_link(prev);
-            if let (false, Some(buffer)) = (tail.is_empty(), &self.buffer) {
-                lock(buffer).replay(tail);
-            }
+            self.finish_link(prev);
         }
         let start = Mark {
             count: 0,
@@ -544,7 +541,7 @@ impl Delivery {
     /// Link `id` has ended and its last batch has settled. With replay,
     /// returns what it wrote and no Pong confirmed (oldest first, with
     /// sequence numbers) to go back to the head of the queue.
-    pub(crate) fn end_link(&mut self, id: u64) -> Vec<(u64, Message)> {
+    fn end_link(&mut self, id: u64) -> Vec<(u64, Message)> {
         self.link_stopped(id);
         if self.link.take_if(|l| l.id == id).is_none() {
             return Vec::new();
@@ -552,6 +549,16 @@ impl Delivery {
         let tail = self.window.take();
         self.totals.replayed += tail.len() as u64;
         tail
+    }
+
+    /// Link `id` has ended and its last batch has settled: with replay, what
+    /// it wrote and no Pong confirmed goes back to the head of the buffer,
+    /// to be written first on the next link.
+    pub(crate) fn finish_link(&mut self, id: u64) {
+        let tail = self.end_link(id);
+        if let (false, Some(buffer)) = (tail.is_empty(), &self.buffer) {
+            lock(buffer).replay(tail);
+        }
     }
 
     /// Waits until every message accepted before sequence `target` is

@@ -178,12 +178,10 @@ impl Drop for Hub {
 /// messages is bounded as surely as a few large ones.
 pub(crate) const MESSAGE_COST: usize = 128;
 
-/// What `messages` count against the read-ahead: their payload bytes and
-/// [`MESSAGE_COST`] each.
-pub(crate) fn read_cost(messages: &[Message]) -> usize {
-    messages.iter().fold(0usize, |n, m| {
-        n.saturating_add(m.len()).saturating_add(MESSAGE_COST)
-    })
+/// What `count` messages of `bytes` payload bytes in all count against the
+/// read-ahead.
+pub(crate) fn read_cost(bytes: usize, count: usize) -> usize {
+    bytes.saturating_add(count.saturating_mul(MESSAGE_COST))
 }
 
 /// The read-ahead in use: reads delivered over a full subscriber's mailbox
@@ -350,9 +348,7 @@ impl Hub {
         Counters::add(&self.counters.messages_in, messages.len() as u64);
         let bytes: usize = messages.iter().map(Message::len).sum();
         Counters::add(&self.counters.bytes_in, bytes as u64);
-        // What the read counts against the read-ahead (see `read_cost`),
-        // without a second pass over it.
-        let cost = bytes.saturating_add(messages.len().saturating_mul(MESSAGE_COST));
+        let cost = read_cost(bytes, messages.len());
         let mut waits = Vec::new();
         let has_inbound = !self.inbound.borrow().is_empty();
         let has_batches = !self.batches.borrow().is_empty();

@@ -221,10 +221,7 @@ impl Queue {
     /// Link `link` has ended and its last batch has settled: with replay,
     /// what it did not get confirmed goes back to the head of the buffer.
     fn end_link(&mut self, link: u64) {
-        let tail = self.hub.delivery.borrow_mut().end_link(link);
-        if !tail.is_empty() {
-            lock(&self.buffer).replay(tail);
-        }
+        self.hub.delivery.borrow_mut().finish_link(link);
     }
 
     /// The link is gone: settle it now, or once its batch settles.

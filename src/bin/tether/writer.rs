@@ -5,7 +5,6 @@
 //! client's arbiter, whose heartbeat and Pongs go on.
 
 use std::io::Write;
-use std::thread::JoinHandle;
 
 use tokio::sync::mpsc;
 
@@ -21,14 +20,17 @@ pub(crate) enum Out {
     Flush(std::sync::mpsc::Sender<()>),
 }
 
-/// The writer thread.
-pub(crate) struct Writer(Option<JoinHandle<()>>);
+/// The writer thread, if it could be started (without it, lines are
+/// dropped: the client runs on).
+pub(crate) struct Writer {
+    running: bool,
+}
 
 /// Starts the writer thread: lines sent to the returned sender are written
 /// in the order sent.
 pub(crate) fn start() -> (mpsc::Sender<Out>, Writer) {
     let (tx, mut rx) = mpsc::channel::<Out>(LINES);
-    let thread = std::thread::Builder::new()
+    let running = std::thread::Builder::new()
         .name("tether-output".into())
         .spawn(move || {
             while let Some(out) = rx.blocking_recv() {
@@ -45,8 +47,8 @@ pub(crate) fn start() -> (mpsc::Sender<Out>, Writer) {
                 };
             }
         })
-        .ok();
-    (tx, Writer(thread))
+        .is_ok();
+    (tx, Writer { running })
 }
 
 impl Writer {
@@ -55,7 +57,7 @@ impl Writer {
     /// actors still hold senders, and the program exits next.
     pub(crate) fn flush(self, out: &mpsc::Sender<Out>) {
         let (done, written) = std::sync::mpsc::channel();
-        if self.0.is_some() && out.blocking_send(Out::Flush(done)).is_ok() {
+        if self.running && out.blocking_send(Out::Flush(done)).is_ok() {
             let _ = written.recv();
         }
     }
