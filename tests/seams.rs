@@ -447,3 +447,32 @@ async fn after_the_close_handshake_the_server_closes_tcp_first() {
         }
     }
 }
+
+/// When the client ends without closing (a hook panicked), what a link
+/// wrote and no Pong confirmed is accounted for: with replay it is handed
+/// back by `close`, and its receipt does not claim a close handed it back
+/// when none did.
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn a_crash_hands_back_the_unconfirmed_tail_with_replay() {
+    let (t, mut server) = mock();
+    let rec = Recorder::start();
+    let client = base(t, &rec)
+        .replay_unconfirmed(true)
+        .dedup_key(|m| {
+            assert!(m.as_text() != Some("boom"), "a hook's bug");
+            None
+        })
+        .start()
+        .unwrap();
+    let conn = server.accept().await.unwrap();
+    conn.go_silent();
+    let mut receipt = client.try_send_tracked("written").unwrap();
+    settle(ms(10)).await;
+    conn.send_text("boom");
+    settle(Duration::from_secs(1)).await;
+    assert_eq!(client.state(), State::Closed);
+    let back = client.close(Duration::from_secs(1)).await.unwrap();
+    let texts: Vec<&str> = back.iter().filter_map(|m| m.as_text()).collect();
+    assert_eq!(texts, ["written"]);
+    assert_eq!(receipt.outcome(), Some(Err(Unconfirmed::Closed)));
+}

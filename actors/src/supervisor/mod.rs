@@ -485,7 +485,15 @@ impl Drop for Supervisor {
         }
         lock(&self.buffer).seal();
         self.hub.shared.set_state(State::Closed, false);
-        self.hub.delivery.borrow_mut().close();
+        let mut delivery = self.hub.delivery.borrow_mut();
+        // The link the books hold ends here: what it wrote unconfirmed is
+        // possibly lost, or, with replay, back in the buffer for `close`
+        // to hand back, before receipts still waiting learn `Closed`.
+        if let Some(link) = delivery.link_id() {
+            delivery.finish_link(link);
+        }
+        delivery.close();
+        drop(delivery);
         let links = self
             .current
             .iter()
