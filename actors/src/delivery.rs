@@ -177,6 +177,8 @@ pub(crate) struct Delivery {
     /// Every message accepted before this sequence number is confirmed,
     /// dropped, or reported possibly lost (at or above `confirmed_seq`).
     settled_seq: u64,
+    /// `close` ran: waits from now on fail at once.
+    closed: bool,
     /// `Client::confirmed` calls and the sequence each waits for.
     waiters: VecDeque<Waiter>,
     /// The queue waits for a confirmation (a full window, or a drain).
@@ -204,6 +206,7 @@ impl Delivery {
             totals: Totals::default(),
             confirmed_seq: 0,
             settled_seq: 0,
+            closed: false,
             waiters: VecDeque::new(),
             queue_waits: false,
             queue: None,
@@ -573,6 +576,12 @@ impl Delivery {
             let _ = tx.send(Ok(()));
             return rx;
         }
+        if self.closed {
+            // Closed or gave up (or the client's actors ended): nothing
+            // more will be confirmed.
+            let _ = tx.send(Err(Unconfirmed::Closed));
+            return rx;
+        }
         if target <= self.settled_seq {
             // Nothing more will be confirmed below the target: a link that
             // ended took part of it (an idle client writes nothing that a
@@ -587,6 +596,7 @@ impl Delivery {
     /// The client closed or gave up: waiting `confirmed` calls and receipts
     /// learn that nothing more will be confirmed.
     pub(crate) fn close(&mut self) {
+        self.closed = true;
         for (_, tx) in self.waiters.drain(..) {
             let _ = tx.send(Err(Unconfirmed::Closed));
         }
