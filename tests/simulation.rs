@@ -495,9 +495,27 @@ fn run_seed(seed: u64) -> Run {
             trace: String::new(),
         };
         let start = w.start;
+        let mut violations = Vec::new();
         for step in &steps {
             settle(Duration::from_millis(1)).await;
             w.accept_all();
+            // The state never says connected without a link, nor anything
+            // but connected or closing with one.
+            if let Ok(stats) = client.stats().await {
+                let linked = stats.uptime.is_some();
+                let consistent = match stats.state {
+                    State::Connected => linked,
+                    State::Closing => true,
+                    _ => !linked,
+                };
+                if !consistent {
+                    violations.push(format!(
+                        "{} ms: state {:?} and a link up: {linked}",
+                        start.elapsed().as_millis(),
+                        stats.state
+                    ));
+                }
+            }
             let _ = writeln!(w.trace, "{:>6} ms {step:?}", start.elapsed().as_millis());
             match *step {
                 Step::Wait(d) => {
@@ -668,7 +686,6 @@ fn run_seed(seed: u64) -> Run {
         }
         // The end: the server turns friendly, the application closes.
         w.server.script(std::iter::empty());
-        let mut violations = Vec::new();
         if w.paused && client.state() != State::Paused {
             settle(Duration::from_millis(1)).await;
         }

@@ -205,7 +205,7 @@ pub(crate) fn close_plan(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::backoff::{BackoffPolicy, Jitter};
     use crate::error::ConnectErrorKind;
@@ -214,7 +214,9 @@ mod tests {
         Duration::from_millis(n)
     }
 
-    fn policy(max_retries: Option<u32>) -> ReconnectPolicy {
+    /// Backoff 100 ms doubling to 1 s without jitter, a minimum uptime of
+    /// 5 s (the lifecycle's tests use it too).
+    pub(crate) fn policy(max_retries: Option<u32>) -> ReconnectPolicy {
         let backoff = match BackoffPolicy::new(ms(100), ms(1000), 2.0, Jitter::None) {
             Ok(p) => Backoff::new(p),
             Err(e) => panic!("valid policy rejected: {e}"),

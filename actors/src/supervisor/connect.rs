@@ -1,16 +1,14 @@
 //! Attempts: the request, the link, its connection actor and its setup
 //! lane (the lifecycle is on [`Supervisor`]).
 
-use std::time::Duration;
-
 use actix::prelude::*;
 use actix_rt::time::Instant;
 use futures::FutureExt;
 
-use super::{Current, Opened, Opening, Supervisor};
+use super::{Current, Fresh, Input, Opened, Opening, Supervisor};
 use crate::connection::{Connection, Role};
 use crate::error::{ConnectError, ConnectErrorKind, DisconnectReason, ErrorChain};
-use crate::events::{Event, State};
+use crate::events::Event;
 use crate::frame::Message;
 use crate::hooks::Attempt;
 use crate::messages::{Attach, ConnectInfo};
@@ -78,50 +76,30 @@ impl Supervisor {
         })
     }
 
-    /// What the reconnect budget adds to an attempt that would start at
-    /// `at` (taking its token).
-    pub(super) fn budget_wait(&self, at: Instant) -> Duration {
-        self.budget
-            .as_ref()
-            .map_or(Duration::ZERO, |b| b.reserve(at))
-    }
-
-    /// Waits `delay`, and what the budget adds, then attempts. Returns the
-    /// whole wait.
-    pub(super) fn schedule_attempt(
-        &mut self,
-        delay: Duration,
-        ctx: &mut Context<Self>,
-    ) -> Duration {
-        let now = Instant::now();
-        let wait = delay.saturating_add(self.budget_wait(crate::time::saturating_add(now, delay)));
-        self.attempt_after(wait, ctx);
-        wait
-    }
-
-    /// Attempts once `wait` has passed.
-    pub(super) fn attempt_after(&mut self, wait: Duration, ctx: &mut Context<Self>) {
-        self.next_attempt_at = Instant::now().checked_add(wait);
-        self.pending = Some(ctx.run_later(wait, |act, ctx| act.try_connect(ctx)));
-    }
-
-    pub(super) fn try_connect(&mut self, ctx: &mut Context<Self>) {
-        self.pending = None;
-        self.next_attempt_at = None;
-        let number = self.policy.begin_attempt();
+    /// Starts attempt `number` on `endpoint`; the lifecycle learns whether
+    /// it opened a link.
+    pub(super) fn try_connect(&mut self, number: u32, endpoint: usize, ctx: &mut Context<Self>) {
         self.attempts_total = self.attempts_total.saturating_add(1);
-        if !self.closing() {
-            self.set_state(State::Connecting);
-        }
-        self.hub.publish(Event::Connecting { attempt: number });
-        let attempt = self.attempt_info(number, self.endpoints.current(), false);
-        let endpoint = attempt.endpoint;
+        let attempt = self.attempt_info(number, endpoint, false);
         let handle = ctx.spawn(self.open(&attempt).map(move |res, act, ctx| {
             act.pending = None;
-            match res {
-                Ok((link, request, span)) => act.on_link(link, &request, endpoint, span, ctx),
-                Err(e) => act.after_down(DisconnectReason::ConnectFailed(e), None, ctx),
-            }
+            let input = match res {
+                Ok((link, request, span)) => {
+                    act.fresh = Some(Fresh {
+                        link,
+                        request,
+                        endpoint,
+                        span,
+                    });
+                    Input::Opened
+                }
+                Err(e) => Input::Down {
+                    reason: DisconnectReason::ConnectFailed(e),
+                    uptime: None,
+                    backlog: act.backlog(),
+                },
+            };
+            act.feed(input, ctx);
         }));
         self.pending = Some(handle);
     }
@@ -177,27 +155,29 @@ impl Supervisor {
         setup
     }
 
+    /// The link an attempt opened becomes the current one (the state
+    /// handles read says so already: a subscriber that asks on `Connected`
+    /// finds it).
     pub(super) fn on_link(
         &mut self,
-        link: Link,
-        request: &ConnectRequest,
-        endpoint: usize,
-        span: tracing::Span,
+        fresh: Fresh,
+        attempt: u32,
+        closing: bool,
         ctx: &mut Context<Self>,
     ) {
+        let Fresh {
+            link,
+            request,
+            endpoint,
+            span,
+        } = fresh;
         let (current, protocol, extensions) =
-            self.start_link(link, request, endpoint, Role::Active, span, ctx);
+            self.start_link(link, &request, endpoint, Role::Active, span, ctx);
         let id = current.id;
         if self.ever_connected {
             self.reconnects += 1;
         }
         self.ever_connected = true;
-        if !self.closing() {
-            self.state = State::Connected;
-        }
-        // Before the event: a subscriber that asks the handle finds it.
-        self.hub.shared.set_state(self.state, true);
-        let attempt = self.policy.attempt();
         self.hub.publish(Event::Connected {
             attempt,
             url: current.url.clone(),
@@ -209,7 +189,7 @@ impl Supervisor {
             attempt,
             link: id,
             protocol,
-            closing: self.closing(),
+            closing,
             rotation: false,
         };
         // Every link, a closing client's too, gets its setup lane before the
@@ -221,11 +201,6 @@ impl Supervisor {
             gated: self.gated,
         });
         self.current = Some(current);
-        if self.closing() {
-            self.drain_then_close(ctx);
-        } else {
-            self.arm_rotation_timer(ctx);
-        }
     }
 }
 

@@ -1,15 +1,16 @@
 //! The supervisor actor: connects, reconnects with backoff, gives up, closes.
 //! Its lifecycle is documented on [`Supervisor`]; its decisions live in
-//! `policy.rs`.
+//! `lifecycle.rs` (where the client is and what it does next), `switch.rs`
+//! (a rotation's phases) and `policy.rs` (retry, failover, close plans).
 
 mod close;
 mod connect;
+mod lifecycle;
 mod rotation;
 mod switch;
 
 use std::fmt;
 use std::rc::Rc;
-use std::time::Duration;
 
 use actix::prelude::*;
 use actix_rt::time::Instant;
@@ -19,7 +20,7 @@ use crate::budget::ReconnectBudget;
 use crate::buffer::{lock, SharedBuffer};
 use crate::config::Config;
 use crate::connection::Connection;
-use crate::error::{ConnectError, DisconnectReason};
+use crate::error::{ConnectError, DisconnectReason, ErrorChain};
 use crate::events::{Event, State};
 use crate::hooks::{OnConnect, RedactUrl, RequestProvider};
 use crate::hub::Hub;
@@ -27,7 +28,7 @@ use crate::messages::{
     Abort, AddSetupSource, CloseLink, CloseReply, Detach, FromLink, GetStats, LinkNews, Open,
     ReconnectNow, SetPaused, SetupSource,
 };
-use crate::policy::{Decision, Endpoints, ReconnectPolicy};
+use crate::policy::{Endpoints, ReconnectPolicy};
 use crate::queue::Queue;
 use crate::stats::Stats;
 use crate::transport::{ConnectRequest, Link, Transport};
@@ -45,8 +46,17 @@ impl Handler<AddSetupSource> for Supervisor {
 type Opened = Result<(Link, ConnectRequest, tracing::Span), ConnectError>;
 type Opening = ResponseActFuture<Supervisor, Opened>;
 
+use lifecycle::{Action, Input, Lifecycle, Stage};
 use rotation::Rotation;
 use switch::Happened;
+
+/// A link an attempt opened, until the lifecycle serves or refuses it.
+struct Fresh {
+    link: Link,
+    request: ConnectRequest,
+    endpoint: usize,
+    span: tracing::Span,
+}
 
 struct Current {
     id: u64,
@@ -151,7 +161,8 @@ struct Current {
 /// On a fatal failure or after `max_retries`, the queue is sealed (sends
 /// are refused with `Closed`), subscribers see `Disconnected` then `GaveUp`,
 /// and the supervisor stays alive, idle, so that `close` can still hand the
-/// queue back.
+/// queue back. A client that gives up while closing finishes closing at
+/// once.
 ///
 /// On `close` (or when the last [`Client`](crate::Client) is dropped): the
 /// queue is sealed, the client keeps writing, reconnecting if needed, until
@@ -175,33 +186,42 @@ struct Current {
 /// close completes, then `Paused`) and no attempt is made, and no rotation
 /// begins, until `resume`. A pause is not an endpoint failure. Closing a
 /// paused client connects to deliver what is queued.
+///
+/// # One state machine
+///
+/// Where the client is (new, connecting, waiting, up with perhaps a
+/// rotation's phase, pausing, paused, closing, gave up, closed) and every
+/// decision above is one pure state machine (`supervisor/lifecycle.rs`,
+/// with its tables: 9 stages, 13 inputs, every pair spelled out); this
+/// actor feeds it what happened and carries out its actions in order, and
+/// holds the links, timers and replies it names.
 pub struct Supervisor {
     config: Rc<Config>,
     transport: Box<dyn Transport>,
     provider: RequestProvider,
     on_connect: Option<OnConnect>,
     setup_sources: Vec<SetupSource>,
-    policy: ReconnectPolicy,
+    /// Where the client is and what it does next.
+    life: Lifecycle,
     hub: Rc<Hub>,
     buffer: SharedBuffer,
     queue: Addr<Queue>,
-    state: State,
     attempts_total: u64,
     reconnects: u64,
     ever_connected: bool,
     next_link: u64,
     current: Option<Current>,
+    /// The link an attempt just opened, until the lifecycle takes it.
+    fresh: Option<Fresh>,
+    /// The attempt under way, or the wait for it.
     pending: Option<SpawnHandle>,
-    /// When the next attempt starts, while waiting out a delay.
-    next_attempt_at: Option<Instant>,
     close_replies: Vec<CloseReply>,
     /// The endpoints' URLs as configured (the primary first).
     urls: Vec<String>,
-    endpoints: Endpoints,
-    budget: Option<ReconnectBudget>,
-    /// The ready gate holds each link's backlog until it opens.
+    /// The gate opens each link's backlog to the queue.
     gated: bool,
-    paused: bool,
+    /// A rotation's attempt and second link, while the lifecycle's `Up`
+    /// stage has a rotation phase.
     rotation: Option<Rotation>,
     /// Failed rotations in a row, for the retry delay.
     rotation_failures: u32,
@@ -217,8 +237,8 @@ pub struct Supervisor {
 impl fmt::Debug for Supervisor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Supervisor")
-            .field("state", &self.state)
-            .field("attempt", &self.policy.attempt())
+            .field("stage", &self.life.stage())
+            .field("attempt", &self.life.attempt())
             .finish_non_exhaustive()
     }
 }
@@ -244,30 +264,27 @@ impl Supervisor {
         let policy = ReconnectPolicy::new(&config, p.backoff);
         let endpoints = Endpoints::new(p.urls.len(), config.feed.failover_after);
         let gated = p.hub.gated();
+        let life = Lifecycle::new(policy, endpoints, p.budget, config.min_uptime, gated);
         Self {
             config,
             transport: p.transport,
             provider: p.provider,
             on_connect: p.on_connect,
             setup_sources: Vec::new(),
-            policy,
+            life,
             hub: p.hub,
             buffer: p.buffer,
             queue: p.queue,
-            state: State::Connecting,
             attempts_total: 0,
             reconnects: 0,
             ever_connected: false,
             next_link: 0,
             current: None,
+            fresh: None,
             pending: None,
-            next_attempt_at: None,
             close_replies: Vec::new(),
             urls: p.urls,
-            endpoints,
-            budget: p.budget,
             gated,
-            paused: false,
             rotation: None,
             rotation_failures: 0,
             rotation_timer: None,
@@ -286,73 +303,66 @@ impl Supervisor {
         }
     }
 
-    /// Sets the state, where handles read it too.
-    fn set_state(&mut self, state: State) {
-        self.state = state;
-        self.hub.shared.set_state(state, false);
+    /// Feeds `input` to the lifecycle and carries out what it decides, in
+    /// order.
+    fn feed(&mut self, input: Input, ctx: &mut Context<Self>) {
+        self.life.handle(Instant::now(), input);
+        while let Some(action) = self.life.poll_action() {
+            self.carry_out(action, ctx);
+        }
     }
 
-    fn closing(&self) -> bool {
-        self.state == State::Closing
+    /// Whether anything waits to be written: queued, or, with replay, a
+    /// dead link's unconfirmed tail on its way back to the queue.
+    fn backlog(&self) -> bool {
+        self.hub.delivery.borrow().tail_to_replay() || !lock(&self.buffer).is_empty()
     }
 
-    /// A link ended (`uptime` is how long it was up) or an attempt failed.
-    fn after_down(
-        &mut self,
-        reason: DisconnectReason,
-        uptime: Option<Duration>,
-        ctx: &mut Context<Self>,
-    ) {
-        self.abandon_rotation(ctx);
-        // A link the application took down (a pause, a close) says nothing
-        // about its endpoint: only failures move the client to a fallback.
-        let deliberate = matches!(
-            reason,
-            DisconnectReason::Paused | DisconnectReason::ClientClosed
-        );
-        if uptime.is_some_and(|u| u >= self.config.min_uptime) {
-            let at = self.endpoints.current();
-            self.endpoints.settled_on(at);
-        } else if !deliberate {
-            self.endpoints.failed();
+    fn carry_out(&mut self, action: Action, ctx: &mut Context<Self>) {
+        match action {
+            Action::State { state, new_link } => self.hub.shared.set_state(state, new_link),
+            Action::Publish(event) => {
+                if let Event::GaveUp { reason, attempts } = &event {
+                    tracing::warn!(reason = %ErrorChain(reason), attempts, "giving up");
+                }
+                self.hub.publish(event);
+            }
+            Action::Connect { number, endpoint } => self.try_connect(number, endpoint, ctx),
+            Action::ConnectAfter(wait) => {
+                self.pending = Some(ctx.run_later(wait, |act, ctx| {
+                    act.pending = None;
+                    act.feed(Input::AttemptDue, ctx);
+                }));
+            }
+            Action::CancelAttempt => {
+                if let Some(h) = self.pending.take() {
+                    ctx.cancel_future(h);
+                }
+            }
+            Action::Serve { attempt, closing } => {
+                if let Some(fresh) = self.fresh.take() {
+                    self.on_link(fresh, attempt, closing, ctx);
+                }
+            }
+            Action::Refuse => self.fresh = None,
+            Action::ArmRotationTimer => self.arm_rotation_timer(ctx),
+            Action::StopRotationTimer => self.cancel_rotation_timer(ctx),
+            Action::BeginRotation(reason) => self.begin_rotation(reason, ctx),
+            Action::Rotation(decision, reason) => self.rotation_decided(decision, reason, ctx),
+            Action::CloseLink(reason) => {
+                if let Some(cur) = &self.current {
+                    cur.addr.do_send(CloseLink { code: 1000, reason });
+                }
+            }
+            Action::DrainThenClose => self.drain_then_close(ctx),
+            Action::CloseDeadline(timeout) => {
+                ctx.run_later(timeout, |act, ctx| act.feed(Input::Deadline, ctx));
+            }
+            Action::Seal => lock(&self.buffer).seal(),
+            Action::CloseBooks => self.hub.delivery.borrow_mut().close(),
+            Action::Finish => self.finish_close(ctx),
+            Action::Stop => ctx.stop(),
         }
-        if self.paused && !self.closing() {
-            self.hub.publish(Event::Disconnected {
-                reason: DisconnectReason::Paused,
-                will_retry: false,
-            });
-            self.set_state(State::Paused);
-            return;
-        }
-        let decision = self.policy.after_down(&reason, uptime);
-        // With replay, what the link wrote and no Pong confirmed is on its
-        // way back to the queue: not drained yet.
-        let replaying = self.hub.delivery.borrow().tail_to_replay();
-        if self.closing() && !replaying && lock(&self.buffer).is_empty() {
-            self.hub.publish(Event::Disconnected {
-                reason,
-                will_retry: false,
-            });
-            self.finish_close(ctx);
-            return;
-        }
-        let Decision::Retry { attempt, delay } = decision else {
-            self.hub.publish(Event::Disconnected {
-                reason: reason.clone(),
-                will_retry: false,
-            });
-            self.give_up(reason, ctx);
-            return;
-        };
-        self.hub.publish(Event::Disconnected {
-            reason,
-            will_retry: true,
-        });
-        if !self.closing() {
-            self.set_state(State::Waiting);
-        }
-        let delay = self.schedule_attempt(delay, ctx);
-        self.hub.publish(Event::Reconnecting { attempt, delay });
     }
 
     fn stats(&self) -> Stats {
@@ -362,7 +372,7 @@ impl Supervisor {
         let (unconfirmed, unconfirmed_bytes) = delivery.unconfirmed();
         let buf = lock(&self.buffer);
         Stats {
-            state: self.state,
+            state: self.life.state(),
             attempts: self.attempts_total,
             reconnects: self.reconnects,
             messages_in: c.messages_in.get(),
@@ -397,13 +407,7 @@ impl Actor for Supervisor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let wait = self.budget_wait(Instant::now());
-        if wait.is_zero() {
-            self.try_connect(ctx);
-        } else {
-            self.set_state(State::Waiting);
-            self.attempt_after(wait, ctx);
-        }
+        self.feed(Input::Start, ctx);
     }
 }
 
@@ -425,7 +429,7 @@ impl Handler<FromLink> for Supervisor {
                     link = msg.link,
                     "a connection actor panicked: the client ends"
                 );
-                ctx.stop();
+                self.feed(Input::Crashed, ctx);
             }
             LinkNews::Switched => {
                 self.rotation_step(Some(msg.link), Happened::InboundMoved, None, ctx);
@@ -444,14 +448,14 @@ impl Supervisor {
 
     fn link_down(&mut self, link: u64, reason: DisconnectReason, ctx: &mut Context<Self>) {
         self.queue.do_send(Detach { link });
-        if self.state == State::Closed {
+        if self.life.stage() == Stage::Closed {
             return;
         }
         if self.is_rotation_link(link) {
             self.rotation_step(Some(link), Happened::NewLinkDown, Some(reason), ctx);
             return;
         }
-        let switching = self.rotation.as_ref().is_some_and(|r| r.phase.switching());
+        let switching = self.life.rotation().is_some_and(|p| p.switching());
         if switching && self.current.as_ref().is_some_and(|c| c.id == link) {
             // The old link ended mid-switch: the rotation decides (before
             // the switch, it is a lost link like any other, and the
@@ -470,7 +474,14 @@ impl Supervisor {
             DisconnectReason::ReadyTimeout(_) => None,
             _ => Some(cur.since.elapsed()),
         };
-        self.after_down(reason, uptime, ctx);
+        self.feed(
+            Input::Down {
+                reason,
+                uptime,
+                backlog: self.backlog(),
+            },
+            ctx,
+        );
     }
 }
 
@@ -480,7 +491,7 @@ impl Supervisor {
 /// hands back what was queued; the links it held are ended.
 impl Drop for Supervisor {
     fn drop(&mut self) {
-        if self.state == State::Closed {
+        if self.life.stage() == Stage::Closed {
             return;
         }
         lock(&self.buffer).seal();
@@ -508,13 +519,7 @@ impl Handler<ReconnectNow> for Supervisor {
     type Result = ();
 
     fn handle(&mut self, _: ReconnectNow, ctx: &mut Context<Self>) {
-        if self.state != State::Waiting && !(self.closing() && self.next_attempt_at.is_some()) {
-            return;
-        }
-        if let Some(h) = self.pending.take() {
-            ctx.cancel_future(h);
-            self.try_connect(ctx);
-        }
+        self.feed(Input::ReconnectNow, ctx);
     }
 }
 
@@ -522,31 +527,8 @@ impl Handler<SetPaused> for Supervisor {
     type Result = ();
 
     fn handle(&mut self, SetPaused(pause): SetPaused, ctx: &mut Context<Self>) {
-        if matches!(self.state, State::Closing | State::Closed | State::GaveUp) {
-            return;
-        }
-        if pause == self.paused {
-            return;
-        }
-        self.paused = pause;
-        if pause {
-            self.abandon_rotation(ctx);
-            if let Some(h) = self.pending.take() {
-                ctx.cancel_future(h);
-            }
-            self.next_attempt_at = None;
-            match &self.current {
-                Some(cur) => cur.addr.do_send(CloseLink {
-                    code: 1000,
-                    reason: DisconnectReason::Paused,
-                }),
-                None => self.set_state(State::Paused),
-            }
-        } else if self.current.is_none() && self.pending.is_none() {
-            self.policy.reset();
-            self.set_state(State::Waiting);
-            self.schedule_attempt(Duration::ZERO, ctx);
-        }
+        let input = if pause { Input::Pause } else { Input::Resume };
+        self.feed(input, ctx);
     }
 }
 

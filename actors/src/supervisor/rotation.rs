@@ -8,11 +8,11 @@ use actix::prelude::*;
 use actix_rt::time::Instant;
 use futures::channel::oneshot;
 
-use super::switch::{Decision, Happened, Phase};
-use super::{Current, Supervisor};
+use super::switch::{Decision, Happened};
+use super::{Current, Input, Supervisor};
 use crate::connection::Role;
 use crate::error::{DisconnectReason, ErrorChain};
-use crate::events::{Event, RotateReason, State};
+use crate::events::{Event, RotateReason};
 use crate::messages::{Abort, Arm, CloseLink, ConnectInfo, Handover, Rotate, Standby, TakeOver};
 use crate::transport::{ConnectRequest, Link};
 
@@ -24,7 +24,6 @@ pub(super) struct Rotation {
     pub(super) attempt: Option<SpawnHandle>,
     /// The new link, once it is up.
     pub(super) link: Option<Current>,
-    pub(super) phase: Phase,
 }
 
 impl Rotation {
@@ -47,7 +46,7 @@ impl Supervisor {
         // opened before the switch).
         let up = cur.since.elapsed();
         let age = feed.max_connection_age.map(|age| {
-            let early = feed.age_jitter * self.policy.random_unit();
+            let early = feed.age_jitter * self.life.random_unit();
             (
                 crate::time::scale(age, 1.0 - early).saturating_sub(up),
                 RotateReason::Age,
@@ -68,19 +67,15 @@ impl Supervisor {
         self.rotation_timer = Some(ctx.run_later(after, move |act, ctx| {
             act.rotation_timer = None;
             if act.current.as_ref().is_some_and(|c| c.id == link) {
-                act.begin_rotation(reason, ctx);
+                act.feed(Input::Rotate(reason), ctx);
             }
         }));
     }
 
-    /// Opens a second link (make before break), unless one is being opened
-    /// or the client is not simply connected.
+    /// Opens a second link (make before break): the lifecycle has begun a
+    /// rotation (only while a link is up and no other rotation, pause or
+    /// close is under way).
     pub(super) fn begin_rotation(&mut self, reason: RotateReason, ctx: &mut Context<Self>) {
-        // Not while a pause or a close takes the link down (the state says
-        // connected until the link's close completes).
-        if self.rotation.is_some() || self.state != State::Connected || self.paused {
-            return;
-        }
         let Some(cur) = &self.current else {
             return;
         };
@@ -92,20 +87,19 @@ impl Supervisor {
             RotateReason::ReturnToPrimary => 0,
             _ => cur.endpoint,
         };
-        let wait = self.budget_wait(Instant::now());
+        let wait = self.life.budget_wait(Instant::now());
         let handle = ctx.run_later(wait, move |act, ctx| act.rotation_attempt(ctx));
         self.rotation = Some(Rotation {
             reason,
             endpoint,
             attempt: Some(handle),
             link: None,
-            phase: Phase::new(self.gated),
         });
     }
 
-    /// Tells the rotation what happened (to its link `link`, or, for `None`,
-    /// to its attempt or to the old link) and carries out its decision.
-    /// `reason` is why the new link ended, for `NewLinkDown`.
+    /// Tells the lifecycle what happened to the rotation (to its link
+    /// `link`, or, for `None`, to its attempt or to the old link); `reason`
+    /// is why the new link ended, for `NewLinkDown`.
     pub(super) fn rotation_step(
         &mut self,
         link: Option<u64>,
@@ -113,14 +107,24 @@ impl Supervisor {
         reason: Option<DisconnectReason>,
         ctx: &mut Context<Self>,
     ) {
-        let Some(r) = self.rotation.as_mut() else {
+        let Some(r) = self.rotation.as_ref() else {
             return;
         };
         if link.is_some() && r.link_id() != link {
             return;
         }
         let reason = reason.unwrap_or(DisconnectReason::Dropped);
-        match r.phase.on(event) {
+        self.feed(Input::Rotation(event, reason), ctx);
+    }
+
+    /// Carries out a rotation's decision (`switch.rs`).
+    pub(super) fn rotation_decided(
+        &mut self,
+        decision: Decision,
+        reason: DisconnectReason,
+        ctx: &mut Context<Self>,
+    ) {
+        match decision {
             Decision::Wait | Decision::Ignore => {}
             Decision::Switch => self.start_switch(ctx),
             Decision::Finish => self.finish_rotation(ctx),
@@ -138,13 +142,21 @@ impl Supervisor {
             Decision::Reconnect => {
                 self.rotation = None;
                 let uptime = self.current.take().map(|c| c.since.elapsed());
-                self.after_down(reason, uptime, ctx);
+                let backlog = self.backlog();
+                self.feed(
+                    Input::Down {
+                        reason,
+                        uptime,
+                        backlog,
+                    },
+                    ctx,
+                );
             }
             Decision::TakeOver => {
                 // Past the point of no return: the new link takes inbound
                 // at once (the queue hands outbound over now that the old
                 // link is gone).
-                if let Some(new) = &r.link {
+                if let Some(new) = self.rotation.as_ref().and_then(|r| r.link.as_ref()) {
                     new.addr.do_send(TakeOver);
                 }
             }
@@ -205,7 +217,7 @@ impl Supervisor {
         };
         let (new, protocol, _) = self.start_link(link, request, endpoint, Role::Standby, span, ctx);
         let info = ConnectInfo {
-            attempt: self.policy.attempt(),
+            attempt: self.life.attempt(),
             link: new.id,
             protocol,
             closing: false,
@@ -269,7 +281,8 @@ impl Supervisor {
             let waiting = act
                 .rotation
                 .as_ref()
-                .is_some_and(|r| r.link_id() == Some(id) && !r.phase.outbound_moved());
+                .is_some_and(|r| r.link_id() == Some(id))
+                && act.life.rotation().is_some_and(|p| !p.outbound_moved());
             if !waiting {
                 return;
             }
@@ -291,7 +304,7 @@ impl Supervisor {
         };
         self.rotation_failures = 0;
         self.rotations += 1;
-        self.endpoints.settled_on(new.endpoint);
+        self.life.settled_on(new.endpoint);
         let age = self
             .current
             .as_ref()
@@ -317,7 +330,7 @@ impl Supervisor {
         self.rotation_failures = self.rotation_failures.saturating_add(1);
         let retry_in = match (r.reason, self.config.feed.return_to_primary) {
             (RotateReason::ReturnToPrimary, Some(d)) => d,
-            _ => self.policy.rotation_delay(self.rotation_failures),
+            _ => self.life.rotation_delay(self.rotation_failures),
         };
         tracing::info!(reason = %ErrorChain(&reason), ?retry_in, "rotation failed");
         self.hub.publish(Event::RotationFailed { reason, retry_in });
@@ -326,12 +339,12 @@ impl Supervisor {
         self.rotation_timer = Some(ctx.run_later(retry_in, move |act, ctx| {
             act.rotation_timer = None;
             if act.current.as_ref().map(|c| c.id) == link {
-                act.begin_rotation(r.reason, ctx);
+                act.feed(Input::Rotate(r.reason), ctx);
             }
         }));
     }
 
-    fn cancel_rotation_timer(&mut self, ctx: &mut Context<Self>) {
+    pub(super) fn cancel_rotation_timer(&mut self, ctx: &mut Context<Self>) {
         if let Some(h) = self.rotation_timer.take() {
             ctx.cancel_future(h);
         }
@@ -346,22 +359,12 @@ impl Supervisor {
             });
         }
     }
-
-    /// Ends rotating early (the client closes or pauses, or the old link
-    /// died first): no further rotation is timed; one under way that has
-    /// not moved outbound traffic yet is dropped; one that has finishes
-    /// now, the new link taking over inbound too, so that the link the
-    /// queue writes to is the current one.
-    pub(super) fn abandon_rotation(&mut self, ctx: &mut Context<Self>) {
-        self.cancel_rotation_timer(ctx);
-        self.rotation_step(None, Happened::Abandon, None, ctx);
-    }
 }
 
 impl Handler<Rotate> for Supervisor {
     type Result = ();
 
     fn handle(&mut self, _: Rotate, ctx: &mut Context<Self>) {
-        self.begin_rotation(RotateReason::Requested, ctx);
+        self.feed(Input::Rotate(RotateReason::Requested), ctx);
     }
 }

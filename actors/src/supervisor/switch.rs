@@ -93,6 +93,21 @@ pub(super) enum Decision {
     Complete,
 }
 
+impl Decision {
+    /// Whether the rotation is over once this decision is carried out.
+    pub(super) fn ends(self) -> bool {
+        match self {
+            Decision::Wait | Decision::Ignore | Decision::Switch | Decision::TakeOver => false,
+            Decision::Finish
+            | Decision::Fail
+            | Decision::EndOld
+            | Decision::Reconnect
+            | Decision::Drop
+            | Decision::Complete => true,
+        }
+    }
+}
+
 impl Phase {
     /// A rotation's first phase; `gated` if links have a ready gate.
     pub(super) fn new(gated: bool) -> Self {
