@@ -476,3 +476,35 @@ async fn a_crash_hands_back_the_unconfirmed_tail_with_replay() {
     assert_eq!(texts, ["written"]);
     assert_eq!(receipt.outcome(), Some(Err(Unconfirmed::Closed)));
 }
+
+/// Issue 21, the lifecycle: a client whose last handle was dropped keeps
+/// trying to deliver its backlog until the close timeout; if it gives up
+/// first (its retries used up), it finishes closing then, handing the
+/// backlog to no one but the `Closed` event, instead of idling until the
+/// timeout.
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn a_dropped_client_that_gives_up_while_closing_finishes_at_once() {
+    let (t, mut server) = mock();
+    let rec = Recorder::start();
+    let client = base(t, &rec)
+        .max_retries(1)
+        .close_timeout(Duration::from_secs(60))
+        .start()
+        .unwrap();
+    let conn = server.accept().await.unwrap();
+    server.script([Outcome::Refuse]);
+    conn.drop_link();
+    rec.wait_for(|e| matches!(e, Event::Reconnecting { .. }), ms(1000))
+        .await
+        .unwrap();
+    client.try_send("queued").unwrap();
+    drop(client);
+    rec.wait_for(|e| matches!(e, Event::Closed { unsent: 1, .. }), ms(5000))
+        .await
+        .expect("closed once the retries were used up, not at the 60 s timeout");
+    let names = rec.event_names();
+    let gave_up = names.iter().position(|n| *n == "gave_up");
+    let closed = names.iter().position(|n| *n == "closed");
+    assert!(gave_up.is_some() && gave_up < closed, "{names:?}");
+    assert_eq!(server.requests().len(), 2);
+}
