@@ -23,6 +23,7 @@
 //!   heartbeat tells a slow link from a dead one.
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -68,6 +69,11 @@ struct Socket {
     failed: bool,
     /// Bytes the socket has accepted.
     accepted: u64,
+    /// Where each data message in `write_buf` ends, as a count of bytes
+    /// the socket will have accepted once it took the whole message: a
+    /// link cut mid-batch tells which messages the socket never took.
+    /// Bounded by the messages `write_buf` holds.
+    message_ends: VecDeque<u64>,
     /// Bytes read from the socket (shared with the engine's counters).
     received: Rc<Cell<u64>>,
     masks: Masks,
@@ -111,6 +117,7 @@ pub(crate) fn split(
         eof: false,
         failed: false,
         accepted: 0,
+        message_ends: VecDeque::new(),
         received,
         masks: Masks::new(),
     }));
@@ -222,6 +229,9 @@ impl WriteHalf {
             }
             s.write_buf.advance(n);
             s.accepted = s.accepted.saturating_add(n as u64);
+            while s.message_ends.front().is_some_and(|&end| end <= s.accepted) {
+                s.message_ends.pop_front();
+            }
         }
         ready!(Pin::new(&mut s.io).poll_flush(cx)).map_err(io_error)?;
         Poll::Ready(Ok(()))
@@ -232,7 +242,11 @@ impl WriteHalf {
         let s = &mut *s;
         let (dst, masks) = (&mut s.write_buf, &mut s.masks);
         match frame {
-            OutRef::Message(m) => write_data(dst, masks, &mut s.deflater, m),
+            OutRef::Message(m) => {
+                write_data(dst, masks, &mut s.deflater, m);
+                s.message_ends
+                    .push_back(s.accepted.saturating_add(dst.len() as u64));
+            }
             OutRef::Ping(b) => wire::encode(dst, masks, wire::PING, b),
             OutRef::Pong(b) => wire::encode(dst, masks, wire::PONG, b),
             OutRef::Close(c) => {
@@ -277,6 +291,8 @@ impl FrameWriter for WriteHalf {
                 break;
             }
             write_data(dst, masks, &mut s.deflater, m);
+            s.message_ends
+                .push_back(s.accepted.saturating_add(dst.len() as u64));
             taken += 1;
         }
         Poll::Ready(Ok(taken))
@@ -284,6 +300,12 @@ impl FrameWriter for WriteHalf {
 
     fn bytes_accepted(&self) -> Option<u64> {
         borrow(&self.socket).ok().map(|s| s.accepted)
+    }
+
+    fn messages_unaccepted(&self) -> Option<u64> {
+        borrow(&self.socket)
+            .ok()
+            .map(|s| s.message_ends.len() as u64)
     }
 
     fn unsent_bound(&self) -> u64 {

@@ -1003,12 +1003,15 @@ async fn close_hands_back_a_batch_caught_in_a_write_that_never_finished() {
     settle(ms(50)).await;
     let written: Vec<Message> = server.sent().into_iter().map(|(_, m)| m).collect();
     assert!(written.len() < all.len(), "the peer cannot have taken all");
-    // Nothing is lost and order holds: what the socket took is a prefix,
-    // what close hands back the rest; the unflushed batch comes back whole,
-    // and what the socket took of it is marked possibly delivered.
+    // Order holds and nothing is written twice: what the socket took is a
+    // prefix, settled like a flushed message (without replay, possibly
+    // lost, never written again: issue 25, item 1); close hands back the
+    // rest, which the socket never took.
     assert!(!written.is_empty());
-    assert_eq!(unsent.possibly_delivered, written);
-    assert_eq!(unsent.into_messages(), all);
+    assert!(unsent.possibly_delivered.is_empty(), "{unsent:?}");
+    let mut seen = written;
+    seen.extend(unsent.into_messages());
+    assert_eq!(seen, all);
 }
 
 /// Takes 10 ms (of virtual time) per message and holds at most four in its

@@ -432,6 +432,8 @@ struct World {
     start: Instant,
     /// `Stats::messages_in` just before the close.
     messages_in: u64,
+    /// The stats just before the close.
+    books_out: Option<actix_tether::Stats>,
     trace: String,
 }
 
@@ -492,6 +494,7 @@ fn run_seed(seed: u64) -> Run {
             streams_made: 0,
             start: Instant::now(),
             messages_in: 0,
+            books_out: None,
             trace: String::new(),
         };
         let start = w.start;
@@ -704,6 +707,7 @@ fn run_seed(seed: u64) -> Run {
                 stats.messages_out
             );
             w.messages_in = stats.messages_in;
+            w.books_out = Some(stats);
         }
         // A pause still open ends with the close (which connects to
         // deliver what is queued).
@@ -862,6 +866,38 @@ fn check(
             _ => None,
         })
         .collect();
+    // Close hands back as unsent only what no socket took.
+    if let Ok(u) = &undelivered {
+        let unsent: BTreeSet<u64> = u.unsent.iter().filter_map(client_id).collect();
+        for (_, m) in w.server.sent() {
+            if let Some(id) = client_id(&m).filter(|id| unsent.contains(id)) {
+                v.push(format!(
+                    "c{id}: handed back as unsent, but the server read it"
+                ));
+            }
+        }
+    }
+    // Without replay, what a socket took is never written again (issue
+    // 25, item 1), and the books count each write the socket took.
+    if !w.setup.replay {
+        let mut reads: BTreeMap<u64, usize> = BTreeMap::new();
+        for (_, m) in w.server.sent() {
+            if let Some(id) = client_id(&m) {
+                *reads.entry(id).or_default() += 1;
+            }
+        }
+        for (id, n) in reads.iter().filter(|(_, n)| **n > 1) {
+            v.push(format!("c{id} read {n} times without replay"));
+        }
+        if let Some(s) = &w.books_out {
+            if s.messages_out > s.confirmed + s.possibly_lost + s.unconfirmed {
+                v.push(format!(
+                    "messages_out {} > confirmed {} + possibly_lost {} + unconfirmed {}",
+                    s.messages_out, s.confirmed, s.possibly_lost, s.unconfirmed
+                ));
+            }
+        }
+    }
     // Order: on each connection, client messages arrive in accept order.
     let sent = w.server.sent();
     let mut seen = BTreeSet::new();

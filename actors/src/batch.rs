@@ -10,20 +10,31 @@
 //! never lost, and the happy path costs no copy and no reference-count
 //! traffic per message.
 
+use std::cell::Cell;
 use std::rc::Rc;
 
 use crate::buffer::{lock, SharedBuffer, Taken};
+use crate::delivery::Mark;
 use crate::frame::Message;
 use crate::hub::{Flushed, Hub};
+
+/// How many of the data messages handed to one link's writer (setup lane
+/// included) its socket has taken whole, as last seen; `None` if the
+/// transport cannot tell (`FrameWriter::messages_unaccepted`).
+pub(crate) type SocketTook = Rc<Cell<Option<u64>>>;
 
 /// Messages taken for one write on link `link`: the first `setup` come from
 /// the setup lane (not counted in the buffer, not requeued: the next link
 /// makes fresh ones), the rest from the backlog.
 ///
 /// The writer reports what it wrote ([`Batch::wrote`]) so that the delivery
-/// books know where each Ping stands. Dropped unflushed, the batch gives back
-/// to the buffer only what no Pong confirmed, its messages written on this
-/// link marked as written before.
+/// books know where each Ping stands. Dropped unflushed (its link died in
+/// the middle of it), the batch settles what the socket took whole like a
+/// flushed batch (without replay: possibly lost, never written again; with
+/// replay: unconfirmed, written again on the next link), and gives back to
+/// the head of the buffer what the socket never took whole and what, with
+/// replay, no Pong confirmed; if the transport cannot tell what its socket
+/// took, everything no Pong confirmed goes back, marked written before.
 #[derive(Debug)]
 pub(crate) struct Batch {
     messages: Vec<Message>,
@@ -31,9 +42,14 @@ pub(crate) struct Batch {
     taken: Taken,
     link: u64,
     /// The link position of the first backlog message, once written.
-    start: Option<u64>,
+    start: Option<Mark>,
     /// Backlog messages written so far.
     written: usize,
+    /// Messages handed to the writer so far, setup lane included.
+    handed: usize,
+    /// The link's count of messages handed before this batch, and how
+    /// many its socket took whole.
+    socket: Option<(u64, SocketTook)>,
     buffer: SharedBuffer,
     hub: Rc<Hub>,
     settled: bool,
@@ -56,6 +72,8 @@ impl Batch {
             link,
             start: None,
             written: 0,
+            handed: 0,
+            socket: None,
             buffer,
             hub,
             settled: false,
@@ -66,8 +84,18 @@ impl Batch {
         &self.messages
     }
 
+    /// The writer of a link that had handed `before` messages to its
+    /// socket starts on this batch; `took` follows what the socket takes.
+    pub(crate) fn on_socket(&mut self, before: u64, took: SocketTook) {
+        self.socket = Some((before, took));
+    }
+
     /// The writer took `messages()[from..from + n]`.
     pub(crate) fn wrote(&mut self, from: usize, n: usize) {
+        self.handed = self
+            .handed
+            .max(from.saturating_add(n))
+            .min(self.messages.len());
         let lo = from.max(self.setup);
         let hi = (from + n).min(self.messages.len());
         if hi <= lo {
@@ -75,7 +103,7 @@ impl Batch {
         }
         let mut delivery = self.hub.delivery.borrow_mut();
         if self.start.is_none() {
-            self.start = delivery.written(self.link).map(|m| m.count);
+            self.start = delivery.written(self.link);
         }
         let bytes: usize = self.messages[lo..hi].iter().map(Message::len).sum();
         let seq_after = self.taken.first_seq + (hi - self.setup) as u64;
@@ -96,7 +124,7 @@ impl Batch {
             messages.drain(..self.setup);
             self.hub.delivery.borrow_mut().flushed(
                 self.link,
-                start,
+                start.count,
                 self.taken.first_seq,
                 messages,
                 backlog_bytes,
@@ -109,29 +137,73 @@ impl Batch {
     }
 }
 
+impl Batch {
+    /// How many of this batch's messages (setup lane first) the socket
+    /// took whole, if the transport says.
+    fn taken_whole(&self) -> Option<usize> {
+        let (before, took) = self.socket.as_ref()?;
+        let took = took.get()?;
+        Some((took.saturating_sub(*before) as usize).min(self.handed))
+    }
+}
+
 impl Drop for Batch {
     fn drop(&mut self) {
         if self.settled {
             return;
         }
+        let whole = self.taken_whole();
+        if let Some(n) = whole.filter(|&n| n > 0) {
+            // Each time the socket takes a message counts, as for a flush.
+            let bytes: usize = self.messages[..n].iter().map(Message::len).sum();
+            self.hub.counters.wrote(Flushed { messages: n, bytes });
+        }
         let mut backlog = self.messages.split_off(self.setup);
         let in_flight = backlog.len();
+        let replay = self.hub.delivery.borrow().replays();
         let confirmed = self.start.map_or(0, |start| {
             self.hub
                 .delivery
                 .borrow()
-                .confirmed_prefix(self.link, start, self.written)
+                .confirmed_prefix(self.link, start.count, self.written)
         });
-        let rest = backlog.split_off(confirmed.min(in_flight));
-        // What this link wrote is written before now, as is what earlier
-        // links wrote (both are prefixes of the batch).
-        let resent = self.taken.resent.max(self.written) - confirmed;
+        // Backlog messages the socket took whole, when the transport says.
+        let took = whole.map(|n| n.saturating_sub(self.setup).min(self.written));
+        let (stay, written_before) = match (replay, took) {
+            // Without replay, what the socket took is never written again:
+            // like a flushed message, it is possibly lost unless a Pong
+            // confirms it.
+            (false, Some(took)) => {
+                let stay = confirmed.max(took);
+                if let Some(start) = self.start {
+                    let bytes: usize = backlog[..took].iter().map(Message::len).sum();
+                    let at = Mark {
+                        count: start.count + took as u64,
+                        bytes: start.bytes + bytes as u64,
+                        seq: self.taken.first_seq + took as u64,
+                    };
+                    self.hub.delivery.borrow_mut().socket_took(self.link, at);
+                }
+                (stay, self.taken.resent)
+            }
+            // With replay, what no Pong confirmed is written again; what
+            // the socket took may reach the server twice.
+            (true, Some(took)) => {
+                let again = took.saturating_sub(confirmed);
+                self.hub.delivery.borrow_mut().count_replayed(again);
+                (confirmed, self.taken.resent.max(took))
+            }
+            // The transport cannot tell: everything written is suspect.
+            (_, None) => (confirmed, self.taken.resent.max(self.written)),
+        };
+        let stay = stay.min(in_flight);
+        let rest = backlog.split_off(stay);
         lock(&self.buffer).requeue(
             in_flight,
             &backlog,
             rest,
-            self.taken.first_seq + confirmed as u64,
-            resent,
+            self.taken.first_seq + stay as u64,
+            written_before.saturating_sub(stay),
         );
     }
 }

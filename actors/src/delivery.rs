@@ -419,6 +419,46 @@ impl Delivery {
         self.window.confirm(confirmed);
     }
 
+    /// Whether what links wrote and no Pong confirmed is written again.
+    pub(crate) fn replays(&self) -> bool {
+        self.config.replay
+    }
+
+    /// `n` messages the socket took from a batch cut mid-write go back to
+    /// the queue to be written again (with replay).
+    pub(crate) fn count_replayed(&mut self, n: usize) {
+        self.totals.replayed += n as u64;
+    }
+
+    /// A batch of link `id` was cut mid-write (without replay), its socket
+    /// having taken the link's backlog whole up to `at`: that much counts
+    /// as flushed (possibly lost once the link has stopped, unless a Pong
+    /// confirmed it), and what the link wrote after it is void (it goes
+    /// back to the queue, never having reached the peer whole).
+    pub(crate) fn socket_took(&mut self, id: u64, at: Mark) {
+        let Some(l) = self.books(id) else {
+            return;
+        };
+        if l.written.count > at.count {
+            l.written = at;
+        }
+        let before = l.flushed;
+        if at.count <= before.count {
+            return;
+        }
+        l.flushed = at;
+        if l.stopped {
+            // The link's stop counted what it had flushed then; the rest is
+            // counted now.
+            let from = if l.confirmed.count > before.count {
+                l.confirmed
+            } else {
+                before
+            };
+            self.possibly_lost(from, at);
+        }
+    }
+
     /// How many of a dropped batch's backlog messages, written from link
     /// position `start` on (`written` of them), a Pong confirmed: they are
     /// not written again.

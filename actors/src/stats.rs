@@ -18,9 +18,15 @@ pub struct Stats {
     pub messages_in: u64,
     /// Inbound payload bytes delivered.
     pub bytes_in: u64,
-    /// Outbound messages flushed (setup lane included).
+    /// Outbound messages the socket took whole, setup lane included,
+    /// counted each time: a message written on two links (replayed, or
+    /// given back whole by a transport that cannot say what its socket
+    /// took) counts twice. What a server read is at most this; without
+    /// replay, `messages_out` less what the server read is at most
+    /// `possibly_lost` plus `unconfirmed` (plus the setup lane's messages,
+    /// which are not tracked).
     pub messages_out: u64,
-    /// Outbound payload bytes flushed.
+    /// Payload bytes of `messages_out`, counted the same way.
     pub bytes_out: u64,
     /// Bytes read from the socket: frame headers, control frames and
     /// payloads as they crossed the wire (compressed, with
@@ -54,12 +60,16 @@ pub struct Stats {
     pub unconfirmed: u64,
     /// Payload bytes of `unconfirmed`.
     pub unconfirmed_bytes: u64,
-    /// With replay: messages put back at the head of the queue because the
-    /// link they were written on ended before a Pong confirmed them.
+    /// With replay: messages the socket took on a link that ended before
+    /// a Pong confirmed them, put back at the head of the queue to be
+    /// written again (so, once everything is written and confirmed,
+    /// `messages_out` is `confirmed` plus `replayed`, setup lane aside).
     pub replayed: u64,
-    /// Without replay: messages flushed into links that ended before a Pong
-    /// confirmed them. An upper bound on what dead links lost: some may
-    /// have reached the server (only their Pong was lost).
+    /// Without replay: messages the socket took (flushed, or taken whole
+    /// from a batch the link died in the middle of) on links that ended
+    /// before a Pong confirmed them; they are never written again. An
+    /// upper bound on what dead links lost: some may have reached the
+    /// server (only their Pong was lost).
     pub possibly_lost: u64,
     /// Payload bytes of `possibly_lost`.
     pub possibly_lost_bytes: u64,

@@ -71,6 +71,23 @@ pub trait FrameWriter {
         None
     }
 
+    /// How many of the data messages handed to this writer (by
+    /// `start_send` and `poll_write_messages`, in order) the socket below
+    /// has not wholly accepted yet: the last ones handed, still (or partly)
+    /// in the writer's buffer.
+    ///
+    /// When a link dies in the middle of a batch, the messages the socket
+    /// took whole are settled like flushed ones (without replay: possibly
+    /// lost, never written again; with replay: written again on the next
+    /// link unless a Pong confirmed them), and only those it never took
+    /// whole go back to the head of the queue. The default, `None`, means
+    /// the transport cannot tell: a batch cut mid-write then goes back
+    /// whole, less what a Pong confirmed, and what the socket took of it
+    /// may reach the server twice.
+    fn messages_unaccepted(&self) -> Option<u64> {
+        None
+    }
+
     /// The most accepted bytes that may still wait unsent below this writer
     /// (in the kernel). More than this accepted within one pong timeout
     /// means some left for the peer, whose TCP therefore acknowledged data:
@@ -108,6 +125,11 @@ where
 
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
         Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    /// A sink has accepted every frame `start_send` gave it.
+    fn messages_unaccepted(&self) -> Option<u64> {
+        Some(0)
     }
 }
 

@@ -18,7 +18,7 @@ use futures::channel::{mpsc, oneshot};
 use futures::future::poll_fn;
 use futures::StreamExt;
 
-use crate::batch::Batch;
+use crate::batch::{Batch, SocketTook};
 use crate::control::{Control, SharedControl};
 use crate::delivery::Due;
 use crate::error::{TransportError, TransportErrorKind};
@@ -93,6 +93,13 @@ pub(crate) struct WriteTask {
     closed: bool,
     /// Close acknowledgements, answered at the next flush.
     acks: Vec<oneshot::Sender<()>>,
+    /// Data messages handed to the writer on this link, setup lane
+    /// included.
+    handed: u64,
+    /// How many of them the socket took whole, as last seen (shared with
+    /// the batches written here, which settle by it if the link dies
+    /// mid-batch).
+    took: SocketTook,
 }
 
 impl WriteTask {
@@ -110,26 +117,40 @@ impl WriteTask {
             barrier_timer: None,
             closed: false,
             acks: Vec::new(),
+            handed: 0,
+            took: SocketTook::default(),
         }
     }
 
     /// Runs one step of writing, counting the bytes the socket takes (the
-    /// heartbeat's proof of a moving link) and marking when it starts to
-    /// wait for the socket (the write timeout counts from the last bytes
-    /// taken).
+    /// heartbeat's proof of a moving link) and the data messages it took
+    /// whole (`handed` says how many a step's result handed over), and
+    /// marking when it starts to wait for the socket (the write timeout
+    /// counts from the last bytes taken).
     async fn step<T>(
         &mut self,
         mut poll: impl FnMut(
             &mut dyn FrameWriter,
             &mut TaskContext<'_>,
         ) -> Poll<Result<T, TransportError>>,
+        handed: impl Fn(&T) -> u64,
     ) -> Result<T, TransportError> {
         let writer = &mut *self.writer;
         let control = &self.control;
         let counters = &self.hub.counters;
+        let total = &mut self.handed;
+        let took = &self.took;
         let mut seen = writer.bytes_accepted();
         poll_fn(|cx| {
             let res = poll(writer, cx);
+            if let Poll::Ready(Ok(v)) = &res {
+                *total = total.saturating_add(handed(v));
+            }
+            took.set(
+                writer
+                    .messages_unaccepted()
+                    .map(|left| total.saturating_sub(left)),
+            );
             let accepted = writer.bytes_accepted();
             let moved = match (seen, accepted) {
                 (Some(before), Some(now)) => now.saturating_sub(before),
@@ -174,7 +195,7 @@ impl WriteTask {
             if self.closed {
                 continue;
             }
-            self.step(|w, cx| w.poll_ready(cx)).await?;
+            self.step(|w, cx| w.poll_ready(cx), |_| 0).await?;
             let frame = match frame {
                 OutFrame::Ping(_) => {
                     OutFrame::Ping(self.hub.delivery.borrow_mut().ping_payload(self.link))
@@ -213,7 +234,7 @@ impl WriteTask {
     }
 
     async fn flush(&mut self) -> Result<(), TransportError> {
-        self.step(|w, cx| w.poll_flush(cx)).await?;
+        self.step(|w, cx| w.poll_flush(cx), |_| 0).await?;
         for ack in self.acks.drain(..) {
             let _ = ack.send(());
         }
@@ -223,6 +244,7 @@ impl WriteTask {
     /// Writes one batch, letting control frames in between its chunks, and
     /// a barrier Ping after it when one is due.
     async fn batch(&mut self, WriteCmd(mut batch, ack): WriteCmd) -> Result<(), TransportError> {
+        batch.on_socket(self.handed, self.took.clone());
         let mut done = 0;
         while done < batch.messages().len() {
             self.control().await?;
@@ -231,7 +253,9 @@ impl WriteTask {
                 return Ok(());
             }
             let rest = &batch.messages()[done..];
-            let n = self.step(|w, cx| w.poll_write_messages(cx, rest)).await?;
+            let n = self
+                .step(|w, cx| w.poll_write_messages(cx, rest), |n| *n as u64)
+                .await?;
             if n == 0 {
                 // A writer that takes nothing would spin forever.
                 return Err(TransportError::new(

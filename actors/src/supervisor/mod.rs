@@ -89,10 +89,14 @@ struct Current {
 /// uptime. What happens to outbound messages:
 ///
 /// - queued and not yet taken: they stay queued, for the next link;
-/// - in the batch being written when the link died: the batch goes back to
-///   the head of the queue, in order, less what a Pong already confirmed,
-///   and is written again on the next link (so the server may see a suffix
-///   of it twice; [`Event::Replaying`] counts it);
+/// - in the batch being written when the link died: what the socket took
+///   whole is settled like a flushed message (next item); what it never
+///   took whole goes back to the head of the queue, in order, and is
+///   written on the next link. A transport that cannot say what its socket
+///   took ([`FrameWriter::messages_unaccepted`](crate::FrameWriter::messages_unaccepted)
+///   is `None`) gives the whole batch back, less what a Pong confirmed, so
+///   the server may see a suffix of it twice ([`Event::Replaying`] counts
+///   it);
 /// - flushed into a link that then died: confirmed if the Pong to a later
 ///   Ping came back first (see [`DeliveryConfig`](crate::DeliveryConfig));
 ///   otherwise, without replay, possibly lost (the kernel took the bytes,
