@@ -1,7 +1,7 @@
 //! Running the `tether` program as a user runs it.
 
 use std::io::{Read, Write};
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub struct Run {
@@ -24,14 +24,7 @@ pub enum Stdin {
 /// Runs tether with `args`, writing `stdin`; kills it if it is still running
 /// 30 s after its stdin closed (or after start, with `KeepOpen`).
 pub fn run_tether(args: &[&str], stdin: &str, how: Stdin) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
+    let (mut child, mut input) = spawn_tether(args);
     // A program that exits early closes its stdin; that is not our failure.
     let _ = input.write_all(stdin.as_bytes());
     let open = match how {
@@ -46,17 +39,7 @@ pub fn run_tether(args: &[&str], stdin: &str, how: Stdin) -> Run {
         }
         Stdin::KeepOpen => Some(input),
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let code = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status.code();
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let code = wait_exit(&mut child, Duration::from_secs(30));
     drop(open);
     let mut stdout = String::new();
     let mut stderr = String::new();
@@ -76,6 +59,35 @@ pub fn run_tether(args: &[&str], stdin: &str, how: Stdin) -> Run {
         code,
         stdout,
         stderr,
+    }
+}
+
+/// Starts tether with `args` and its streams piped; stdin taken out.
+pub fn spawn_tether<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (Child, ChildStdin) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take().unwrap();
+    (child, stdin)
+}
+
+/// Waits up to `limit` for `child` to exit, then kills it; its status code
+/// (`None` if it was killed, by us or by a signal).
+pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<i32> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

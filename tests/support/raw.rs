@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use base64::Engine as _;
 use futures::future::LocalBoxFuture;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 /// Listens on 127.0.0.1 and runs `script` on every connection.
@@ -103,7 +103,7 @@ pub fn frame(b0: u8, payload: &[u8]) -> Vec<u8> {
 }
 
 /// Reads one (masked) client frame: (opcode, payload).
-pub async fn read_frame(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
+pub async fn read_frame(s: &mut (impl AsyncRead + Unpin)) -> Option<(u8, Vec<u8>)> {
     let mut head = [0u8; 2];
     s.read_exact(&mut head).await.ok()?;
     let mut len = u64::from(head[1] & 0x7F);

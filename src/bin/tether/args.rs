@@ -11,11 +11,27 @@ use actix_tether::{
 };
 use clap::Parser;
 
+/// Output formats, signals and exit statuses, after the options in `--help`.
+const AFTER_HELP: &str = "\
+Output: in text mode, each inbound text message is one line on stdout and
+each binary message one line `[binary N bytes] BASE64`; events go to stderr.
+With --json, stdout has one JSON object per line: inbound messages as
+{\"event\":\"message\",\"data\":TEXT} or {\"event\":\"message\",\"base64\":B64},
+and the events (connected, disconnected, reconnecting, dropped, closed, ...).
+
+Signals: SIGINT (Ctrl-C) and SIGTERM deliver what is queued within
+--close-timeout, close with 1000, report every line not delivered (a
+`dropped` event with --json) and exit; a second signal exits at once. A
+closed stdout (`tether URL | head -1`) stops the program the same way.
+
+Exit status: 0 done, 1 gave up or left lines undelivered, 2 invalid
+arguments, 130 or 143 on a second SIGINT or SIGTERM.";
+
 /// A resilient WebSocket client: stdin lines out, inbound messages on stdout,
 /// reconnecting with backoff. Without a URL it connects to an embedded demo
 /// feed that drops its clients every few seconds.
 #[derive(Debug, Parser)]
-#[command(name = "tether", version)]
+#[command(name = "tether", version, after_help = AFTER_HELP)]
 pub(crate) struct Args {
     /// ws://, wss://, http:// or https:// URLs: the first is the primary,
     /// the rest are fallbacks in order; none starts the demo server.

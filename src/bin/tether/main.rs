@@ -2,14 +2,16 @@
 //!
 //! Each stdin line goes out as a text message (queued while disconnected);
 //! inbound text goes to stdout. Exit codes: 0 done, 1 gave up or left
-//! messages undelivered, 2 invalid arguments.
+//! messages undelivered, 2 invalid arguments, 130 or 143 on a second SIGINT
+//! or SIGTERM (the first drains and closes).
 
 mod args;
 mod lines;
 mod output;
+mod signals;
 mod writer;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::process::ExitCode;
 use std::rc::Rc;
 use std::time::Duration;
@@ -25,6 +27,7 @@ use tokio::io::AsyncBufReadExt;
 use args::Args;
 use lines::Lines;
 use output::{Printer, Terminal};
+use signals::{Signals, Stop};
 
 fn main() -> ExitCode {
     let args = match Args::try_parse() {
@@ -48,9 +51,9 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let (out, writer) = writer::start();
+    let (out, writer, stdout_closed) = writer::start();
     let system = actix_rt::System::new();
-    let code = system.block_on(run(args, out.clone()));
+    let code = system.block_on(run(args, out.clone(), stdout_closed));
     // Every line printed so far reaches its stream before the exit.
     writer.flush(&out);
     // Exit now: dropping the runtime would wait for the thread blocked
@@ -60,7 +63,19 @@ fn main() -> ExitCode {
     std::process::exit(i32::from(code))
 }
 
-async fn run(args: Args, out: tokio::sync::mpsc::Sender<writer::Out>) -> u8 {
+async fn run(
+    args: Args,
+    out: tokio::sync::mpsc::Sender<writer::Out>,
+    stdout_closed: tokio::sync::oneshot::Receiver<()>,
+) -> u8 {
+    // Caught from the start: a signal during the first connect drains and
+    // closes too.
+    let mut signals = Signals::catch();
+    let mut stdout_closed = std::pin::pin!(async move {
+        if stdout_closed.await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    });
     let demo = match args.urls.first() {
         Some(_) => None,
         None => match DemoServer::start(DemoConfig::default()) {
@@ -109,6 +124,7 @@ async fn run(args: Args, out: tokio::sync::mpsc::Sender<writer::Out>) -> u8 {
         json: args.json,
         wait: args.overflow == Some(OverflowPolicy::Wait),
         lines: &lines,
+        refused: &Cell::new(0),
     };
     // One loop, so that the client's end is handled to completion: a close
     // begun when the client gives up is not dropped because stdin ended
@@ -117,9 +133,9 @@ async fn run(args: Args, out: tokio::sync::mpsc::Sender<writer::Out>) -> u8 {
     let mut stdin_done = false;
     let code = loop {
         tokio::select! {
-            refused = &mut pump, if !stdin_done => {
+            () = &mut pump, if !stdin_done => {
                 if args.exit_on_eof {
-                    break finish(&client, args.close_timeout, refused, &mut terminal, input).await;
+                    break finish(&client, args.close_timeout, &mut terminal, input).await;
                 }
                 stdin_done = true;
             }
@@ -140,9 +156,11 @@ async fn run(args: Args, out: tokio::sync::mpsc::Sender<writer::Out>) -> u8 {
                     break 1;
                 }
             },
-            _ = actix_rt::signal::ctrl_c() => {
-                let _ = client.close(args.close_timeout).await;
-                break 0;
+            stop = signals.next() => {
+                break stop_on(stop, &client, args.close_timeout, &mut signals, &mut terminal, input).await;
+            }
+            () = &mut stdout_closed => {
+                break stop_on(Stop::StdoutClosed, &client, args.close_timeout, &mut signals, &mut terminal, input).await;
             }
         }
     };
@@ -165,6 +183,8 @@ struct Input<'a> {
     /// the overflow policy applies to each line.
     wait: bool,
     lines: &'a RefCell<Lines>,
+    /// Lines not accepted (refused by a full queue, not UTF-8, unreadable).
+    refused: &'a Cell<u64>,
 }
 
 impl Input<'_> {
@@ -186,21 +206,23 @@ impl Input<'_> {
     }
 }
 
-/// Sends each stdin line; returns how many lines were not accepted. Every
-/// line not sent is reported (a JSON `dropped` event with `--json`).
-async fn pump_stdin(client: &Client, input: Input<'_>) -> u64 {
+/// Sends each stdin line, until stdin ends. Every line not accepted is
+/// reported (a JSON `dropped` event with `--json`) and counted in
+/// `input.refused`.
+async fn pump_stdin(client: &Client, input: Input<'_>) {
     let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
-    let mut refused = 0;
     let mut raw = Vec::new();
     let mut number = 0u64;
+    let refused = || input.refused.set(input.refused.get() + 1);
     loop {
         raw.clear();
         match stdin.read_until(b'\n', &mut raw).await {
-            Ok(0) => return refused,
+            Ok(0) => return,
             Ok(_) => {}
             Err(e) => {
                 eprintln!("tether: cannot read stdin: {e}");
-                return refused + 1;
+                refused();
+                return;
             }
         }
         number += 1;
@@ -208,7 +230,7 @@ async fn pump_stdin(client: &Client, input: Input<'_>) -> u64 {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let Ok(text) = std::str::from_utf8(line) else {
             output::line_refused(input.out, input.json, Some(number), "not valid UTF-8").await;
-            refused += 1;
+            refused();
             continue;
         };
         let message = Message::from(text);
@@ -222,22 +244,67 @@ async fn pump_stdin(client: &Client, input: Input<'_>) -> u64 {
             Ok(()) => input.lines.borrow_mut().accepted(&tracked, number),
             Err(e) => {
                 output::line_refused(input.out, input.json, Some(number), &e.to_string()).await;
-                refused += 1;
+                refused();
             }
         }
     }
 }
 
-/// `--exit-on-eof`: deliver everything, close, and report.
+/// `--exit-on-eof`, a signal or a closed stdout: deliver everything, close,
+/// and report; 0 if every line was delivered.
 async fn finish(
     client: &Client,
     close_timeout: Duration,
-    refused: u64,
     terminal: &mut mpsc::UnboundedReceiver<Terminal>,
     input: Input<'_>,
 ) -> u8 {
     let dropped = client.stats().await.map(|s| s.dropped).unwrap_or(0);
-    let unsent = match client.close(close_timeout).await {
+    let closed = close_and_report(client.close(close_timeout), terminal, input).await;
+    match closed {
+        Some(Closed {
+            unsent: 0,
+            gave_up: false,
+        }) if input.refused.get() == 0 && dropped == 0 => 0,
+        _ => 1,
+    }
+}
+
+/// A signal or a closed stdout: deliver what is queued within the close
+/// timeout, close with 1000 and report every line not sent, as at stdin's
+/// end with `--exit-on-eof`; a second signal meanwhile exits at once.
+async fn stop_on(
+    stop: Stop,
+    client: &Client,
+    close_timeout: Duration,
+    signals: &mut Signals,
+    terminal: &mut mpsc::UnboundedReceiver<Terminal>,
+    input: Input<'_>,
+) -> u8 {
+    eprintln!("tether: {}: closing", stop.name());
+    tokio::select! {
+        code = finish(client, close_timeout, terminal, input) => code,
+        again = signals.next() => {
+            eprintln!("tether: {}: exiting now", again.name());
+            std::process::exit(again.at_once());
+        }
+    }
+}
+
+/// How a close ended: messages left undelivered, and whether the client
+/// had given up.
+struct Closed {
+    unsent: usize,
+    gave_up: bool,
+}
+
+/// Waits for `closing`, reports the lines it did not deliver and lets the
+/// printer write the final events; `None` if the close failed.
+async fn close_and_report(
+    closing: impl std::future::Future<Output = Result<Undelivered, actix_tether::CloseError>>,
+    terminal: &mut mpsc::UnboundedReceiver<Terminal>,
+    input: Input<'_>,
+) -> Option<Closed> {
+    let unsent = match closing.await {
         Ok(unsent) => {
             input
                 .not_sent(&unsent, "not delivered before the close timeout")
@@ -246,10 +313,9 @@ async fn finish(
         }
         Err(e) => {
             eprintln!("tether: {e}");
-            return 1;
+            return None;
         }
     };
-    // Let the printer write the final events before the process exits.
     let mut gave_up = false;
     while let Ok(Some(t)) = actix_rt::time::timeout(Duration::from_secs(1), terminal.next()).await {
         match t {
@@ -260,9 +326,5 @@ async fn finish(
     if unsent > 0 {
         eprintln!("tether: {unsent} queued messages were not delivered");
     }
-    if refused > 0 || dropped > 0 || unsent > 0 || gave_up {
-        1
-    } else {
-        0
-    }
+    Some(Closed { unsent, gave_up })
 }

@@ -199,6 +199,16 @@ pub(crate) async fn line_refused(
     let _ = out.send(line).await;
 }
 
+/// A binary message in text mode: one line, `[binary N bytes] ` and the
+/// payload in standard base64 (empty for an empty message).
+fn binary_line(b: &[u8]) -> String {
+    format!(
+        "[binary {} bytes] {}",
+        b.len(),
+        base64::engine::general_purpose::STANDARD.encode(b)
+    )
+}
+
 impl Printer {
     /// Hands `line` to the writer thread; when its queue is full, the
     /// printer waits for room before handling anything else, so lines stay
@@ -229,9 +239,7 @@ impl Handler<Inbound> for Printer {
         } else {
             match &m {
                 Message::Text(t) => Out::Stdout(t.to_string()),
-                Message::Binary(b) => {
-                    Out::Stderr(format!("tether: binary message of {} bytes", b.len()))
-                }
+                Message::Binary(b) => Out::Stdout(binary_line(b)),
             }
         };
         self.emit(line, ctx);
@@ -296,5 +304,11 @@ mod tests {
             }))
         );
         assert_eq!(event_json(&Event::Connecting { attempt: 1 }, None), None);
+    }
+
+    #[test]
+    fn text_mode_prints_a_binary_message_as_a_marked_base64_line() {
+        assert_eq!(binary_line(&[1, 2]), "[binary 2 bytes] AQI=");
+        assert_eq!(binary_line(&[]), "[binary 0 bytes] ");
     }
 }

@@ -2,11 +2,13 @@
 //! stderr, fed through a bounded channel, so that a stalled stdout (a pipe
 //! nobody reads) stalls the printing actor, a subscriber like any other
 //! (the read-ahead fills, `SubscriberStalled` is reported), and never the
-//! client's arbiter, whose heartbeat and Pongs go on.
+//! client's arbiter, whose heartbeat and Pongs go on. A closed stdout (the
+//! reader went away: `tether URL | head -1`) is reported once, so that the
+//! program can close and exit.
 
-use std::io::Write;
+use std::io::{ErrorKind, Write};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 /// Lines that may wait for the writer thread; then the printer waits.
 const LINES: usize = 1024;
@@ -27,28 +29,38 @@ pub(crate) struct Writer {
 }
 
 /// Starts the writer thread: lines sent to the returned sender are written
-/// in the order sent.
-pub(crate) fn start() -> (mpsc::Sender<Out>, Writer) {
+/// in the order sent. The receiver learns when stdout is closed (a write
+/// failed with a broken pipe); lines for stdout are dropped from then on.
+pub(crate) fn start() -> (mpsc::Sender<Out>, Writer, oneshot::Receiver<()>) {
     let (tx, mut rx) = mpsc::channel::<Out>(LINES);
+    let (closed_tx, closed) = oneshot::channel();
     let running = std::thread::Builder::new()
         .name("tether-output".into())
         .spawn(move || {
+            let mut closed_tx = Some(closed_tx);
             while let Some(out) = rx.blocking_recv() {
-                // A closed stdout (`tether | head`) is not worth a panic:
-                // the line is dropped and the program goes on.
-                let _ = match out {
+                let stdout = match out {
                     Out::Stdout(text) => writeln!(std::io::stdout().lock(), "{text}"),
-                    Out::Stderr(text) => writeln!(std::io::stderr().lock(), "{text}"),
-                    Out::Flush(done) => {
-                        let _ = std::io::stdout().flush();
-                        let _ = done.send(());
+                    // A failing stderr drops the line; the program goes on.
+                    Out::Stderr(text) => {
+                        let _ = writeln!(std::io::stderr().lock(), "{text}");
                         Ok(())
                     }
+                    Out::Flush(done) => {
+                        let flushed = std::io::stdout().flush();
+                        let _ = done.send(());
+                        flushed
+                    }
                 };
+                if stdout.is_err_and(|e| e.kind() == ErrorKind::BrokenPipe) {
+                    if let Some(tx) = closed_tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
             }
         })
         .is_ok();
-    (tx, Writer { running })
+    (tx, Writer { running }, closed)
 }
 
 impl Writer {
