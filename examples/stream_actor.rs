@@ -43,29 +43,48 @@ impl StreamHandler<Message> for Ticker {
         }
     }
 
-    /// The stream ends once the client has closed.
+    /// The stream ends once the client has closed. (actix's default
+    /// `finished` stops the actor; this one says so first.)
     fn finished(&mut self, ctx: &mut Context<Self>) {
         println!("ticker: {} ticks, stream ended", self.ticks);
         ctx.stop();
     }
 }
 
+/// How many ticks the actor has counted.
+#[derive(actix::Message)]
+#[rtype(result = "u64")]
+struct Ticks;
+
+impl Handler<Ticks> for Ticker {
+    type Result = u64;
+
+    fn handle(&mut self, _: Ticks, _: &mut Context<Self>) -> u64 {
+        self.ticks
+    }
+}
+
 #[actix::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let demo = DemoServer::start(DemoConfig::default())?;
+    // `on_start` runs on the client's arbiter; the actor's address comes
+    // back through a channel (an `Addr` is `Send`).
+    let (addr_tx, addr_rx) = futures::channel::oneshot::channel();
     let client = ClientBuilder::new(demo.url())
         .backoff_initial(Duration::from_millis(200))
         // The handle, before the first attempt: the actor made here gets
         // every message from the first link on.
-        .on_start(|client| {
+        .on_start(move |client| {
             let messages = client.stream();
             let client = client.downgrade();
-            Ticker::create(move |ctx| {
+            let ticker = Ticker::create(move |ctx| {
                 ctx.add_stream(messages);
                 Ticker { client, ticks: 0 }
             });
+            let _ = addr_tx.send(ticker);
         })
         .start()?;
+    let ticker = addr_rx.await?;
     let mut events = client.events();
 
     client.connected().await?;
@@ -82,6 +101,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             },
         }
     }
+    println!("ticker counted {} ticks", ticker.send(Ticks).await?);
     let unsent = client.close(Duration::from_secs(2)).await?;
     println!("closed with {} unsent", unsent.len());
     // The actor sees its stream end; give it a turn to say so.

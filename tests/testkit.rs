@@ -140,3 +140,62 @@ fn run_paused_drives_a_future_on_virtual_time() {
     });
     assert_eq!(elapsed, Duration::from_secs(3600));
 }
+
+/// An actor reading `client.stream()` through `ctx.add_stream`, made in
+/// `on_start` with its address sent back through a channel.
+struct Reader(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl actix::Actor for Reader {
+    type Context = actix::Context<Self>;
+}
+
+impl actix::StreamHandler<Message> for Reader {
+    fn handle(&mut self, msg: Message, _: &mut actix::Context<Self>) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(msg.as_text().unwrap_or_default().to_owned());
+    }
+    // actix's default `finished` stops the actor when the stream ends.
+}
+
+/// Issue 25: a test can wait until an actor that reads the client's stream
+/// has handled what the server sent, and see its stream end after close.
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn a_probe_waits_for_an_actor_that_reads_the_client_stream() {
+    use actix::{Actor as _, AsyncContext as _};
+    use actix_tether::testkit::probe;
+
+    let (t, mut server) = mock();
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (addr_tx, addr_rx) = futures::channel::oneshot::channel();
+    let (probe_tx, probe_rx) = std::sync::mpsc::channel();
+    let seen = got.clone();
+    let client = ClientBuilder::new("ws://kit.test/")
+        .transport(t)
+        .on_start(move |client| {
+            let (messages, probe) = probe(client.stream());
+            let _ = probe_tx.send(probe);
+            let addr = Reader::create(move |ctx| {
+                ctx.add_stream(messages);
+                Reader(seen)
+            });
+            let _ = addr_tx.send(addr);
+        })
+        .start()
+        .unwrap();
+    let addr = addr_rx.await.unwrap();
+    let probe = probe_rx.recv().unwrap();
+    let conn = server.accept().await.unwrap();
+    for t in ["one", "two", "three"] {
+        conn.send_text(t);
+    }
+    probe.wait_for(3, WAIT_LIMIT).await.unwrap();
+    assert_eq!(*got.lock().unwrap(), ["one", "two", "three"]);
+    assert_eq!(probe.wait_for(4, ms(100)).await, Err(3));
+    assert!(!probe.ended());
+    client.close(ms(100)).await.unwrap();
+    probe.wait_for_end(WAIT_LIMIT).await.unwrap();
+    settle(ms(1)).await;
+    assert!(!addr.connected(), "the default finished stopped the actor");
+}

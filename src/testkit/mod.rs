@@ -1,5 +1,6 @@
 //! Testing actors that use actix-tether: a mock transport with a server-side
-//! handle, a paused clock, and an event recorder (feature `testkit`).
+//! handle, a paused clock, an event recorder, and a probe for actors that
+//! read `client.stream()` (feature `testkit`).
 //!
 //! ```
 //! use std::time::Duration;
@@ -33,11 +34,13 @@
 //! ```
 
 mod mock;
+mod probe;
 mod proxy;
 mod recorder;
 mod time;
 
 pub use mock::{mock, MockConn, MockServer, MockTransport, Outcome, WAIT_LIMIT};
+pub use probe::{probe, Probe, Probed};
 pub use proxy::{Fault, FaultProxy};
 pub use recorder::{Recorder, Stamped};
 pub use time::{run_paused, settle, PausedSystem};

@@ -138,6 +138,10 @@ impl TypedBuilder {
     /// Matches responses to requests: the client writes a fresh id at the
     /// `request` pointer and looks for it at the `response` pointer. Default
     /// is none (requests fail with an encode error).
+    ///
+    /// On the wire, ids are JSON strings of decimal numbers, counting from
+    /// `"1"` for each typed client (`{"id":"1",...}`, then `"2"`, ...); a
+    /// response may carry its id as that string or as the number (`1`).
     pub fn correlate(mut self, request: impl Into<String>, response: impl Into<String>) -> Self {
         self.correlation = Some(Correlation {
             request: request.into(),
@@ -149,6 +153,12 @@ impl TypedBuilder {
     /// Enables acknowledged delivery: [`TypedClient::send_reliable`] writes
     /// a fresh id at the `id` pointer and waits for an inbound message that
     /// carries it at the `ack` pointer. Default is off.
+    ///
+    /// On the wire, ids are JSON strings `"r1"`, `"r2"`, ... counting from
+    /// 1 for each typed client (the `r` keeps them apart from request ids);
+    /// the server acknowledges by sending a message with the same string at
+    /// the `ack` pointer, and must deduplicate by it, since a message is
+    /// re-sent with its id on every link until acknowledged.
     pub fn acknowledge(mut self, id: impl Into<String>, ack: impl Into<String>) -> Self {
         self.acknowledge = Some((id.into(), ack.into()));
         self
@@ -156,6 +166,13 @@ impl TypedBuilder {
 
     /// How many reliable messages may await their ack at once; beyond it
     /// `send_reliable` fails with [`TypedError::WindowFull`]. Default is 1024.
+    ///
+    /// Each reliable message also takes a place in the client's queue
+    /// (1,024 messages by default) until it is written: with the queue
+    /// full, `send_reliable` fails with [`TypedError::Send`] even below this
+    /// bound. Re-sends after a reconnect go in the setup lane and take no
+    /// place in the queue. Keep `max_unacked` at most the queue's size to
+    /// have `WindowFull` say when to slow down.
     pub fn max_unacked(mut self, n: usize) -> Self {
         self.max_unacked = Some(n);
         self
@@ -367,6 +384,11 @@ impl TypedClient {
     /// (with how many times it was re-sent after reconnects) or given up when
     /// the client closed first. At least once: the server must deduplicate
     /// by id.
+    ///
+    /// The value is encoded at once, but handed to the client (given its id
+    /// and queued) only when the returned future is first polled: a future
+    /// never polled sends nothing, and messages go out in the order their
+    /// futures were first polled.
     pub fn send_reliable<T: Serialize + ?Sized>(
         &self,
         value: &T,
