@@ -5,6 +5,16 @@ use std::time::Duration;
 use crate::events::State;
 
 /// A snapshot of a client's counters.
+///
+/// The outbound books reconcile with what a server read: `messages_out`
+/// counts every message a socket took, each time; each such write is later
+/// `confirmed` by a Pong, or ends with its link (without replay counted in
+/// `possibly_lost`, never written again; with replay counted in `replayed`
+/// and written again), or is still `unconfirmed` on the current link. So,
+/// without a setup lane, `messages_out` is `confirmed + possibly_lost +
+/// unconfirmed` without replay and `confirmed + replayed + unconfirmed` with
+/// it, once what was replayed has been written again; a server read at most
+/// `messages_out` messages and at least `confirmed`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
@@ -14,9 +24,10 @@ pub struct Stats {
     pub attempts: u64,
     /// Successful connects after the first.
     pub reconnects: u64,
-    /// Inbound messages delivered.
+    /// Inbound data messages handed to subscribers and streams, each once
+    /// (after a rotation's dedup window; control frames are not counted).
     pub messages_in: u64,
-    /// Inbound payload bytes delivered.
+    /// Payload bytes of `messages_in` (decompressed).
     pub bytes_in: u64,
     /// Outbound messages the socket took whole, setup lane included,
     /// counted each time: a message written on two links (replayed, or
@@ -50,9 +61,9 @@ pub struct Stats {
     /// not in the queue).
     pub waiting_senders: usize,
     /// Queued messages a Pong confirmed: the server's WebSocket layer read
-    /// them. Counts every confirmation, so a replayed message confirmed on
-    /// its second link counts once there (setup-lane messages are not
-    /// tracked).
+    /// them. Each write is confirmed at most once, so a replayed message
+    /// confirmed on its second link counts once, there (setup-lane messages
+    /// are not tracked).
     pub confirmed: u64,
     /// Payload bytes of `confirmed`.
     pub confirmed_bytes: u64,
