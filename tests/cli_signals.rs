@@ -13,6 +13,7 @@ use std::cell::RefCell;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, ChildStdin, Command};
 use std::rc::Rc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -79,37 +80,49 @@ async fn held_server(go: Go, seen: Shared) -> String {
     format!("ws://{addr}/")
 }
 
-/// Starts tether with `args`, writes `stdin` and keeps its stdin open.
-fn spawn(args: &[String], stdin: &str) -> (Child, ChildStdin) {
-    let (child, mut input) = spawn_tether(args);
-    input.write_all(stdin.as_bytes()).unwrap();
-    (child, input)
+/// A running tether whose stdout and stderr are read from the start (a
+/// pipe nobody reads would stall it).
+struct Running {
+    child: Child,
+    out: JoinHandle<String>,
+    err: JoinHandle<String>,
 }
 
-fn signal(child: &Child, name: &str) {
+fn drain(mut r: impl Read + Send + 'static) -> JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = r.read_to_string(&mut text);
+        text
+    })
+}
+
+/// Starts tether with `args`, writes `stdin` and keeps its stdin open.
+fn spawn(args: &[String], stdin: &str) -> (Running, ChildStdin) {
+    let (mut child, mut input) = spawn_tether(args);
+    let out = drain(child.stdout.take().unwrap());
+    let err = drain(child.stderr.take().unwrap());
+    input.write_all(stdin.as_bytes()).unwrap();
+    (Running { child, out, err }, input)
+}
+
+fn signal(running: &Running, name: &str) {
     let ok = Command::new("kill")
-        .args([&format!("-{name}"), &child.id().to_string()])
+        .args([&format!("-{name}"), &running.child.id().to_string()])
         .status()
         .unwrap()
         .success();
     assert!(ok, "kill -{name}");
 }
 
-/// Waits (at most 30 s, then kills) for the exit, reading its output
-/// meanwhile (a pipe nobody reads would stall it); its status code (`None`
+/// Waits (at most 30 s, then kills) for the exit; its status code (`None`
 /// if a signal killed it), stdout and stderr.
-fn wait(mut child: Child) -> (Option<i32>, String, String) {
-    fn drain(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = r.read_to_string(&mut text);
-            text
-        })
-    }
-    let out = drain(child.stdout.take().unwrap());
-    let err = drain(child.stderr.take().unwrap());
-    let code = wait_exit(&mut child, Duration::from_secs(30));
-    (code, out.join().unwrap(), err.join().unwrap())
+fn wait(mut running: Running) -> (Option<i32>, String, String) {
+    let code = wait_exit(&mut running.child, Duration::from_secs(30));
+    (
+        code,
+        running.out.join().unwrap(),
+        running.err.join().unwrap(),
+    )
 }
 
 fn numbered(n: usize) -> String {
@@ -267,6 +280,32 @@ async fn a_second_signal_exits_at_once() {
     go.send_replace(true);
 }
 
+#[actix_rt::test]
+async fn a_signal_during_the_final_drain_of_exit_on_eof_exits_at_once() {
+    let go = go();
+    let seen = Shared::default();
+    let url = held_server(go.clone(), seen).await;
+    let args = vec![
+        "--exit-on-eof".into(),
+        "--close-timeout".into(),
+        "120s".into(),
+        url,
+    ];
+    let input = numbered_large(3000);
+    let (code, _, err) = blocking(move || {
+        let (child, mut stdin) = spawn(&args, "");
+        // Stdin ends: the drain begins, behind a server that does not read.
+        let _ = stdin.write_all(input.as_bytes());
+        drop(stdin);
+        std::thread::sleep(Duration::from_millis(500));
+        signal(&child, "TERM");
+        wait(child)
+    })
+    .await;
+    assert_eq!(code, Some(143), "{err}");
+    go.send_replace(true);
+}
+
 /// Sends a numbered text message every 10 ms (at most 3,000) and, beside,
 /// reads the client's frames into `seen`.
 async fn chatty_server(seen: Shared) -> String {
@@ -323,7 +362,7 @@ async fn a_closed_stdout_ends_the_program_with_a_close() {
             args.insert(0, "--json".into());
         }
         let (code, first, err) = blocking(move || {
-            let (mut child, stdin) = spawn(&args, "");
+            let (mut child, stdin) = spawn_tether(&args);
             let mut stdout = BufReader::new(child.stdout.take().unwrap());
             let mut first = String::new();
             stdout.read_line(&mut first).unwrap();

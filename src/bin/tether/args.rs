@@ -21,8 +21,9 @@ and the events (connected, disconnected, reconnecting, dropped, closed, ...).
 
 Signals: SIGINT (Ctrl-C) and SIGTERM deliver what is queued within
 --close-timeout, close with 1000, report every line not delivered (a
-`dropped` event with --json) and exit; a second signal exits at once. A
-closed stdout (`tether URL | head -1`) stops the program the same way.
+`dropped` event with --json) and exit; a second signal, or one while the
+program is already closing (--exit-on-eof, after giving up), exits at once.
+A closed stdout (`tether URL | head -1`) stops the program the same way.
 
 Exit status: 0 done, 1 gave up or left lines undelivered, 2 invalid
 arguments, 130 or 143 on a second SIGINT or SIGTERM.";

@@ -27,7 +27,7 @@ use tokio::io::AsyncBufReadExt;
 use args::Args;
 use lines::Lines;
 use output::{Printer, Terminal};
-use signals::{Signals, Stop};
+use signals::Signals;
 
 fn main() -> ExitCode {
     let args = match Args::try_parse() {
@@ -135,32 +135,43 @@ async fn run(
         tokio::select! {
             () = &mut pump, if !stdin_done => {
                 if args.exit_on_eof {
-                    break finish(&client, args.close_timeout, &mut terminal, input).await;
+                    let ending = finish(&client, args.close_timeout, &mut terminal, input);
+                    break unless_signalled(ending, &mut signals).await;
                 }
                 stdin_done = true;
             }
             t = terminal.next() => match t {
                 Some(Terminal::Closed) => break 0,
                 Some(Terminal::GaveUp) | None => {
-                    // What was still queued will not be sent: say so, line
-                    // by line.
-                    if let Ok(left) = client.close(args.close_timeout).await {
-                        input.not_sent(&left, "the client gave up").await;
-                    }
-                    // Lines stdin already holds (or one being sent when the
-                    // client gave up) are refused now: report them, for at
-                    // most a moment, whatever stdin does after.
-                    if !stdin_done {
-                        let _ = tokio::time::timeout(STDIN_GRACE, &mut pump).await;
-                    }
-                    break 1;
+                    let ending = async {
+                        // What was still queued will not be sent: say so,
+                        // line by line.
+                        if let Ok(left) = client.close(args.close_timeout).await {
+                            input.not_sent(&left, "the client gave up").await;
+                        }
+                        // Lines stdin already holds (or one being sent when
+                        // the client gave up) are refused now: report them,
+                        // for at most a moment, whatever stdin does after.
+                        if !stdin_done {
+                            let _ = tokio::time::timeout(STDIN_GRACE, &mut pump).await;
+                        }
+                        1
+                    };
+                    break unless_signalled(ending, &mut signals).await;
                 }
             },
-            stop = signals.next() => {
-                break stop_on(stop, &client, args.close_timeout, &mut signals, &mut terminal, input).await;
+            // A signal, or a reader that went away: deliver what is queued
+            // within the close timeout, close with 1000 and report every
+            // line not sent, as at stdin's end with `--exit-on-eof`.
+            caught = signals.next() => {
+                eprintln!("tether: {}: closing", caught.name());
+                let ending = finish(&client, args.close_timeout, &mut terminal, input);
+                break unless_signalled(ending, &mut signals).await;
             }
             () = &mut stdout_closed => {
-                break stop_on(Stop::StdoutClosed, &client, args.close_timeout, &mut signals, &mut terminal, input).await;
+                eprintln!("tether: stdout closed: closing");
+                let ending = finish(&client, args.close_timeout, &mut terminal, input);
+                break unless_signalled(ending, &mut signals).await;
             }
         }
     };
@@ -250,8 +261,8 @@ async fn pump_stdin(client: &Client, input: Input<'_>) {
     }
 }
 
-/// `--exit-on-eof`, a signal or a closed stdout: deliver everything, close,
-/// and report; 0 if every line was delivered.
+/// At stdin's end with `--exit-on-eof`, on a signal or a closed stdout:
+/// deliver everything, close, and report; 0 if every line was delivered.
 async fn finish(
     client: &Client,
     close_timeout: Duration,
@@ -269,20 +280,14 @@ async fn finish(
     }
 }
 
-/// A signal or a closed stdout: deliver what is queued within the close
-/// timeout, close with 1000 and report every line not sent, as at stdin's
-/// end with `--exit-on-eof`; a second signal meanwhile exits at once.
-async fn stop_on(
-    stop: Stop,
-    client: &Client,
-    close_timeout: Duration,
+/// Runs `ending` (the program's drain and close) unless a signal comes
+/// first: then the program exits at once.
+async fn unless_signalled(
+    ending: impl std::future::Future<Output = u8>,
     signals: &mut Signals,
-    terminal: &mut mpsc::UnboundedReceiver<Terminal>,
-    input: Input<'_>,
 ) -> u8 {
-    eprintln!("tether: {}: closing", stop.name());
     tokio::select! {
-        code = finish(client, close_timeout, terminal, input) => code,
+        code = ending => code,
         again = signals.next() => {
             eprintln!("tether: {}: exiting now", again.name());
             std::process::exit(again.at_once());

@@ -1,38 +1,35 @@
 //! What stops `tether` from outside: SIGINT (Ctrl-C) and SIGTERM (`docker
 //! stop`, systemd, Kubernetes) each drain what is queued, close with 1000
-//! and exit; a second signal exits at once. A closed stdout stops it the
-//! same way as a first signal.
+//! and exit; a signal while the program is already ending (after a first
+//! signal, at stdin's end with `--exit-on-eof`, after giving up) exits at
+//! once.
 
 use std::future::pending;
 
 #[cfg(unix)]
 use actix_rt::signal::unix::{signal, Signal, SignalKind};
 
-/// Why the program stops.
+/// A signal that arrived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Stop {
+pub(crate) enum Caught {
     Interrupt,
     Terminate,
-    StdoutClosed,
 }
 
-impl Stop {
-    /// The exit status of a second signal, which exits at once: 128 plus
-    /// the signal's number, as a shell reports a process the signal
-    /// killed.
+impl Caught {
+    /// The exit status when it exits at once: 128 plus the signal's
+    /// number, as a shell reports a process the signal killed.
     pub(crate) fn at_once(self) -> i32 {
         match self {
-            Stop::Interrupt => 130,
-            Stop::Terminate => 143,
-            Stop::StdoutClosed => 1,
+            Caught::Interrupt => 130,
+            Caught::Terminate => 143,
         }
     }
 
     pub(crate) fn name(self) -> &'static str {
         match self {
-            Stop::Interrupt => "SIGINT",
-            Stop::Terminate => "SIGTERM",
-            Stop::StdoutClosed => "stdout closed",
+            Caught::Interrupt => "SIGINT",
+            Caught::Terminate => "SIGTERM",
         }
     }
 }
@@ -64,7 +61,7 @@ impl Signals {
     }
 
     /// The next signal.
-    pub(crate) async fn next(&mut self) -> Stop {
+    pub(crate) async fn next(&mut self) -> Caught {
         async fn recv(s: &mut Option<Signal>) {
             let received = match s {
                 Some(s) => s.recv().await.is_some(),
@@ -75,8 +72,8 @@ impl Signals {
             }
         }
         tokio::select! {
-            () = recv(&mut self.interrupt) => Stop::Interrupt,
-            () = recv(&mut self.terminate) => Stop::Terminate,
+            () = recv(&mut self.interrupt) => Caught::Interrupt,
+            () = recv(&mut self.terminate) => Caught::Terminate,
         }
     }
 }
@@ -91,10 +88,10 @@ impl Signals {
         Signals
     }
 
-    pub(crate) async fn next(&mut self) -> Stop {
+    pub(crate) async fn next(&mut self) -> Caught {
         if actix_rt::signal::ctrl_c().await.is_err() {
             pending::<()>().await;
         }
-        Stop::Interrupt
+        Caught::Interrupt
     }
 }
