@@ -306,9 +306,10 @@ async fn a_signal_during_the_final_drain_of_exit_on_eof_exits_at_once() {
     go.send_replace(true);
 }
 
-/// Sends a numbered text message every 10 ms (at most 3,000) and, beside,
-/// reads the client's frames into `seen`.
-async fn chatty_server(seen: Shared) -> String {
+/// Sends `ticks` numbered text messages, one every 10 ms, then nothing,
+/// and answers the client's Close (for at most 30 s); beside, it reads the
+/// client's frames into `seen`.
+async fn chatty_server(seen: Shared, ticks: usize) -> String {
     let addr = raw::serve(move |mut s| {
         let seen = seen.clone();
         async move {
@@ -323,10 +324,11 @@ async fn chatty_server(seen: Shared) -> String {
                         return;
                     }
                     let text = format!("tick {i}");
-                    if wr
-                        .write_all(&raw::frame(0x81, text.as_bytes()))
-                        .await
-                        .is_err()
+                    if i < ticks
+                        && wr
+                            .write_all(&raw::frame(0x81, text.as_bytes()))
+                            .await
+                            .is_err()
                     {
                         return;
                     }
@@ -351,12 +353,14 @@ async fn chatty_server(seen: Shared) -> String {
 }
 
 /// `tether URL | head -1`: once the reader is gone, the program closes
-/// with 1000 and exits 0, in text and JSON modes.
+/// with 1000 and exits 0, in text and JSON modes, whether the server goes
+/// on sending (the next line fails to write) or goes quiet after the line
+/// head read (text: one message; JSON: none, the line is `connected`).
 #[actix_rt::test]
 async fn a_closed_stdout_ends_the_program_with_a_close() {
-    for json in [false, true] {
+    for (json, ticks) in [(false, 3000), (true, 3000), (false, 1), (true, 0)] {
         let seen = Shared::default();
-        let url = chatty_server(seen.clone()).await;
+        let url = chatty_server(seen.clone(), ticks).await;
         let mut args = vec![url];
         if json {
             args.insert(0, "--json".into());
@@ -381,7 +385,7 @@ async fn a_closed_stdout_ends_the_program_with_a_close() {
         })
         .await;
         assert!(!first.is_empty());
-        assert_eq!(code, Some(0), "json {json}: {err}");
+        assert_eq!(code, Some(0), "json {json}, {ticks} ticks: {err}");
         assert!(!err.contains("panicked"), "{err}");
         assert!(
             support::eventually(Duration::from_secs(5), || !seen
@@ -390,7 +394,11 @@ async fn a_closed_stdout_ends_the_program_with_a_close() {
                 .is_empty())
             .await
         );
-        assert_eq!(seen.borrow().close_codes, [1000], "json {json}");
+        assert_eq!(
+            seen.borrow().close_codes,
+            [1000],
+            "json {json}, {ticks} ticks"
+        );
     }
 }
 

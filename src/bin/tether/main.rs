@@ -72,8 +72,14 @@ async fn run(
     // closes too.
     let mut signals = Signals::catch();
     let mut stdout_closed = std::pin::pin!(async move {
-        if stdout_closed.await.is_err() {
-            std::future::pending::<()>().await;
+        let failed_write = async {
+            if stdout_closed.await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            () = failed_write => {}
+            () = writer::reader_gone() => {}
         }
     });
     let demo = match args.urls.first() {

@@ -4,7 +4,9 @@
 //! (the read-ahead fills, `SubscriberStalled` is reported), and never the
 //! client's arbiter, whose heartbeat and Pongs go on. A closed stdout (the
 //! reader went away: `tether URL | head -1`) is reported once, so that the
-//! program can close and exit.
+//! program can close and exit: when a write fails with a broken pipe, or,
+//! for a pipe, as soon as its reader is gone, even if nothing more is
+//! written ([`reader_gone`]).
 
 use std::io::{ErrorKind, Write};
 
@@ -73,4 +75,35 @@ impl Writer {
             let _ = written.recv();
         }
     }
+}
+
+/// Resolves once stdout is a pipe whose reader has gone (the kernel
+/// reports an error on the pipe's write end), even if nothing is written
+/// meanwhile; never for a terminal, a file, or where it cannot tell.
+#[cfg(unix)]
+pub(crate) async fn reader_gone() {
+    use tokio::io::unix::AsyncFd;
+    use tokio::io::Interest;
+    // `with_interest` is deprecated because a registered descriptor must
+    // outlive its registration (I/O safety); stdout's descriptor lives as
+    // long as the process.
+    #[allow(deprecated)]
+    let registered = AsyncFd::with_interest(std::io::stdout(), Interest::ERROR);
+    // Files and /dev/null cannot be watched (EPERM): their writes tell.
+    let Ok(fd) = registered else {
+        return std::future::pending().await;
+    };
+    loop {
+        match fd.ready(Interest::ERROR).await {
+            Ok(guard) if guard.ready().is_error() => return,
+            Ok(mut guard) => guard.clear_ready(),
+            Err(_) => return std::future::pending().await,
+        }
+    }
+}
+
+/// Elsewhere, only a failed write tells.
+#[cfg(not(unix))]
+pub(crate) async fn reader_gone() {
+    std::future::pending().await
 }
