@@ -337,7 +337,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use futures::StreamExt;
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncRead, AsyncWriteExt};
 
     use super::*;
 
@@ -376,5 +376,94 @@ mod tests {
         // And reading goes on as before.
         theirs.write_all(&[0x81, 2, b'o', b'k']).await.unwrap();
         assert!(matches!(read.next().await, Some(Ok(Frame::Text(t))) if &t[..] == b"ok"));
+    }
+
+    /// Complete client frames at the head of `bytes`: (data frames,
+    /// frames); a frame cut off at the end is not counted.
+    fn whole_frames(mut bytes: &[u8]) -> (usize, usize) {
+        let (mut data, mut all) = (0, 0);
+        loop {
+            let Some(&[b0, b1]) = bytes.get(..2) else {
+                return (data, all);
+            };
+            let (len, head) = match b1 & 0x7F {
+                126 => match bytes.get(2..4) {
+                    Some(l) => (u64::from(u16::from_be_bytes([l[0], l[1]])), 4),
+                    None => return (data, all),
+                },
+                127 => match bytes.get(2..10) {
+                    Some(l) => (u64::from_be_bytes(l.try_into().unwrap()), 10),
+                    None => return (data, all),
+                },
+                n => (u64::from(n), 2),
+            };
+            let end = head + 4 + len as usize;
+            if bytes.len() < end {
+                return (data, all);
+            }
+            all += 1;
+            if b0 & 0x0F < 0x8 {
+                data += 1;
+            }
+            bytes = &bytes[end..];
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever the message sizes, the control frames between them and
+        /// how much the socket takes, the messages the writer says its
+        /// socket has not taken whole are exactly those the peer cannot
+        /// read whole from what the socket took (issue 25, item 1: only
+        /// those go back to the queue when the link dies).
+        #[test]
+        fn the_writer_knows_which_messages_the_socket_took_whole(
+            sizes in proptest::collection::vec(0usize..3000, 1..60),
+            pings in proptest::collection::vec(proptest::bool::ANY, 60),
+            socket in 1usize..20_000,
+        ) {
+            let (ours, mut theirs) = tokio::io::duplex(socket);
+            let parts = FramedParts::new(Box::new(ours) as BoxedSocket, Codec::new());
+            let (_read, mut write) = split(
+                parts,
+                Decoder::new(1 << 20, 1 << 20, None),
+                None,
+                0,
+                Rc::new(Cell::new(0)),
+            );
+            let messages: Vec<Message> = sizes
+                .iter()
+                .map(|&n| Message::Binary(vec![7u8; n].into()))
+                .collect();
+            let waker = futures::task::noop_waker();
+            let mut cx = Context::from_waker(&waker);
+            let mut handed = 0;
+            while handed < messages.len() {
+                match write.poll_write_messages(&mut cx, &messages[handed..]) {
+                    Poll::Ready(Ok(n)) => handed += n,
+                    Poll::Ready(Err(e)) => panic!("{e}"),
+                    Poll::Pending => break,
+                }
+                if pings[handed % pings.len()] {
+                    write.start_send(OutRef::Ping(&bytes::Bytes::from_static(b"p"))).unwrap();
+                }
+            }
+            let _ = write.poll_flush(&mut cx);
+            // The peer reads everything the socket took.
+            let mut got = Vec::new();
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let mut rb = tokio::io::ReadBuf::new(&mut buf);
+                match Pin::new(&mut theirs).poll_read(&mut cx, &mut rb) {
+                    Poll::Ready(Ok(())) if !rb.filled().is_empty() => {
+                        got.extend_from_slice(rb.filled());
+                    }
+                    _ => break,
+                }
+            }
+            let (data, _) = whole_frames(&got);
+            let unaccepted = write.messages_unaccepted().unwrap() as usize;
+            proptest::prop_assert_eq!(handed - unaccepted, data);
+            proptest::prop_assert_eq!(write.bytes_accepted(), Some(got.len() as u64));
+        }
     }
 }
