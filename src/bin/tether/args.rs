@@ -20,7 +20,7 @@ With --json, stdout has one JSON object per line: inbound messages as
 and the events (connected, disconnected, reconnecting, dropped, closed, ...).
 
 Signals: SIGINT (Ctrl-C) and SIGTERM deliver what is queued within
---close-timeout, close with 1000, report every line not delivered (a
+--close-timeout, close with 1000, report every line left unwritten (a
 `dropped` event with --json) and exit; a second signal, or one while the
 program is already closing (--exit-on-eof, after giving up), exits at once.
 A closed stdout (`tether URL | head -1`) stops the program the same way.
