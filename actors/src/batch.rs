@@ -186,12 +186,14 @@ impl Drop for Batch {
                 }
                 (stay, self.taken.resent)
             }
-            // With replay, what no Pong confirmed is written again; what
-            // the socket took may reach the server twice.
+            // With replay, what no Pong confirmed is written again (what
+            // the socket took may reach the server twice: it counts as
+            // replayed); everything this link wrote is marked written
+            // before, as the transport-blind case does.
             (true, Some(took)) => {
                 let again = took.saturating_sub(confirmed);
                 self.hub.delivery.borrow_mut().count_replayed(again);
-                (confirmed, self.taken.resent.max(took))
+                (confirmed, self.taken.resent.max(self.written))
             }
             // The transport cannot tell: everything written is suspect.
             (_, None) => (confirmed, self.taken.resent.max(self.written)),
