@@ -169,12 +169,18 @@ impl Drop for Batch {
         });
         // Backlog messages the socket took whole, when the transport says.
         let took = whole.map(|n| n.saturating_sub(self.setup).min(self.written));
-        let (stay, written_before) = match (replay, took) {
+        // What no Pong confirmed goes back, everything this link wrote
+        // marked written before: all a transport that cannot say what its
+        // socket took allows, and what replay writes again anyway.
+        let mut stay = confirmed;
+        let mut written_before = self.taken.resent.max(self.written);
+        match (replay, took) {
             // Without replay, what the socket took is never written again:
             // like a flushed message, it is possibly lost unless a Pong
             // confirms it.
             (false, Some(took)) => {
-                let stay = confirmed.max(took);
+                stay = confirmed.max(took);
+                written_before = self.taken.resent;
                 if let Some(start) = self.start {
                     let bytes: usize = backlog[..took].iter().map(Message::len).sum();
                     let at = Mark {
@@ -184,20 +190,15 @@ impl Drop for Batch {
                     };
                     self.hub.delivery.borrow_mut().socket_took(self.link, at);
                 }
-                (stay, self.taken.resent)
             }
-            // With replay, what no Pong confirmed is written again (what
-            // the socket took may reach the server twice: it counts as
-            // replayed); everything this link wrote is marked written
-            // before, as the transport-blind case does.
+            // With replay, what the socket took may reach the server twice:
+            // it counts as replayed.
             (true, Some(took)) => {
                 let again = took.saturating_sub(confirmed);
                 self.hub.delivery.borrow_mut().count_replayed(again);
-                (confirmed, self.taken.resent.max(self.written))
             }
-            // The transport cannot tell: everything written is suspect.
-            (_, None) => (confirmed, self.taken.resent.max(self.written)),
-        };
+            (_, None) => {}
+        }
         let stay = stay.min(in_flight);
         let rest = backlog.split_off(stay);
         lock(&self.buffer).requeue(
