@@ -12,15 +12,18 @@ use std::time::{Duration, SystemTime};
 
 use actix_http::error::ParseError;
 use actix_rt::net::TcpStream;
-use actix_service::{Service, ServiceExt};
+use actix_service::Service;
 use actix_tether_actors::{ConnectError, ConnectErrorKind, ConnectRequest, Link, Transport};
-use actix_tls::connect::{Connection as TcpConnection, Resolver};
+use actix_tls::connect::Resolver;
 use awc::error::{ConnectError as AwcConnectError, SendRequestError, WsClientError};
-use awc::http::header::{HeaderMap, RETRY_AFTER, SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_PROTOCOL};
-use awc::http::Uri;
+use awc::http::header::{
+    HeaderMap, LOCATION, RETRY_AFTER, SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_PROTOCOL,
+};
 use awc::middleware::Transform;
 use futures::future::{self, LocalBoxFuture};
 
+use crate::proxy::{Dialer, ProxyScheme, ProxyUrl, Routes};
+use crate::redirect::{self, Redirect};
 use crate::wire::decode::Decoder;
 use crate::wire::deflate::Compression;
 use crate::{awc_link, validate};
@@ -33,34 +36,44 @@ pub(crate) struct AwcTransport {
     pub(crate) compression: Compression,
     #[cfg(feature = "rustls")]
     pub(crate) tls: std::sync::Arc<rustls::ClientConfig>,
+    /// Which proxy each URL goes through.
+    pub(crate) routes: std::sync::Arc<Routes>,
+    /// Redirects of the upgrade to follow.
+    pub(crate) redirects: u32,
 }
 
 impl AwcTransport {
-    /// An awc client for one attempt; `bounded` learns whether the kernel's
-    /// unsent bytes are bounded on its socket.
+    /// An awc client for one attempt, its sockets opened through `route`;
+    /// `bounded` learns whether the kernel's unsent bytes are bounded on its
+    /// socket.
     fn client(
         &self,
         timeout: Duration,
-        retry_after: Rc<Cell<Option<Duration>>>,
+        route: Option<std::sync::Arc<ProxyUrl>>,
+        head: Rc<Head>,
         bounded: Rc<Cell<bool>>,
     ) -> awc::Client {
         // awc leaves Nagle's algorithm on; a WebSocket client flushes whole
         // batches itself, and a small message (a ping, one request) must not
         // wait for the previous segment's acknowledgement.
-        let tcp = actix_tls::connect::Connector::new(Resolver::default())
-            .service()
-            .map(move |conn: TcpConnection<Uri, TcpStream>| {
-                let _ = conn.io_ref().set_nodelay(true);
-                bounded.set(limit_unsent(conn.io_ref()));
-                conn
-            });
-        let connector = awc::Connector::new().connector(tcp).timeout(timeout);
+        let prepare = move |tcp: &TcpStream| {
+            let _ = tcp.set_nodelay(true);
+            bounded.set(limit_unsent(tcp));
+        };
+        let dialer = Dialer {
+            tcp: actix_tls::connect::Connector::new(Resolver::default()).service(),
+            route,
+            #[cfg(feature = "rustls")]
+            tls: self.tls.clone(),
+            prepare: Rc::new(prepare),
+        };
+        let connector = awc::Connector::new().connector(dialer).timeout(timeout);
         #[cfg(feature = "rustls")]
         let connector = connector.rustls_0_23(self.tls.clone());
         awc::Client::builder()
             .connector(connector)
             .timeout(timeout)
-            .wrap(CaptureRetryAfter(retry_after))
+            .wrap(CaptureHead(head))
             .finish()
     }
 }
@@ -71,17 +84,16 @@ const NOTSENT_LOWAT: u32 = 16 * 1024;
 
 /// The most accepted bytes that may still wait unsent below the writer, when
 /// `TCP_NOTSENT_LOWAT` is set: the low-water mark plus one write, plus for
-/// wss:// rustls's own send buffer (64 KiB of plaintext by default, counted
-/// as 80 KiB with record overhead). Without the
-/// option nothing bounds them, and the heartbeat never takes accepted bytes
-/// as proof of a moving link.
-fn unsent_bound(bounded: bool, secure: bool) -> u64 {
+/// each layer of TLS (wss://, and an https:// proxy under it) rustls's own
+/// send buffer (64 KiB of plaintext by default, counted as 80 KiB with
+/// record overhead). Without the option nothing bounds them, and the
+/// heartbeat never takes accepted bytes as proof of a moving link.
+fn unsent_bound(bounded: bool, tls_layers: u64) -> u64 {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     if bounded {
-        let tls = if secure { 80 * 1024 } else { 0 };
-        return u64::from(NOTSENT_LOWAT) + awc_link::WRITE_CHUNK as u64 + tls;
+        return u64::from(NOTSENT_LOWAT) + awc_link::WRITE_CHUNK as u64 + tls_layers * 80 * 1024;
     }
-    let _ = (bounded, secure);
+    let _ = (bounded, tls_layers);
     u64::MAX
 }
 
@@ -120,9 +132,58 @@ impl Transport for AwcTransport {
             let err = ConnectError::with_source(ConnectErrorKind::InvalidRequest, e);
             return Box::pin(future::ready(Err(err)));
         }
-        let retry_after = Rc::new(Cell::new(None));
+        let this = self.clone();
+        let mut request = request.clone();
+        Box::pin(async move {
+            let mut hops = 0;
+            loop {
+                match this.attempt(&request, timeout).await {
+                    Ok(link) => return Ok(link),
+                    Err(Failed::Error(e)) => return Err(e),
+                    Err(Failed::Redirect(redirect)) => {
+                        request = redirect::follow(request, &redirect, hops, this.redirects)?;
+                        hops += 1;
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// How one handshake failed.
+enum Failed {
+    Error(ConnectError),
+    /// A redirect, for [`redirect::follow`] to judge.
+    Redirect(Redirect),
+}
+
+impl From<ConnectError> for Failed {
+    fn from(e: ConnectError) -> Self {
+        Failed::Error(e)
+    }
+}
+
+impl AwcTransport {
+    /// One handshake with `request.url`, through the proxy its host is
+    /// routed to.
+    async fn attempt(&self, request: &ConnectRequest, timeout: Duration) -> Result<Link, Failed> {
+        let secure = request.url.starts_with("wss:") || request.url.starts_with("https:");
+        let route = match ::url::Url::parse(&request.url) {
+            Ok(url) => url
+                .host_str()
+                .and_then(|host| self.routes.route(host, secure)),
+            Err(_) => None,
+        };
+        let shown_proxy = route.as_ref().map(|p| p.to_string());
+        let tls_layers = u64::from(secure)
+            + u64::from(
+                route
+                    .as_ref()
+                    .is_some_and(|p| p.scheme == ProxyScheme::Https),
+            );
+        let head = Rc::new(Head::default());
         let bounded = Rc::new(Cell::new(false));
-        let client = self.client(timeout, retry_after.clone(), bounded.clone());
+        let client = self.client(timeout, route, head.clone(), bounded.clone());
         // awc's codec is set aside after the upgrade (our decoder has the
         // limits), so its frame size is not set.
         let mut ws = client.ws(request.url.as_str());
@@ -137,47 +198,56 @@ impl Transport for AwcTransport {
             // for an offer we did not make: ours replaces it.
             ws = ws.set_header(SEC_WEBSOCKET_EXTENSIONS, offer.as_str());
         }
-        let compression = self.compression.clone();
-        let (max_frame, max_message) = (self.max_frame_size, self.max_message_size);
-        let secure = request.url.starts_with("wss:") || request.url.starts_with("https:");
-        Box::pin(async move {
-            let (response, framed) = ws
-                .connect()
-                .await
-                .map_err(|e| map_connect_error(e, secure, retry_after.get()))?;
-            let protocol = response
-                .headers()
-                .get(SEC_WEBSOCKET_PROTOCOL)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            let answers = response
-                .headers()
-                .get_all(SEC_WEBSOCKET_EXTENSIONS)
-                .map(|v| v.to_str().unwrap_or("\u{fffd}"));
-            let agreed = compression
-                .accept(answers)
-                .map_err(|e| ConnectError::with_source(ConnectErrorKind::Extension, e))?;
-            let extensions = agreed.as_ref().map(|a| a.text.clone());
-            let (inflater, deflater) = agreed.map(|a| a.split()).unzip();
-            let decoder = Decoder::new(max_frame, max_message, inflater);
-            let bound = unsent_bound(bounded.get(), secure);
-            let received = Rc::new(Cell::new(0));
-            let (stream, writer) = awc_link::split(
-                framed.into_parts(),
-                decoder,
-                deflater,
-                bound,
-                received.clone(),
-            );
-            Ok(Link::new(Box::pin(stream), Box::new(writer))
-                .with_protocol(protocol)
-                .with_extensions(extensions)
-                .with_bytes_received(received))
-        })
+        let (response, framed) = match ws.connect().await {
+            Ok(done) => done,
+            Err(WsClientError::InvalidResponseStatus(status))
+                if redirect::is_redirect(status.as_u16()) =>
+            {
+                return Err(Failed::Redirect(Redirect {
+                    status: status.as_u16(),
+                    location: head.location.take(),
+                }))
+            }
+            Err(e) => return Err(map_connect_error(e, secure, head.retry_after.get()).into()),
+        };
+        let protocol = response
+            .headers()
+            .get(SEC_WEBSOCKET_PROTOCOL)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let answers = response
+            .headers()
+            .get_all(SEC_WEBSOCKET_EXTENSIONS)
+            .map(|v| v.to_str().unwrap_or("\u{fffd}"));
+        let agreed = self
+            .compression
+            .accept(answers)
+            .map_err(|e| ConnectError::with_source(ConnectErrorKind::Extension, e))?;
+        let extensions = agreed.as_ref().map(|a| a.text.clone());
+        let (inflater, deflater) = agreed.map(|a| a.split()).unzip();
+        let decoder = Decoder::new(self.max_frame_size, self.max_message_size, inflater);
+        let bound = unsent_bound(bounded.get(), tls_layers);
+        let received = Rc::new(Cell::new(0));
+        let (stream, writer) = awc_link::split(
+            framed.into_parts(),
+            decoder,
+            deflater,
+            bound,
+            received.clone(),
+        );
+        Ok(Link::new(Box::pin(stream), Box::new(writer))
+            .with_protocol(protocol)
+            .with_extensions(extensions)
+            .with_bytes_received(received)
+            .with_proxy(shown_proxy))
     }
 }
 
 fn io_kind(e: &io::Error, secure: bool) -> ConnectErrorKind {
+    #[cfg(feature = "rustls")]
+    if let Some(kind) = crate::tls::failure_kind(e) {
+        return kind;
+    }
     match e.kind() {
         io::ErrorKind::ConnectionRefused => ConnectErrorKind::Refused,
         io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => {
@@ -226,8 +296,21 @@ fn map_connect_error(
     };
     // An I/O failure keeps its `io::Error` as the source (reachable by
     // downcasting: the OS error, or the rustls error inside a TLS failure).
-    // awc's other errors are not `Send`; their text is the source.
+    // awc's other errors are not `Send`; their text is the source. A
+    // proxy's failure arrives whole, wrapped in an `io::Error` to pass
+    // through awc.
     match e {
+        WsClientError::SendRequest(SendRequestError::Connect(AwcConnectError::Io(io)))
+            if is_proxy_failure(&io) =>
+        {
+            match io
+                .into_inner()
+                .map(|inner| inner.downcast::<ConnectError>())
+            {
+                Some(Ok(failure)) => *failure,
+                _ => ConnectError::new(kind),
+            }
+        }
         WsClientError::SendRequest(
             SendRequestError::Connect(AwcConnectError::Io(io))
             | SendRequestError::Send(io)
@@ -235,6 +318,11 @@ fn map_connect_error(
         ) => ConnectError::with_source(kind, io),
         other => ConnectError::with_source(kind, other.to_string()),
     }
+}
+
+fn is_proxy_failure(io: &io::Error) -> bool {
+    io.get_ref()
+        .is_some_and(|inner| inner.downcast_ref::<ConnectError>().is_some())
 }
 
 /// Parses `Retry-After` as delay-seconds or an HTTP date.
@@ -250,31 +338,39 @@ fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
     )
 }
 
-/// Connector middleware that records the `Retry-After` of the handshake
-/// response.
-struct CaptureRetryAfter(Rc<Cell<Option<Duration>>>);
-
-struct CaptureRetryAfterService<S> {
-    inner: S,
-    slot: Rc<Cell<Option<Duration>>>,
+/// What the handshake's response head said that awc does not pass on
+/// when it refuses the upgrade.
+#[derive(Default)]
+struct Head {
+    retry_after: Cell<Option<Duration>>,
+    location: Cell<Option<String>>,
 }
 
-impl<S> Transform<S, awc::ConnectRequest> for CaptureRetryAfter
+/// Connector middleware that records the `Retry-After` and `Location` of
+/// the handshake response.
+struct CaptureHead(Rc<Head>);
+
+struct CaptureHeadService<S> {
+    inner: S,
+    head: Rc<Head>,
+}
+
+impl<S> Transform<S, awc::ConnectRequest> for CaptureHead
 where
     S: Service<awc::ConnectRequest, Response = awc::ConnectResponse, Error = SendRequestError>,
     S::Future: 'static,
 {
-    type Transform = CaptureRetryAfterService<S>;
+    type Transform = CaptureHeadService<S>;
 
     fn new_transform(self, inner: S) -> Self::Transform {
-        CaptureRetryAfterService {
+        CaptureHeadService {
             inner,
-            slot: self.0,
+            head: self.0,
         }
     }
 }
 
-impl<S> Service<awc::ConnectRequest> for CaptureRetryAfterService<S>
+impl<S> Service<awc::ConnectRequest> for CaptureHeadService<S>
 where
     S: Service<awc::ConnectRequest, Response = awc::ConnectResponse, Error = SendRequestError>,
     S::Future: 'static,
@@ -287,11 +383,17 @@ where
 
     fn call(&self, req: awc::ConnectRequest) -> Self::Future {
         let fut = self.inner.call(req);
-        let slot = self.slot.clone();
+        let head = self.head.clone();
         Box::pin(async move {
             let res = fut.await?;
-            if let awc::ConnectResponse::Tunnel(head, _) = &res {
-                slot.set(parse_retry_after(&head.headers));
+            if let awc::ConnectResponse::Tunnel(response, _) = &res {
+                head.retry_after.set(parse_retry_after(&response.headers));
+                let location = response
+                    .headers
+                    .get(LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                head.location.set(location);
             }
             Ok(res)
         })

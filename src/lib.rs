@@ -134,6 +134,8 @@ mod builder;
 #[cfg(feature = "demo")]
 pub mod demo;
 mod pool;
+mod proxy;
+mod redirect;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 #[cfg(feature = "rustls")]
@@ -159,4 +161,5 @@ pub use actix_tether_actors::{
 };
 pub use builder::ClientBuilder;
 pub use pool::Pool;
+pub use proxy::Proxy;
 pub use wire::deflate::{Compression, CompressionMode, NegotiationError};

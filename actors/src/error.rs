@@ -88,6 +88,22 @@ pub enum ConnectErrorKind {
     InvalidRequest,
     /// Any other I/O failure.
     Io,
+    /// The proxy could not be reached or could not reach the server: the
+    /// proxy refused the connection, answered `CONNECT` with 502, 503 or
+    /// 504, or its SOCKS5 reply said the network or host is unreachable,
+    /// the connection was refused, the TTL expired or it failed in general.
+    /// Retryable.
+    ProxyUnavailable,
+    /// The proxy refused the tunnel for good: authentication refused
+    /// (HTTP 407, a SOCKS5 password refused or no acceptable method), any
+    /// other 4xx to `CONNECT`, a SOCKS5 ruleset refusal or an unsupported
+    /// command or address type, or an answer that is not HTTP or SOCKS5.
+    /// Not retryable.
+    ProxyRefused,
+    /// The server's (or an https:// proxy's) certificate is not trusted:
+    /// an unknown issuer, expired, or issued for another name. Not
+    /// retryable: repeating the handshake cannot make it trusted.
+    Certificate,
 }
 
 /// An error from one connection attempt.
@@ -135,12 +151,21 @@ impl ConnectError {
         }
     }
 
+    /// The same error with `status`: the HTTP status a proxy answered
+    /// `CONNECT` with ([`ConnectErrorKind::ProxyUnavailable`],
+    /// [`ConnectErrorKind::ProxyRefused`]).
+    pub fn with_status(mut self, status: u16) -> Self {
+        self.status = Some(status);
+        self
+    }
+
     /// What kind of failure this is.
     pub fn kind(&self) -> ConnectErrorKind {
         self.kind
     }
 
-    /// The HTTP status of an [`ConnectErrorKind::Http`] refusal.
+    /// The HTTP status of an [`ConnectErrorKind::Http`] refusal, or the
+    /// status a proxy answered `CONNECT` with.
     pub fn status(&self) -> Option<u16> {
         self.status
     }
@@ -154,8 +179,10 @@ impl ConnectError {
     /// and 429 treated as fatal.
     ///
     /// Refused, reset, timeouts, DNS and other I/O failures, 5xx, 408 and 429
-    /// are retryable; TLS failures, invalid handshakes, subprotocol mismatches
-    /// and invalid requests are not, because repeating them cannot help.
+    /// are retryable, and so is a proxy that is unavailable; TLS and
+    /// certificate failures, a proxy's refusal (407 among them), invalid
+    /// handshakes, subprotocol mismatches and invalid requests are not,
+    /// because repeating them cannot help.
     pub fn is_retryable(&self) -> bool {
         self.is_retryable_with(false)
     }
@@ -168,7 +195,8 @@ impl ConnectError {
             | ConnectErrorKind::Reset
             | ConnectErrorKind::Timeout
             | ConnectErrorKind::Dns
-            | ConnectErrorKind::Io => true,
+            | ConnectErrorKind::Io
+            | ConnectErrorKind::ProxyUnavailable => true,
             ConnectErrorKind::Http => match self.status {
                 Some(408 | 429) => true,
                 Some(s) if (400..500).contains(&s) => retry_client_errors,
@@ -218,6 +246,18 @@ impl fmt::Display for ConnectError {
             }
             ConnectErrorKind::InvalidRequest => f.write_str("invalid connect request")?,
             ConnectErrorKind::Io => f.write_str("I/O error while connecting")?,
+            ConnectErrorKind::ProxyUnavailable => match self.status {
+                Some(s) => write!(f, "proxy unavailable: it answered CONNECT with HTTP {s}")?,
+                None => f.write_str("proxy unavailable")?,
+            },
+            ConnectErrorKind::ProxyRefused => match self.status {
+                Some(407) => f.write_str(
+                    "proxy refused the tunnel with HTTP 407 (proxy authentication required)",
+                )?,
+                Some(s) => write!(f, "proxy refused the tunnel with HTTP {s}")?,
+                None => f.write_str("proxy refused the tunnel")?,
+            },
+            ConnectErrorKind::Certificate => f.write_str("server certificate not trusted")?,
         }
         Ok(())
     }
@@ -518,6 +558,23 @@ pub enum ConfigError {
     },
     /// wss:// was requested but the crate was built without TLS support.
     TlsUnavailable,
+    /// A proxy URL cannot be used (`ClientBuilder::proxy`, or a proxy
+    /// variable of the environment).
+    InvalidProxy {
+        /// The URL as given, with any password masked.
+        url: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A TLS setting cannot be used: a PEM certificate or key that does
+    /// not parse, a key that does not match, an empty bundle.
+    InvalidTls {
+        /// The builder method the setting came from
+        /// (`add_root_certificate`, `identity`).
+        setting: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The client was started outside a running actix `System`.
     NoSystem,
     /// The arbiter given to `start_on` is not running.
@@ -551,6 +608,12 @@ impl fmt::Display for ConfigError {
             }
             ConfigError::TlsUnavailable => {
                 f.write_str("wss:// needs the `rustls` feature of actix-tether")
+            }
+            ConfigError::InvalidProxy { url, reason } => {
+                write!(f, "invalid proxy `{url}`: {reason}")
+            }
+            ConfigError::InvalidTls { setting, reason } => {
+                write!(f, "invalid TLS setting `{setting}`: {reason}")
             }
             ConfigError::NoSystem => f.write_str("the client must start inside an actix System"),
             ConfigError::ArbiterStopped => {

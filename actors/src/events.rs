@@ -60,6 +60,10 @@ pub enum Event {
         /// The extensions the server agreed to, as the handshake said them
         /// (`permessage-deflate; client_max_window_bits=12`), if any.
         extensions: Option<String>,
+        /// The proxy the link goes through, its password masked
+        /// (`socks5://user:****@127.0.0.1:1080`), or `None` when the
+        /// connection is direct.
+        proxy: Option<String>,
     },
     /// The link went down, or an attempt failed.
     Disconnected {

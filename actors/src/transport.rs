@@ -227,6 +227,9 @@ pub struct Link {
     ///
     /// [`Stats::wire_bytes_in`]: crate::Stats::wire_bytes_in
     pub bytes_received: Option<Rc<Cell<u64>>>,
+    /// The proxy the link goes through, its password masked
+    /// (`http://user:****@proxy:3128`), or `None` for a direct connection.
+    pub proxy: Option<String>,
 }
 
 impl Link {
@@ -239,6 +242,7 @@ impl Link {
             protocol: None,
             extensions: None,
             bytes_received: None,
+            proxy: None,
         }
     }
 
@@ -254,6 +258,12 @@ impl Link {
         self
     }
 
+    /// The proxy the link goes through, its password masked.
+    pub fn with_proxy(mut self, proxy: Option<String>) -> Self {
+        self.proxy = proxy;
+        self
+    }
+
     /// The transport's count of bytes read from the socket.
     pub fn with_bytes_received(mut self, counter: Rc<Cell<u64>>) -> Self {
         self.bytes_received = Some(counter);
@@ -266,6 +276,7 @@ impl fmt::Debug for Link {
         f.debug_struct("Link")
             .field("protocol", &self.protocol)
             .field("extensions", &self.extensions)
+            .field("proxy", &self.proxy)
             .finish_non_exhaustive()
     }
 }

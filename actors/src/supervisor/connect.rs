@@ -171,6 +171,7 @@ impl Supervisor {
             endpoint,
             span,
         } = fresh;
+        let proxy = link.proxy.clone();
         let (current, protocol, extensions) =
             self.start_link(link, &request, endpoint, Role::Active, span, ctx);
         let id = current.id;
@@ -184,6 +185,7 @@ impl Supervisor {
             endpoint,
             protocol: protocol.clone(),
             extensions,
+            proxy,
         });
         let info = ConnectInfo {
             attempt,

@@ -1,13 +1,14 @@
 //! Command-line parsing, kept apart from the validated client configuration
 //! it produces.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 use actix_tether::{
     ClientBuilder, CompressionMode, ConnectError, ConnectErrorKind, ConnectRequest, Jitter,
-    Message, OverflowPolicy,
+    Message, OverflowPolicy, Proxy,
 };
 use clap::Parser;
 
@@ -144,6 +145,30 @@ pub(crate) struct Args {
     /// Bound on draining and closing at exit.
     #[arg(long, value_parser = duration, value_name = "DURATION", default_value = "5s")]
     pub(crate) close_timeout: Duration,
+    /// Connect through this proxy: http://, https://, socks5:// (the client
+    /// resolves names) or socks5h:// (the proxy does), credentials in the
+    /// URL. Without it, http_proxy/HTTP_PROXY (ws://),
+    /// https_proxy/HTTPS_PROXY (wss://) and all_proxy/ALL_PROXY are read.
+    #[arg(long, value_name = "URL")]
+    proxy: Option<String>,
+    /// Hosts reached without a proxy, in NO_PROXY syntax (comma-separated
+    /// names, which match their subdomains, addresses, CIDR ranges, or *);
+    /// applies to --proxy too and replaces NO_PROXY.
+    #[arg(long = "no-proxy", value_name = "LIST")]
+    no_proxy: Option<String>,
+    /// Trust the certificates of this PEM bundle, in addition to the
+    /// built-in roots.
+    #[arg(long = "ca-file", value_name = "PATH")]
+    ca_file: Option<PathBuf>,
+    /// Present this PEM client certificate chain (with --key).
+    #[arg(long, value_name = "PATH", requires = "key")]
+    cert: Option<PathBuf>,
+    /// The PEM private key of --cert (PKCS#8, RSA or SEC1).
+    #[arg(long, value_name = "PATH", requires = "cert")]
+    key: Option<PathBuf>,
+    /// Accept any server certificate, unverified (prints a warning).
+    #[arg(long)]
+    pub(crate) insecure: bool,
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -170,8 +195,17 @@ fn header(s: &str) -> Result<(String, String), String> {
 impl Args {
     /// The client configuration these arguments describe; the builder checks
     /// the values when it starts.
-    pub(crate) fn builder(&self, primary: String, fallbacks: &[String]) -> ClientBuilder {
+    ///
+    /// `demo` says the URL is the embedded demo server's, which the
+    /// environment's proxies cannot reach (a `--proxy` still applies).
+    pub(crate) fn builder(
+        &self,
+        primary: String,
+        fallbacks: &[String],
+        demo: bool,
+    ) -> Result<ClientBuilder, String> {
         let mut b = ClientBuilder::new(primary);
+        b = self.reach(b, demo)?;
         for url in fallbacks {
             b = b.fallback(url.clone());
         }
@@ -247,9 +281,31 @@ impl Args {
             Some(d) => b = b.ping_interval(d),
             None => {}
         }
-        b.replay_unconfirmed(self.replay_unconfirmed)
+        Ok(b.replay_unconfirmed(self.replay_unconfirmed)
             .compression(self.compression.into())
-            .close_timeout(self.close_timeout)
+            .close_timeout(self.close_timeout))
+    }
+
+    /// The proxy and TLS flags.
+    fn reach(&self, mut b: ClientBuilder, demo: bool) -> Result<ClientBuilder, String> {
+        let read = |flag: &str, path: &PathBuf| {
+            std::fs::read(path).map_err(|e| format!("{flag} {}: {e}", path.display()))
+        };
+        if let Some(url) = &self.proxy {
+            b = b.proxy(Proxy::all(url).map_err(|e| format!("--proxy: {e}"))?);
+        } else if demo {
+            b = b.proxy_from_env(false);
+        }
+        if let Some(list) = &self.no_proxy {
+            b = b.no_proxy(list.clone());
+        }
+        if let Some(path) = &self.ca_file {
+            b = b.add_root_certificate(read("--ca-file", path)?);
+        }
+        if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+            b = b.identity(read("--cert", cert)?, read("--key", key)?);
+        }
+        Ok(b.danger_accept_invalid_certs(self.insecure))
     }
 }
 

@@ -113,8 +113,20 @@ async fn run(
         gave_up: false,
     }
     .start();
-    let client = match args
-        .builder(primary, fallbacks)
+    let builder = match args.builder(primary, fallbacks, args.urls.is_empty()) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("tether: {e}");
+            return 2;
+        }
+    };
+    if args.insecure {
+        eprintln!(
+            "tether: warning: --insecure: server certificates are not verified; \
+             anyone on the path can pose as the server"
+        );
+    }
+    let client = match builder
         .subscribe(printer.clone().recipient())
         .subscribe_events(printer.recipient())
         .start()

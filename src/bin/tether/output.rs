@@ -58,6 +58,7 @@ fn event_json(event: &Event, line: Option<u64>) -> Option<Value> {
             endpoint,
             protocol,
             extensions,
+            proxy,
         } => {
             json!({
                 "attempt": attempt,
@@ -65,6 +66,7 @@ fn event_json(event: &Event, line: Option<u64>) -> Option<Value> {
                 "endpoint": endpoint,
                 "protocol": protocol,
                 "extensions": extensions,
+                "proxy": proxy,
             })
         }
         Event::Rotating { reason, age } => {
@@ -115,9 +117,13 @@ fn event_text(event: &Event) -> String {
             url,
             protocol,
             extensions,
+            proxy,
             ..
         } => {
             let mut text = format!("connected to {url} (attempt {attempt}");
+            if let Some(p) = proxy {
+                text.push_str(&format!(", through {p}"));
+            }
             if let Some(p) = protocol {
                 text.push_str(&format!(", protocol {p}"));
             }
