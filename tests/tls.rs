@@ -72,7 +72,7 @@ async fn a_tls_link_reconnects_and_delivers_what_was_queued() {
 }
 
 #[actix_rt::test]
-async fn an_untrusted_certificate_is_a_fatal_tls_error_with_the_rustls_cause() {
+async fn an_untrusted_certificate_is_a_fatal_certificate_error_with_the_rustls_cause() {
     let ca = test_ca();
     let server = TestServer::start_tls(Spec::new(echo), ca.server);
     let rec = Recorder::start();
@@ -87,7 +87,7 @@ async fn an_untrusted_certificate_is_a_fatal_tls_error_with_the_rustls_cause() {
     };
     assert_eq!(attempts, 1);
     let err = reason.connect_error().unwrap();
-    assert_eq!(err.kind(), ConnectErrorKind::Tls);
+    assert_eq!(err.kind(), ConnectErrorKind::Certificate);
     assert!(!err.is_retryable());
     // The io::Error is the source, and the rustls error is inside it.
     let io = err

@@ -254,6 +254,9 @@ impl fmt::Display for ConnectError {
                 Some(407) => f.write_str(
                     "proxy refused the tunnel with HTTP 407 (proxy authentication required)",
                 )?,
+                Some(401) => f.write_str(
+                    "proxy refused the tunnel with HTTP 401 (proxy authentication refused)",
+                )?,
                 Some(s) => write!(f, "proxy refused the tunnel with HTTP {s}")?,
                 None => f.write_str("proxy refused the tunnel")?,
             },

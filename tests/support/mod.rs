@@ -1,10 +1,11 @@
 //! A real actix-web + actix-ws server on 127.0.0.1 for integration tests,
 //! with scripted behaviours and a log of what it received.
 
-#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 #[cfg(feature = "cli")]
 pub mod cli;
+pub mod daemons;
 #[cfg(feature = "testkit")]
 pub mod mock;
 pub mod raw;
