@@ -24,7 +24,12 @@ pub enum Stdin {
 /// Runs tether with `args`, writing `stdin`; kills it if it is still running
 /// 30 s after its stdin closed (or after start, with `KeepOpen`).
 pub fn run_tether(args: &[&str], stdin: &str, how: Stdin) -> Run {
-    let (mut child, mut input) = spawn_tether(args);
+    run_tether_env(args, &[], stdin, how)
+}
+
+/// [`run_tether`] with these environment variables set.
+pub fn run_tether_env(args: &[&str], env: &[(&str, &str)], stdin: &str, how: Stdin) -> Run {
+    let (mut child, mut input) = spawn_tether_env(args, env);
     // A program that exits early closes its stdin; that is not our failure.
     let _ = input.write_all(stdin.as_bytes());
     let open = match how {
@@ -62,9 +67,37 @@ pub fn run_tether(args: &[&str], stdin: &str, how: Stdin) -> Run {
     }
 }
 
+/// The proxy variables tether would read: removed from every run, so that
+/// a machine's own proxy settings do not reach the tests.
+pub const PROXY_VARS: [&str; 9] = [
+    "http_proxy",
+    "HTTP_PROXY",
+    "https_proxy",
+    "HTTPS_PROXY",
+    "all_proxy",
+    "ALL_PROXY",
+    "no_proxy",
+    "NO_PROXY",
+    "REQUEST_METHOD",
+];
+
 /// Starts tether with `args` and its streams piped; stdin taken out.
 pub fn spawn_tether<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (Child, ChildStdin) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
+    spawn_tether_env(args, &[])
+}
+
+/// [`spawn_tether`] with these environment variables set (and no others
+/// of [`PROXY_VARS`]).
+pub fn spawn_tether_env<S: AsRef<std::ffi::OsStr>>(
+    args: &[S],
+    env: &[(&str, &str)],
+) -> (Child, ChildStdin) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tether"));
+    for var in PROXY_VARS {
+        command.env_remove(var);
+    }
+    let mut child = command
+        .envs(env.iter().copied())
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -94,9 +127,20 @@ pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<i32> {
 /// [`run_tether`] off the test's event loop, so that in-process servers keep
 /// serving meanwhile.
 pub async fn tether_async(args: Vec<String>, stdin: &'static str, how: Stdin) -> Run {
+    tether_async_env(args, Vec::new(), stdin, how).await
+}
+
+/// [`tether_async`] with these environment variables set.
+pub async fn tether_async_env(
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    stdin: &'static str,
+    how: Stdin,
+) -> Run {
     actix_rt::task::spawn_blocking(move || {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        run_tether(&args, stdin, how)
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        run_tether_env(&args, &env, stdin, how)
     })
     .await
     .unwrap()
