@@ -148,7 +148,10 @@ mod wire;
 /// Entry points for the `cargo fuzz` targets (`--cfg fuzzing` only).
 #[cfg(fuzzing)]
 #[doc(hidden)]
-pub use wire::fuzz;
+pub mod fuzz {
+    pub use crate::proxy::fuzz::proxy_answers;
+    pub use crate::wire::fuzz::{decode, negotiate, round_trip};
+}
 
 pub use actix_tether_actors as engine;
 pub use actix_tether_actors::{

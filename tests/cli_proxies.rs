@@ -156,6 +156,9 @@ async fn each_kind_of_proxy_through_the_flag_names_it_masked() {
     assert_eq!(connected(&run)["proxy"], Value::Null);
 }
 
+/// A URL, the environment to run with, and the `proxy` it must connect through.
+type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], Value);
+
 #[actix_rt::test]
 async fn the_environment_picks_the_proxy_and_the_flag_wins() {
     let pems = pems();
@@ -171,7 +174,7 @@ async fn the_environment_picks_the_proxy_and_the_flag_wins() {
     let via_socks = format!("socks5://{}", socks.addr());
     let dead = format!("http://127.0.0.1:{}", free_port());
     let ws = server.url();
-    let cases: [(&str, &[(&str, &str)], Value); 8] = [
+    let cases: [Case<'_>; 8] = [
         (&ws, &[("HTTP_PROXY", &via_http)], via_http.as_str().into()),
         (&ws, &[("http_proxy", &via_http)], via_http.as_str().into()),
         (

@@ -24,6 +24,8 @@
 
 mod dial;
 mod env;
+#[cfg(fuzzing)]
+pub(crate) mod fuzz;
 pub(crate) mod http;
 mod no_proxy;
 mod proxy_url;

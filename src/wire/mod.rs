@@ -10,7 +10,7 @@
 pub(crate) mod decode;
 pub(crate) mod deflate;
 #[cfg(fuzzing)]
-pub mod fuzz;
+pub(crate) mod fuzz;
 mod utf8;
 
 use bytes::{BufMut, BytesMut};
