@@ -262,9 +262,10 @@ async fn refused_proxy_credentials_give_up_at_once() {
         "{reason}"
     );
     assert!(!run.stdout.contains("not-it") && !run.stderr.contains("not-it"));
-    // Through the environment too.
+    // Through the environment too, with every log line on stderr.
     let env = format!("http://alice:wrong-pw@{}", http.addr());
-    let run = tether(&[&ws], &[("HTTP_PROXY", &env)]).await;
+    let run = tether(&[&ws], &[("HTTP_PROXY", &env), ("RUST_LOG", "trace")]).await;
+    assert!(run.stderr.lines().count() > 5, "logs: {}", run.stderr);
     let reason = gave_up_at_once(&run);
     assert!(reason.contains("proxy authentication"), "{reason}");
     assert!(!run.stdout.contains("wrong-pw") && !run.stderr.contains("wrong-pw"));

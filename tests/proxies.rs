@@ -319,10 +319,10 @@ async fn a_client_certificate_is_presented_when_required() {
 }
 
 #[actix_rt::test]
-async fn untrusted_and_misnamed_certificates_are_fatal_unless_told_otherwise() {
+async fn untrusted_misnamed_and_expired_certificates_are_fatal_unless_told_otherwise() {
     let pems = pems();
     let server = TestServer::start(Spec::new(echo));
-    let (untrusted, misnamed) = (free_port(), free_port());
+    let (untrusted, misnamed, expired) = (free_port(), free_port(), free_port());
     let block = |port: u16, name: &str| {
         format!(
             "server {{\n listen 127.0.0.1:{port} ssl;\n ssl_certificate {{dir}}/{name}.pem;\n\
@@ -332,7 +332,8 @@ async fn untrusted_and_misnamed_certificates_are_fatal_unless_told_otherwise() {
             server.addr
         )
     };
-    let http = block(untrusted, "untrusted") + &block(misnamed, "misnamed");
+    let http =
+        block(untrusted, "untrusted") + &block(misnamed, "misnamed") + &block(expired, "expired");
     let _nginx = nginx(
         untrusted,
         &http,
@@ -342,9 +343,11 @@ async fn untrusted_and_misnamed_certificates_are_fatal_unless_told_otherwise() {
             ("untrusted.key", &pems.untrusted_key),
             ("misnamed.pem", &pems.wrong_name_chain),
             ("misnamed.key", &pems.wrong_name_key),
+            ("expired.pem", &pems.expired_chain),
+            ("expired.key", &pems.expired_key),
         ],
     );
-    for port in [untrusted, misnamed] {
+    for port in [untrusted, misnamed, expired] {
         let url = format!("wss://127.0.0.1:{port}/ws");
         let rec = Recorder::start();
         let builder = client(url.clone(), &rec).add_root_certificate(pems.ca.clone());
@@ -401,4 +404,68 @@ async fn redirects_are_followed_when_asked_and_never_to_plain_ws() {
             .contains("wss:// to ws://"),
         "{e:?}"
     );
+}
+
+#[actix_rt::test]
+async fn a_proxy_that_never_answers_times_out_and_is_retried() {
+    let server = TestServer::start(Spec::new(echo));
+    // The kernel accepts connections to a listener nobody reads.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", silent.local_addr().unwrap());
+    let rec = Recorder::start();
+    let _client = client(server.url(), &rec)
+        .proxy(Proxy::all(&url).unwrap())
+        .connect_timeout(Duration::from_millis(300))
+        .start()
+        .unwrap();
+    let down = rec
+        .wait_for(|e| matches!(e, Event::Disconnected { .. }), BOUND)
+        .await
+        .expect("the attempt ends");
+    match down.value {
+        Event::Disconnected {
+            reason: DisconnectReason::ConnectFailed(e),
+            will_retry,
+        } => {
+            assert!(will_retry);
+            assert_eq!(e.kind(), ConnectErrorKind::Timeout);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[actix_rt::test]
+async fn pings_keep_a_link_through_a_reverse_proxy_that_cuts_idle_ones() {
+    let server = TestServer::start(Spec::new(echo));
+    let port = free_port();
+    let http = format!(
+        "server {{\n listen 127.0.0.1:{port};\n location / {{\n  proxy_pass http://{};\n\
+         proxy_http_version 1.1;\n  proxy_set_header Upgrade $http_upgrade;\n\
+         proxy_set_header Connection upgrade;\n  proxy_read_timeout 1s;\n }}\n}}",
+        server.addr
+    );
+    let _nginx = nginx(port, &http, None, &[]);
+    let url = format!("ws://127.0.0.1:{port}/ws");
+    // Pings every 300 ms: the Pongs are what nginx reads from the server,
+    // so it never finds the link idle for its 1 s.
+    let rec = Recorder::start();
+    let pinging = client(url.clone(), &rec)
+        .ping_interval(Duration::from_millis(300))
+        .start()
+        .unwrap();
+    rec.wait_for(connected, BOUND).await.expect("connects");
+    actix_rt::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(rec.event_names(), ["connecting", "connected"]);
+    pinging.send("still here").await.unwrap();
+    rec.wait_for_text("still here", BOUND)
+        .await
+        .expect("echoed");
+    // Without pings nginx cuts the idle link, and the client reconnects.
+    let rec = Recorder::start();
+    let _quiet = client(url, &rec).no_ping().start().unwrap();
+    rec.wait_for(connected, BOUND).await.expect("connects");
+    rec.wait_for(|e| matches!(e, Event::Disconnected { .. }), BOUND)
+        .await
+        .expect("nginx cuts the idle link");
+    rec.wait_for(connected, BOUND).await.expect("reconnects");
 }

@@ -102,3 +102,40 @@ async fn an_untrusted_certificate_is_a_fatal_certificate_error_with_the_rustls_c
     );
     assert!(matches!(reason, DisconnectReason::ConnectFailed(_)));
 }
+
+#[actix_rt::test]
+async fn a_tls_handshake_cut_in_the_middle_is_retried() {
+    // A server that hangs up in the handshake: once with unread bytes (a
+    // reset), once after reading the whole ClientHello (an end of stream).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let cutter = std::thread::spawn(move || {
+        let (mut socket, _) = listener.accept().unwrap();
+        let mut hello = [0u8; 64];
+        let _ = std::io::Read::read(&mut socket, &mut hello);
+        drop(socket);
+        let (mut socket, _) = listener.accept().unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut hello = [0u8; 4096];
+        while matches!(std::io::Read::read(&mut socket, &mut hello), Ok(n) if n > 0) {}
+        socket.shutdown(std::net::Shutdown::Both).unwrap();
+    });
+    let rec = Recorder::start();
+    let _client = client(format!("wss://{addr}/"), &rec).start().unwrap();
+    for _ in 0..2 {
+        let down = rec
+            .wait_for(disconnected, BOUND)
+            .await
+            .expect("the attempt fails");
+        let Event::Disconnected { reason, will_retry } = down.value else {
+            unreachable!()
+        };
+        let err = reason.connect_error().unwrap();
+        assert!(will_retry, "{err:?}");
+        assert!(err.is_retryable());
+        assert_ne!(err.kind(), ConnectErrorKind::Certificate);
+    }
+    cutter.join().unwrap();
+}

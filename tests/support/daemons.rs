@@ -197,6 +197,8 @@ pub struct Pems {
     pub wrong_name_key: String,
     pub untrusted_chain: String,
     pub untrusted_key: String,
+    pub expired_chain: String,
+    pub expired_key: String,
     pub client_ca: String,
     pub client_chain: String,
     pub client_key: String,
@@ -225,9 +227,18 @@ fn ca(name: &str) -> Ca {
 }
 
 fn leaf(ca: &Ca, names: &[&str]) -> (String, String) {
+    leaf_with(ca, names, |_| {})
+}
+
+fn leaf_with(
+    ca: &Ca,
+    names: &[&str],
+    adjust: impl FnOnce(&mut CertificateParams),
+) -> (String, String) {
     let key = KeyPair::generate().unwrap();
-    let params =
+    let mut params =
         CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    adjust(&mut params);
     let cert = params.signed_by(&key, &ca.cert, &ca.key).unwrap();
     (format!("{}{}", cert.pem(), ca.pem), key.serialize_pem())
 }
@@ -240,6 +251,10 @@ pub fn pems() -> Pems {
     let (wrong_name_chain, wrong_name_key) = leaf(&trusted, &["other.test"]);
     let (untrusted_chain, untrusted_key) = leaf(&stranger, &["127.0.0.1", "localhost"]);
     let (client_chain, client_key) = leaf(&clients, &["client.test"]);
+    let (expired_chain, expired_key) = leaf_with(&trusted, &["127.0.0.1", "localhost"], |p| {
+        p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    });
     Pems {
         ca: trusted.pem.clone(),
         server_chain,
@@ -248,6 +263,8 @@ pub fn pems() -> Pems {
         wrong_name_key,
         untrusted_chain,
         untrusted_key,
+        expired_chain,
+        expired_key,
         client_ca: clients.pem.clone(),
         client_chain,
         client_key,
