@@ -123,6 +123,18 @@
 //! });
 //! ```
 //!
+//! # Proxies and TLS
+//!
+//! Connections go through HTTP (`CONNECT`), HTTPS and SOCKS5 proxies
+//! ([`ClientBuilder::proxy`] with a [`Proxy`], [`ClientBuilder::no_proxy`]),
+//! or those the environment names (`HTTP_PROXY`, `HTTPS_PROXY`,
+//! `ALL_PROXY`, `NO_PROXY`; read by default, see
+//! [`ClientBuilder::proxy_from_env`]). TLS takes extra roots
+//! ([`ClientBuilder::add_root_certificate`]), a client certificate
+//! ([`ClientBuilder::identity`]) and, for tests,
+//! [`ClientBuilder::danger_accept_invalid_certs`]; the README's "Proxies and
+//! TLS" has the rules and how each failure is treated.
+//!
 //! The engine (actors, policies, the transport seam) lives in
 //! [`actix_tether_actors`], re-exported here as [`engine`].
 

@@ -1,17 +1,6 @@
 //! Proxies: which one a connection goes through, and the tunnels through
 //! them.
 //!
-//! ```no_run
-//! use actix_tether::{ClientBuilder, Proxy};
-//!
-//! # #[actix_rt::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let client = ClientBuilder::new("wss://feed.example.com/stream")
-//!     .proxy(Proxy::https("http://user:secret@proxy.corp:3128")?)
-//!     .no_proxy("localhost, .internal, 10.0.0.0/8")
-//!     .start()?;
-//! # Ok(()) }
-//! ```
-//!
 //! - [`Proxy`]: one proxy URL and the schemes it serves; `http://` and
 //!   `https://` proxies open an HTTP `CONNECT` tunnel, `socks5://` and
 //!   `socks5h://` a SOCKS5 one. The WebSocket handshake (and for wss:// its
@@ -52,6 +41,25 @@ pub(crate) use self::proxy_url::{ProxyScheme, ProxyUrl};
 /// percent-encoded) are sent as Basic authentication to an HTTP proxy and
 /// as a username and password (RFC 1929) to a SOCKS5 proxy; the password
 /// never appears in events, logs, errors or `Debug` output.
+///
+/// ```no_run
+/// use actix_tether::{ClientBuilder, Event, Proxy};
+/// use futures::StreamExt;
+///
+/// # #[actix_rt::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let client = ClientBuilder::new("wss://feed.example.com/stream")
+///     .proxy(Proxy::https("http://user:secret@proxy.corp:3128")?)
+///     .no_proxy("localhost, .internal, 10.0.0.0/8")
+///     .start()?;
+/// let mut events = client.events();
+/// // `Connected { proxy: Some("http://user:****@proxy.corp:3128"), .. }`
+/// while let Some(event) = events.next().await {
+///     if let Event::Connected { proxy, .. } = event {
+///         println!("up through {proxy:?}");
+///     }
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Proxy {
     serves: Serves,
