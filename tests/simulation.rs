@@ -32,8 +32,8 @@ use std::time::Duration;
 
 use actix_tether::testkit::{mock, run_paused, settle, MockConn, MockServer, Outcome, Recorder};
 use actix_tether::{
-    ClientBuilder, Event, Jitter, Message, MessageStream, OverflowPolicy, Receipt, ReconnectBudget,
-    State, Unconfirmed,
+    ClientBuilder, ConnectErrorKind, Event, Jitter, Message, MessageStream, OverflowPolicy,
+    Receipt, ReconnectBudget, State, Unconfirmed,
 };
 use bytes::Bytes;
 use futures::FutureExt;
@@ -424,6 +424,8 @@ struct World {
     feed: u64,
     unique: u64,
     fatal_sent: bool,
+    /// Whether the last refusal scripted was a proxy that is down.
+    proxy_down: bool,
     paused: bool,
     /// When each pause began and, once resumed, ended.
     pauses: Vec<(Instant, Option<Instant>)>,
@@ -488,6 +490,7 @@ fn run_seed(seed: u64) -> Run {
             feed: 0,
             unique: 0,
             fatal_sent: false,
+            proxy_down: false,
             paused: false,
             pauses: Vec::new(),
             streams: Vec::new(),
@@ -529,12 +532,28 @@ fn run_seed(seed: u64) -> Run {
                         w.accept_all();
                     }
                 }
-                Step::Script(a) => w.server.script([match a {
-                    Attempt::Refuse => Outcome::Refuse,
-                    Attempt::Unavailable(s) => Outcome::Status(503, Some(Duration::from_secs(s))),
-                    Attempt::Timeout => Outcome::Timeout,
-                    Attempt::Slow(d) => Outcome::AcceptAfter(d),
-                }]),
+                Step::Script(a) => {
+                    let outcome = match a {
+                        // Every other refusal is a proxy that is down: the
+                        // same retry, through the transport's other failure
+                        // path (no draw from the schedule's generator, so
+                        // seeds keep their schedules).
+                        Attempt::Refuse => {
+                            w.proxy_down = !w.proxy_down;
+                            if w.proxy_down {
+                                Outcome::Fail(ConnectErrorKind::ProxyUnavailable)
+                            } else {
+                                Outcome::Refuse
+                            }
+                        }
+                        Attempt::Unavailable(s) => {
+                            Outcome::Status(503, Some(Duration::from_secs(s)))
+                        }
+                        Attempt::Timeout => Outcome::Timeout,
+                        Attempt::Slow(d) => Outcome::AcceptAfter(d),
+                    };
+                    w.server.script([outcome]);
+                }
                 Step::Feed => {
                     w.feed += 1;
                     let n = w.feed;

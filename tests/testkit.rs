@@ -199,3 +199,60 @@ async fn a_probe_waits_for_an_actor_that_reads_the_client_stream() {
     settle(ms(1)).await;
     assert!(!addr.connected(), "the default finished stopped the actor");
 }
+
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn scripted_proxy_and_certificate_failures_retry_or_give_up_as_the_real_ones() {
+    use actix_tether::ConnectErrorKind;
+
+    let (t, mut server) = mock();
+    server.script([
+        Outcome::Fail(ConnectErrorKind::ProxyUnavailable),
+        Outcome::Fail(ConnectErrorKind::ProxyUnavailable),
+        Outcome::Accept,
+    ]);
+    let rec = Recorder::start();
+    let _c = ClientBuilder::new("ws://kit.test/")
+        .transport(t)
+        .jitter(Jitter::None)
+        .subscribe_events(rec.events())
+        .start()
+        .unwrap();
+    let _conn = server.accept().await.unwrap();
+    rec.wait_for(|e| matches!(e, Event::Connected { .. }), WAIT_LIMIT)
+        .await
+        .unwrap();
+    assert_eq!(
+        rec.event_names(),
+        [
+            "connecting",
+            "disconnected",
+            "reconnecting",
+            "connecting",
+            "disconnected",
+            "reconnecting",
+            "connecting",
+            "connected"
+        ]
+    );
+    for kind in [
+        ConnectErrorKind::ProxyRefused,
+        ConnectErrorKind::Certificate,
+    ] {
+        let (t, server) = mock();
+        server.script([Outcome::Fail(kind)]);
+        let rec = Recorder::start();
+        let _c = ClientBuilder::new("ws://kit.test/")
+            .transport(t)
+            .subscribe_events(rec.events())
+            .start()
+            .unwrap();
+        rec.wait_for(|e| matches!(e, Event::GaveUp { .. }), WAIT_LIMIT)
+            .await
+            .unwrap();
+        assert_eq!(
+            rec.event_names(),
+            ["connecting", "disconnected", "gave_up"],
+            "{kind:?}"
+        );
+    }
+}

@@ -42,6 +42,11 @@ pub enum Outcome {
     Status(u16, Option<Duration>),
     /// Never answer: the client's connect timeout decides.
     Timeout,
+    /// Fail with an error of this kind, as the real transport reports it:
+    /// `ProxyUnavailable` for a proxy that is down (retried),
+    /// `ProxyRefused` for refused proxy credentials or `Certificate` for an
+    /// untrusted server certificate (both give up at once).
+    Fail(ConnectErrorKind),
 }
 
 fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
@@ -348,6 +353,10 @@ impl Transport for MockTransport {
                 Box::pin(future::ready(Err(ConnectError::http(status, retry_after))))
             }
             Outcome::Timeout => Box::pin(future::pending()),
+            Outcome::Fail(kind) => Box::pin(future::ready(Err(ConnectError::with_source(
+                kind,
+                "mock failure",
+            )))),
         }
     }
 }
