@@ -71,7 +71,11 @@ pub enum ConnectErrorKind {
     Timeout,
     /// The host name could not be resolved.
     Dns,
-    /// The TLS handshake failed (certificate, protocol version, ...).
+    /// The TLS handshake failed for a reason other than the certificate
+    /// (no common protocol version or cipher, a fatal alert from the
+    /// server). Not retryable. An untrusted certificate is
+    /// [`ConnectErrorKind::Certificate`]; a handshake cut in the middle is
+    /// [`ConnectErrorKind::Reset`] or [`ConnectErrorKind::Io`] and retried.
     Tls,
     /// The server answered the upgrade with an HTTP status other than 101.
     Http,

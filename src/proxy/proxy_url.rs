@@ -125,10 +125,16 @@ pub(crate) fn authority(host: &str, port: u16) -> String {
     }
 }
 
-/// A proxy URL that did not parse, without anything after a `:` in its
-/// user info.
+/// A proxy URL that did not parse, shown without its user info: whatever
+/// comes before the last `@` may hold a password, even where an unencoded
+/// `/` or `#` in it broke the URL.
 fn mask(given: &str) -> String {
-    redact_url(given)
+    let (scheme, rest) = given.split_once("://").unwrap_or(("", given));
+    match rest.rsplit_once('@') {
+        Some((_, host)) if scheme.is_empty() => format!("****@{host}"),
+        Some((_, host)) => format!("{scheme}://****@{host}"),
+        None => redact_url(given),
+    }
 }
 
 impl fmt::Display for ProxyUrl {
