@@ -144,8 +144,11 @@ async fn each_kind_of_proxy_through_the_flag_names_it_masked() {
     ];
     for (proxy, shown) in cases {
         for url in [server.url(), wss.clone()] {
-            let run = tether(&["--proxy", &proxy, "--ca-file", ca, &url], &[]).await;
+            let args = ["--proxy", &proxy, "--ca-file", ca, &url];
+            let run = tether(&args, &[("RUST_LOG", "debug")]).await;
             assert_eq!(connected(&run)["proxy"], shown.as_str(), "{proxy} {url}");
+            // The logs name the proxy, masked (the connect span's field).
+            assert!(run.stderr.contains(&shown), "{}", run.stderr);
             for secret in ["http-pw", "socks-pw"] {
                 assert!(!run.stdout.contains(secret) && !run.stderr.contains(secret));
             }

@@ -52,6 +52,7 @@ impl Supervisor {
                 url = %act.shown_url(&request),
                 attempt = number,
                 outcome = tracing::field::Empty,
+                proxy = tracing::field::Empty,
             );
             let offered = request.protocols.clone();
             let connect = act.transport.connect(&request, timeout);
@@ -62,8 +63,11 @@ impl Supervisor {
                 }
                 .and_then(|link| check_protocol(link, &offered));
                 match &link {
-                    Ok(_) => {
+                    Ok(link) => {
                         span.record("outcome", "connected");
+                        if let Some(proxy) = &link.proxy {
+                            span.record("proxy", proxy.as_str());
+                        }
                     }
                     Err(e) => {
                         span.record("outcome", tracing::field::display(e));
