@@ -67,7 +67,13 @@ impl AwcTransport {
             tls: self.tls.clone(),
             prepare: Rc::new(prepare),
         };
-        let connector = awc::Connector::new().connector(dialer).timeout(timeout);
+        // The attempt's timeout bounds TCP and the tunnel, and the TLS
+        // handshake too (awc's own handshake limit is 5 s whatever the
+        // attempt allows).
+        let connector = awc::Connector::new()
+            .connector(dialer)
+            .timeout(timeout)
+            .handshake_timeout(timeout);
         #[cfg(feature = "rustls")]
         let connector = connector.rustls_0_23(self.tls.clone());
         awc::Client::builder()

@@ -139,3 +139,33 @@ async fn a_tls_handshake_cut_in_the_middle_is_retried() {
     }
     cutter.join().unwrap();
 }
+
+#[actix_rt::test]
+async fn a_slow_tls_handshake_has_the_whole_connect_timeout() {
+    use actix_tether::testkit::{Fault, FaultProxy};
+
+    let ca = test_ca();
+    let server = TestServer::start_tls(Spec::new(echo), ca.server);
+    // Three seconds each way: the TLS handshake alone takes about six,
+    // more than awc's own 5 s handshake limit, less than the attempt's 40 s.
+    let slow = FaultProxy::start(server.addr).await.unwrap();
+    slow.set(Fault::Latency(Duration::from_secs(3)));
+    let rec = Recorder::start();
+    let _client = client(format!("wss://{}/ws", slow.addr()), &rec)
+        .tls_config(ca.client)
+        .connect_timeout(Duration::from_secs(40))
+        .start()
+        .unwrap();
+    let first = rec
+        .wait_for(
+            |e| matches!(e, Event::Connected { .. } | Event::Disconnected { .. }),
+            Duration::from_secs(60),
+        )
+        .await
+        .expect("the attempt ends");
+    assert!(
+        matches!(first.value, Event::Connected { .. }),
+        "{:?}",
+        first.value
+    );
+}

@@ -203,7 +203,10 @@ impl TestServer {
         })
         .workers(1)
         .disable_signals()
-        .shutdown_timeout(1);
+        .shutdown_timeout(1)
+        // Longer than any client-side limit a test probes (actix-web's
+        // default is 3 s).
+        .tls_handshake_timeout(Duration::from_secs(30));
         let server = match tls {
             #[cfg(feature = "rustls")]
             Some(tls) => server.bind_rustls_0_23(addr, tls),
