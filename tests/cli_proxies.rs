@@ -421,3 +421,23 @@ async fn a_proxy_that_is_down_is_retried_then_used() {
     assert_eq!(up["event"], "connected", "{lines:?}");
     assert_eq!(up["proxy"], format!("http://127.0.0.1:{port}"));
 }
+
+/// With `native-roots`, the OS trust store is read (here through
+/// `SSL_CERT_FILE`, which rustls-native-certs honours as the platform
+/// store): a server signed by a CA only the store knows is trusted without
+/// `--ca-file`.
+#[cfg(feature = "native-roots")]
+#[actix_rt::test]
+async fn the_os_trust_store_is_read_with_native_roots() {
+    let pems = pems();
+    let files = TempDir::new("cli-native");
+    let store = files.write("store.pem", &pems.ca);
+    let server = TestServer::start(Spec::new(echo));
+    let front = tls_front(&server, &pems, (&pems.server_chain, &pems.server_key), "");
+    let url = format!("wss://127.0.0.1:{}/ws", front.port);
+    let run = tether(&[&url], &[("SSL_CERT_FILE", store.to_str().unwrap())]).await;
+    connected(&run);
+    let elsewhere = files.write("other.pem", &pems.client_ca);
+    let run = tether(&[&url], &[("SSL_CERT_FILE", elsewhere.to_str().unwrap())]).await;
+    assert!(gave_up_at_once(&run).contains("certificate"));
+}
