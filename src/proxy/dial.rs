@@ -187,36 +187,56 @@ impl Service<ConnectInfo<Uri>> for Dialer {
 impl Dialer {
     /// A socket to `host:port` through `proxy`'s tunnel.
     async fn through(&self, proxy: &ProxyUrl, host: &str, port: u16) -> Result<Io, ConnectError> {
+        let shown = proxy.to_string();
+        let target = authority(host, port);
+        match proxy.scheme {
+            ProxyScheme::Http => {
+                let mut io = self.reach(proxy).await?;
+                http::tunnel(&mut io, &target, proxy.basic_auth().as_deref(), &shown).await?;
+                Ok(Io::Tcp(io))
+            }
+            ProxyScheme::Https => {
+                let tcp = self.reach(proxy).await?;
+                self.https_tunnel(tcp, proxy, &target, &shown).await
+            }
+            ProxyScheme::Socks5 | ProxyScheme::Socks5h => {
+                // Each address the name resolves to, in order, on a new
+                // connection to the proxy, until one is reached: as a
+                // direct connection tries them (`localhost` may resolve to
+                // ::1 first for a server on 127.0.0.1 only).
+                let targets = socks::targets(proxy, host, port).await?;
+                let tcp = socks::first_open(targets, |to| async {
+                    let tcp = self.reach(proxy).await?;
+                    socks::tunnel(tcp, proxy, to, &target).await
+                })
+                .await?;
+                Ok(Io::Tcp(tcp))
+            }
+        }
+    }
+
+    /// A TCP connection to the proxy, its options set.
+    async fn reach(&self, proxy: &ProxyUrl) -> Result<TcpStream, ConnectError> {
         let at = ProxyAddr {
             host: proxy.host.clone(),
             port: proxy.port,
         };
-        let tcp = match self.tcp.call(ConnectInfo::new(at)).await {
-            Ok(conn) => conn.into_parts().0,
+        match self.tcp.call(ConnectInfo::new(at)).await {
+            Ok(conn) => {
+                let tcp = conn.into_parts().0;
+                (self.prepare)(&tcp);
+                Ok(tcp)
+            }
             Err(e) => {
                 let source: super::BoxError = match e {
                     TcpConnectError::Io(io) => Box::new(io),
                     other => other.to_string().into(),
                 };
-                return Err(super::failure(
+                Err(super::failure(
                     ConnectErrorKind::ProxyUnavailable,
                     format!("cannot reach proxy {proxy}"),
                     Some(source),
-                ));
-            }
-        };
-        (self.prepare)(&tcp);
-        let shown = proxy.to_string();
-        let target = authority(host, port);
-        match proxy.scheme {
-            ProxyScheme::Http => {
-                let mut io = tcp;
-                http::tunnel(&mut io, &target, proxy.basic_auth().as_deref(), &shown).await?;
-                Ok(Io::Tcp(io))
-            }
-            ProxyScheme::Https => self.https_tunnel(tcp, proxy, &target, &shown).await,
-            ProxyScheme::Socks5 | ProxyScheme::Socks5h => {
-                Ok(Io::Tcp(socks::tunnel(tcp, proxy, host, port).await?))
+                ))
             }
         }
     }

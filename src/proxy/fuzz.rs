@@ -80,7 +80,8 @@ pub fn proxy_answers(data: &[u8]) {
             let Ok(url) = ProxyUrl::parse(url) else {
                 unreachable!("a valid proxy URL")
             };
-            let _ = socks::tunnel(proxy, &url, "example.test", 443).await;
+            let to = tokio_socks::TargetAddr::Domain("example.test".into(), 443);
+            let _ = socks::tunnel(proxy, &url, to, "example.test:443").await;
         }
     });
 }

@@ -279,6 +279,72 @@ fn socks_replies_are_classified() {
     }
 }
 
+/// A SOCKS failure as the tunnel reports it.
+fn socks_failure(e: tokio_socks::Error) -> ConnectError {
+    failure(
+        socks::classify(&e),
+        "SOCKS5 proxy refused".into(),
+        Some(Box::new(e)),
+    )
+}
+
+#[test]
+fn socks5_tries_each_address_until_the_proxy_reaches_one() {
+    use tokio_socks::Error as E;
+    let run = |replies: Vec<Result<u8, E>>| {
+        let replies = std::cell::RefCell::new(replies.into_iter());
+        let tried = std::cell::Cell::new(0);
+        let targets = vec![1, 2, 3];
+        let result = futures::executor::block_on(socks::first_open(targets, |to| {
+            tried.set(to);
+            let reply = replies.borrow_mut().next().unwrap();
+            async move { reply.map_err(socks_failure) }
+        }));
+        (result.map_err(|e| e.kind()), tried.get())
+    };
+    // The proxy cannot reach the first two addresses; the third opens.
+    let (result, tried) = run(vec![
+        Err(E::ConnectionRefused),
+        Err(E::HostUnreachable),
+        Ok(3),
+    ]);
+    assert_eq!((result, tried), (Ok(3), 3));
+    // A refusal that is about the client, not the address, stops there.
+    let (result, tried) = run(vec![Err(E::PasswordAuthFailure(1))]);
+    assert_eq!((result, tried), (Err(ConnectErrorKind::ProxyRefused), 1));
+    let (result, tried) = run(vec![
+        Err(E::NetworkUnreachable),
+        Err(E::ConnectionNotAllowedByRuleset),
+    ]);
+    assert_eq!((result, tried), (Err(ConnectErrorKind::ProxyRefused), 2));
+    // None reachable: the last failure, retryable.
+    let (result, tried) = run(vec![
+        Err(E::TtlExpired),
+        Err(E::ConnectionRefused),
+        Err(E::HostUnreachable),
+    ]);
+    assert_eq!(
+        (result, tried),
+        (Err(ConnectErrorKind::ProxyUnavailable), 3)
+    );
+    // A proxy that cannot be reached at all is not worth another address.
+    let unreachable = failure(
+        ConnectErrorKind::ProxyUnavailable,
+        "cannot reach proxy".into(),
+        None,
+    );
+    let tried = std::cell::Cell::new(0);
+    let result = futures::executor::block_on(socks::first_open(vec![1, 2], |to| {
+        tried.set(to);
+        let e = unreachable.clone();
+        async move { Err::<u8, _>(e) }
+    }));
+    assert_eq!(
+        (result.map_err(|e| e.kind()), tried.get()),
+        (Err(ConnectErrorKind::ProxyUnavailable), 1)
+    );
+}
+
 proptest! {
     /// Any bytes, cut anywhere: the answer parser never panics, and a head
     /// it accepts whole is accepted the same way from any longer prefix.
