@@ -270,6 +270,19 @@ fn map_connect_error(
     secure: bool,
     retry_after: Option<Duration>,
 ) -> ConnectError {
+    // A proxy's failure arrives whole, wrapped in an `io::Error` to pass
+    // through awc.
+    let e = match e {
+        WsClientError::SendRequest(SendRequestError::Connect(AwcConnectError::Io(io))) => {
+            match io.downcast::<ConnectError>() {
+                Ok(failure) => return failure,
+                Err(io) => {
+                    WsClientError::SendRequest(SendRequestError::Connect(AwcConnectError::Io(io)))
+                }
+            }
+        }
+        other => other,
+    };
     let kind = match &e {
         WsClientError::InvalidResponseStatus(status) => {
             return ConnectError::http(status.as_u16(), retry_after)
@@ -302,21 +315,8 @@ fn map_connect_error(
     };
     // An I/O failure keeps its `io::Error` as the source (reachable by
     // downcasting: the OS error, or the rustls error inside a TLS failure).
-    // awc's other errors are not `Send`; their text is the source. A
-    // proxy's failure arrives whole, wrapped in an `io::Error` to pass
-    // through awc.
+    // awc's other errors are not `Send`; their text is the source.
     match e {
-        WsClientError::SendRequest(SendRequestError::Connect(AwcConnectError::Io(io)))
-            if is_proxy_failure(&io) =>
-        {
-            match io
-                .into_inner()
-                .map(|inner| inner.downcast::<ConnectError>())
-            {
-                Some(Ok(failure)) => *failure,
-                _ => ConnectError::new(kind),
-            }
-        }
         WsClientError::SendRequest(
             SendRequestError::Connect(AwcConnectError::Io(io))
             | SendRequestError::Send(io)
@@ -324,11 +324,6 @@ fn map_connect_error(
         ) => ConnectError::with_source(kind, io),
         other => ConnectError::with_source(kind, other.to_string()),
     }
-}
-
-fn is_proxy_failure(io: &io::Error) -> bool {
-    io.get_ref()
-        .is_some_and(|inner| inner.downcast_ref::<ConnectError>().is_some())
 }
 
 /// Parses `Retry-After` as delay-seconds or an HTTP date.

@@ -16,7 +16,7 @@ use support::cli::{
     json_lines, run_tether, spawn_tether_env, tether_async_env, wait_exit, Run, Stdin,
 };
 use support::daemons::{
-    free_port, microsocks, nginx, pems, tinyproxy, tinyproxy_at, Daemon, Pems, TempDir,
+    free_port, https_proxy, microsocks, pems, tinyproxy, tinyproxy_at, tls_front, TempDir,
 };
 use support::{echo, Spec, TestServer};
 
@@ -71,47 +71,6 @@ fn gave_up_at_once(run: &Run) -> String {
     events[1]["reason"].as_str().unwrap().to_owned()
 }
 
-/// nginx terminating TLS for `backend`; `extra` goes in its server block.
-fn tls_front(backend: &TestServer, pems: &Pems, cert: (&str, &str), extra: &str) -> Daemon {
-    let port = free_port();
-    let http = format!(
-        "server {{\n listen 127.0.0.1:{port} ssl;\n ssl_certificate {{dir}}/server.pem;\n\
-         ssl_certificate_key {{dir}}/server.key;\n ssl_client_certificate {{dir}}/client-ca.pem;\n{extra}\n\
-         location / {{\n  proxy_pass http://{};\n  proxy_http_version 1.1;\n\
-         proxy_set_header Upgrade $http_upgrade;\n  proxy_set_header Connection upgrade;\n }}\n}}",
-        backend.addr
-    );
-    nginx(
-        port,
-        &http,
-        None,
-        &[
-            ("server.pem", cert.0),
-            ("server.key", cert.1),
-            ("client-ca.pem", &pems.client_ca),
-        ],
-    )
-}
-
-/// TLS in front of `inner` (nginx stream): an https:// proxy.
-fn https_proxy(inner: &Daemon, pems: &Pems) -> Daemon {
-    let port = free_port();
-    let stream = format!(
-        "server {{\n listen 127.0.0.1:{port} ssl;\n ssl_certificate {{dir}}/server.pem;\n\
-         ssl_certificate_key {{dir}}/server.key;\n proxy_pass {};\n}}",
-        inner.addr()
-    );
-    nginx(
-        port,
-        "",
-        Some(&stream),
-        &[
-            ("server.pem", &pems.server_chain),
-            ("server.key", &pems.server_key),
-        ],
-    )
-}
-
 #[actix_rt::test]
 async fn each_kind_of_proxy_through_the_flag_names_it_masked() {
     let pems = pems();
@@ -119,7 +78,12 @@ async fn each_kind_of_proxy_through_the_flag_names_it_masked() {
     let ca = files.write("ca.pem", &pems.ca);
     let ca = ca.to_str().unwrap();
     let server = TestServer::start(Spec::new(echo));
-    let front = tls_front(&server, &pems, (&pems.server_chain, &pems.server_key), "");
+    let front = tls_front(
+        server.addr,
+        &pems,
+        (&pems.server_chain, &pems.server_key),
+        "",
+    );
     let wss = format!("wss://127.0.0.1:{}/ws", front.port);
     let http = tinyproxy(Some(("alice", "http-pw")));
     let socks = microsocks(Some(("bob", "socks-pw")));
@@ -169,7 +133,12 @@ async fn the_environment_picks_the_proxy_and_the_flag_wins() {
     let ca = files.write("ca.pem", &pems.ca);
     let ca = ca.to_str().unwrap();
     let server = TestServer::start(Spec::new(echo));
-    let front = tls_front(&server, &pems, (&pems.server_chain, &pems.server_key), "");
+    let front = tls_front(
+        server.addr,
+        &pems,
+        (&pems.server_chain, &pems.server_key),
+        "",
+    );
     let wss = format!("wss://127.0.0.1:{}/ws", front.port);
     let http = tinyproxy(None);
     let socks = microsocks(None);
@@ -287,17 +256,22 @@ async fn certificates_ca_file_client_identity_and_insecure() {
         key.to_str().unwrap(),
     );
     let server = TestServer::start(Spec::new(echo));
-    let trusted = tls_front(&server, &pems, (&pems.server_chain, &pems.server_key), "");
+    let trusted = tls_front(
+        server.addr,
+        &pems,
+        (&pems.server_chain, &pems.server_key),
+        "",
+    );
     let trusted = format!("wss://127.0.0.1:{}/ws", trusted.port);
     let untrusted = tls_front(
-        &server,
+        server.addr,
         &pems,
         (&pems.untrusted_chain, &pems.untrusted_key),
         "",
     );
     let untrusted = format!("wss://127.0.0.1:{}/ws", untrusted.port);
     let mutual = tls_front(
-        &server,
+        server.addr,
         &pems,
         (&pems.server_chain, &pems.server_key),
         " ssl_verify_client on;",
@@ -433,7 +407,12 @@ async fn the_os_trust_store_is_read_with_native_roots() {
     let files = TempDir::new("cli-native");
     let store = files.write("store.pem", &pems.ca);
     let server = TestServer::start(Spec::new(echo));
-    let front = tls_front(&server, &pems, (&pems.server_chain, &pems.server_key), "");
+    let front = tls_front(
+        server.addr,
+        &pems,
+        (&pems.server_chain, &pems.server_key),
+        "",
+    );
     let url = format!("wss://127.0.0.1:{}/ws", front.port);
     let run = tether(&[&url], &[("SSL_CERT_FILE", store.to_str().unwrap())]).await;
     connected(&run);

@@ -47,6 +47,36 @@ async fn connects_and_echoes(builder: ClientBuilder, rec: &Recorder, proxy: Opti
     assert!(client.close(BOUND).await.unwrap().is_empty());
 }
 
+/// Connects through `proxy` (named `shown` in the event), echoes one
+/// message, then stops the proxy: a link that really runs through the
+/// tunnel goes down with it.
+async fn carried_through(builder: ClientBuilder, rec: &Recorder, proxy: Daemon, shown: &str) {
+    let client = builder.start().unwrap();
+    let up = rec.wait_for(connected, BOUND).await.expect("connects");
+    assert_eq!(proxy_of(&up.value).as_deref(), Some(shown));
+    client.send("through").await.unwrap();
+    rec.wait_for_text("through", BOUND).await.expect("echoed");
+    drop(proxy);
+    rec.wait_for(|e| matches!(e, Event::Disconnected { .. }), BOUND)
+        .await
+        .expect("the link ends with its proxy");
+}
+
+/// The next failed attempt's error, and whether a retry follows.
+async fn next_connect_failure(rec: &Recorder) -> (ConnectError, bool) {
+    let down = rec
+        .wait_for(|e| matches!(e, Event::Disconnected { .. }), BOUND)
+        .await
+        .expect("the attempt fails");
+    match down.value {
+        Event::Disconnected {
+            reason: DisconnectReason::ConnectFailed(e),
+            will_retry,
+        } => (e, will_retry),
+        other => panic!("{other:?}"),
+    }
+}
+
 /// The connect error a client gave up with, checking nothing was retried.
 async fn gives_up_at_once(builder: ClientBuilder, rec: &Recorder) -> ConnectError {
     let _client = builder.start().unwrap();
@@ -68,27 +98,13 @@ async fn gives_up_at_once(builder: ClientBuilder, rec: &Recorder) -> ConnectErro
     }
 }
 
-/// nginx terminating TLS for `backend` on a free port, with the trusted
-/// server certificate; `extra` goes in its server block.
+/// nginx terminating TLS for `backend` with the trusted certificate.
 fn tls_front(backend: &TestServer, pems: &daemons::Pems, extra: &str) -> Daemon {
-    let port = free_port();
-    let http = format!(
-        "server {{\n listen 127.0.0.1:{port} ssl;\n ssl_certificate {{dir}}/server.pem;\n\
-         ssl_certificate_key {{dir}}/server.key;\n ssl_client_certificate {{dir}}/client-ca.pem;\n{extra}\n\
-         location / {{\n  proxy_pass http://{};\n  proxy_http_version 1.1;\n\
-         proxy_set_header Upgrade $http_upgrade;\n  proxy_set_header Connection upgrade;\n\
-         proxy_read_timeout 60s;\n }}\n}}",
-        backend.addr
-    );
-    nginx(
-        port,
-        &http,
-        None,
-        &[
-            ("server.pem", &pems.server_chain),
-            ("server.key", &pems.server_key),
-            ("client-ca.pem", &pems.client_ca),
-        ],
+    daemons::tls_front(
+        backend.addr,
+        pems,
+        (&pems.server_chain, &pems.server_key),
+        extra,
     )
 }
 
@@ -99,7 +115,7 @@ async fn ws_through_an_http_connect_proxy() {
     let rec = Recorder::start();
     let url = format!("http://{}", proxy.addr());
     let builder = client(server.url(), &rec).proxy(Proxy::http(&url).unwrap());
-    connects_and_echoes(builder, &rec, Some(&url)).await;
+    carried_through(builder, &rec, proxy, &url).await;
 }
 
 #[actix_rt::test]
@@ -114,7 +130,7 @@ async fn wss_through_a_connect_tunnel_trusting_a_ca_file() {
         .add_root_certificate(pems.ca.clone())
         .proxy(Proxy::https(&url).unwrap())
         .proxy(Proxy::http("http://127.0.0.1:1").unwrap());
-    connects_and_echoes(builder, &rec, Some(&url)).await;
+    carried_through(builder, &rec, proxy, &url).await;
 }
 
 #[actix_rt::test]
@@ -139,7 +155,7 @@ async fn an_http_proxy_wants_its_credentials_and_407_is_fatal() {
     let with = format!("http://alice:s3cret-pw@{}", proxy.addr());
     let shown = format!("http://alice:****@{}", proxy.addr());
     let builder = client(server.url(), &rec).proxy(Proxy::all(&with).unwrap());
-    connects_and_echoes(builder, &rec, Some(&shown)).await;
+    carried_through(builder, &rec, proxy, &shown).await;
     let everything = format!("{:?}", rec.recorded_events());
     assert!(!everything.contains("s3cret-pw"), "{everything}");
 }
@@ -147,16 +163,17 @@ async fn an_http_proxy_wants_its_credentials_and_407_is_fatal() {
 #[actix_rt::test]
 async fn socks5_with_a_password_resolving_here_or_at_the_proxy() {
     let server = TestServer::start(Spec::new(echo));
-    let proxy = microsocks(Some(("bob", "socks-pw")));
     let url = format!("ws://localhost:{}/ws", server.addr.port());
     for scheme in ["socks5", "socks5h"] {
+        let proxy = microsocks(Some(("bob", "socks-pw")));
         let rec = Recorder::start();
         let with = format!("{scheme}://bob:socks-pw@{}", proxy.addr());
         let shown = format!("{scheme}://bob:****@{}", proxy.addr());
         let builder = client(url.clone(), &rec).proxy(Proxy::all(&with).unwrap());
-        connects_and_echoes(builder, &rec, Some(&shown)).await;
+        carried_through(builder, &rec, proxy, &shown).await;
         assert!(!format!("{:?}", rec.recorded_events()).contains("socks-pw"));
     }
+    let proxy = microsocks(Some(("bob", "socks-pw")));
     let rec = Recorder::start();
     let wrong = format!("socks5://bob:wrong-pw@{}", proxy.addr());
     let e = gives_up_at_once(
@@ -192,20 +209,9 @@ async fn a_proxy_that_is_down_is_retried_then_used() {
         .start()
         .unwrap();
     for _ in 0..2 {
-        let down = rec
-            .wait_for(|e| matches!(e, Event::Disconnected { .. }), BOUND)
-            .await
-            .expect("the attempt fails");
-        match down.value {
-            Event::Disconnected {
-                reason: DisconnectReason::ConnectFailed(e),
-                will_retry,
-            } => {
-                assert!(will_retry);
-                assert_eq!(e.kind(), ConnectErrorKind::ProxyUnavailable);
-            }
-            other => panic!("{other:?}"),
-        }
+        let (e, will_retry) = next_connect_failure(&rec).await;
+        assert!(will_retry);
+        assert_eq!(e.kind(), ConnectErrorKind::ProxyUnavailable);
     }
     let _proxy = tinyproxy_at(port, None);
     let up = rec
@@ -243,32 +249,18 @@ async fn an_https_proxy_carries_ws_and_wss() {
     let server = TestServer::start(Spec::new(echo));
     let front = tls_front(&server, &pems, "");
     let inner = tinyproxy(None);
-    // nginx's stream module speaks TLS to the client and passes the bytes
-    // to tinyproxy: an https:// proxy.
-    let port = free_port();
-    let stream = format!(
-        "server {{\n listen 127.0.0.1:{port} ssl;\n ssl_certificate {{dir}}/server.pem;\n\
-         ssl_certificate_key {{dir}}/server.key;\n proxy_pass {};\n}}",
-        inner.addr()
-    );
-    let _tls_proxy = nginx(
-        port,
-        "",
-        Some(&stream),
-        &[
-            ("server.pem", &pems.server_chain),
-            ("server.key", &pems.server_key),
-        ],
-    );
-    let url = format!("https://127.0.0.1:{port}");
     for target in [server.url(), format!("wss://127.0.0.1:{}/ws", front.port)] {
+        let tls_proxy = daemons::https_proxy(&inner, &pems);
+        let url = format!("https://127.0.0.1:{}", tls_proxy.port);
         let rec = Recorder::start();
         let builder = client(target, &rec)
             .add_root_certificate(pems.ca.clone())
             .proxy(Proxy::all(&url).unwrap());
-        connects_and_echoes(builder, &rec, Some(&url)).await;
+        carried_through(builder, &rec, tls_proxy, &url).await;
     }
     // The proxy's certificate is checked like a server's.
+    let tls_proxy = daemons::https_proxy(&inner, &pems);
+    let url = format!("https://127.0.0.1:{}", tls_proxy.port);
     let rec = Recorder::start();
     let e = gives_up_at_once(
         client(server.url(), &rec).proxy(Proxy::all(&url).unwrap()),
@@ -418,20 +410,9 @@ async fn a_proxy_that_never_answers_times_out_and_is_retried() {
         .connect_timeout(Duration::from_millis(300))
         .start()
         .unwrap();
-    let down = rec
-        .wait_for(|e| matches!(e, Event::Disconnected { .. }), BOUND)
-        .await
-        .expect("the attempt ends");
-    match down.value {
-        Event::Disconnected {
-            reason: DisconnectReason::ConnectFailed(e),
-            will_retry,
-        } => {
-            assert!(will_retry);
-            assert_eq!(e.kind(), ConnectErrorKind::Timeout);
-        }
-        other => panic!("{other:?}"),
-    }
+    let (e, will_retry) = next_connect_failure(&rec).await;
+    assert!(will_retry);
+    assert_eq!(e.kind(), ConnectErrorKind::Timeout);
 }
 
 #[actix_rt::test]

@@ -258,10 +258,7 @@ impl Dialer {
         })?;
         let connector = tokio_rustls::TlsConnector::from(self.tls.clone());
         let mut io = connector.connect(name, tcp).await.map_err(|e| {
-            let kind = match crate::tls::failure_kind(&e) {
-                Some(kind) => kind,
-                None => ConnectErrorKind::ProxyUnavailable,
-            };
+            let kind = crate::tls::failure_kind(&e).unwrap_or(ConnectErrorKind::ProxyUnavailable);
             super::failure(
                 kind,
                 format!("TLS to proxy {shown} failed"),

@@ -270,3 +270,53 @@ pub fn pems() -> Pems {
         client_key,
     }
 }
+
+/// nginx terminating TLS for the WebSocket server at `backend` on a free
+/// port, with the certificate chain and key `cert`; `extra` goes in its
+/// server block (client certificates are checked against the client CA
+/// when it says `ssl_verify_client on;`).
+pub fn tls_front(
+    backend: std::net::SocketAddr,
+    pems: &Pems,
+    cert: (&str, &str),
+    extra: &str,
+) -> Daemon {
+    let port = free_port();
+    let http = format!(
+        "server {{\n listen 127.0.0.1:{port} ssl;\n ssl_certificate {{dir}}/server.pem;\n\
+         ssl_certificate_key {{dir}}/server.key;\n ssl_client_certificate {{dir}}/client-ca.pem;\n{extra}\n\
+         location / {{\n  proxy_pass http://{backend};\n  proxy_http_version 1.1;\n\
+         proxy_set_header Upgrade $http_upgrade;\n  proxy_set_header Connection upgrade;\n\
+         proxy_read_timeout 60s;\n }}\n}}"
+    );
+    nginx(
+        port,
+        &http,
+        None,
+        &[
+            ("server.pem", cert.0),
+            ("server.key", cert.1),
+            ("client-ca.pem", &pems.client_ca),
+        ],
+    )
+}
+
+/// An https:// proxy: nginx's stream module speaks TLS to the client (with
+/// the trusted server certificate) and passes the bytes to `inner`.
+pub fn https_proxy(inner: &Daemon, pems: &Pems) -> Daemon {
+    let port = free_port();
+    let stream = format!(
+        "server {{\n listen 127.0.0.1:{port} ssl;\n ssl_certificate {{dir}}/server.pem;\n\
+         ssl_certificate_key {{dir}}/server.key;\n proxy_pass {};\n}}",
+        inner.addr()
+    );
+    nginx(
+        port,
+        "",
+        Some(&stream),
+        &[
+            ("server.pem", &pems.server_chain),
+            ("server.key", &pems.server_key),
+        ],
+    )
+}
