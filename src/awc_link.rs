@@ -105,6 +105,10 @@ pub(crate) fn split(
     unsent_bound: u64,
     received: Rc<Cell<u64>>,
 ) -> (ReadHalf, WriteHalf) {
+    // Bytes after the handshake response, read with it, crossed the wire
+    // on this link too.
+    let early = parts.read_buf.len() as u64;
+    received.set(received.get().saturating_add(early));
     let socket = Rc::new(RefCell::new(Socket {
         io: parts.io,
         decoder,
@@ -166,7 +170,7 @@ impl Stream for ReadHalf {
                     Ok(Some(frame)) => return Poll::Ready(Some(Ok(frame))),
                     Err(e) => {
                         s.failed = true;
-                        return Poll::Ready(Some(Err(e.into())));
+                        return Poll::Ready(Some(Err(TransportError::protocol(e))));
                     }
                     Ok(None) => s.readable = false,
                 }

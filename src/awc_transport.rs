@@ -174,11 +174,20 @@ impl AwcTransport {
     /// routed to.
     async fn attempt(&self, request: &ConnectRequest, timeout: Duration) -> Result<Link, Failed> {
         let secure = request.url.starts_with("wss:") || request.url.starts_with("https:");
-        let route = match ::url::Url::parse(&request.url) {
-            Ok(url) => url
-                .host_str()
-                .and_then(|host| self.routes.route(host, secure)),
-            Err(_) => None,
+        let parsed = ::url::Url::parse(&request.url).ok();
+        let route = parsed
+            .as_ref()
+            .and_then(|url| url.host_str())
+            .and_then(|host| self.routes.route(host, secure));
+        // `host:port`, for errors to say which server failed.
+        let target = parsed.as_ref().and_then(|url| {
+            let host = url.host_str()?;
+            let port = url.port().unwrap_or(if secure { 443 } else { 80 });
+            Some(format!("{host}:{port}"))
+        });
+        let named = |e: ConnectError| match (&target, e.target()) {
+            (Some(t), None) => e.with_target(t.clone()),
+            _ => e,
         };
         let shown_proxy = route.as_ref().map(|p| p.to_string());
         let tls_layers = u64::from(secure)
@@ -214,7 +223,10 @@ impl AwcTransport {
                     location: head.location.take(),
                 }))
             }
-            Err(e) => return Err(map_connect_error(e, secure, head.retry_after.get()).into()),
+            Err(e) => {
+                let e = map_connect_error(e, secure, head.retry_after.get());
+                return Err(named(e).into());
+            }
         };
         let protocol = response
             .headers()

@@ -123,6 +123,15 @@ impl ClientBuilder {
         }
     }
 
+    /// Names the client: the `client` label of its metrics (feature
+    /// `metrics`) and the `client` field of its `ws_client` tracing span.
+    /// Give each client of a process its own name, or their metrics add
+    /// up. Default is `"default"`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.config.name = name.into();
+        self
+    }
+
     /// Adds a request header sent with every handshake. Default is none.
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.push((name.into(), value.into()));

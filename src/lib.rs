@@ -171,8 +171,8 @@ pub use actix_tether_actors::{
     ConnectErrorKind, ConnectInfo, ConnectRequest, DeliveryConfig, DisconnectReason, ErrorChain,
     Event, EventStream, FeedConfig, Inbound, InboundBatch, Jitter, Message, MessageStream,
     NotConnected, OverflowPolicy, ProtocolViolation, RandomSource, Receipt, ReconnectBudget,
-    RotateReason, SendError, StallPolicy, State, Stats, Transport, TransportError, Unconfirmed,
-    Undelivered, WeakClient, STREAM_CAPACITY,
+    RotateReason, SendError, StallPolicy, State, Stats, Transport, TransportError,
+    TransportErrorKind, Unconfirmed, Undelivered, WeakClient, STREAM_CAPACITY,
 };
 pub use builder::ClientBuilder;
 pub use pool::Pool;

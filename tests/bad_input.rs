@@ -73,43 +73,116 @@ async fn after_frames(bytes: Vec<u8>, max_message: usize) -> (u16, DisconnectRea
     (code, reason, stats.state)
 }
 
-fn protocol_error(reason: &DisconnectReason) -> bool {
-    matches!(reason, DisconnectReason::Transport(e) if e.close_code() == Some(1002))
-}
-
 #[actix_rt::test]
-async fn frame_level_violations_close_with_the_right_code() {
-    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+async fn every_frame_level_violation_is_a_protocol_reason_with_its_close_code() {
+    use ProtocolViolation as V;
+    let cases: Vec<(&str, Vec<u8>, ProtocolViolation, u16)> = vec![
         (
             "control frame over 125 bytes",
             raw::frame(0x89, &[0u8; 126]),
+            V::ControlFrameTooBig,
             1002,
         ),
-        ("fragmented control frame", raw::frame(0x09, b"ping"), 1002),
-        ("reserved data opcode 0x3", raw::frame(0x83, b"x"), 1002),
-        ("reserved control opcode 0xB", raw::frame(0x8B, b"x"), 1002),
-        ("RSV1 without an extension", raw::frame(0xC1, b"x"), 1002),
-        ("RSV3 without an extension", raw::frame(0x91, b"x"), 1002),
+        (
+            "fragmented control frame",
+            raw::frame(0x09, b"ping"),
+            V::FragmentedControlFrame,
+            1002,
+        ),
+        (
+            "reserved data opcode 0x3",
+            raw::frame(0x83, b"x"),
+            V::ReservedOpcode,
+            1002,
+        ),
+        (
+            "reserved control opcode 0xB",
+            raw::frame(0x8B, b"x"),
+            V::ReservedOpcode,
+            1002,
+        ),
+        (
+            "RSV1 without an extension",
+            raw::frame(0xC1, b"x"),
+            V::ReservedBits,
+            1002,
+        ),
+        (
+            "RSV2 without an extension",
+            raw::frame(0xA1, b"x"),
+            V::ReservedBits,
+            1002,
+        ),
+        (
+            "RSV3 without an extension",
+            raw::frame(0x91, b"x"),
+            V::ReservedBits,
+            1002,
+        ),
+        (
+            "a masked frame",
+            vec![0x81, 0x81, 1, 2, 3, 4, b'x' ^ 1],
+            V::MaskedFrame,
+            1002,
+        ),
+        (
+            "a 64-bit length with the top bit set",
+            vec![0x82, 127, 0x80, 0, 0, 0, 0, 0, 0, 1],
+            V::InvalidLength,
+            1002,
+        ),
+        (
+            "a length not in its minimal encoding",
+            vec![0x82, 126, 0, 5, 1, 2, 3, 4, 5],
+            V::InvalidLength,
+            1002,
+        ),
         (
             "close with invalid code 999",
             raw::frame(0x88, &999u16.to_be_bytes()),
+            V::InvalidCloseFrame,
             1002,
         ),
         (
             "close with reserved code 1005",
             raw::frame(0x88, &1005u16.to_be_bytes()),
+            V::InvalidCloseFrame,
             1002,
         ),
         (
             "close with a one-byte payload",
             raw::frame(0x88, &[3]),
+            V::InvalidCloseFrame,
+            1002,
+        ),
+        (
+            "close reason not UTF-8",
+            raw::frame(0x88, &[0x03, 0xE8, 0xFF]),
+            V::InvalidCloseReason,
+            1007,
+        ),
+        (
+            "a continuation without a message",
+            raw::frame(0x80, b"orphan"),
+            V::UnexpectedContinuation,
             1002,
         ),
     ];
-    for (what, bytes, want) in cases {
+    for (what, bytes, violation, want) in cases {
         let (code, reason, state) = after_frames(bytes, 1 << 20).await;
         assert_eq!(code, want, "{what}");
-        assert!(protocol_error(&reason), "{what}: {reason:?}");
+        assert_eq!(violation.close_code(), want, "{what}");
+        assert!(
+            matches!(reason, DisconnectReason::Protocol(v) if v == violation),
+            "{what}: {reason:?}"
+        );
+        // One line that says what happened and the code the client sent.
+        let text = reason.to_string();
+        assert_eq!(
+            text,
+            format!("protocol violation: {violation} (closed with {want})"),
+            "{what}"
+        );
         assert!(
             matches!(state, State::Waiting | State::Connecting | State::Connected),
             "{what}"
@@ -135,16 +208,16 @@ async fn message_level_violations_close_with_1007_and_1009() {
         DisconnectReason::Protocol(ProtocolViolation::MessageTooBig)
     ));
 
+    // The frame limit defaults to the message limit: the header says enough.
     let (code, reason, _) = after_frames(raw::frame(0x82, &[0u8; 64]), 16).await;
     assert_eq!(code, 1009);
-    assert!(matches!(&reason, DisconnectReason::Transport(e) if e.close_code() == Some(1009)));
-
-    let (code, reason, _) = after_frames(raw::frame(0x80, b"orphan"), 1 << 20).await;
-    assert_eq!(code, 1002);
-    assert!(matches!(
-        reason,
-        DisconnectReason::Transport(_) | DisconnectReason::Protocol(_)
-    ));
+    assert!(
+        matches!(
+            reason,
+            DisconnectReason::Protocol(ProtocolViolation::FrameTooBig)
+        ),
+        "{reason:?}"
+    );
 }
 
 /// Answers every connection with `response` (after reading the request).

@@ -268,7 +268,10 @@ async fn oversized_messages_close_with_1009() {
     // The 2 KiB frame is over the frame limit (which defaults to the message
     // limit), so the codec refuses it before reassembly would.
     assert!(
-        matches!(&reason, DisconnectReason::Transport(e) if e.close_code() == Some(1009)),
+        matches!(
+            reason,
+            DisconnectReason::Protocol(ProtocolViolation::FrameTooBig)
+        ),
         "{reason:?}"
     );
     assert!(
@@ -476,23 +479,27 @@ async fn http_401_gives_up_and_503_honours_retry_after() {
 #[actix_rt::test]
 async fn a_refused_connection_keeps_its_io_error_and_reads_once() {
     use std::error::Error;
+
     let rec = Recorder::start();
-    let _client = client(format!("ws://{}/ws", free_port()), &rec)
-        .start()
-        .unwrap();
+    let addr = free_port();
+    let _client = client(format!("ws://{addr}/ws"), &rec).start().unwrap();
     let down = rec.wait_for(disconnected, BOUND).await.unwrap();
     let Event::Disconnected { reason, .. } = down.value else {
         unreachable!()
     };
     let io = reason
         .source()
-        .and_then(Error::source)
         .and_then(|e| e.downcast_ref::<std::io::Error>())
         .expect("the io::Error is reachable");
     assert_eq!(io.kind(), std::io::ErrorKind::ConnectionRefused);
+    // One line that names the server, then the OS's words once.
+    assert_eq!(
+        reason.to_string(),
+        format!("connect failed: connection refused by {addr}")
+    );
     let text = actix_tether::ErrorChain(&reason).to_string();
     assert!(
-        text.starts_with("connect failed: connection refused: "),
+        text.starts_with(&format!("connect failed: connection refused by {addr}: ")),
         "{text}"
     );
     assert_eq!(text.matches("connection refused").count(), 1, "{text}");

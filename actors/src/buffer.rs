@@ -18,6 +18,7 @@ use futures::channel::oneshot;
 
 use crate::error::{ConfigError, SendError, Unconfirmed};
 use crate::frame::Message;
+use crate::metrics::Metrics;
 
 /// What [`Client::try_send`](crate::Client::try_send) does with a message
 /// that arrives at a full queue.
@@ -204,6 +205,8 @@ pub(crate) struct Buffer {
     dropped: Vec<Message>,
     dropped_total: u64,
     wake_pending: bool,
+    /// `tether_queue_*` and `tether_messages_dropped_total{reason="refused"}`.
+    metrics: Metrics,
 }
 
 /// A buffer shared between handles (any thread) and the queue actor.
@@ -234,7 +237,19 @@ impl Buffer {
             dropped: Vec::new(),
             dropped_total: 0,
             wake_pending: false,
+            metrics: Metrics::default(),
         }
+    }
+
+    /// The same buffer, reporting to `metrics`.
+    pub(crate) fn observed(self, metrics: Metrics) -> Self {
+        Self { metrics, ..self }
+    }
+
+    /// Reports the depth to the metrics: at each pump (so after every
+    /// burst of sends) and whenever room is freed or given back.
+    fn gauge(&self) {
+        self.metrics.queue(self.depth(), self.bytes);
     }
 
     fn fits(&self, len: usize) -> bool {
@@ -280,6 +295,7 @@ impl Buffer {
         if self.sealed {
             Err(SendError::Closed(msg))
         } else if msg.len() > self.limits.max_bytes {
+            self.metrics.refused();
             Err(SendError::TooLarge(msg))
         } else {
             Ok(msg)
@@ -295,10 +311,12 @@ impl Buffer {
             Ok(accepted) => return Ok(accepted),
             Err(msg) => msg,
         };
-        if self.limits.policy != OverflowPolicy::DropOldest {
-            return Err(SendError::Full(msg));
-        }
-        let Some(n) = self.evictions_for(msg.len()) else {
+        let evictions = match self.limits.policy {
+            OverflowPolicy::DropOldest => self.evictions_for(msg.len()),
+            _ => None,
+        };
+        let Some(n) = evictions else {
+            self.metrics.refused();
             return Err(SendError::Full(msg));
         };
         let mut evicted = Vec::new();
@@ -408,6 +426,7 @@ impl Buffer {
     /// takes the messages dropped since the last call.
     pub(crate) fn begin_pump(&mut self) -> Vec<Message> {
         self.wake_pending = false;
+        self.gauge();
         std::mem::take(&mut self.dropped)
     }
 
@@ -524,6 +543,7 @@ impl Buffer {
         let bytes: usize = batch.iter().map(Message::len).sum();
         self.bytes = self.bytes.saturating_sub(bytes);
         self.wake_first();
+        self.gauge();
         bytes
     }
 
@@ -550,6 +570,7 @@ impl Buffer {
         for msg in rest.into_iter().rev() {
             self.backlog.push_front(msg);
         }
+        self.gauge();
     }
 
     /// A link ended with `tail` written and not confirmed (replay): it goes
@@ -563,6 +584,7 @@ impl Buffer {
             self.push_front_run(seq, 1);
             self.backlog.push_front(msg);
         }
+        self.gauge();
     }
 
     /// Stops accepting messages; waiting senders get theirs back.
@@ -583,6 +605,7 @@ impl Buffer {
         let resent = std::mem::take(&mut self.resent).min(self.backlog.len());
         let mut unsent: Vec<Message> = self.backlog.drain(..).collect();
         let rest = unsent.split_off(resent);
+        self.gauge();
         Undelivered {
             possibly_delivered: unsent,
             unsent: rest,

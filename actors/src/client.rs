@@ -26,6 +26,7 @@ use crate::messages::{
     AddSetupSource, Close, GetStats, Orphaned, ReconnectNow, Rotate, SetPaused, SetupSource,
     WaitConfirmed, Wake,
 };
+use crate::metrics::Metrics;
 use crate::queue::Queue;
 use crate::stats::Stats;
 use crate::stream::{
@@ -71,6 +72,7 @@ struct Wiring {
     queue: AddressReceiver<Queue>,
     buffer: SharedBuffer,
     shared: Arc<Shared>,
+    metrics: Metrics,
 }
 
 impl Wiring {
@@ -78,7 +80,9 @@ impl Wiring {
         let (supervisor_tx, supervisor) = channel(MAILBOX);
         let (queue_tx, queue) = channel(MAILBOX);
         let supervisor_addr = Addr::new(supervisor_tx);
-        let buffer: SharedBuffer = Arc::new(Mutex::new(Buffer::new(config.queue)));
+        let metrics = Metrics::new(&config.name);
+        let buffer = Buffer::new(config.queue).observed(metrics.clone());
+        let buffer: SharedBuffer = Arc::new(Mutex::new(buffer));
         let shared = Shared::new();
         let client = Client {
             handle: Arc::new(LastHandle(supervisor_addr.clone())),
@@ -92,6 +96,7 @@ impl Wiring {
             queue,
             buffer,
             shared,
+            metrics,
         };
         (client, wiring)
     }
@@ -263,7 +268,9 @@ impl Engine {
         };
         let window = self.config.feed.dedup_window;
         let dedup = self.dedup.map(|key| Dedup::new(key, window));
-        let hub = Rc::new(Hub::new(&self.config, wiring.shared).with_feed(self.gate, dedup));
+        let hub = Rc::new(
+            Hub::new(&self.config, wiring.shared, wiring.metrics).with_feed(self.gate, dedup),
+        );
         for joiner in self.subscribers {
             hub.join(joiner);
         }

@@ -122,6 +122,10 @@ impl DeliveryConfig {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Config {
+    /// The client's name: the `client` label of its metrics and the
+    /// `client` field of its tracing span. Give each client of a process
+    /// its own name, or their metrics add up. Default is `"default"`.
+    pub name: String,
     /// Delays between attempts. Default is [`BackoffPolicy::default`].
     pub backoff: BackoffPolicy,
     /// Give up after this many consecutive retries; `None` retries forever.
@@ -238,6 +242,7 @@ impl Default for FeedConfig {
 impl Default for Config {
     fn default() -> Self {
         Self {
+            name: "default".to_owned(),
             backoff: BackoffPolicy::default(),
             max_retries: None,
             min_uptime: Duration::from_secs(5),

@@ -41,9 +41,7 @@ use futures::channel::{mpsc, oneshot};
 
 use crate::config::{Config, StallPolicy};
 use crate::control::{Control, SharedControl};
-use crate::error::{
-    DisconnectReason, ErrorChain, ProtocolViolation, TransportError, TransportErrorKind,
-};
+use crate::error::{DisconnectReason, ErrorChain, ProtocolViolation, TransportError};
 use crate::events::Event;
 use crate::frame::{CloseFrame, Frame, Message};
 use crate::gate::Gate;
@@ -490,19 +488,15 @@ impl Connection {
         let frame = match item {
             Ok(frame) => frame,
             Err(e) => {
-                let code = e.close_code();
-                // A violation the codec found is the same violation.
-                let reason = match e.kind() {
-                    TransportErrorKind::InvalidData => {
-                        DisconnectReason::Protocol(ProtocolViolation::InvalidUtf8)
-                    }
-                    TransportErrorKind::MessageTooBig => {
-                        DisconnectReason::Protocol(ProtocolViolation::MessageTooBig)
-                    }
-                    _ => DisconnectReason::Transport(e),
+                // A violation the codec found is a violation like those
+                // the engine finds: one reason, one close code.
+                let violation = e.violation();
+                let reason = match violation {
+                    Some(v) => DisconnectReason::Protocol(v),
+                    None => DisconnectReason::Transport(e),
                 };
                 self.set_reason(reason);
-                match code {
+                match violation.map(ProtocolViolation::close_code) {
                     Some(code) => {
                         let wait = self.config.dead_close_timeout;
                         self.begin_close(Some(CloseFrame::new(code, "")), wait, false, ctx);

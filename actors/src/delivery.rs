@@ -36,6 +36,7 @@ use crate::control::Control;
 use crate::error::Unconfirmed;
 use crate::frame::Message;
 use crate::messages::Wake;
+use crate::metrics::Metrics;
 
 /// Bytes of a barrier Ping's payload: an 8-byte link tag, an 8-byte number.
 pub(crate) const PAYLOAD_LEN: usize = 16;
@@ -186,6 +187,8 @@ pub(crate) struct Delivery {
     queue: Option<Recipient<Wake>>,
     /// Where the receipts of tracked messages wait.
     buffer: Option<SharedBuffer>,
+    /// `tether_unconfirmed_messages`.
+    metrics: Metrics,
 }
 
 impl Default for Delivery {
@@ -211,7 +214,18 @@ impl Delivery {
             queue_waits: false,
             queue: None,
             buffer: None,
+            metrics: Metrics::default(),
         }
+    }
+
+    /// The same books, reporting to `metrics`.
+    pub(crate) fn observed(self, metrics: Metrics) -> Self {
+        Self { metrics, ..self }
+    }
+
+    /// Reports the current link's unconfirmed count to the metrics.
+    fn gauge(&self) {
+        self.metrics.unconfirmed(self.unconfirmed().0);
     }
 
     /// Where to wake the queue and settle receipts.
@@ -267,6 +281,7 @@ impl Delivery {
             control,
             stopped: false,
         });
+        self.gauge();
     }
 
     fn books(&mut self, id: u64) -> Option<&mut LinkBooks> {
@@ -291,6 +306,7 @@ impl Delivery {
             l.written.bytes += bytes;
             l.written.seq = l.written.seq.max(seq_after);
         }
+        self.gauge();
     }
 
     /// The number the next Ping written on the current link will carry.
@@ -355,6 +371,7 @@ impl Delivery {
         self.totals.confirmed += at.count - l.confirmed.count;
         self.totals.confirmed_bytes += at.bytes.saturating_sub(l.confirmed.bytes);
         l.confirmed = at;
+        self.gauge();
         self.confirmed_seq = self.confirmed_seq.max(at.seq);
         self.settled_seq = self.settled_seq.max(at.seq);
         self.window.confirm(at.count);
@@ -591,6 +608,7 @@ impl Delivery {
         }
         let tail = self.window.take();
         self.totals.replayed += tail.len() as u64;
+        self.gauge();
         tail
     }
 

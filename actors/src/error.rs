@@ -5,29 +5,32 @@
 //! the same error to every subscriber.
 //!
 //! They follow the standard library's convention: an error's `Display` says
-//! what failed at its own level and does not repeat its source, which
-//! `source()` returns. Walk the chain (or let anyhow or eyre do it) to print
-//! everything once, and downcast a source to reach, for example, the
-//! `std::io::Error` of a refused connection:
+//! what happened in one line and does not repeat its source, which
+//! `source()` returns. A [`DisconnectReason`] says what its error says
+//! ("connect failed: connection refused by 127.0.0.1:9001") and its source
+//! is that error's source. Walk the chain (or let anyhow or eyre do it, or
+//! print an [`ErrorChain`]) to print everything once, and downcast a source
+//! to reach, for example, the `std::io::Error` of a refused connection:
 //!
 //! ```
 //! use std::error::Error;
 //! use actix_tether_actors::{ConnectError, ConnectErrorKind, DisconnectReason};
 //!
 //! let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
-//! let reason = DisconnectReason::ConnectFailed(ConnectError::with_source(
-//!     ConnectErrorKind::Refused,
-//!     io,
-//! ));
+//! let reason = DisconnectReason::ConnectFailed(
+//!     ConnectError::with_source(ConnectErrorKind::Refused, io).with_target("127.0.0.1:9001"),
+//! );
 //! let mut chain = vec![reason.to_string()];
 //! let mut source = reason.source();
 //! while let Some(e) = source {
 //!     chain.push(e.to_string());
 //!     source = e.source();
 //! }
-//! assert_eq!(chain.join(": "), "connect failed: connection refused: refused");
-//! let io = reason.source().and_then(|e| e.source());
-//! let io = io.and_then(|e| e.downcast_ref::<std::io::Error>());
+//! assert_eq!(
+//!     chain.join(": "),
+//!     "connect failed: connection refused by 127.0.0.1:9001: refused"
+//! );
+//! let io = reason.source().and_then(|e| e.downcast_ref::<std::io::Error>());
 //! assert_eq!(io.map(|e| e.kind()), Some(std::io::ErrorKind::ConnectionRefused));
 //! ```
 
@@ -118,6 +121,7 @@ pub enum ConnectErrorKind {
 #[derive(Clone)]
 pub struct ConnectError {
     kind: ConnectErrorKind,
+    target: Option<String>,
     status: Option<u16>,
     retry_after: Option<Duration>,
     source: Option<BoxSource>,
@@ -128,10 +132,24 @@ impl ConnectError {
     pub fn new(kind: ConnectErrorKind) -> Self {
         Self {
             kind,
+            target: None,
             status: None,
             retry_after: None,
             source: None,
         }
+    }
+
+    /// The same error naming the server it happened with (`host:port`),
+    /// which its `Display` then shows ("connection refused by
+    /// 127.0.0.1:9001").
+    pub fn with_target(mut self, target: impl Into<String>) -> Self {
+        self.target = Some(target.into());
+        self
+    }
+
+    /// The server the attempt went to (`host:port`), when known.
+    pub fn target(&self) -> Option<&str> {
+        self.target.as_deref()
     }
 
     /// Creates an error of the given kind caused by `source`.
@@ -216,6 +234,9 @@ impl fmt::Debug for ConnectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("ConnectError");
         d.field("kind", &self.kind);
+        if let Some(target) = &self.target {
+            d.field("target", target);
+        }
         if let Some(status) = self.status {
             d.field("status", &status);
         }
@@ -231,12 +252,32 @@ impl fmt::Debug for ConnectError {
 
 impl fmt::Display for ConnectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The server's name where it says who failed.
+        let by = |f: &mut fmt::Formatter<'_>, joint: &str| match &self.target {
+            Some(t) => write!(f, " {joint} {t}"),
+            None => Ok(()),
+        };
         match self.kind {
-            ConnectErrorKind::Refused => f.write_str("connection refused")?,
-            ConnectErrorKind::Reset => f.write_str("connection reset during handshake")?,
-            ConnectErrorKind::Timeout => f.write_str("connect timed out")?,
-            ConnectErrorKind::Dns => f.write_str("host name could not be resolved")?,
-            ConnectErrorKind::Tls => f.write_str("TLS handshake failed")?,
+            ConnectErrorKind::Refused => {
+                f.write_str("connection refused")?;
+                by(f, "by")?
+            }
+            ConnectErrorKind::Reset => {
+                f.write_str("connection reset during handshake")?;
+                by(f, "with")?
+            }
+            ConnectErrorKind::Timeout => match &self.target {
+                Some(t) => write!(f, "connecting to {t} timed out")?,
+                None => f.write_str("connect timed out")?,
+            },
+            ConnectErrorKind::Dns => match &self.target {
+                Some(t) => write!(f, "cannot resolve the host name of {t}")?,
+                None => f.write_str("host name could not be resolved")?,
+            },
+            ConnectErrorKind::Tls => {
+                f.write_str("TLS handshake failed")?;
+                by(f, "with")?
+            }
             ConnectErrorKind::Http => match self.status {
                 Some(s) => write!(f, "server refused the upgrade with HTTP {s}")?,
                 None => f.write_str("server refused the upgrade")?,
@@ -249,7 +290,10 @@ impl fmt::Display for ConnectError {
                 f.write_str("server answered the extension negotiation wrongly")?
             }
             ConnectErrorKind::InvalidRequest => f.write_str("invalid connect request")?,
-            ConnectErrorKind::Io => f.write_str("I/O error while connecting")?,
+            ConnectErrorKind::Io => {
+                f.write_str("I/O error while connecting")?;
+                by(f, "to")?
+            }
             ConnectErrorKind::ProxyUnavailable => match self.status {
                 Some(s) => write!(f, "proxy unavailable: it answered CONNECT with HTTP {s}")?,
                 None => f.write_str("proxy unavailable")?,
@@ -264,7 +308,10 @@ impl fmt::Display for ConnectError {
                 Some(s) => write!(f, "proxy refused the tunnel with HTTP {s}")?,
                 None => f.write_str("proxy refused the tunnel")?,
             },
-            ConnectErrorKind::Certificate => f.write_str("server certificate not trusted")?,
+            ConnectErrorKind::Certificate => {
+                f.write_str("server certificate not trusted")?;
+                by(f, "for")?
+            }
         }
         Ok(())
     }
@@ -302,11 +349,15 @@ pub enum TransportErrorKind {
     MessageTooBig,
 }
 
-/// A failure of an established link reported by the transport.
+/// A failure of an established link reported by the transport: a socket
+/// error, or a protocol violation its codec found
+/// ([`TransportError::violation`]), which the engine reports as
+/// [`DisconnectReason::Protocol`].
 #[derive(Clone)]
 pub struct TransportError {
     kind: TransportErrorKind,
-    source: BoxSource,
+    violation: Option<ProtocolViolation>,
+    source: Option<BoxSource>,
 }
 
 impl TransportError {
@@ -317,7 +368,24 @@ impl TransportError {
     ) -> Self {
         Self {
             kind,
-            source: Arc::from(source.into()),
+            violation: None,
+            source: Some(Arc::from(source.into())),
+        }
+    }
+
+    /// The peer violated the protocol in the way `violation` says, found
+    /// by the transport's codec.
+    pub fn protocol(violation: ProtocolViolation) -> Self {
+        let kind = match violation.close_code() {
+            1007 => TransportErrorKind::InvalidData,
+            1009 if violation == ProtocolViolation::FrameTooBig => TransportErrorKind::FrameTooBig,
+            1009 => TransportErrorKind::MessageTooBig,
+            _ => TransportErrorKind::Protocol,
+        };
+        Self {
+            kind,
+            violation: Some(violation),
+            source: None,
         }
     }
 
@@ -326,66 +394,110 @@ impl TransportError {
         self.kind
     }
 
+    /// Which violation the peer committed, for an error of a kind other
+    /// than [`TransportErrorKind::Io`]: the one the codec named, or the
+    /// one its kind implies.
+    pub fn violation(&self) -> Option<ProtocolViolation> {
+        self.violation.or(match self.kind {
+            TransportErrorKind::Io => None,
+            TransportErrorKind::FrameTooBig => Some(ProtocolViolation::FrameTooBig),
+            TransportErrorKind::Protocol => Some(ProtocolViolation::InvalidFrame),
+            TransportErrorKind::InvalidData => Some(ProtocolViolation::InvalidUtf8),
+            TransportErrorKind::MessageTooBig => Some(ProtocolViolation::MessageTooBig),
+        })
+    }
+
     /// The close code the client answers this failure with, if the socket is
     /// still usable enough to send one.
     pub fn close_code(&self) -> Option<u16> {
-        match self.kind {
-            TransportErrorKind::Io => None,
-            TransportErrorKind::FrameTooBig => Some(1009),
-            TransportErrorKind::Protocol => Some(1002),
-            TransportErrorKind::InvalidData => Some(1007),
-            TransportErrorKind::MessageTooBig => Some(1009),
-        }
+        self.violation().map(ProtocolViolation::close_code)
     }
 }
 
 impl fmt::Debug for TransportError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TransportError")
-            .field("kind", &self.kind)
-            .field("source", &format_args!("{}", self.source))
-            .finish()
+        let mut d = f.debug_struct("TransportError");
+        d.field("kind", &self.kind);
+        if let Some(v) = self.violation {
+            d.field("violation", &v);
+        }
+        if let Some(src) = &self.source {
+            d.field("source", &format_args!("{src}"));
+        }
+        d.finish()
     }
 }
 
 impl fmt::Display for TransportError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self.kind {
-            TransportErrorKind::Io => "socket error",
-            TransportErrorKind::FrameTooBig => "frame too big",
-            TransportErrorKind::Protocol => "protocol error",
-            TransportErrorKind::InvalidData => "invalid UTF-8",
-            TransportErrorKind::MessageTooBig => "message too big",
-        })
+        match (self.kind, self.violation()) {
+            (TransportErrorKind::Io, _) | (_, None) => f.write_str("the socket failed"),
+            (_, Some(v)) => v.fmt(f),
+        }
     }
 }
 
 impl StdError for TransportError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        Some(&*self.source as &(dyn StdError + 'static))
+        self.source
+            .as_deref()
+            .map(|s| s as &(dyn StdError + 'static))
     }
 }
 
 /// A WebSocket protocol violation by the peer, answered with a close code.
+///
+/// Whichever layer finds it (the frame decoder, the inflater, the
+/// reassembler, the engine), a violation ends the link with
+/// [`DisconnectReason::Protocol`] and the client closes with
+/// [`ProtocolViolation::close_code`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ProtocolViolation {
     /// A text message was not valid UTF-8 (close code 1007).
     InvalidUtf8,
-    /// A message or frame exceeded the configured maximum (close code 1009).
+    /// A message exceeded the maximum message size, inflated (close code
+    /// 1009).
     MessageTooBig,
     /// A continuation frame arrived without a started message, or a new data
     /// frame arrived in the middle of a fragmented one (close code 1002).
     UnexpectedContinuation,
+    /// A frame exceeded the maximum frame size (close code 1009).
+    FrameTooBig,
+    /// The server masked a frame; only clients mask (close code 1002).
+    MaskedFrame,
+    /// A reserved bit was set that no negotiated extension defines: RSV2 or
+    /// RSV3, RSV1 without permessage-deflate, or RSV1 on a control or
+    /// continuation frame (close code 1002).
+    ReservedBits,
+    /// A frame had a reserved opcode (close code 1002).
+    ReservedOpcode,
+    /// A control frame (Ping, Pong, Close) was fragmented (close code 1002).
+    FragmentedControlFrame,
+    /// A control frame carried more than 125 bytes (close code 1002).
+    ControlFrameTooBig,
+    /// A frame's length was not in its minimal encoding, or over 63 bits
+    /// (close code 1002).
+    InvalidLength,
+    /// A Close frame had a one-byte payload or a code no endpoint may send
+    /// (close code 1002).
+    InvalidCloseFrame,
+    /// A Close frame's reason was not valid UTF-8 (close code 1007).
+    InvalidCloseReason,
+    /// A compressed message did not inflate (close code 1002).
+    InvalidCompressedData,
+    /// A transport reported a violation without saying which (close code
+    /// 1002).
+    InvalidFrame,
 }
 
 impl ProtocolViolation {
     /// The close code the client sends when it detects this violation.
     pub fn close_code(self) -> u16 {
         match self {
-            ProtocolViolation::InvalidUtf8 => 1007,
-            ProtocolViolation::MessageTooBig => 1009,
-            ProtocolViolation::UnexpectedContinuation => 1002,
+            ProtocolViolation::InvalidUtf8 | ProtocolViolation::InvalidCloseReason => 1007,
+            ProtocolViolation::MessageTooBig | ProtocolViolation::FrameTooBig => 1009,
+            _ => 1002,
         }
     }
 }
@@ -393,9 +505,35 @@ impl ProtocolViolation {
 impl fmt::Display for ProtocolViolation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            ProtocolViolation::InvalidUtf8 => "text message is not valid UTF-8",
-            ProtocolViolation::MessageTooBig => "message exceeds the maximum message size",
-            ProtocolViolation::UnexpectedContinuation => "unexpected continuation frame",
+            ProtocolViolation::InvalidUtf8 => "server sent text that is not valid UTF-8",
+            ProtocolViolation::MessageTooBig => {
+                "server sent a message over the maximum message size"
+            }
+            ProtocolViolation::UnexpectedContinuation => {
+                "server sent a continuation frame outside a fragmented message, \
+                 or a new message inside one"
+            }
+            ProtocolViolation::FrameTooBig => "server sent a frame over the maximum frame size",
+            ProtocolViolation::MaskedFrame => "server sent a masked frame",
+            ProtocolViolation::ReservedBits => {
+                "server set a reserved bit that no negotiated extension defines"
+            }
+            ProtocolViolation::ReservedOpcode => "server sent a frame with a reserved opcode",
+            ProtocolViolation::FragmentedControlFrame => "server fragmented a control frame",
+            ProtocolViolation::ControlFrameTooBig => "server sent a control frame over 125 bytes",
+            ProtocolViolation::InvalidLength => {
+                "server sent a frame length that is not minimally encoded or over 63 bits"
+            }
+            ProtocolViolation::InvalidCloseFrame => {
+                "server sent a close frame with one byte or an invalid close code"
+            }
+            ProtocolViolation::InvalidCloseReason => {
+                "server sent a close reason that is not valid UTF-8"
+            }
+            ProtocolViolation::InvalidCompressedData => {
+                "server sent compressed data that does not inflate"
+            }
+            ProtocolViolation::InvalidFrame => "server sent an invalid frame",
         })
     }
 }
@@ -427,9 +565,12 @@ pub enum DisconnectReason {
     /// A subscriber stayed behind for this long and the stall policy ends
     /// the link.
     SubscriberStalled(Duration),
-    /// The peer violated the protocol and the client closed the link.
+    /// The peer violated the protocol, whichever layer found it (decoder,
+    /// inflater, reassembler, engine), and the client closed the link with
+    /// the violation's [close code](ProtocolViolation::close_code).
     Protocol(ProtocolViolation),
-    /// The transport failed while the link was up.
+    /// The socket failed while the link was up (reset, broken pipe): its
+    /// `std::io::Error` is the [`source`](StdError::source).
     Transport(TransportError),
     /// The application closed the client.
     ClientClosed,
@@ -453,7 +594,7 @@ impl DisconnectReason {
 impl fmt::Display for DisconnectReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DisconnectReason::ConnectFailed(_) => f.write_str("connect failed"),
+            DisconnectReason::ConnectFailed(e) => write!(f, "connect failed: {e}"),
             DisconnectReason::ServerClosed { code, reason } if reason.is_empty() => {
                 write!(f, "server closed the connection with code {code}")
             }
@@ -467,8 +608,17 @@ impl fmt::Display for DisconnectReason {
             DisconnectReason::SubscriberStalled(t) => {
                 write!(f, "a subscriber was stalled for {t:?}")
             }
-            DisconnectReason::Protocol(_) => f.write_str("protocol violation"),
-            DisconnectReason::Transport(_) => f.write_str("the link failed"),
+            DisconnectReason::Protocol(v) => {
+                write!(
+                    f,
+                    "protocol violation: {v} (closed with {})",
+                    v.close_code()
+                )
+            }
+            DisconnectReason::Transport(e) => match e.kind() {
+                TransportErrorKind::Io => f.write_str("the connection failed"),
+                _ => write!(f, "protocol violation: {e}"),
+            },
             DisconnectReason::ClientClosed => f.write_str("closed by the client"),
             DisconnectReason::ReadyTimeout(t) => {
                 write!(f, "the ready gate did not open within {t:?}")
@@ -478,12 +628,14 @@ impl fmt::Display for DisconnectReason {
     }
 }
 
+/// A reason's `Display` already says what its error says, in one line:
+/// its source is that error's source (the `std::io::Error` of a refused
+/// connection or a reset socket), so a chain never repeats itself.
 impl StdError for DisconnectReason {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         match self {
-            DisconnectReason::ConnectFailed(e) => Some(e),
-            DisconnectReason::Protocol(v) => Some(v),
-            DisconnectReason::Transport(e) => Some(e),
+            DisconnectReason::ConnectFailed(e) => e.source(),
+            DisconnectReason::Transport(e) => e.source(),
             _ => None,
         }
     }
@@ -729,6 +881,65 @@ mod tests {
     }
 
     #[test]
+    fn a_transport_violation_names_its_kind_and_close_code() {
+        use ProtocolViolation as V;
+        for (v, kind, code) in [
+            (V::MaskedFrame, TransportErrorKind::Protocol, 1002),
+            (V::InvalidLength, TransportErrorKind::Protocol, 1002),
+            (V::FrameTooBig, TransportErrorKind::FrameTooBig, 1009),
+            (V::MessageTooBig, TransportErrorKind::MessageTooBig, 1009),
+            (V::InvalidUtf8, TransportErrorKind::InvalidData, 1007),
+            (V::InvalidCloseReason, TransportErrorKind::InvalidData, 1007),
+        ] {
+            let e = TransportError::protocol(v);
+            assert_eq!(
+                (e.kind(), e.violation(), e.close_code()),
+                (kind, Some(v), Some(code))
+            );
+            assert_eq!(e.to_string(), v.to_string());
+        }
+        // A transport that only names a kind: the violation it implies.
+        let io = || std::io::Error::other("codec said no");
+        let e = TransportError::new(TransportErrorKind::Protocol, io());
+        assert_eq!(e.violation(), Some(V::InvalidFrame));
+        let e = TransportError::new(TransportErrorKind::Io, io());
+        assert_eq!((e.violation(), e.close_code()), (None, None));
+    }
+
+    #[test]
+    fn a_connect_error_names_the_server_it_failed_with() {
+        let at = |kind| {
+            ConnectError::new(kind)
+                .with_target("127.0.0.1:9001")
+                .to_string()
+        };
+        assert_eq!(
+            at(ConnectErrorKind::Refused),
+            "connection refused by 127.0.0.1:9001"
+        );
+        assert_eq!(
+            at(ConnectErrorKind::Timeout),
+            "connecting to 127.0.0.1:9001 timed out"
+        );
+        assert_eq!(
+            at(ConnectErrorKind::Certificate),
+            "server certificate not trusted for 127.0.0.1:9001"
+        );
+        // Where the text is about the proxy or the answer, not the server,
+        // the target is kept but not shown.
+        assert_eq!(
+            at(ConnectErrorKind::ProxyRefused),
+            "proxy refused the tunnel"
+        );
+        assert_eq!(
+            ConnectError::new(ConnectErrorKind::Refused)
+                .with_target("h:1")
+                .target(),
+            Some("h:1")
+        );
+    }
+
+    #[test]
     fn no_level_of_a_chain_repeats_its_source() {
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
         let reasons = [
@@ -742,8 +953,8 @@ mod tests {
         ];
         let want = [
             "connect failed: connection refused: os refused",
-            "the link failed: socket error: reset by peer",
-            "protocol violation: text message is not valid UTF-8",
+            "the connection failed: reset by peer",
+            "protocol violation: server sent text that is not valid UTF-8 (closed with 1007)",
             "connect failed: server refused the upgrade with HTTP 503",
         ];
         for (reason, want) in reasons.iter().zip(want) {

@@ -190,6 +190,22 @@ pub enum State {
     Closed,
 }
 
+impl State {
+    /// A short stable name: `connecting`, `connected`, `waiting`,
+    /// `closing`, `paused`, `gave_up` or `closed`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            State::Connecting => "connecting",
+            State::Connected => "connected",
+            State::Waiting => "waiting",
+            State::Closing => "closing",
+            State::Paused => "paused",
+            State::GaveUp => "gave_up",
+            State::Closed => "closed",
+        }
+    }
+}
+
 /// Why a rotation began.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

@@ -171,7 +171,7 @@ impl Handler<Pong> for Heartbeat {
             return;
         };
         if msg.0 >= out.number {
-            self.hub.counters.last_rtt.set(Some(out.sent_at.elapsed()));
+            self.hub.counters.rtt(out.sent_at.elapsed());
             self.outstanding = None;
         }
     }

@@ -20,6 +20,7 @@ use crate::events::{Event, Inbound, InboundBatch};
 use crate::frame::Message;
 use crate::gate::Gate;
 use crate::hooks::{DedupKey, ReadyPredicate};
+use crate::metrics::Metrics;
 use crate::stream::{CatchUp, EventSender, Joiner, MessageSender, Pushed, Shared, FANOUT_BACKLOG};
 
 #[derive(Debug, Default)]
@@ -42,6 +43,8 @@ pub(crate) struct Counters {
     /// Messages a rotation's new link delivered twice, dropped by the
     /// dedup window.
     pub(crate) duplicates_dropped: Cell<u64>,
+    /// The same figures for the application's metrics exporter.
+    pub(crate) metrics: Metrics,
 }
 
 impl Counters {
@@ -53,6 +56,32 @@ impl Counters {
     pub(crate) fn wrote(&self, f: Flushed) {
         Self::add(&self.messages_out, f.messages as u64);
         Self::add(&self.bytes_out, f.bytes as u64);
+        self.metrics.sent(f.messages as u64, f.bytes as u64);
+    }
+
+    /// One read handed `messages` of `bytes` payload to subscribers.
+    fn received(&self, messages: u64, bytes: u64) {
+        Self::add(&self.messages_in, messages);
+        Self::add(&self.bytes_in, bytes);
+        self.metrics.received(messages, bytes);
+    }
+
+    /// `bytes` were read from a socket.
+    pub(crate) fn wire_in(&self, bytes: u64) {
+        Self::add(&self.wire_bytes_in, bytes);
+        self.metrics.wire_in(bytes);
+    }
+
+    /// A socket accepted `bytes`.
+    pub(crate) fn wire_out(&self, bytes: u64) {
+        Self::add(&self.bytes_accepted, bytes);
+        self.metrics.wire_out(bytes);
+    }
+
+    /// A Pong answered the heartbeat's Ping after `rtt`.
+    pub(crate) fn rtt(&self, rtt: Duration) {
+        self.last_rtt.set(Some(rtt));
+        self.metrics.rtt(rtt);
     }
 }
 
@@ -161,7 +190,7 @@ impl Dedup {
 #[cfg(test)]
 impl Default for Hub {
     fn default() -> Self {
-        Hub::new(&Config::default(), Shared::new())
+        Hub::new(&Config::default(), Shared::new(), Metrics::default())
     }
 }
 
@@ -226,7 +255,7 @@ impl Behind {
 }
 
 impl Hub {
-    pub(crate) fn new(config: &Config, shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(config: &Config, shared: Arc<Shared>, metrics: Metrics) -> Self {
         Self {
             inbound: RefCell::default(),
             batches: RefCell::default(),
@@ -235,10 +264,13 @@ impl Hub {
             event_streams: RefCell::default(),
             event_streams_dropped: Cell::default(),
             shared,
-            counters: Counters::default(),
+            delivery: RefCell::new(Delivery::new(config).observed(metrics.clone())),
+            counters: Counters {
+                metrics,
+                ..Counters::default()
+            },
             reading: Gate::default(),
             behind: Behind::default(),
-            delivery: RefCell::new(Delivery::new(config)),
             gate: RefCell::default(),
             dedup: RefCell::default(),
         }
@@ -345,9 +377,8 @@ impl Hub {
     /// growing memory.
     pub(crate) fn publish_inbound(&self, messages: Vec<Message>) -> (usize, Vec<CatchUp>) {
         self.admit();
-        Counters::add(&self.counters.messages_in, messages.len() as u64);
         let bytes: usize = messages.iter().map(Message::len).sum();
-        Counters::add(&self.counters.bytes_in, bytes as u64);
+        self.counters.received(messages.len() as u64, bytes as u64);
         let cost = read_cost(bytes, messages.len());
         let mut waits = Vec::new();
         let has_inbound = !self.inbound.borrow().is_empty();
@@ -388,6 +419,7 @@ impl Hub {
 
     pub(crate) fn publish(&self, event: Event) {
         tracing::debug!(?event, "event");
+        self.counters.metrics.event(&event);
         self.admit();
         self.event_streams
             .borrow_mut()

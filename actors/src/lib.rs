@@ -34,6 +34,11 @@ mod heartbeat;
 mod hooks;
 mod hub;
 mod messages;
+#[cfg(feature = "metrics")]
+mod metrics;
+#[cfg(not(feature = "metrics"))]
+#[path = "metrics_off.rs"]
+mod metrics;
 mod policy;
 mod queue;
 mod read_batch;

@@ -24,7 +24,7 @@ use futures::Stream;
 use crate::error::TransportError;
 use crate::frame::Frame;
 use crate::gate::Gate;
-use crate::hub::{Counters, Hub};
+use crate::hub::Hub;
 use crate::transport::FrameStream;
 
 /// Most frames in one batch.
@@ -70,7 +70,7 @@ impl ReadBatches {
     fn count_received(&mut self) {
         if let Some((counter, seen)) = &mut self.received {
             let now = counter.get();
-            Counters::add(&self.hub.counters.wire_bytes_in, now.saturating_sub(*seen));
+            self.hub.counters.wire_in(now.saturating_sub(*seen));
             *seen = now;
         }
     }
@@ -112,12 +112,7 @@ impl Stream for ReadBatches {
         while batch.len() < BATCH_FRAMES && bytes < BATCH_BYTES {
             match self.inner.as_mut().poll_next(cx) {
                 Poll::Ready(Some(item)) => {
-                    let len = payload_len(&item);
-                    // A transport that does not count: payloads stand in.
-                    if self.received.is_none() {
-                        Counters::add(&self.hub.counters.wire_bytes_in, len as u64);
-                    }
-                    bytes += len;
+                    bytes += payload_len(&item);
                     batch.push(item);
                 }
                 Poll::Ready(None) => {
@@ -127,7 +122,11 @@ impl Stream for ReadBatches {
                 Poll::Pending => break,
             }
         }
-        self.count_received();
+        match self.received {
+            Some(_) => self.count_received(),
+            // A transport that does not count: payloads stand in.
+            None => self.hub.counters.wire_in(bytes as u64),
+        }
         if !batch.is_empty() {
             self.handed = true;
             Poll::Ready(Some(batch))

@@ -24,7 +24,7 @@ use crate::delivery::Due;
 use crate::error::{TransportError, TransportErrorKind};
 use crate::frame::{Message, OutFrame};
 use crate::hub::Flushed;
-use crate::hub::{Counters, Hub};
+use crate::hub::Hub;
 use crate::transport::FrameWriter;
 
 /// Where the queue sends batches: straight to the link's writer task, no
@@ -157,7 +157,7 @@ impl WriteTask {
                 _ => 0,
             };
             seen = accepted;
-            Counters::add(&counters.bytes_accepted, moved);
+            counters.wire_out(moved);
             let mut c = control.borrow_mut();
             if res.is_pending() {
                 if moved > 0 || c.blocked_since.is_none() {
@@ -266,7 +266,7 @@ impl WriteTask {
             let n = n.min(rest.len());
             if self.writer.bytes_accepted().is_none() {
                 let bytes: usize = rest[..n].iter().map(Message::len).sum();
-                Counters::add(&self.hub.counters.bytes_accepted, bytes as u64);
+                self.hub.counters.wire_out(bytes as u64);
             }
             batch.wrote(done, n);
             done += n;

@@ -17,9 +17,7 @@
 //! unfragmented frame, and inflated text (which the engine checks fragment
 //! by fragment), are checked once, by the engine.
 
-use std::fmt;
-
-use actix_tether_actors::{CloseFrame, Fragment, Frame, TransportError, TransportErrorKind};
+use actix_tether_actors::{CloseFrame, Fragment, Frame, ProtocolViolation};
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::deflate::{InflateError, Inflater};
@@ -34,43 +32,6 @@ const MASKED: u8 = 0x80;
 /// The most the read buffer is grown by at once for a frame still
 /// arriving.
 const RESERVE_STEP: usize = 64 * 1024;
-
-/// Why the decoder failed the link; the close code follows from the kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum WireError {
-    /// A frame that breaks the protocol (close code 1002).
-    Protocol(&'static str),
-    /// A frame over its limit (close code 1009).
-    TooBig(&'static str),
-    /// A message over its limit (close code 1009).
-    MessageTooBig(&'static str),
-    /// Text or a close reason that is not UTF-8 (close code 1007).
-    InvalidUtf8(&'static str),
-}
-
-impl fmt::Display for WireError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (WireError::Protocol(s)
-        | WireError::TooBig(s)
-        | WireError::MessageTooBig(s)
-        | WireError::InvalidUtf8(s)) = self;
-        f.write_str(s)
-    }
-}
-
-impl std::error::Error for WireError {}
-
-impl From<WireError> for TransportError {
-    fn from(e: WireError) -> Self {
-        let kind = match e {
-            WireError::Protocol(_) => TransportErrorKind::Protocol,
-            WireError::TooBig(_) => TransportErrorKind::FrameTooBig,
-            WireError::MessageTooBig(_) => TransportErrorKind::MessageTooBig,
-            WireError::InvalidUtf8(_) => TransportErrorKind::InvalidData,
-        };
-        TransportError::new(kind, e)
-    }
-}
 
 /// A frame header: where the payload starts and how long it is.
 #[derive(Debug, Clone, Copy)]
@@ -121,7 +82,10 @@ impl Decoder {
 
     /// The next whole frame at the head of `buf`, taken out of it; `None`
     /// until one has arrived.
-    pub(crate) fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, WireError> {
+    pub(crate) fn decode(
+        &mut self,
+        buf: &mut BytesMut,
+    ) -> Result<Option<Frame>, ProtocolViolation> {
         let Some(head) = self.head(buf)? else {
             return Ok(None);
         };
@@ -130,14 +94,14 @@ impl Decoder {
         let end = head
             .at
             .checked_add(head.len)
-            .ok_or(WireError::TooBig("frame larger than memory"))?;
+            .ok_or(ProtocolViolation::FrameTooBig)?;
         if buf.len() < end {
             if self.plain_text(&head) {
                 let from = head.at + self.checked;
                 if buf.len() > from {
                     self.utf8
                         .feed(&buf[from..])
-                        .map_err(|_| WireError::InvalidUtf8("text is not valid UTF-8"))?;
+                        .map_err(|_| ProtocolViolation::InvalidUtf8)?;
                     self.checked = buf.len() - head.at;
                 }
             }
@@ -193,60 +157,54 @@ impl Decoder {
     }
 
     /// Parses and checks the header at the head of `buf`.
-    fn head(&self, buf: &[u8]) -> Result<Option<Head>, WireError> {
+    fn head(&self, buf: &[u8]) -> Result<Option<Head>, ProtocolViolation> {
         let [first, second, ..] = *buf else {
             return Ok(None);
         };
         let (fin, rsv1, opcode) = (first & FIN != 0, first & RSV1 != 0, first & 0x0F);
         if first & RSV23 != 0 {
-            return Err(WireError::Protocol(
-                "RSV2 or RSV3 set: no extension defines them",
-            ));
+            return Err(ProtocolViolation::ReservedBits);
         }
         if second & MASKED != 0 {
-            return Err(WireError::Protocol("a server must not mask its frames"));
+            return Err(ProtocolViolation::MaskedFrame);
         }
         let short = usize::from(second & 0x7F);
         match opcode {
             PING | PONG | CLOSE => {
                 if !fin {
-                    return Err(WireError::Protocol("fragmented control frame"));
+                    return Err(ProtocolViolation::FragmentedControlFrame);
                 }
                 if short > 125 {
-                    return Err(WireError::Protocol("control frame over 125 bytes"));
+                    return Err(ProtocolViolation::ControlFrameTooBig);
                 }
                 if rsv1 {
-                    return Err(WireError::Protocol("RSV1 set on a control frame"));
+                    return Err(ProtocolViolation::ReservedBits);
                 }
             }
             TEXT | BINARY => {
                 if self.message.is_some() {
-                    return Err(WireError::Protocol(
-                        "a new message began inside a fragmented one",
-                    ));
+                    return Err(ProtocolViolation::UnexpectedContinuation);
                 }
                 if rsv1 && self.inflater.is_none() {
-                    return Err(WireError::Protocol(
-                        "RSV1 set without permessage-deflate negotiated",
-                    ));
+                    return Err(ProtocolViolation::ReservedBits);
                 }
             }
             CONTINUATION => {
                 if self.message.is_none() {
-                    return Err(WireError::Protocol("continuation frame without a message"));
+                    return Err(ProtocolViolation::UnexpectedContinuation);
                 }
                 if rsv1 {
-                    return Err(WireError::Protocol("RSV1 set on a continuation frame"));
+                    return Err(ProtocolViolation::ReservedBits);
                 }
             }
-            _ => return Err(WireError::Protocol("reserved opcode")),
+            _ => return Err(ProtocolViolation::ReservedOpcode),
         }
         let (at, len) = match short {
             126 => match buf.get(2..4) {
                 Some(&[a, b]) => {
                     let len = u16::from_be_bytes([a, b]);
                     if len < 126 {
-                        return Err(WireError::Protocol("length not in its minimal encoding"));
+                        return Err(ProtocolViolation::InvalidLength);
                     }
                     (4, usize::from(len))
                 }
@@ -258,13 +216,12 @@ impl Decoder {
                     be.copy_from_slice(bytes);
                     let len = u64::from_be_bytes(be);
                     if len >> 63 != 0 {
-                        return Err(WireError::Protocol("payload length over 63 bits"));
+                        return Err(ProtocolViolation::InvalidLength);
                     }
                     if len <= 0xFFFF {
-                        return Err(WireError::Protocol("length not in its minimal encoding"));
+                        return Err(ProtocolViolation::InvalidLength);
                     }
-                    let len = usize::try_from(len)
-                        .map_err(|_| WireError::TooBig("frame larger than memory"))?;
+                    let len = usize::try_from(len).map_err(|_| ProtocolViolation::FrameTooBig)?;
                     (10, len)
                 }
                 None => return Ok(None),
@@ -272,7 +229,7 @@ impl Decoder {
             n => (2, n),
         };
         if len > self.max_frame {
-            return Err(WireError::TooBig("frame exceeds the maximum frame size"));
+            return Err(ProtocolViolation::FrameTooBig);
         }
         let head = Head {
             fin,
@@ -287,41 +244,43 @@ impl Decoder {
             && !m.compressed
             && len > self.max_message.saturating_sub(m.size)
         {
-            return Err(WireError::MessageTooBig(
-                "message exceeds the maximum message size",
-            ));
+            return Err(ProtocolViolation::MessageTooBig);
         }
         Ok(Some(head))
     }
 
     /// Inflates a whole frame of a compressed message, within what is left
     /// of the message limit.
-    fn inflate(&mut self, head: &Head, payload: &[u8]) -> Result<Bytes, WireError> {
+    fn inflate(&mut self, head: &Head, payload: &[u8]) -> Result<Bytes, ProtocolViolation> {
         if payload.is_empty() && head.fin && head.opcode != CONTINUATION {
             // An empty message sent whole with RSV1: nothing to inflate, and
             // the sync tail alone would leave the inflater mid-block.
             return Ok(Bytes::new());
         }
         let before = self.message_of(head).size;
-        let inflater = self.inflater.as_mut().ok_or(WireError::Protocol(
-            "RSV1 set without permessage-deflate negotiated",
-        ))?;
+        let inflater = self
+            .inflater
+            .as_mut()
+            .ok_or(ProtocolViolation::ReservedBits)?;
         inflater
             .inflate(payload, head.fin, self.max_message - before)
             .map_err(|e| match e {
-                InflateError::TooBig => {
-                    WireError::MessageTooBig("inflated message exceeds the maximum message size")
-                }
-                InflateError::Corrupt => WireError::Protocol("invalid deflate data"),
+                InflateError::TooBig => ProtocolViolation::MessageTooBig,
+                InflateError::Corrupt => ProtocolViolation::InvalidCompressedData,
             })
     }
 
     /// A whole uncompressed data frame, its text checked where the engine
     /// would see it too late.
-    fn data(&mut self, head: Head, payload: Bytes, checked: usize) -> Result<Frame, WireError> {
+    fn data(
+        &mut self,
+        head: Head,
+        payload: Bytes,
+        checked: usize,
+    ) -> Result<Frame, ProtocolViolation> {
         let whole = head.opcode != CONTINUATION && head.fin;
         if self.message_of(&head).text && !whole {
-            let invalid = |_| WireError::InvalidUtf8("text is not valid UTF-8");
+            let invalid = |_| ProtocolViolation::InvalidUtf8;
             self.utf8.feed(&payload[checked..]).map_err(invalid)?;
             if head.fin {
                 self.utf8.finish().map_err(invalid)?;
@@ -354,19 +313,18 @@ impl Decoder {
 }
 
 /// A Close frame's payload: nothing, or a code (§7.4) and a UTF-8 reason.
-fn close_payload(payload: &[u8]) -> Result<Option<CloseFrame>, WireError> {
+fn close_payload(payload: &[u8]) -> Result<Option<CloseFrame>, ProtocolViolation> {
     let (code, reason) = match payload {
         [] => return Ok(None),
-        [_] => return Err(WireError::Protocol("close payload of one byte")),
+        [_] => return Err(ProtocolViolation::InvalidCloseFrame),
         [a, b, reason @ ..] => (u16::from_be_bytes([*a, *b]), reason),
     };
     // 1004-1006 and 1015 must not be sent; 1000-2999 beyond the registered
     // ones are reserved; 3000-4999 are for libraries and applications.
     if !matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999) {
-        return Err(WireError::Protocol("invalid close code"));
+        return Err(ProtocolViolation::InvalidCloseFrame);
     }
-    let reason = std::str::from_utf8(reason)
-        .map_err(|_| WireError::InvalidUtf8("close reason is not valid UTF-8"))?;
+    let reason = std::str::from_utf8(reason).map_err(|_| ProtocolViolation::InvalidCloseReason)?;
     Ok(Some(CloseFrame::new(code, reason)))
 }
 
@@ -415,7 +373,7 @@ mod tests {
     }
 
     /// Everything `bytes` decodes to, fed whole.
-    fn decode_all(d: &mut Decoder, bytes: &[u8]) -> Result<Vec<Frame>, WireError> {
+    fn decode_all(d: &mut Decoder, bytes: &[u8]) -> Result<Vec<Frame>, ProtocolViolation> {
         decode_in_pieces(d, bytes, &[]).map(|(frames, _)| frames)
     }
 
@@ -426,7 +384,7 @@ mod tests {
         d: &mut Decoder,
         bytes: &[u8],
         cuts: &[usize],
-    ) -> Result<(Vec<Frame>, usize), WireError> {
+    ) -> Result<(Vec<Frame>, usize), ProtocolViolation> {
         let mut buf = BytesMut::new();
         let mut frames = Vec::new();
         let mut at = 0;
@@ -442,7 +400,7 @@ mod tests {
         Ok((frames, buf.len()))
     }
 
-    fn first_error(d: &mut Decoder, bytes: &[u8]) -> WireError {
+    fn first_error(d: &mut Decoder, bytes: &[u8]) -> ProtocolViolation {
         decode_all(d, bytes).unwrap_err()
     }
 
@@ -584,7 +542,7 @@ mod tests {
             BytesMut::from(&[0x82, 0x7F, 0x7F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF][..]);
         let got = d.decode(&mut buf);
         assert!(
-            matches!(got, Ok(None) | Err(WireError::TooBig(_))),
+            matches!(got, Ok(None) | Err(ProtocolViolation::FrameTooBig)),
             "{got:?}"
         );
         assert!(buf.capacity() <= 2 * RESERVE_STEP);
@@ -597,13 +555,13 @@ mod tests {
         bytes.extend_from_slice(b"hello");
         assert_eq!(
             first_error(&mut plain(1 << 20), &bytes),
-            WireError::Protocol("length not in its minimal encoding")
+            ProtocolViolation::InvalidLength
         );
         let mut bytes = vec![0x82, 0x7F, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF];
         bytes.extend(std::iter::repeat_n(0u8, 0xFFFF));
         assert_eq!(
             first_error(&mut plain(1 << 20), &bytes),
-            WireError::Protocol("length not in its minimal encoding")
+            ProtocolViolation::InvalidLength
         );
         // The smallest of each form is fine.
         let ok = frame(0x82, &[7u8; 126]);
@@ -688,21 +646,18 @@ mod tests {
         ];
         for (what, bytes, code) in cases {
             let e = first_error(&mut plain(1 << 20), &bytes);
-            assert_eq!(TransportError::from(e).close_code(), Some(code), "{what}");
+            assert_eq!(e.close_code(), code, "{what}");
         }
         let mut nested = frame(0x01, b"a");
         nested.extend(frame(0x81, b"b"));
         let e = first_error(&mut plain(1 << 20), &nested);
-        assert_eq!(
-            e,
-            WireError::Protocol("a new message began inside a fragmented one")
-        );
+        assert_eq!(e, ProtocolViolation::UnexpectedContinuation);
         let mut rsv1_continuation = frame(0x01, b"a");
         rsv1_continuation.extend(frame(0xC0, b"b"));
         let e = first_error(&mut deflating(1 << 20, false), &rsv1_continuation);
-        assert_eq!(e, WireError::Protocol("RSV1 set on a continuation frame"));
+        assert_eq!(e, ProtocolViolation::ReservedBits);
         let e = first_error(&mut deflating(1 << 20, false), &frame(0xC9, b""));
-        assert_eq!(e, WireError::Protocol("RSV1 set on a control frame"));
+        assert_eq!(e, ProtocolViolation::ReservedBits);
     }
 
     #[test]
@@ -723,20 +678,14 @@ mod tests {
         let mut header = frame(0x82, &[0u8; 70_000]);
         header.truncate(10);
         let e = first_error(&mut plain(65_536), &header);
-        assert_eq!(
-            TransportError::from(e).kind(),
-            TransportErrorKind::FrameTooBig
-        );
+        assert_eq!(e, ProtocolViolation::FrameTooBig);
         // A message whose fragments add up to more than the limit fails at
         // the header of the fragment that passes it.
         let mut d = Decoder::new(1 << 20, 16, None);
         let mut bytes = frame(0x02, &[0u8; 10]);
         bytes.extend(&frame(0x80, &[0u8; 10])[..2]);
         let e = first_error(&mut d, &bytes);
-        assert_eq!(
-            TransportError::from(e).kind(),
-            TransportErrorKind::MessageTooBig
-        );
+        assert_eq!(e, ProtocolViolation::MessageTooBig);
     }
 
     #[test]
@@ -746,10 +695,7 @@ mod tests {
         let mut buf = BytesMut::from(&whole[..500]);
         assert_eq!(d.decode(&mut buf), Ok(None));
         buf.extend_from_slice(&[0xFF]);
-        assert_eq!(
-            d.decode(&mut buf),
-            Err(WireError::InvalidUtf8("text is not valid UTF-8"))
-        );
+        assert_eq!(d.decode(&mut buf), Err(ProtocolViolation::InvalidUtf8));
         // A code point cut by the read is not an error.
         let mut d = plain(1 << 20);
         let text = "aé".repeat(300);
@@ -813,12 +759,9 @@ mod tests {
         let bomb = Server::new().compress(&vec![0u8; 8 << 20]);
         assert!(bomb.len() < 16 * 1024, "{}", bomb.len());
         let e = first_error(&mut deflating(1 << 20, false), &frame(0xC2, &bomb));
-        assert_eq!(
-            TransportError::from(e).kind(),
-            TransportErrorKind::MessageTooBig
-        );
+        assert_eq!(e, ProtocolViolation::MessageTooBig);
         let e = first_error(&mut deflating(1 << 20, false), &frame(0xC2, &[0xFF; 16]));
-        assert_eq!(e, WireError::Protocol("invalid deflate data"));
+        assert_eq!(e, ProtocolViolation::InvalidCompressedData);
     }
 
     /// A frame to send in the property test: the decoded frame it must give.

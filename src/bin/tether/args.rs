@@ -169,6 +169,13 @@ pub(crate) struct Args {
     /// Accept any server certificate, unverified (prints a warning).
     #[arg(long)]
     pub(crate) insecure: bool,
+    /// Serve the client's metrics at http://ADDR/metrics in the Prometheus
+    /// text format (e.g. 127.0.0.1:9898).
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) metrics_addr: Option<std::net::SocketAddr>,
+    /// Print a `stats` event (the client's counters) at this interval.
+    #[arg(long, value_parser = duration, value_name = "DURATION")]
+    pub(crate) stats: Option<Duration>,
 }
 
 fn duration(s: &str) -> Result<Duration, String> {

@@ -7,6 +7,7 @@
 
 mod args;
 mod lines;
+mod observe;
 mod output;
 mod signals;
 mod writer;
@@ -100,6 +101,17 @@ async fn run(
         (None, Some(d)) => (d.url(), &[][..]),
         (None, None) => return 1,
     };
+    // Installed before the client starts, so that its handles report here.
+    let metrics = match args.metrics_addr.map(observe::serve_metrics) {
+        None => None,
+        Some(Ok(server)) => Some(server),
+        Some(Err(e)) => {
+            if let Some(addr) = args.metrics_addr {
+                eprintln!("tether: cannot serve metrics at {addr}: {e}");
+            }
+            return 2;
+        }
+    };
     let (terminal_tx, mut terminal) = mpsc::unbounded();
     // The queue's size, and room for the lines read while a drop is on its
     // way to the printer.
@@ -137,6 +149,10 @@ async fn run(
             return 2;
         }
     };
+    if let Some(interval) = args.stats {
+        let (weak, out) = (client.downgrade(), out.clone());
+        actix_rt::spawn(observe::report_stats(weak, interval, args.json, out));
+    }
     let input = Input {
         out: &out,
         json: args.json,
@@ -195,6 +211,9 @@ async fn run(
     };
     if let Some(d) = demo {
         d.stop().await;
+    }
+    if let Some(m) = metrics {
+        m.stop(false).await;
     }
     code
 }
