@@ -7,10 +7,14 @@
 //! medians reported with their ratio to raw awc; then scale figures for
 //! actix-tether (see `scale.rs`).
 //!
-//!     cargo run --release --example bench            # full counts
-//!     cargo run --release --example bench -- --quick # a few seconds
-//!     cargo run --release --example bench -- --json  # one JSON object per line
-//!     … -- --only outbound --clients raw-awc,actix-tether   # for profiling
+//! A package of its own (so the library's tests do not build the other
+//! clients); from the repository's top:
+//!
+//!     cargo build --release --manifest-path examples/bench/Cargo.toml --target-dir target
+//!     target/release/bench            # full counts
+//!     target/release/bench --quick    # a few seconds
+//!     target/release/bench --json     # one JSON object per line
+//!     target/release/bench --only outbound --clients raw-awc,actix-tether   # for profiling
 //!
 //! Pin it to one core (`taskset -c 0 …`) to compare CPU cost with the server
 //! sharing that core; unpinned, latency depends on cross-core wake-ups.
@@ -103,6 +107,12 @@ fn main() -> Res<()> {
         let bits = args.get(3).and_then(|b| b.parse().ok());
         return actix::System::new().block_on(scale::idle_memory_child(n.parse()?, url, bits));
     }
+    // With the `metrics` feature every client reports to a live recorder,
+    // as in a service that exports them: the per-message cost is paid.
+    #[cfg(feature = "metrics")]
+    metrics::set_global_recorder(
+        metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder(),
+    )?;
     let options = Options {
         quick: args.iter().any(|a| a == "--quick"),
         only: arg("--only").unwrap_or_default(),
