@@ -150,14 +150,22 @@ impl ClientBuilder {
     /// move to the next endpoint after `failover_after` failures in a row
     /// on one, from the last back to the primary (the builder's URL). The
     /// headers and protocols go to every endpoint. Default is none.
+    ///
+    /// A link that stays up less than the minimum uptime
+    /// ([`ClientBuilder::min_uptime`], 5 s by default) counts as a failed
+    /// attempt: with `failover_after(1)`, a server that accepts and drops
+    /// at once, or closes within 5 s, moves the next attempt to the next
+    /// endpoint. Lower `min_uptime` if links that short are healthy.
     pub fn fallback(mut self, url: impl Into<String>) -> Self {
         self.fallbacks.push(url.into());
         self
     }
 
-    /// Consecutive failed attempts on one endpoint (a link that stays up
-    /// less than the minimum uptime counts as one) before attempts move to
-    /// the next. Default is 2.
+    /// Consecutive failed attempts on one endpoint before attempts move to
+    /// the next. A link that stays up less than the minimum uptime (5 s by
+    /// default) counts as a failed attempt, so with `failover_after(1)` a
+    /// link closed after 2 s moves the next attempt to the next endpoint.
+    /// Default is 2.
     pub fn failover_after(mut self, n: u32) -> Self {
         self.config.feed.failover_after = n;
         self
@@ -279,6 +287,8 @@ impl ClientBuilder {
     /// inbound message satisfies `predicate` (the server's login
     /// acknowledgement), for at most the ready timeout; a link whose gate
     /// does not open in time is closed and counts as a failed attempt.
+    /// Inbound messages are delivered meanwhile, the one that opens the
+    /// gate included: subscribers and streams receive it like any other.
     /// Default is none.
     pub fn ready_gate(mut self, predicate: impl FnMut(&Message) -> bool + Send + 'static) -> Self {
         self.hooks.gate = Some(Box::new(predicate));
@@ -636,6 +646,12 @@ impl ClientBuilder {
     /// subscriptions and streams made with the handle right after `start`
     /// returns, before any `.await`, receive everything from the first link
     /// on (as do those of the builder and of [`ClientBuilder::on_start`]).
+    ///
+    /// # Errors
+    ///
+    /// The first invalid setting, as a [`ConfigError`] naming it (a URL, a
+    /// header, a proxy, a TLS file, a value out of range), or
+    /// [`ConfigError::NoSystem`] outside a running actix `System`.
     pub fn start(self) -> Result<Client, ConfigError> {
         let (config, parts) = self.prepare()?;
         parts.into_engine(config).start()
@@ -648,7 +664,11 @@ impl ClientBuilder {
     ///
     /// The client's actors may begin before this returns: subscribe with
     /// the builder or in [`ClientBuilder::on_start`] to receive everything
-    /// from the first link on. Fails with
+    /// from the first link on.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`ClientBuilder::start`], and
     /// [`ConfigError::ArbiterStopped`] if the arbiter is not running.
     ///
     /// ```no_run

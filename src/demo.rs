@@ -85,6 +85,10 @@ pub struct DemoServer {
 impl DemoServer {
     /// Binds 127.0.0.1 on a free port and serves the feed at `/feed`. Must be
     /// called inside an actix `System`.
+    ///
+    /// # Errors
+    ///
+    /// The `io::Error` of binding the port.
     pub fn start(config: DemoConfig) -> io::Result<Self> {
         let connections = Arc::new(AtomicU64::new(0));
         let (ticks, _) = tokio::sync::broadcast::channel(TICKS_BEHIND);

@@ -135,24 +135,75 @@
 //! [`ClientBuilder::danger_accept_invalid_certs`]; the README's "Proxies and
 //! TLS" has the rules and how each failure is treated.
 //!
+//! # Observability
+//!
+//! With the `metrics` feature, every client reports through the
+//! [`metrics`](https://docs.rs/metrics) facade to whatever exporter the
+//! application installed (before starting clients), each series labelled
+//! `client` with [`ClientBuilder::name`]: counters
+//! `tether_connect_attempts_total`, `tether_connects_total`,
+//! `tether_disconnects_total{reason}` (`server_close`, `dropped`,
+//! `dead_peer`, `protocol`, `write_timeout`, `ready_timeout`, `paused`,
+//! `closed`, `other`), `tether_messages_received_total`,
+//! `tether_messages_sent_total`, `tether_bytes_received_total`,
+//! `tether_bytes_sent_total`, `tether_wire_bytes_received_total`,
+//! `tether_wire_bytes_sent_total`, `tether_messages_dropped_total{reason}`
+//! (`refused`, `evicted`, `unsent`), `tether_messages_replayed_total`,
+//! `tether_rotations_total`, `tether_give_ups_total`; gauges
+//! `tether_connected`, `tether_queue_messages`, `tether_queue_bytes`,
+//! `tether_unconfirmed_messages`; histograms (seconds)
+//! `tether_rtt_seconds`, `tether_connect_duration_seconds`,
+//! `tether_link_duration_seconds`, `tether_backoff_delay_seconds`. The
+//! README's "Observability" says what each counts;
+//! `examples/prometheus.rs` serves them to Prometheus.
+//!
+//! Spans and logs go through `tracing`, URLs redacted, never a payload,
+//! header value or password:
+//!
+//! | span | fields |
+//! |---|---|
+//! | `ws_client` (one per client) | `client`, `url` (the primary) |
+//! | `ws_connect` (per attempt, in `ws_client`) | `url`, `attempt`, `endpoint`, `outcome`, `proxy` |
+//! | `ws_link` (per link, in `ws_client`, follows from its attempt) | `link`, `endpoint`, `url`, `protocol`, `extensions`, `proxy`, `reason` (when it ends) |
+//!
+//! Each [`Event`] is logged in `ws_client` with an `event` field (its
+//! [`name`](Event::name)) and its own fields: WARN for what needs
+//! attention (a dead peer, a write timeout, a protocol violation, a stalled
+//! subscriber, a dropped message, a failed rotation, giving up), INFO for
+//! the link's life (up, down, reconnecting, rotations, closed), DEBUG for
+//! attempts; nothing per frame. With tracing-subscriber:
+//!
+//! ```no_run
+//! tracing_subscriber::fmt()
+//!     .with_env_filter("actix_tether=info,actix_tether_actors=info")
+//!     .init();
+//! ```
+//!
+//! For OpenTelemetry, add `tracing_opentelemetry::layer()` to the same
+//! subscriber: the spans above become OpenTelemetry spans.
+//!
 //! The engine (actors, policies, the transport seam) lives in
 //! [`actix_tether_actors`], re-exported here as [`engine`].
 
 #![doc(test(attr(deny(warnings))))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod awc_link;
 mod awc_transport;
 mod builder;
 #[cfg(feature = "demo")]
+#[cfg_attr(docsrs, doc(cfg(feature = "demo")))]
 pub mod demo;
 mod pool;
 mod proxy;
 mod redirect;
 #[cfg(feature = "testkit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;
 #[cfg(feature = "rustls")]
 mod tls;
 #[cfg(feature = "typed")]
+#[cfg_attr(docsrs, doc(cfg(feature = "typed")))]
 pub mod typed;
 mod validate;
 mod wire;

@@ -2,9 +2,11 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
 use actix::{Arbiter, ArbiterHandle};
-use actix_tether_actors::{Client, ConfigError};
+use actix_tether_actors::{Client, ConfigError, Undelivered, WeakClient};
 
 use crate::builder::ClientBuilder;
 
@@ -26,10 +28,15 @@ use crate::builder::ClientBuilder;
 /// ```
 ///
 /// Dropping the pool stops its arbiters: the clients on them stop at once,
-/// without a close handshake, so close them ([`Client::close`]) first.
+/// without a close handshake, so close them first ([`Pool::close`] closes
+/// every client the pool started).
 pub struct Pool {
     arbiters: Vec<Arbiter>,
     next: AtomicUsize,
+    /// The clients started here, for `close`; those whose handles are all
+    /// gone are swept out as clients start, so this holds about as many as
+    /// the application keeps.
+    clients: Mutex<Vec<WeakClient>>,
 }
 
 impl fmt::Debug for Pool {
@@ -43,6 +50,11 @@ impl fmt::Debug for Pool {
 impl Pool {
     /// A pool of `arbiters` new arbiters (at least one). Must be called
     /// inside a running actix `System`.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] for zero arbiters, [`ConfigError::NoSystem`]
+    /// outside a running actix `System`.
     pub fn new(arbiters: usize) -> Result<Self, ConfigError> {
         if arbiters == 0 {
             return Err(ConfigError::Invalid {
@@ -57,19 +69,65 @@ impl Pool {
         Ok(Self {
             arbiters: (0..arbiters).map(|_| Arbiter::new()).collect(),
             next: AtomicUsize::new(0),
+            clients: Mutex::new(Vec::new()),
         })
     }
 
     /// A pool with one arbiter per core the process may use.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::NoSystem`] outside a running actix `System`.
     pub fn per_core() -> Result<Self, ConfigError> {
         Self::new(std::thread::available_parallelism().map_or(1, |n| n.get()))
     }
 
     /// Starts `builder`'s client on the next arbiter in turn (see
     /// [`ClientBuilder::start_on`]).
+    ///
+    /// The client's actors run on another thread and may begin before this
+    /// returns: a stream or subscription made with the returned handle may
+    /// miss the first messages. Subscribe with the builder, or make streams
+    /// in [`ClientBuilder::on_start`], to receive everything from the first
+    /// link on.
+    ///
+    /// # Errors
+    ///
+    /// The first invalid setting of `builder` ([`ConfigError`]), or
+    /// [`ConfigError::ArbiterStopped`].
     pub fn start(&self, builder: ClientBuilder) -> Result<Client, ConfigError> {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.arbiters.len();
-        builder.start_on(&self.arbiters[i].handle())
+        let client = builder.start_on(&self.arbiters[i].handle())?;
+        let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+        clients.retain(|c| c.upgrade().is_some());
+        clients.push(client.downgrade());
+        Ok(client)
+    }
+
+    /// Closes every client this pool started that is still open, all at
+    /// once, each as [`Client::close`] does within `timeout`: what is
+    /// queued is delivered, the links close with 1000. Returns what each
+    /// could not deliver, in the order the clients were started (clients
+    /// already closed, or whose handles were all dropped, are left out).
+    /// The arbiters keep running: the pool can start clients again.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future stops waiting; the clients go on closing.
+    pub async fn close(&self, timeout: Duration) -> Vec<Undelivered> {
+        let clients: Vec<Client> = {
+            let mut weak = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+            std::mem::take(&mut *weak)
+                .iter()
+                .filter_map(WeakClient::upgrade)
+                .collect()
+        };
+        let closing = clients.iter().map(|c| c.close(timeout));
+        futures::future::join_all(closing)
+            .await
+            .into_iter()
+            .filter_map(Result::ok)
+            .collect()
     }
 
     /// The pool's arbiters, to start other actors beside the clients.

@@ -32,11 +32,12 @@ use std::time::Duration;
 
 use actix_tether::testkit::{mock, run_paused, settle, MockConn, MockServer, Outcome, Recorder};
 use actix_tether::{
-    ClientBuilder, ConnectErrorKind, Event, Jitter, Message, MessageStream, OverflowPolicy,
-    Receipt, ReconnectBudget, State, Unconfirmed,
+    ClientBuilder, ConnectErrorKind, DisconnectReason, Event, Jitter, Message, MessageStream,
+    OverflowPolicy, Receipt, ReconnectBudget, State, Unconfirmed,
 };
 use bytes::Bytes;
 use futures::FutureExt;
+use metrics_exporter_prometheus::PrometheusBuilder;
 use tokio::time::Instant;
 
 /// Seeds that once failed: they run first, every time.
@@ -480,7 +481,16 @@ fn run_seed(seed: u64) -> Run {
     let violations = run_paused(async {
         let (transport, server) = mock();
         let rec = Recorder::start();
-        let client = setup.builder(seed, transport, &rec).start().unwrap();
+        // Each seed's metrics in a recorder of its own.
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let metrics = recorder.handle();
+        let client = metrics::with_local_recorder(&recorder, || {
+            setup
+                .builder(seed, transport, &rec)
+                .name("sim")
+                .start()
+                .unwrap()
+        });
         let books = Rc::new(RefCell::new(Books::default()));
         let mut w = World {
             rng,
@@ -781,6 +791,7 @@ fn run_seed(seed: u64) -> Run {
             undelivered,
             &client,
         );
+        check_metrics(&mut violations, &metrics.render(), &events, &rec);
         trace.push_str(&w.trace);
         violations
     });
@@ -1003,6 +1014,156 @@ fn check(
                 if !got.insert(n) {
                     v.push(format!("feed f{n} delivered twice with a dedup key"));
                 }
+            }
+        }
+    }
+}
+
+/// The scrape says what the events and the inbound messages say: each
+/// counter, each disconnect under its reason, each link that ended timed.
+fn check_metrics(
+    v: &mut Vec<String>,
+    scrape: &str,
+    events: &[actix_tether::testkit::Stamped<Event>],
+    rec: &Recorder,
+) {
+    let series: BTreeMap<&str, f64> = scrape
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (k, value) = l.rsplit_once(' ')?;
+            Some((k, value.parse().ok()?))
+        })
+        .collect();
+    let got = |name: &str, labels: &str| {
+        let key = format!("{name}{{client=\"sim\"{labels}}}");
+        series.get(key.as_str()).map_or(0, |v| *v as u64)
+    };
+    let count =
+        |pick: &dyn Fn(&Event) -> bool| events.iter().filter(|e| pick(&e.value)).count() as u64;
+    let mut want: Vec<(&str, String, u64)> = vec![
+        (
+            "tether_connect_attempts_total",
+            String::new(),
+            count(&|e| matches!(e, Event::Connecting { .. })),
+        ),
+        (
+            "tether_connects_total",
+            String::new(),
+            count(&|e| matches!(e, Event::Connected { .. } | Event::Rotated { .. })),
+        ),
+        (
+            "tether_rotations_total",
+            String::new(),
+            count(&|e| matches!(e, Event::Rotated { .. })),
+        ),
+        (
+            "tether_give_ups_total",
+            String::new(),
+            count(&|e| matches!(e, Event::GaveUp { .. })),
+        ),
+        (
+            "tether_messages_dropped_total",
+            ",reason=\"evicted\"".into(),
+            count(&|e| matches!(e, Event::Dropped { .. })),
+        ),
+        (
+            "tether_backoff_delay_seconds_count",
+            String::new(),
+            count(&|e| matches!(e, Event::Reconnecting { .. })),
+        ),
+    ];
+    let replayed: usize = events
+        .iter()
+        .map(|e| match e.value {
+            Event::Replaying { messages } => messages,
+            _ => 0,
+        })
+        .sum();
+    want.push((
+        "tether_messages_replayed_total",
+        String::new(),
+        replayed as u64,
+    ));
+    // Links that ended: a rotation's old link, and each link down after
+    // being up (a ready timeout may end a link never announced).
+    let (mut up, mut ended) = (false, 0);
+    let mut reasons: BTreeMap<&str, u64> = BTreeMap::new();
+    for e in events {
+        match &e.value {
+            Event::Connected { .. } => up = true,
+            Event::Rotated { .. } => ended += 1,
+            Event::Disconnected { reason, .. } => {
+                if std::mem::take(&mut up) {
+                    ended += 1;
+                }
+                let label = match reason {
+                    DisconnectReason::ConnectFailed(_) => continue,
+                    DisconnectReason::ServerClosed { .. } => "server_close",
+                    DisconnectReason::Dropped => "dropped",
+                    DisconnectReason::Transport(t)
+                        if t.kind() == actix_tether::TransportErrorKind::Io =>
+                    {
+                        "dropped"
+                    }
+                    DisconnectReason::PongTimeout(_) | DisconnectReason::Silence(_) => "dead_peer",
+                    DisconnectReason::Protocol(_) => "protocol",
+                    DisconnectReason::WriteTimeout(_) => "write_timeout",
+                    DisconnectReason::ReadyTimeout(_) => "ready_timeout",
+                    DisconnectReason::Paused => "paused",
+                    DisconnectReason::ClientClosed => "closed",
+                    _ => "other",
+                };
+                *reasons.entry(label).or_default() += 1;
+            }
+            _ => {}
+        }
+    }
+    want.push(("tether_link_duration_seconds_count", String::new(), ended));
+    for label in [
+        "server_close",
+        "dropped",
+        "dead_peer",
+        "protocol",
+        "write_timeout",
+        "ready_timeout",
+        "paused",
+        "closed",
+        "other",
+    ] {
+        let n = reasons.get(label).copied().unwrap_or(0);
+        want.push((
+            "tether_disconnects_total",
+            format!(",reason=\"{label}\""),
+            n,
+        ));
+    }
+    let inbound = rec.recorded_inbound();
+    want.push((
+        "tether_messages_received_total",
+        String::new(),
+        inbound.len() as u64,
+    ));
+    let bytes: usize = inbound.iter().map(Message::len).sum();
+    want.push(("tether_bytes_received_total", String::new(), bytes as u64));
+    for (name, labels, n) in want {
+        let has = got(name, &labels);
+        if has != n {
+            v.push(format!("metric {name}{labels} is {has}, the run says {n}"));
+        }
+    }
+    // Closed: nothing up, nothing queued.
+    if events
+        .iter()
+        .any(|e| matches!(e.value, Event::Closed { .. }))
+    {
+        for name in [
+            "tether_connected",
+            "tether_queue_messages",
+            "tether_queue_bytes",
+        ] {
+            if got(name, "") != 0 {
+                v.push(format!("{name} is {} after close", got(name, "")));
             }
         }
     }

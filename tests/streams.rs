@@ -402,6 +402,53 @@ fn a_pool_spreads_clients_over_its_arbiters_each_client_on_one() {
     });
 }
 
+#[test]
+fn a_pool_closes_every_client_it_started_and_hands_back_what_was_left() {
+    actix_rt::System::new().block_on(async {
+        let pool = Pool::new(2).unwrap();
+        let mut clients = Vec::new();
+        let mut servers = Vec::new();
+        for _ in 0..3 {
+            let (t, server) = mock();
+            servers.push(server);
+            clients.push(pool.start(plain(t)).unwrap());
+        }
+        let mut conns = Vec::new();
+        for (client, server) in clients.iter().zip(&mut servers) {
+            conns.push(server.accept().await.unwrap());
+            client.connected().await.unwrap();
+        }
+        // The second client's server stops reading: after a few frames its
+        // writes wait, and the rest cannot go within the close timeout.
+        conns[1].stop_reading();
+        for client in &clients {
+            client.send("bye").await.unwrap();
+        }
+        for i in 0..50 {
+            clients[1].send(format!("m{i}")).await.unwrap();
+        }
+        // A client closed already is left out.
+        let (t, mut server) = mock();
+        let gone = pool.start(plain(t)).unwrap();
+        let _conn = server.accept().await.unwrap();
+        gone.close(Duration::from_secs(1)).await.unwrap();
+
+        let left = pool.close(Duration::from_millis(300)).await;
+        assert_eq!(left.len(), 3, "one report per open client");
+        assert_eq!(left.iter().map(|u| u.len()).sum::<usize>(), left[1].len());
+        assert!(
+            !left[1].is_empty(),
+            "the stuck client's message is handed back"
+        );
+        for client in &clients {
+            assert_eq!(client.state(), State::Closed);
+        }
+        assert_eq!(conns[0].next_text().await.as_deref(), Some("bye"));
+        // Closing again finds nothing open.
+        assert!(pool.close(Duration::from_millis(10)).await.is_empty());
+    });
+}
+
 /// Never finishes handling its first message.
 struct Stuck;
 

@@ -88,6 +88,10 @@ impl Default for BackoffPolicy {
 impl BackoffPolicy {
     /// A policy, checked: `initial` must be above zero, `max` at least
     /// `initial`, and `factor` a finite number of at least 1.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] naming the first value that breaks them.
     pub fn new(
         initial: Duration,
         max: Duration,

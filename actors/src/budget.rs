@@ -54,6 +54,10 @@ impl fmt::Debug for ReconnectBudget {
 impl ReconnectBudget {
     /// A bucket of `burst` tokens (at least one) refilled at `rate` tokens
     /// per second (above zero and finite, at most one per microsecond).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] naming `rate` or `burst`.
     pub fn new(rate: f64, burst: u32) -> Result<Self, ConfigError> {
         if !(rate.is_finite() && rate > 0.0 && rate <= 1e6) {
             return Err(ConfigError::invalid(

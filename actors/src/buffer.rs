@@ -79,6 +79,10 @@ impl Default for QueueLimits {
 
 impl QueueLimits {
     /// Limits, checked: both bounds must be above zero.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] naming the bound that is zero.
     pub fn new(
         max_messages: usize,
         max_bytes: usize,

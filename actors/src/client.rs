@@ -33,7 +33,7 @@ use crate::stream::{
     event_stream, message_stream, EventStream, Joiner, MessageStream, Shared, STREAM_CAPACITY,
 };
 use crate::supervisor::{Parts, Supervisor};
-use crate::transport::Transport;
+use crate::transport::{redact_url, Transport};
 use crate::writer::Handoff;
 
 /// Runs once with the new client's handle on the client's arbiter, before
@@ -219,6 +219,11 @@ impl Engine {
     /// subscriptions and streams made with the handle before that (right
     /// after `start` returns, in the same synchronous code) receive
     /// everything from the first link on.
+    ///
+    /// # Errors
+    ///
+    /// The first invalid setting ([`ConfigError`]), or
+    /// [`ConfigError::NoSystem`] outside a running actix `System`.
     pub fn start(self) -> Result<Client, ConfigError> {
         self.config.validate()?;
         // Actors need a running System on this thread; the System's handle
@@ -240,8 +245,10 @@ impl Engine {
     /// returns may miss the first messages of the first link: subscribe
     /// in the engine, or with [`Engine::on_start`], to receive everything.
     ///
-    /// Fails with [`ConfigError::ArbiterStopped`] if the arbiter is not
-    /// running.
+    /// # Errors
+    ///
+    /// The first invalid setting ([`ConfigError`]), or
+    /// [`ConfigError::ArbiterStopped`] if the arbiter is not running.
     pub fn start_on<F>(
         arbiter: &ArbiterHandle,
         config: Config,
@@ -268,9 +275,22 @@ impl Engine {
         };
         let window = self.config.feed.dedup_window;
         let dedup = self.dedup.map(|key| Dedup::new(key, window));
-        let hub = Rc::new(
-            Hub::new(&self.config, wiring.shared, wiring.metrics).with_feed(self.gate, dedup),
+        let url = self.urls.first().map(|u| {
+            let url = redact_url(u);
+            match &self.redact {
+                Some(redact) => redact(&url),
+                None => url,
+            }
+        });
+        let span = tracing::info_span!(
+            "ws_client",
+            client = %self.config.name,
+            url = url.as_deref(),
         );
+        let hub = Hub::new(&self.config, wiring.shared, wiring.metrics)
+            .with_feed(self.gate, dedup)
+            .with_span(span);
+        let hub = Rc::new(hub);
         for joiner in self.subscribers {
             hub.join(joiner);
         }
@@ -442,6 +462,13 @@ impl Client {
     /// oldest queued messages when that makes room (each reported as
     /// [`Event::Dropped`]) and otherwise refuses the new one, dropping
     /// nothing.
+    ///
+    /// # Errors
+    ///
+    /// Each hands the message back: [`SendError::Full`] when the queue is
+    /// full and the policy refuses it, [`SendError::TooLarge`] for a
+    /// message over the queue's byte limit, [`SendError::Closed`] once the
+    /// client is closing, closed or gave up.
     pub fn try_send(&self, msg: impl Into<Message>) -> Result<(), SendError> {
         let accepted = lock(&self.buffer).push(msg.into())?;
         if accepted.wake {
@@ -452,6 +479,10 @@ impl Client {
 
     /// Queues `msg` as [`Client::try_send`] does, and returns a [`Receipt`]
     /// that learns whether it reached the server.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Client::try_send`], the message handed back.
     pub fn try_send_tracked(&self, msg: impl Into<Message>) -> Result<Receipt, SendError> {
         let (accepted, rx) = lock(&self.buffer).push_tracked(msg.into())?;
         if accepted.wake {
@@ -464,14 +495,18 @@ impl Client {
     /// policy (backpressure, as a bounded channel's `send`). Waiting senders
     /// get room in the order they called.
     ///
-    /// Cancel safety: while it waits, the message stays inside this future.
-    /// Dropping the future before it completes (a `select!` that took another
-    /// branch, a timeout) drops the message: it is never sent later. Once the
-    /// future has returned `Ok`, the message is queued.
+    /// # Errors
     ///
-    /// Fails at once with [`SendError::Closed`] once the client is closing,
-    /// closed or gave up, and with [`SendError::TooLarge`] for a message
-    /// larger than the queue's byte limit.
+    /// At once, the message handed back: [`SendError::Closed`] once the
+    /// client is closing, closed or gave up, [`SendError::TooLarge`] for a
+    /// message larger than the queue's byte limit.
+    ///
+    /// # Cancel safety
+    ///
+    /// While it waits, the message stays inside this future. Dropping the
+    /// future before it completes (a `select!` that took another branch, a
+    /// timeout) drops the message: it is never sent later. Once the future
+    /// has returned `Ok`, the message is queued.
     pub async fn send(&self, msg: impl Into<Message>) -> Result<(), SendError> {
         // Room now and nobody in line: no waiting machinery at all. The
         // waiting path is boxed so that this future stays small.
@@ -563,9 +598,16 @@ impl Client {
     /// Waits until a link is up: at once if one is, otherwise when the next
     /// link comes up (its `Connected` event is published after).
     ///
-    /// Fails with [`NotConnected::GaveUp`] when retries stop first and with
-    /// [`NotConnected::Closed`] when the client is closing or closed.
     /// Bound it with a timeout to wait a limited time.
+    ///
+    /// # Errors
+    ///
+    /// [`NotConnected::GaveUp`] when retries stop first,
+    /// [`NotConnected::Closed`] when the client is closing or closed.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future only stops the wait.
     pub async fn connected(&self) -> Result<(), NotConnected> {
         let mut status = self.shared.watch();
         let links = status.borrow_and_update().links;
@@ -625,6 +667,14 @@ impl Client {
     }
 
     /// A snapshot of the client's statistics.
+    ///
+    /// # Errors
+    ///
+    /// [`CloseError::AlreadyClosed`] once the client's actors have stopped.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future only drops the answer.
     pub async fn stats(&self) -> Result<Stats, CloseError> {
         self.supervisor
             .send(GetStats)
@@ -645,6 +695,14 @@ impl Client {
     /// [`Stats::possibly_lost`]), and with [`Unconfirmed::Closed`] when the
     /// client closes or gives up first. A peer that does not answer Pings
     /// never confirms anything; the heartbeat then ends the link.
+    ///
+    /// # Errors
+    ///
+    /// [`Unconfirmed::PossiblyLost`] and [`Unconfirmed::Closed`], as above.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future only stops the wait; the messages stay queued.
     pub async fn confirmed(&self) -> Result<(), Unconfirmed> {
         let target = lock(&self.buffer).next_seq();
         let wait = self
@@ -661,6 +719,13 @@ impl Client {
     /// it could not deliver, in order: first what was written and not
     /// confirmed (with replay, or the part of a batch a dying link was
     /// writing), then what was never written.
+    ///
+    /// # Errors
+    ///
+    /// [`CloseError::AlreadyClosed`] if the client was closed already and
+    /// holds nothing.
+    ///
+    /// # Cancel safety
     ///
     /// The close begins when this is called; the future only waits for its
     /// outcome, so dropping it (a timeout around it, a `select!` that took

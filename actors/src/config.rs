@@ -271,6 +271,11 @@ const MIN_PERIOD: Duration = Duration::from_millis(1);
 
 impl Config {
     /// Checks the settings that are not already checked by their own types.
+    ///
+    /// # Errors
+    ///
+    /// The first setting out of its range, as [`ConfigError::Invalid`]
+    /// naming it.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let positive = |d: Duration, name| {
             if d.is_zero() {

@@ -282,6 +282,8 @@ impl Actor for Connection {
         // end from an event finds its receipts settled.
         self.hub.delivery.borrow_mut().link_stopped(self.id);
         let reason = self.reason.take().unwrap_or(DisconnectReason::Dropped);
+        self.span
+            .record("reason", tracing::field::display(ErrorChain(&reason)));
         tracing::debug!(parent: &self.span, reason = %ErrorChain(&reason), "link down");
         // Stopped while unwinding: a hook of the application's (the ready
         // gate, the dedup key) panicked in this actor, and actix stops it

@@ -65,6 +65,10 @@ impl Message {
 
     /// The text, for a text message, without copying it; a binary message
     /// comes back as it was.
+    ///
+    /// # Errors
+    ///
+    /// A binary message, handed back unchanged.
     pub fn into_text(self) -> Result<ByteString, Message> {
         match self {
             Message::Text(t) => Ok(t),

@@ -16,6 +16,7 @@ use actix_rt::time::Instant;
 
 use crate::config::Config;
 use crate::delivery::Delivery;
+use crate::error::{DisconnectReason, ErrorChain};
 use crate::events::{Event, Inbound, InboundBatch};
 use crate::frame::Message;
 use crate::gate::Gate;
@@ -106,6 +107,9 @@ pub(crate) struct Hub {
     /// The ready gate's predicate, if the client has one.
     gate: RefCell<Option<Gatekeeper>>,
     dedup: RefCell<Option<Dedup>>,
+    /// The client's `ws_client` span: the parent of its attempts' and
+    /// links' spans and of the events' logs.
+    pub(crate) span: tracing::Span,
 }
 
 /// The ready gate's predicate.
@@ -273,7 +277,14 @@ impl Hub {
             behind: Behind::default(),
             gate: RefCell::default(),
             dedup: RefCell::default(),
+            span: tracing::Span::none(),
         }
+    }
+
+    /// Under the client's span.
+    pub(crate) fn with_span(mut self, span: tracing::Span) -> Self {
+        self.span = span;
+        self
     }
 
     /// With a ready gate and a dedup key.
@@ -418,7 +429,7 @@ impl Hub {
     }
 
     pub(crate) fn publish(&self, event: Event) {
-        tracing::debug!(?event, "event");
+        log(&self.span, &event);
         self.counters.metrics.event(&event);
         self.admit();
         self.event_streams
@@ -437,6 +448,117 @@ impl Hub {
     /// Events not delivered to subscribers and streams too far behind.
     pub(crate) fn events_dropped(&self) -> u64 {
         self.events.borrow().dropped() + self.event_streams_dropped.get()
+    }
+}
+
+/// Logs `event` under the client's span, at the level an operator wants
+/// it: what needs attention (a dead peer, a stalled subscriber, a dropped
+/// message, giving up) at WARN, the link's life at INFO, attempts at
+/// DEBUG. Never a payload: a dropped message shows its size.
+fn log(span: &tracing::Span, event: &Event) {
+    use tracing::{debug, info, warn};
+    let name = event.name();
+    match event {
+        Event::Connecting { attempt } => debug!(parent: span, event = name, attempt),
+        Event::Connected {
+            attempt,
+            url,
+            endpoint,
+            protocol,
+            extensions,
+            proxy,
+        } => info!(
+            parent: span,
+            event = name,
+            attempt,
+            url,
+            endpoint,
+            protocol,
+            extensions,
+            proxy,
+            "link up"
+        ),
+        Event::Disconnected { reason, will_retry } => {
+            let reason_text = ErrorChain(reason);
+            match reason {
+                DisconnectReason::ConnectFailed(_) => {
+                    debug!(parent: span, event = name, reason = %reason_text, will_retry)
+                }
+                DisconnectReason::PongTimeout(_)
+                | DisconnectReason::Silence(_)
+                | DisconnectReason::WriteTimeout(_)
+                | DisconnectReason::SubscriberStalled(_)
+                | DisconnectReason::Protocol(_) => warn!(
+                    parent: span,
+                    event = name,
+                    reason = %reason_text,
+                    will_retry,
+                    "link down"
+                ),
+                _ => info!(
+                    parent: span,
+                    event = name,
+                    reason = %reason_text,
+                    will_retry,
+                    "link down"
+                ),
+            }
+        }
+        Event::Reconnecting { attempt, delay } => info!(
+            parent: span,
+            event = name,
+            attempt,
+            delay_ms = delay.as_millis() as u64,
+            "reconnecting"
+        ),
+        Event::GaveUp { reason, attempts } => warn!(
+            parent: span,
+            event = name,
+            reason = %ErrorChain(reason),
+            attempts,
+            "giving up"
+        ),
+        Event::Dropped { message } => warn!(
+            parent: span,
+            event = name,
+            bytes = message.len(),
+            "queued message dropped by the overflow policy"
+        ),
+        Event::SubscriberStalled {
+            stalled_for,
+            behind_bytes,
+        } => warn!(
+            parent: span,
+            event = name,
+            stalled_ms = stalled_for.as_millis() as u64,
+            behind_bytes,
+            "a subscriber is stalled"
+        ),
+        Event::RotationFailed { reason, retry_in } => warn!(
+            parent: span,
+            event = name,
+            reason = %ErrorChain(reason),
+            retry_in_ms = retry_in.as_millis() as u64,
+            "rotation failed"
+        ),
+        Event::Replaying { messages } => info!(parent: span, event = name, messages),
+        Event::Rotating { reason, age } => info!(
+            parent: span,
+            event = name,
+            reason = reason.name(),
+            age_ms = age.as_millis() as u64
+        ),
+        Event::Rotated { age, url, endpoint } => info!(
+            parent: span,
+            event = name,
+            age_ms = age.as_millis() as u64,
+            url,
+            endpoint
+        ),
+        Event::Closed {
+            unsent,
+            possibly_delivered,
+        } => info!(parent: span, event = name, unsent, possibly_delivered),
     }
 }
 

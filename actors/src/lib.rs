@@ -16,6 +16,7 @@
 //! lower-level entry point for custom transports.
 
 #![doc(test(attr(deny(warnings))))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod backoff;
 mod batch;

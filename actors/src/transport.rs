@@ -36,6 +36,11 @@ pub trait FrameWriter {
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>>;
 
     /// Encodes `frame` into the write buffer.
+    ///
+    /// # Errors
+    ///
+    /// A [`TransportError`] when the link cannot take it: the engine ends
+    /// the link and writes the batch on the next one.
     fn start_send(&mut self, frame: OutRef<'_>) -> Result<(), TransportError>;
 
     /// Writes everything buffered to the socket.

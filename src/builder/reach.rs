@@ -13,6 +13,7 @@ impl ClientBuilder {
     /// (and with the `native-roots` feature the OS trust store) with
     /// `http/1.1`.
     #[cfg(feature = "rustls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
     pub fn tls_config(mut self, config: std::sync::Arc<rustls::ClientConfig>) -> Self {
         self.tls = Some(config);
         self
@@ -25,6 +26,7 @@ impl ClientBuilder {
     /// parse, fails `start()` with [`ConfigError::InvalidTls`](crate::ConfigError::InvalidTls). Default is
     /// the built-in roots only.
     #[cfg(feature = "rustls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
     pub fn add_root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
         self.tls_options.roots.push(pem.into());
         self
@@ -36,6 +38,7 @@ impl ClientBuilder {
     /// that does not parse, or a key that does not fit, fails `start()`
     /// with [`ConfigError::InvalidTls`](crate::ConfigError::InvalidTls). Default is no client certificate.
     #[cfg(feature = "rustls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
     pub fn identity(mut self, chain_pem: impl Into<Vec<u8>>, key_pem: impl Into<Vec<u8>>) -> Self {
         self.tls_options.identity = Some((chain_pem.into(), key_pem.into()));
         self
@@ -47,6 +50,7 @@ impl ClientBuilder {
     /// servers reached only through a trusted network. Also applies to an
     /// https:// proxy's certificate. Default is false.
     #[cfg(feature = "rustls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
     pub fn danger_accept_invalid_certs(mut self, accept: bool) -> Self {
         self.tls_options.accept_invalid_certs = accept;
         self

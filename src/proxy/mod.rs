@@ -75,16 +75,31 @@ enum Serves {
 
 impl Proxy {
     /// A proxy for every connection, ws:// and wss://.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InvalidProxy`] for a URL that is not an `http://`,
+    /// `https://`, `socks5://` or `socks5h://` proxy (its password masked).
     pub fn all(url: &str) -> Result<Self, ConfigError> {
         Self::new(Serves::All, url)
     }
 
     /// A proxy for ws:// (and http://) connections only.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InvalidProxy`] for a URL that is not an `http://`,
+    /// `https://`, `socks5://` or `socks5h://` proxy (its password masked).
     pub fn http(url: &str) -> Result<Self, ConfigError> {
         Self::new(Serves::Plain, url)
     }
 
     /// A proxy for wss:// (and https://) connections only.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InvalidProxy`] for a URL that is not an `http://`,
+    /// `https://`, `socks5://` or `socks5h://` proxy (its password masked).
     pub fn https(url: &str) -> Result<Self, ConfigError> {
         Self::new(Serves::Secure, url)
     }

@@ -118,8 +118,11 @@ impl Probe {
     }
 
     /// Waits until the reader has taken `n` items, at most `timeout`
-    /// (virtual time on a paused clock); fails with the count taken by
-    /// then.
+    /// (virtual time on a paused clock).
+    ///
+    /// # Errors
+    ///
+    /// The count taken by then, if it is short of `n`.
     pub async fn wait_for(&self, n: usize, timeout: Duration) -> Result<(), usize> {
         self.wait(timeout, || self.taken() >= n)
             .await
@@ -127,6 +130,10 @@ impl Probe {
     }
 
     /// Waits until the stream has ended, at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// `Err(())` if it has not ended by then.
     pub async fn wait_for_end(&self, timeout: Duration) -> Result<(), ()> {
         self.wait(timeout, || self.ended()).await
     }

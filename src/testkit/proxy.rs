@@ -68,6 +68,11 @@ impl fmt::Debug for FaultProxy {
 impl FaultProxy {
     /// Starts a proxy in front of `upstream`, which must be a loopback
     /// address. Must be called inside a tokio (actix) runtime.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for an upstream that is not on loopback; the
+    /// `io::Error` of binding the proxy's port.
     pub async fn start(upstream: SocketAddr) -> io::Result<Self> {
         if !upstream.ip().is_loopback() {
             return Err(io::Error::new(

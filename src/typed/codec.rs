@@ -13,8 +13,16 @@ use serde_json::Value;
 /// codec (CBOR, MessagePack) maps its frames to and from that form.
 pub trait Codec: Send + Sync + 'static {
     /// Encodes `value` as one message.
+    ///
+    /// # Errors
+    ///
+    /// A [`CodecError`] for a value the format cannot carry.
     fn encode(&self, value: &Value) -> Result<Message, CodecError>;
     /// Decodes one message.
+    ///
+    /// # Errors
+    ///
+    /// A [`CodecError`] for a message that is not in the format.
     fn decode(&self, message: &Message) -> Result<Value, CodecError>;
 }
 

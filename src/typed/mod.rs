@@ -283,6 +283,11 @@ impl TypedClient {
     }
 
     /// Encodes `value` and queues it like [`Client::send`].
+    ///
+    /// # Errors
+    ///
+    /// [`TypedError::Encode`] for a value that does not encode,
+    /// [`TypedError::Send`] (the message inside) when the client refuses it.
     pub async fn send_json<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), TypedError> {
         let message = self.encode(value)?;
         self.client.send(message).await.map_err(TypedError::Send)
@@ -343,6 +348,15 @@ impl TypedClient {
     }
 
     /// Sends `request` with `options` and waits for its response.
+    ///
+    /// # Errors
+    ///
+    /// [`TypedError::Timeout`], [`TypedError::Disconnected`] or
+    /// [`TypedError::ResponseLost`] when no response came (see each),
+    /// [`TypedError::Decode`] for a response of another type,
+    /// [`TypedError::Encode`], [`TypedError::Send`],
+    /// [`TypedError::TooManyRequests`] or [`TypedError::Closed`] when the
+    /// request could not go out.
     pub fn request_with<Req, Resp>(
         &self,
         request: &Req,
@@ -389,6 +403,11 @@ impl TypedClient {
     /// and queued) only when the returned future is first polled: a future
     /// never polled sends nothing, and messages go out in the order their
     /// futures were first polled.
+    ///
+    /// # Errors
+    ///
+    /// [`TypedError::Encode`], [`TypedError::WindowFull`], and
+    /// [`TypedError::Closed`] when the client closed before the ack.
     pub fn send_reliable<T: Serialize + ?Sized>(
         &self,
         value: &T,
@@ -404,6 +423,10 @@ impl TypedClient {
     }
 
     /// How many reliable messages await their ack.
+    ///
+    /// # Errors
+    ///
+    /// [`TypedError::Closed`] once the client has closed.
     pub async fn unacked(&self) -> Result<usize, TypedError> {
         self.router
             .send(UnackedCount)
@@ -412,6 +435,10 @@ impl TypedClient {
     }
 
     /// How many requests await a response (for monitoring and leak checks).
+    ///
+    /// # Errors
+    ///
+    /// [`TypedError::Closed`] once the client has closed.
     pub async fn pending_requests(&self) -> Result<usize, TypedError> {
         self.router
             .send(PendingCount)

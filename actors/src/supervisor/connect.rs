@@ -34,7 +34,7 @@ impl Supervisor {
         let timeout = self.config.connect_timeout;
         let deadline = crate::time::saturating_add(Instant::now(), timeout);
         let requested = tokio::time::timeout_at(deadline, (self.provider)(attempt));
-        let number = attempt.number;
+        let (number, endpoint) = (attempt.number, attempt.endpoint);
         requested.into_actor(self).then(move |res, act, _| {
             let request = match res {
                 Ok(Ok(r)) => r,
@@ -48,9 +48,11 @@ impl Supervisor {
                 }
             };
             let span = tracing::info_span!(
+                parent: &act.hub.span,
                 "ws_connect",
                 url = %act.shown_url(&request),
                 attempt = number,
+                endpoint,
                 outcome = tracing::field::Empty,
                 proxy = tracing::field::Empty,
             );
@@ -123,6 +125,25 @@ impl Supervisor {
         let id = self.next_link;
         let protocol = link.protocol.clone();
         let extensions = link.extensions.clone();
+        let url = self.shown_url(request);
+        // The link's own span, from its attempt's: the connection logs in
+        // it and records why it ended.
+        let span = {
+            let attempt = span;
+            let span = tracing::info_span!(
+                parent: &self.hub.span,
+                "ws_link",
+                link = id,
+                endpoint,
+                url = %url,
+                protocol = protocol.as_deref(),
+                extensions = extensions.as_deref(),
+                proxy = link.proxy.as_deref(),
+                reason = tracing::field::Empty,
+            );
+            span.follows_from(&attempt);
+            span
+        };
         let conn = Connection::new(
             id,
             link,
@@ -139,7 +160,7 @@ impl Supervisor {
             addr,
             since: Instant::now(),
             endpoint,
-            url: self.shown_url(request),
+            url,
         };
         (current, protocol, extensions)
     }

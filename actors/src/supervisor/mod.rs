@@ -20,8 +20,8 @@ use crate::budget::ReconnectBudget;
 use crate::buffer::{lock, SharedBuffer};
 use crate::config::Config;
 use crate::connection::Connection;
-use crate::error::{ConnectError, DisconnectReason, ErrorChain};
-use crate::events::{Event, State};
+use crate::error::{ConnectError, DisconnectReason};
+use crate::events::State;
 use crate::hooks::{OnConnect, RedactUrl, RequestProvider};
 use crate::hub::Hub;
 use crate::messages::{
@@ -95,7 +95,7 @@ struct Current {
 ///   written on the next link. A transport that cannot say what its socket
 ///   took ([`FrameWriter::messages_unaccepted`](crate::FrameWriter::messages_unaccepted)
 ///   is `None`) gives the whole batch back, less what a Pong confirmed, so
-///   the server may see a suffix of it twice ([`Event::Replaying`] counts
+///   the server may see a suffix of it twice ([`Event::Replaying`](crate::Event::Replaying) counts
 ///   it);
 /// - flushed into a link that then died: confirmed if the Pong to a later
 ///   Ping came back first (see [`DeliveryConfig`](crate::DeliveryConfig));
@@ -325,12 +325,7 @@ impl Supervisor {
     fn carry_out(&mut self, action: Action, ctx: &mut Context<Self>) {
         match action {
             Action::State { state, new_link } => self.hub.shared.set_state(state, new_link),
-            Action::Publish(event) => {
-                if let Event::GaveUp { reason, attempts } = &event {
-                    tracing::warn!(reason = %ErrorChain(reason), attempts, "giving up");
-                }
-                self.hub.publish(event);
-            }
+            Action::Publish(event) => self.hub.publish(event),
             Action::Connect { number, endpoint } => self.try_connect(number, endpoint, ctx),
             Action::ConnectAfter(wait) => {
                 self.pending = Some(ctx.run_later(wait, |act, ctx| {

@@ -11,7 +11,7 @@ use futures::channel::oneshot;
 use super::switch::{Decision, Happened};
 use super::{Current, Input, Supervisor};
 use crate::connection::Role;
-use crate::error::{DisconnectReason, ErrorChain};
+use crate::error::DisconnectReason;
 use crate::events::{Event, RotateReason};
 use crate::messages::{Abort, Arm, CloseLink, ConnectInfo, Handover, Rotate, Standby, TakeOver};
 use crate::transport::{ConnectRequest, Link};
@@ -332,7 +332,6 @@ impl Supervisor {
             (RotateReason::ReturnToPrimary, Some(d)) => d,
             _ => self.life.rotation_delay(self.rotation_failures),
         };
-        tracing::info!(reason = %ErrorChain(&reason), ?retry_in, "rotation failed");
         self.hub.publish(Event::RotationFailed { reason, retry_in });
         let link = self.current.as_ref().map(|c| c.id);
         self.cancel_rotation_timer(ctx);

@@ -41,38 +41,45 @@ pub(crate) struct Args {
     pub(crate) urls: Vec<String>,
     /// A text message written first on every link, before any stdin line
     /// (a login, a subscription; repeatable, in order).
+    /// [default: none]
     #[arg(long = "on-connect", value_name = "TEXT")]
     pub(crate) on_connect: Vec<String>,
     /// Rotate each link before it is this old: open a new one, switch, close
     /// the old one with 1000 (nothing lost).
+    /// [default: none: links are not rotated]
     #[arg(long, value_parser = duration, value_name = "DURATION")]
     max_age: Option<Duration>,
     /// Hold stdin lines on each link until an inbound text message
     /// containing TEXT arrives on it (after the --on-connect messages).
+    /// [default: none]
     #[arg(long, value_name = "TEXT")]
     ready_pattern: Option<String>,
     /// How long a link waits for --ready-pattern before it counts as a
     /// failed attempt.
-    #[arg(long, value_parser = duration, value_name = "DURATION")]
+    #[arg(long, value_parser = duration, value_name = "DURATION", default_value = "10s")]
     ready_timeout: Option<Duration>,
     /// After this long on a fallback URL, move back to the primary (make
     /// before break).
+    /// [default: none: stay on a fallback until it fails]
     #[arg(long, value_parser = duration, value_name = "DURATION")]
     return_to_primary: Option<Duration>,
     /// Consecutive failed attempts on one URL before moving to the next.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", default_value = "2")]
     failover_after: Option<u32>,
     /// Run CMD (with sh -c) before every attempt and send the first line it
     /// prints as the Authorization header (a fresh token per attempt). It
     /// shares the connect timeout; a failure is retried.
+    /// [default: none]
     #[arg(long, value_name = "CMD")]
     auth_command: Option<String>,
     /// A server close code that ends the program (exit 1) instead of a
     /// reconnect (repeatable).
+    /// [default: none]
     #[arg(long = "fatal-close-code", value_name = "CODE")]
     fatal_close_codes: Vec<u16>,
     /// Drop inbound JSON messages whose top-level FIELD (a number or a
     /// string) a rotation's other link already delivered.
+    /// [default: none]
     #[arg(long, value_name = "FIELD")]
     dedup_key: Option<String>,
     /// Print one JSON object per event on stdout.
@@ -82,57 +89,60 @@ pub(crate) struct Args {
     #[arg(long)]
     pub(crate) exit_on_eof: bool,
     /// First retry delay.
-    #[arg(long, value_parser = duration, value_name = "DURATION")]
+    #[arg(long, value_parser = duration, value_name = "DURATION", default_value = "500ms")]
     backoff_initial: Option<Duration>,
     /// Largest retry delay.
-    #[arg(long, value_parser = duration, value_name = "DURATION")]
+    #[arg(long, value_parser = duration, value_name = "DURATION", default_value = "30s")]
     backoff_max: Option<Duration>,
     /// Growth factor of the retry delay.
-    #[arg(long, value_name = "FACTOR")]
+    #[arg(long, value_name = "FACTOR", default_value = "2")]
     backoff_factor: Option<f64>,
     /// Jitter mode: none, full, equal, decorrelated.
-    #[arg(long, value_name = "MODE")]
+    #[arg(long, value_name = "MODE", default_value = "full")]
     jitter: Option<Jitter>,
     /// Give up after this many consecutive failed retries.
+    /// [default: none: retry forever]
     #[arg(long, value_name = "N")]
     max_retries: Option<u32>,
     /// Uptime after which the backoff starts over.
-    #[arg(long, value_parser = duration, value_name = "DURATION")]
+    #[arg(long, value_parser = duration, value_name = "DURATION", default_value = "5s")]
     min_uptime: Option<Duration>,
     /// Time between pings (0s disables pings).
-    #[arg(long, value_parser = duration, value_name = "DURATION")]
+    #[arg(long, value_parser = duration, value_name = "DURATION", default_value = "20s")]
     ping_interval: Option<Duration>,
     /// How long a ping may go unanswered.
-    #[arg(long, value_parser = duration, value_name = "DURATION")]
+    #[arg(long, value_parser = duration, value_name = "DURATION", default_value = "10s")]
     pong_timeout: Option<Duration>,
     /// Most queued outbound messages.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", default_value = "1024")]
     pub(crate) queue_size: Option<usize>,
     /// Most queued outbound bytes (e.g. 64KiB).
-    #[arg(long, value_parser = size, value_name = "SIZE")]
+    #[arg(long, value_parser = size, value_name = "SIZE", default_value = "8MiB")]
     queue_bytes: Option<usize>,
     /// What a full queue does with a stdin line: reject, drop-oldest, or
     /// wait (stop reading stdin until there is room).
-    #[arg(long, value_name = "POLICY")]
+    #[arg(long, value_name = "POLICY", default_value = "reject")]
     pub(crate) overflow: Option<OverflowPolicy>,
     /// Request header 'Name: value' (repeatable).
+    /// [default: none]
     #[arg(short = 'H', long = "header", value_parser = header, value_name = "HEADER")]
     headers: Vec<(String, String)>,
     /// Subprotocol to offer (repeatable).
+    /// [default: none]
     #[arg(long = "protocol", value_name = "NAME")]
     protocols: Vec<String>,
     /// Largest inbound message (e.g. 16MiB).
-    #[arg(long, value_parser = size, value_name = "SIZE")]
+    #[arg(long, value_parser = size, value_name = "SIZE", default_value = "16MiB")]
     max_message_size: Option<usize>,
     /// Bound on connect plus handshake.
-    #[arg(long, value_parser = duration, value_name = "DURATION")]
+    #[arg(long, value_parser = duration, value_name = "DURATION", default_value = "10s")]
     connect_timeout: Option<Duration>,
     /// A write with no progress for this long ends the link (0s waits
     /// forever).
-    #[arg(long, value_parser = duration, value_name = "DURATION")]
+    #[arg(long, value_parser = duration, value_name = "DURATION", default_value = "30s")]
     write_timeout: Option<Duration>,
     /// Longest server Retry-After honoured.
-    #[arg(long, value_parser = duration, value_name = "DURATION")]
+    #[arg(long, value_parser = duration, value_name = "DURATION", default_value = "5m")]
     max_retry_after: Option<Duration>,
     /// Keep written messages until a Pong confirms them and write the
     /// unconfirmed tail again after a reconnect (at least once).
@@ -149,21 +159,26 @@ pub(crate) struct Args {
     /// resolves names) or socks5h:// (the proxy does), credentials in the
     /// URL. Without it, http_proxy/HTTP_PROXY (ws://),
     /// https_proxy/HTTPS_PROXY (wss://) and all_proxy/ALL_PROXY are read.
+    /// [default: from the environment]
     #[arg(long, value_name = "URL")]
     proxy: Option<String>,
     /// Hosts reached without a proxy, in NO_PROXY syntax (comma-separated
     /// names, which match their subdomains, addresses, CIDR ranges, or *);
     /// applies to --proxy too and replaces NO_PROXY.
+    /// [default: NO_PROXY, no_proxy]
     #[arg(long = "no-proxy", value_name = "LIST")]
     no_proxy: Option<String>,
     /// Trust the certificates of this PEM bundle, in addition to the
     /// built-in roots.
+    /// [default: none: the built-in roots]
     #[arg(long = "ca-file", value_name = "PATH")]
     ca_file: Option<PathBuf>,
     /// Present this PEM client certificate chain (with --key).
+    /// [default: none]
     #[arg(long, value_name = "PATH", requires = "key")]
     cert: Option<PathBuf>,
     /// The PEM private key of --cert (PKCS#8, RSA or SEC1).
+    /// [default: none]
     #[arg(long, value_name = "PATH", requires = "cert")]
     key: Option<PathBuf>,
     /// Accept any server certificate, unverified (prints a warning).
@@ -171,9 +186,11 @@ pub(crate) struct Args {
     pub(crate) insecure: bool,
     /// Serve the client's metrics at http://ADDR/metrics in the Prometheus
     /// text format (e.g. 127.0.0.1:9898).
+    /// [default: none: not served]
     #[arg(long, value_name = "ADDR")]
     pub(crate) metrics_addr: Option<std::net::SocketAddr>,
     /// Print a `stats` event (the client's counters) at this interval.
+    /// [default: none: not printed]
     #[arg(long, value_parser = duration, value_name = "DURATION")]
     pub(crate) stats: Option<Duration>,
 }
@@ -360,6 +377,8 @@ async fn auth_request(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]
@@ -372,6 +391,59 @@ mod tests {
         assert_eq!(header("X-A:  b c "), Ok(("X-A".into(), "b c".into())));
         assert!(header("novalue").is_err());
         assert!(header(": v").is_err());
+    }
+
+    #[test]
+    fn the_defaults_help_shows_are_the_librarys() {
+        use actix_tether::engine::{BackoffPolicy, Config, QueueLimits};
+        let a = Args::try_parse_from(["tether"]).unwrap();
+        let c = Config::default();
+        let backoff = BackoffPolicy::default();
+        let queue = QueueLimits::default();
+        assert_eq!(a.backoff_initial, Some(backoff.initial()));
+        assert_eq!(a.backoff_max, Some(backoff.max()));
+        assert_eq!(a.backoff_factor, Some(backoff.factor()));
+        assert_eq!(a.jitter, Some(backoff.jitter()));
+        assert_eq!(a.min_uptime, Some(c.min_uptime));
+        assert_eq!(a.ping_interval, c.heartbeat.ping_interval);
+        assert_eq!(a.pong_timeout, Some(c.heartbeat.pong_timeout));
+        assert_eq!(a.queue_size, Some(queue.max_messages()));
+        assert_eq!(a.queue_bytes, Some(queue.max_bytes()));
+        assert_eq!(a.overflow, Some(queue.policy()));
+        assert_eq!(a.max_message_size, Some(c.max_message_size));
+        assert_eq!(a.connect_timeout, Some(c.connect_timeout));
+        assert_eq!(a.write_timeout, c.write_timeout);
+        assert_eq!(a.max_retry_after, Some(c.max_retry_after));
+        assert_eq!(a.ready_timeout, Some(c.feed.ready_timeout));
+        assert_eq!(a.failover_after, Some(c.feed.failover_after));
+        assert_eq!(a.max_retries, c.max_retries);
+    }
+
+    #[test]
+    fn help_shows_a_default_for_every_option_that_takes_a_value() {
+        let help = <Args as clap::CommandFactory>::command()
+            .render_long_help()
+            .to_string();
+        // Each option's heading line and the text under it.
+        let mut options: Vec<String> = Vec::new();
+        for line in help.lines() {
+            if line.trim_start().starts_with('-') {
+                options.push(line.trim_start().to_owned());
+            } else if let Some(last) = options.last_mut() {
+                last.push_str(line);
+            }
+        }
+        let taking: Vec<&String> = options
+            .iter()
+            .filter(|o| {
+                o.split_once("  ")
+                    .is_some_and(|(head, _)| head.contains('<'))
+            })
+            .collect();
+        assert!(taking.len() > 30, "{help}");
+        for option in taking {
+            assert!(option.contains("[default: "), "no default shown: {option}");
+        }
     }
 
     #[test]
