@@ -376,10 +376,12 @@ impl TransportError {
     /// The peer violated the protocol in the way `violation` says, found
     /// by the transport's codec.
     pub fn protocol(violation: ProtocolViolation) -> Self {
-        let kind = match violation.close_code() {
-            1007 => TransportErrorKind::InvalidData,
-            1009 if violation == ProtocolViolation::FrameTooBig => TransportErrorKind::FrameTooBig,
-            1009 => TransportErrorKind::MessageTooBig,
+        let kind = match violation {
+            ProtocolViolation::FrameTooBig => TransportErrorKind::FrameTooBig,
+            ProtocolViolation::MessageTooBig => TransportErrorKind::MessageTooBig,
+            ProtocolViolation::InvalidUtf8 | ProtocolViolation::InvalidCloseReason => {
+                TransportErrorKind::InvalidData
+            }
             _ => TransportErrorKind::Protocol,
         };
         Self {

@@ -241,23 +241,26 @@ impl Metrics {
     /// What an event says happened.
     pub(crate) fn event(&self, event: &Event) {
         let Some(m) = &self.0 else { return };
-        let mut clock = m.clock.lock().unwrap_or_else(PoisonError::into_inner);
+        // Only the link's life needs the clock: a flood of evictions does
+        // not take the lock.
+        let clock = || m.clock.lock().unwrap_or_else(PoisonError::into_inner);
         match event {
             Event::Connecting { .. } => {
                 m.attempts.increment(1);
-                clock.attempt = Some(Instant::now());
+                clock().attempt = Some(Instant::now());
             }
             Event::Connected { .. } => {
                 m.connects.increment(1);
                 m.connected.set(1.0);
                 let now = Instant::now();
+                let mut clock = clock();
                 if let Some(at) = clock.attempt.take() {
                     m.connect_duration.record(now - at);
                 }
                 clock.link = Some(now);
             }
             Event::Disconnected { reason, .. } => {
-                if let Some(at) = clock.link.take() {
+                if let Some(at) = clock().link.take() {
                     m.link_duration.record(at.elapsed());
                 }
                 if !matches!(reason, DisconnectReason::ConnectFailed(_)) {
@@ -274,7 +277,7 @@ impl Metrics {
                 m.rotations.increment(1);
                 m.connects.increment(1);
                 m.link_duration.record(*age);
-                clock.link = Some(Instant::now());
+                clock().link = Some(Instant::now());
             }
             Event::Closed { unsent, .. } => {
                 m.unsent.increment(*unsent as u64);
