@@ -1,6 +1,7 @@
-//! An actor that holds the client and reads its messages as a stream
-//! (`ctx.add_stream`), answering through the handle; and the async side of
-//! the API: `connected().await`, `state()`, and the events as a stream.
+//! An actor subscribed from its own context (`subscribe_context`: its
+//! `Handler<Inbound>` once per message, the actor woken once per socket
+//! read), answering through the handle; and the async side of the API:
+//! `connected().await`, `state()`, and the events as a stream.
 //!
 //! It starts the embedded demo feed on 127.0.0.1 (which drops every
 //! connection after four seconds) and runs for about six seconds:
@@ -11,7 +12,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use actix_tether::demo::{DemoConfig, DemoServer};
-use actix_tether::{ClientBuilder, Event, Message, WeakClient};
+use actix_tether::{ClientBuilder, Event, Inbound, WeakClient};
 use futures::StreamExt;
 
 /// Counts the demo's ticks and thanks the server for every fourth one.
@@ -25,8 +26,10 @@ impl Actor for Ticker {
     type Context = Context<Self>;
 }
 
-impl StreamHandler<Message> for Ticker {
-    fn handle(&mut self, msg: Message, _: &mut Context<Self>) {
+impl Handler<Inbound> for Ticker {
+    type Result = ();
+
+    fn handle(&mut self, Inbound(msg): Inbound, _: &mut Context<Self>) {
         let Some(text) = msg.as_text() else {
             return;
         };
@@ -42,12 +45,18 @@ impl StreamHandler<Message> for Ticker {
             }
         }
     }
+}
 
-    /// The stream ends once the client has closed. (actix's default
-    /// `finished` stops the actor; this one says so first.)
-    fn finished(&mut self, ctx: &mut Context<Self>) {
-        println!("ticker: {} ticks, stream ended", self.ticks);
-        ctx.stop();
+/// The subscription ends when the client closes; the actor keeps running
+/// until it stops itself.
+impl Handler<Event> for Ticker {
+    type Result = ();
+
+    fn handle(&mut self, event: Event, ctx: &mut Context<Self>) {
+        if let Event::Closed { .. } = event {
+            println!("ticker: {} ticks, client closed", self.ticks);
+            ctx.stop();
+        }
     }
 }
 
@@ -75,12 +84,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         // The handle, before the first attempt: the actor made here gets
         // every message from the first link on.
         .on_start(move |client| {
-            let messages = client.stream();
-            let client = client.downgrade();
-            let ticker = Ticker::create(move |ctx| {
-                ctx.add_stream(messages);
-                Ticker { client, ticks: 0 }
+            let weak = client.downgrade();
+            let ticker = Ticker::create(|ctx| {
+                client.subscribe_context(ctx);
+                Ticker {
+                    client: weak,
+                    ticks: 0,
+                }
             });
+            client.subscribe_events(ticker.clone().recipient());
             let _ = addr_tx.send(ticker);
         })
         .start()?;
@@ -104,7 +116,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("ticker counted {} ticks", ticker.send(Ticks).await?);
     let unsent = client.close(Duration::from_secs(2)).await?;
     println!("closed with {} unsent", unsent.len());
-    // The actor sees its stream end; give it a turn to say so.
+    // The actor sees the client close; give it a turn to say so.
     actix_rt::time::sleep(Duration::from_millis(50)).await;
     demo.stop().await;
     Ok(())

@@ -612,7 +612,10 @@ impl ClientBuilder {
 
     /// Subscribes an actor to inbound messages from the first link on. A
     /// subscriber that falls behind its mailbox capacity pauses reading
-    /// until it catches up (see [`Inbound`]).
+    /// until it catches up (see [`Inbound`]). Each message is one mailbox
+    /// message; an actor that subscribes from its own context
+    /// ([`Client::subscribe_context`], from [`ClientBuilder::on_start`] for
+    /// the first link's messages) is woken once per socket read instead.
     pub fn subscribe(mut self, r: Recipient<Inbound>) -> Self {
         self.hooks.inbound.push(r);
         self

@@ -29,11 +29,18 @@
 //!
 //! #[actix::main]
 //! async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//!     let printer = Printer.start();
 //!     let client = ClientBuilder::new("ws://127.0.0.1:9001/feed")
 //!         .on_connect(|_| vec![r#"{"op":"subscribe","channel":"ticks"}"#.into()])
-//!         .subscribe(printer.clone().recipient())
-//!         .subscribe_events(printer.recipient())
+//!         // Before the first attempt: the printer misses nothing.
+//!         .on_start(|client| {
+//!             let printer = Printer::create(|ctx| {
+//!                 // Its `Handler<Inbound>` once per message, in order; the
+//!                 // actor is woken once per socket read.
+//!                 client.subscribe_context(ctx);
+//!                 Printer
+//!             });
+//!             client.subscribe_events(printer.recipient());
+//!         })
 //!         .start()?;
 //!     client.send("hello").await?;
 //!     let unsent = client.close(std::time::Duration::from_secs(5)).await?;
@@ -48,9 +55,11 @@
 //! (bounded like a subscriber: reading pauses while it is behind), and
 //! [`Client::events`] the events; [`Client::connected`] waits for a link
 //! and [`Client::state`] says where the client is. In an actor,
+//! [`Client::subscribe_context`] (above) is the fast way in;
 //! `ctx.add_stream(client.stream())` gives a `StreamHandler` one call per
-//! message; [`ClientBuilder::on_start`] hands the handle to an actor that
-//! replies, before the first attempt, so it misses nothing.
+//! message, at about 0.9x the rate (actix takes 16 items per turn); and
+//! [`ClientBuilder::on_start`] hands the handle to an actor that replies,
+//! before the first attempt, so it misses nothing.
 //!
 //! ```no_run
 //! use std::time::Duration;

@@ -445,6 +445,59 @@ fn a_panicking_subscriber_does_not_take_the_client_down() {
     });
 }
 
+/// A subscriber from its own context that panics on its first message.
+struct PanickyInContext(actix_tether::Client);
+
+impl Actor for PanickyInContext {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.0.subscribe_context(ctx);
+    }
+}
+
+impl Handler<Inbound> for PanickyInContext {
+    type Result = ();
+
+    fn handle(&mut self, _: Inbound, _: &mut Context<Self>) {
+        CONTEXT_SUBSCRIBER_PANICKED.store(true, std::sync::atomic::Ordering::SeqCst);
+        panic!("subscriber bug");
+    }
+}
+
+static CONTEXT_SUBSCRIBER_PANICKED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+#[test]
+fn a_subscriber_panicking_in_its_context_does_not_take_the_client_down() {
+    actix_rt::System::new().block_on(async {
+        let server = TestServer::start(Spec::new(support::echo));
+        let arbiter = actix_rt::Arbiter::new();
+        let rec = Recorder::start();
+        let c = client(server.url(), &rec)
+            .read_ahead(4 * 1024)
+            .start()
+            .unwrap();
+        let handle = c.clone();
+        PanickyInContext::start_in_arbiter(&arbiter.handle(), move |_| PanickyInContext(handle));
+        // Far more than the dead subscriber's 16 reads and the 4 KiB
+        // read-ahead could hold: had its subscription outlived it, reading
+        // would have stopped long before the last echo.
+        let payload = "z".repeat(1000);
+        for i in 0..60 {
+            let text = format!("echo {i:02} {payload}");
+            c.send(text.clone()).await.unwrap();
+            assert!(
+                rec.wait_for_text(&text, BOUND).await.is_some(),
+                "echo {i} never came"
+            );
+        }
+        assert!(CONTEXT_SUBSCRIBER_PANICKED.load(std::sync::atomic::Ordering::SeqCst));
+        assert_eq!(c.stats().await.unwrap().state, State::Connected);
+        assert!(c.close(BOUND).await.unwrap().is_empty());
+    });
+}
+
 /// Frames that arrive in the same segment as the 101 (compressed ones
 /// included) are decoded: our codec takes awc's read buffer over.
 #[actix_rt::test]

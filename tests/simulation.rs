@@ -113,6 +113,12 @@ struct Setup {
     /// handler (the application's bug, which must not take the client
     /// down).
     quitter: Option<Quit>,
+    /// The stuck subscriber and the quitter subscribe from their contexts
+    /// (`subscribe_context`) instead of with a recipient.
+    in_context: bool,
+    /// An actor subscribed from its context records what it handles: the
+    /// same messages, in the same order, as the recorder's recipient.
+    observer: bool,
     /// The dedup key hook panics on a "boom" message (the application's
     /// bug): the client ends, and what it held must still be accounted for.
     hook_panics: bool,
@@ -147,6 +153,8 @@ impl Setup {
                 _ => None,
             },
             hook_panics: rng.chance(5),
+            in_context: rng.chance(50),
+            observer: rng.chance(50),
             steps: 10 + rng.below(50) as usize,
         }
     }
@@ -156,6 +164,7 @@ impl Setup {
         seed: u64,
         transport: actix_tether::testkit::MockTransport,
         rec: &Recorder,
+        observed: &Observed,
     ) -> ClientBuilder {
         // Every random choice the client makes (age jitter) comes from the
         // seed too.
@@ -212,11 +221,34 @@ impl Setup {
         if self.fatal_code {
             b = b.fatal_close_codes([FATAL]);
         }
-        if self.stuck {
-            b = b.subscribe(actix::Actor::start(support::mock::Stuck).recipient());
-        }
-        if let Some(quit) = self.quitter {
-            b = b.subscribe(actix::Actor::start(Quitter(quit)).recipient());
+        let (stuck, quitter, observer) = (self.stuck, self.quitter, self.observer);
+        if self.in_context {
+            let observed = observed.clone();
+            // Made before the first attempt: they miss nothing.
+            b = b.on_start(move |client| {
+                if stuck {
+                    start_in_context(client, support::mock::Stuck);
+                }
+                if let Some(quit) = quitter {
+                    start_in_context(client, Quitter(quit));
+                }
+                if observer {
+                    start_in_context(client, Observer(observed));
+                }
+            });
+        } else {
+            if stuck {
+                b = b.subscribe(actix::Actor::start(support::mock::Stuck).recipient());
+            }
+            if let Some(quit) = quitter {
+                b = b.subscribe(actix::Actor::start(Quitter(quit)).recipient());
+            }
+            if observer {
+                let observed = observed.clone();
+                b = b.on_start(move |client| {
+                    start_in_context(client, Observer(observed));
+                });
+            }
         }
         b
     }
@@ -370,6 +402,38 @@ impl actix::Handler<actix_tether::Inbound> for Quitter {
     }
 }
 
+/// What the observer handled, in order.
+type Observed = std::sync::Arc<Mutex<Vec<Message>>>;
+
+/// Records every message it handles.
+struct Observer(Observed);
+
+impl actix::Actor for Observer {
+    type Context = actix::Context<Self>;
+}
+
+impl actix::Handler<actix_tether::Inbound> for Observer {
+    type Result = ();
+
+    fn handle(&mut self, m: actix_tether::Inbound, _: &mut actix::Context<Self>) {
+        if let Ok(mut log) = self.0.lock() {
+            log.push(m.0);
+        }
+    }
+}
+
+/// Starts `actor` on the current arbiter, subscribed from its context.
+fn start_in_context<A>(client: &actix_tether::Client, actor: A)
+where
+    A: actix::Actor<Context = actix::Context<A>> + actix::Handler<actix_tether::Inbound>,
+{
+    let client = client.clone();
+    A::create(move |ctx| {
+        client.subscribe_context(ctx);
+        actor
+    });
+}
+
 // ------------------------------------------------------------------ panics
 
 static HOOK: Once = Once::new();
@@ -481,12 +545,13 @@ fn run_seed(seed: u64) -> Run {
     let violations = run_paused(async {
         let (transport, server) = mock();
         let rec = Recorder::start();
+        let observed = Observed::default();
         // Each seed's metrics in a recorder of its own.
         let recorder = PrometheusBuilder::new().build_recorder();
         let metrics = recorder.handle();
         let client = metrics::with_local_recorder(&recorder, || {
             setup
-                .builder(seed, transport, &rec)
+                .builder(seed, transport, &rec, &observed)
                 .name("sim")
                 .start()
                 .unwrap()
@@ -792,6 +857,9 @@ fn run_seed(seed: u64) -> Run {
             &client,
         );
         check_metrics(&mut violations, &metrics.render(), &events, &rec);
+        if setup.observer {
+            check_observer(&mut violations, &rec, &observed);
+        }
         trace.push_str(&w.trace);
         violations
     });
@@ -998,7 +1066,15 @@ fn check(
     // the read-ahead (128 bytes a message at least), twice over for a
     // rotation's standby link, plus the read that crossed the bound.
     if let (true, 0, Some(ra)) = (w.setup.stuck, w.streams_made, w.setup.read_ahead) {
-        let bound = 2 * (ra.div_ceil(128) + 256) + 2;
+        // Subscribed from its context, the stuck actor's channel holds
+        // STREAM_CAPACITY reads (of up to 256 messages) before the
+        // read-ahead counts.
+        let held = if w.setup.in_context {
+            256 * actix_tether::STREAM_CAPACITY
+        } else {
+            0
+        };
+        let bound = 2 * (ra.div_ceil(128) + 256 + held) + 2;
         if w.messages_in > bound as u64 {
             v.push(format!(
                 "{} messages read behind a stuck subscriber, read-ahead {ra}",
@@ -1016,6 +1092,26 @@ fn check(
                 }
             }
         }
+    }
+}
+
+/// The actor subscribed from its context handled what the recipient
+/// subscriber did: every message, once, in the same order.
+fn check_observer(v: &mut Vec<String>, rec: &Recorder, observed: &Observed) {
+    let seen = observed.lock().map(|l| l.clone()).unwrap_or_default();
+    let recorded = rec.recorded_inbound();
+    if seen != recorded {
+        let first = seen
+            .iter()
+            .zip(&recorded)
+            .position(|(a, b)| a != b)
+            .unwrap_or(seen.len().min(recorded.len()));
+        v.push(format!(
+            "the actor subscribed from its context handled {} messages, the recipient {}; \
+             they differ from message {first}",
+            seen.len(),
+            recorded.len()
+        ));
     }
 }
 

@@ -32,6 +32,7 @@ use crate::stats::Stats;
 use crate::stream::{
     event_stream, message_stream, EventStream, Joiner, MessageStream, Shared, STREAM_CAPACITY,
 };
+use crate::subscriber::Pump;
 use crate::supervisor::{Parts, Supervisor};
 use crate::transport::{redact_url, Transport};
 use crate::writer::Handoff;
@@ -534,9 +535,58 @@ impl Client {
 
     /// Subscribes an actor to inbound messages: it receives every message
     /// read after this call, across reconnects (see [`Engine::start`] for
-    /// receiving the first link's too).
+    /// receiving the first link's too). Each message is one mailbox
+    /// message; [`Client::subscribe_context`] is the fast way for an actor.
     pub fn subscribe(&self, r: Recipient<Inbound>) {
         self.shared.join(Joiner::Inbound(r));
+    }
+
+    /// Subscribes the actor whose context this is to inbound messages, from
+    /// the next read on: its `Handler<Inbound>` is called once per message,
+    /// in order, but the actor is woken once per socket read instead of
+    /// receiving one mailbox message per message, so it keeps up with
+    /// feeds at the rate of a raw socket loop. The fast way to subscribe an
+    /// actor; call it where its context is at hand (`Actor::started`, or
+    /// `Actor::create`'s closure).
+    ///
+    /// Bounded as [`Client::stream`] is: [`STREAM_CAPACITY`] reads, then
+    /// the read-ahead (reading pauses, [`Event::SubscriberStalled`] after
+    /// the stall timeout), nothing dropped. A handler that calls `ctx.wait`
+    /// holds the next messages back until the wait is over, as the mailbox
+    /// does. The subscription ends when the actor stops (the client forgets
+    /// it) or when the client closes (the actor keeps running). A panic in
+    /// the handler is the actor's: on an arbiter of its own it ends that
+    /// arbiter, not the client.
+    ///
+    /// ```
+    /// use actix::prelude::*;
+    /// use actix_tether_actors::{Client, Inbound};
+    ///
+    /// struct Printer(Client);
+    ///
+    /// impl Actor for Printer {
+    ///     type Context = Context<Self>;
+    ///
+    ///     fn started(&mut self, ctx: &mut Context<Self>) {
+    ///         self.0.subscribe_context(ctx);
+    ///     }
+    /// }
+    ///
+    /// impl Handler<Inbound> for Printer {
+    ///     type Result = ();
+    ///
+    ///     fn handle(&mut self, Inbound(msg): Inbound, _: &mut Context<Self>) {
+    ///         println!("{:?}", msg.as_text());
+    ///     }
+    /// }
+    /// # #[allow(dead_code)]
+    /// # fn run(client: Client) { Printer(client).start(); }
+    /// ```
+    pub fn subscribe_context<A>(&self, ctx: &mut Context<A>)
+    where
+        A: Actor<Context = Context<A>> + Handler<Inbound>,
+    {
+        ctx.spawn(Pump::new(self.stream()));
     }
 
     /// Subscribes an actor to inbound messages one socket read at a time,

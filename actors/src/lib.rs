@@ -46,6 +46,7 @@ mod read_batch;
 mod reassembly;
 mod stats;
 mod stream;
+mod subscriber;
 mod supervisor;
 mod time;
 mod transport;

@@ -18,6 +18,9 @@ pub(crate) enum Client {
     /// Raw awc as awc comes: Nagle's algorithm on.
     AwcNagle,
     Tether,
+    /// `Client::subscribe_context`: the actor's `Handler<Inbound>` once per
+    /// message, the actor woken once per read.
+    TetherActor,
     /// `Client::stream()`, read by the measuring task itself.
     TetherStream,
     /// `Client::stream()` in an actor: `ctx.add_stream`, one
@@ -33,10 +36,11 @@ pub(crate) enum Client {
 }
 
 impl Client {
-    pub(crate) const ALL: [Client; 11] = [
+    pub(crate) const ALL: [Client; 12] = [
         Client::Awc,
         Client::AwcNagle,
         Client::Tether,
+        Client::TetherActor,
         Client::TetherStream,
         Client::TetherAddStream,
         Client::TetherBatched,
@@ -52,6 +56,7 @@ impl Client {
             Client::Awc => "raw-awc",
             Client::AwcNagle => "raw-awc (Nagle)",
             Client::Tether => "actix-tether",
+            Client::TetherActor => "actix-tether (actor)",
             Client::TetherStream => "actix-tether (stream)",
             Client::TetherAddStream => "actix-tether (add_stream)",
             Client::TetherBatched => "actix-tether (batches)",
@@ -201,12 +206,20 @@ pub(crate) async fn tether(url: String, kind: Client) -> Res<(actix_tether::Clie
         .subscribe_events(counter.clone().recipient());
     builder = match kind {
         Client::TetherBatched => builder.subscribe_batches(counter.recipient()),
-        Client::TetherAddStream | Client::TetherStream => builder,
+        Client::TetherAddStream | Client::TetherStream | Client::TetherActor => builder,
         _ => builder.subscribe(counter.recipient()),
     };
     let client = builder.start()?;
     if kind == Client::TetherStream {
         tally.stream = Some(client.stream());
+    }
+    if kind == Client::TetherActor {
+        let counts = tally.counts.clone();
+        let handle = client.clone();
+        Counter::create(move |ctx| {
+            handle.subscribe_context(ctx);
+            Counter(counts)
+        });
     }
     if kind == Client::TetherAddStream {
         let messages = client.stream();
@@ -474,6 +487,7 @@ pub(crate) async fn inbound(
         Client::TokioWebsockets => raw_inbound(tokio_ws(&url).await?, n, tokio_ws_seen).await,
         Client::Yawc => raw_inbound(yawc_ws(&url).await?, n, yawc_seen).await,
         Client::Tether
+        | Client::TetherActor
         | Client::TetherStream
         | Client::TetherAddStream
         | Client::TetherBatched
@@ -519,6 +533,7 @@ pub(crate) async fn outbound(client: Client, base: &str, n: usize, size: usize) 
             raw_outbound(yawc_ws(&url).await?, n, message, yawc_seen).await
         }
         Client::Tether
+        | Client::TetherActor
         | Client::TetherStream
         | Client::TetherAddStream
         | Client::TetherBatched
@@ -570,6 +585,7 @@ pub(crate) async fn echo(client: Client, base: &str, n: usize) -> Res<Vec<f64>> 
             raw_echo(yawc_ws(&url).await?, n, message, yawc_seen).await
         }
         Client::Tether
+        | Client::TetherActor
         | Client::TetherStream
         | Client::TetherAddStream
         | Client::TetherBatched

@@ -218,9 +218,14 @@ impl TypedBuilder {
             self.correlation,
             reliable,
             self.max_pending.unwrap_or(16_384),
-        )
-        .start();
-        client.subscribe(router.clone().recipient());
+        );
+        let inbound = client.clone();
+        // Subscribed from its context: woken once per read, not once per
+        // message.
+        let router = Router::create(move |ctx| {
+            inbound.subscribe_context(ctx);
+            router
+        });
         client.subscribe_events(router.clone().recipient());
         TypedClient {
             client: client.clone(),
