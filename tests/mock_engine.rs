@@ -591,6 +591,79 @@ async fn wait_policy_makes_send_wait_for_room() {
 }
 
 #[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn send_all_queues_in_order_waiting_for_room_past_a_small_queue() {
+    let (t, mut server) = mock();
+    server.script([Outcome::AcceptAfter(Duration::from_secs(1))]);
+    let rec = Recorder::start();
+    let client = base(t, &rec)
+        .queue_size(8)
+        .on_connect(|_| vec![Message::from("setup")])
+        .start()
+        .unwrap();
+    client.try_send("before").unwrap();
+    // Far more than the queue holds while the link is down: it waits.
+    let all = client.clone();
+    let sending =
+        actix_rt::spawn(async move { all.send_all((0..300).map(|i| format!("m{i}"))).await });
+    settle(ms(10)).await;
+    assert!(!sending.is_finished());
+    assert_eq!(client.stats().await.unwrap().queue_depth, 8);
+    let mut conn = server.accept().await.unwrap();
+    assert_eq!(conn.next_text().await.as_deref(), Some("setup"));
+    assert_eq!(conn.next_text().await.as_deref(), Some("before"));
+    for i in 0..300 {
+        assert_eq!(conn.next_text().await, Some(format!("m{i}")));
+    }
+    assert_eq!(sending.await.unwrap(), Ok(()));
+}
+
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn send_all_stops_at_a_refused_message_and_hands_it_back() {
+    let (t, mut server) = mock();
+    let rec = Recorder::start();
+    let client = base(t, &rec).queue_bytes(10).start().unwrap();
+    let mut conn = server.accept().await.unwrap();
+    let msgs = ["a", "b", "0123456789ab", "c"];
+    assert_eq!(
+        client.send_all(msgs).await,
+        Err(SendError::TooLarge(Message::from("0123456789ab")))
+    );
+    assert_eq!(conn.next_text().await.as_deref(), Some("a"));
+    assert_eq!(conn.next_text().await.as_deref(), Some("b"));
+    client.close(Duration::from_secs(1)).await.unwrap();
+    // "c" was not queued: the next frame is the close's barrier Ping.
+    assert!(matches!(conn.next_frame().await, Some(OutFrame::Ping(_))));
+    assert!(matches!(
+        client.send_all(["late"]).await,
+        Err(SendError::Closed(_))
+    ));
+}
+
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
+async fn send_all_takes_from_an_iterator_that_uses_the_client() {
+    let (t, mut server) = mock();
+    let rec = Recorder::start();
+    let client = base(t, &rec).start().unwrap();
+    let mut conn = server.accept().await.unwrap();
+    let inner = client.clone();
+    // The iterator's own code sends: it runs outside the queue's lock.
+    let msgs = (0..3).map(move |i| {
+        inner.try_send(format!("aside {i}")).unwrap();
+        format!("batch {i}")
+    });
+    client.send_all(msgs).await.unwrap();
+    let mut got = Vec::new();
+    for _ in 0..6 {
+        got.push(conn.next_text().await.unwrap());
+    }
+    // The iterator is drained into a run before the run is queued.
+    assert_eq!(
+        got,
+        ["aside 0", "aside 1", "aside 2", "batch 0", "batch 1", "batch 2"]
+    );
+}
+
+#[actix_rt::test(system = "actix_tether::testkit::PausedSystem")]
 async fn close_drains_the_queue_and_sends_close_1000() {
     let (t, mut server) = mock();
     let rec = Recorder::start();

@@ -1,5 +1,6 @@
 //! Starting the engine, and the handle applications keep.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -36,6 +37,9 @@ use crate::subscriber::Pump;
 use crate::supervisor::{Parts, Supervisor};
 use crate::transport::{redact_url, Transport};
 use crate::writer::Handoff;
+
+/// Messages [`Client::send_all`] takes from its iterator per run.
+const SEND_ALL_RUN: usize = 64;
 
 /// Runs once with the new client's handle on the client's arbiter, before
 /// its first attempt (see [`Engine::on_start`]).
@@ -518,6 +522,79 @@ impl Client {
         };
         if accepted.wake {
             self.queue.do_send(Wake);
+        }
+        Ok(())
+    }
+
+    /// Queues every message of `msgs`, in order, as [`Client::send`] one by
+    /// one would (waiting while the queue is full, whatever the overflow
+    /// policy), but taking the queue's lock once per 64 messages and waking
+    /// the writer once per run: for many messages at once. Another task's
+    /// `send` may land between two runs.
+    ///
+    /// # Errors
+    ///
+    /// The first refusal ends it, the refused message handed back
+    /// ([`SendError::Closed`] once the client is closing, closed or gave
+    /// up, [`SendError::TooLarge`] for a message larger than the queue's
+    /// byte limit): the messages before it are queued, those after it are
+    /// not.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future while it waits for room drops the message it
+    /// holds and those not yet taken from `msgs`; those before are queued.
+    ///
+    /// ```
+    /// # use actix_tether_actors::Client;
+    /// # #[allow(dead_code)]
+    /// # async fn run(client: Client) -> Result<(), actix_tether_actors::SendError> {
+    /// client.send_all((0..1000).map(|i| format!("order {i}"))).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn send_all<I>(&self, msgs: I) -> Result<(), SendError>
+    where
+        I: IntoIterator,
+        I::Item: Into<Message>,
+    {
+        let mut msgs = msgs.into_iter().map(Into::into).peekable();
+        let mut run = VecDeque::with_capacity(SEND_ALL_RUN);
+        while msgs.peek().is_some() {
+            // Taken from the iterator outside the lock: its code may use
+            // this client.
+            run.extend(msgs.by_ref().take(SEND_ALL_RUN));
+            while !run.is_empty() {
+                let (mut wake, mut full, mut refused) = (false, None, None);
+                {
+                    let mut buffer = lock(&self.buffer);
+                    while let Some(msg) = run.pop_front() {
+                        match buffer.push_or_wait(msg) {
+                            Ok(Ok(accepted)) => wake |= accepted.wake,
+                            Ok(Err(msg)) => {
+                                full = Some(msg);
+                                break;
+                            }
+                            Err(e) => {
+                                refused = Some(e);
+                                break;
+                            }
+                        }
+                    }
+                }
+                if wake {
+                    self.queue.do_send(Wake);
+                }
+                if let Some(e) = refused {
+                    return Err(e);
+                }
+                // Full: what is queued goes out while this one waits.
+                if let Some(msg) = full {
+                    if Box::pin(self.wait_for_room(msg)).await?.wake {
+                        self.queue.do_send(Wake);
+                    }
+                }
+            }
         }
         Ok(())
     }

@@ -190,7 +190,8 @@ impl Handler<Event> for Counter {
 }
 
 /// An actix-tether client whose subscriber takes one actor message per
-/// message, for `TetherBatched` one per socket read, for `TetherAddStream`
+/// message, for `TetherBatched` one per socket read (and outbound,
+/// `send_all`), for `TetherAddStream`
 /// one `StreamHandler` call per message (the stream); `TetherReplay`
 /// keeps what it writes until a Pong confirms it.
 pub(crate) async fn tether(url: String, kind: Client) -> Res<(actix_tether::Client, Tally)> {
@@ -538,10 +539,16 @@ pub(crate) async fn outbound(client: Client, base: &str, n: usize, size: usize) 
         | Client::TetherAddStream
         | Client::TetherBatched
         | Client::TetherReplay => {
+            let batched = client == Client::TetherBatched;
             let (client, mut tally) = tether(url, client).await?;
             let start = Instant::now();
-            for _ in 0..n {
-                client.send(text.as_str()).await?;
+            if batched {
+                // Many messages at once: one lock of the queue per 64.
+                client.send_all((0..n).map(|_| text.as_str())).await?;
+            } else {
+                for _ in 0..n {
+                    client.send(text.as_str()).await?;
+                }
             }
             tally.count(1).await?;
             let secs = start.elapsed().as_secs_f64();
