@@ -57,7 +57,7 @@
 //! and [`Client::state`] says where the client is. In an actor,
 //! [`Client::subscribe_context`] (above) is the fast way in;
 //! `ctx.add_stream(client.stream())` gives a `StreamHandler` one call per
-//! message, at about 0.9x the rate (actix takes 16 items per turn); and
+//! message (actix takes 16 of them per turn); and
 //! [`ClientBuilder::on_start`] hands the handle to an actor that replies,
 //! before the first attempt, so it misses nothing.
 //!
