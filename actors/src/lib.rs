@@ -8,7 +8,9 @@
 //!   dead links; the queue actor writes accepted messages in order, setup lane
 //!   first.
 //! - Subscribers receive [`Inbound`] messages and [`Event`]s; so do
-//!   streams ([`Client::stream`], [`Client::events`]).
+//!   streams ([`Client::stream`], [`Client::events`]). An actor that
+//!   subscribes from its own context ([`Client::subscribe_context`]) is
+//!   woken once per socket read, not once per message.
 //! - The socket comes from a [`Transport`]: awc in `actix-tether`, a mock in
 //!   its test kit.
 //!
