@@ -558,12 +558,15 @@ impl Client {
         I: IntoIterator,
         I::Item: Into<Message>,
     {
-        let mut msgs = msgs.into_iter().map(Into::into).peekable();
+        let mut msgs = msgs.into_iter().map(Into::into);
         let mut run = VecDeque::with_capacity(SEND_ALL_RUN);
-        while msgs.peek().is_some() {
+        loop {
             // Taken from the iterator outside the lock: its code may use
             // this client.
             run.extend(msgs.by_ref().take(SEND_ALL_RUN));
+            if run.is_empty() {
+                return Ok(());
+            }
             while !run.is_empty() {
                 let (mut wake, mut full, mut refused) = (false, None, None);
                 {
@@ -596,7 +599,6 @@ impl Client {
                 }
             }
         }
-        Ok(())
     }
 
     /// Waits in line until `msg` fits; leaves the line if dropped.
